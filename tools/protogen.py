@@ -1,0 +1,116 @@
+"""Generate gen/ from proto/: Python messages, gRPC stubs, type stubs and the
+descriptor set Envoy's gRPC-JSON transcoder loads.
+
+Run by `make proto`; the freshness test runs it into a temporary folder and
+compares. Nothing in gen/ is written by hand: this script wipes and rewrites it.
+
+`buf/validate/validate.proto` is not fetched from the Buf Schema Registry (no
+network is assumed). Its descriptor comes from the installed `protovalidate`
+package, which carries the exact version its validator enforces; protoc reads
+it through `--descriptor_set_in` and generates the Python module the
+sensormesh messages import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_DIR = ROOT / "proto"
+GEN_DIR = ROOT / "gen"
+# Inside the generated package so an installed sensormesh finds it too.
+DESCRIPTOR_PATH = Path("sensormesh") / "descriptor_set.binpb"
+VALIDATE_PROTO = "buf/validate/validate.proto"
+
+
+def _validate_descriptor_set() -> descriptor_pb2.FileDescriptorSet:
+    """The FileDescriptorSet of buf/validate/validate.proto from protovalidate."""
+    import protovalidate
+
+    desc_file = protovalidate.ViolationPb.desc().file
+    file_proto = descriptor_pb2.FileDescriptorProto.FromString(desc_file.proto.to_binary())
+    if file_proto.name != VALIDATE_PROTO:
+        raise RuntimeError(f"protovalidate carries {file_proto.name!r}, expected {VALIDATE_PROTO!r}")
+    return descriptor_pb2.FileDescriptorSet(file=[file_proto])
+
+
+def _include_dirs() -> list[Path]:
+    """protoc include paths: our protos, protobuf's well-known types, googleapis."""
+    import google.api.annotations_pb2 as annotations
+
+    grpc_tools_protos = Path(str(resources.files("grpc_tools") / "_proto"))
+    googleapis_root = Path(annotations.__file__).resolve().parent.parent.parent
+    return [PROTO_DIR, grpc_tools_protos, googleapis_root]
+
+
+def _run_protoc(args: list[str]) -> None:
+    from grpc_tools import protoc
+
+    code = protoc.main(["protoc", *args])
+    if code != 0:
+        raise SystemExit(f"protoc failed ({code}): {' '.join(args)}")
+
+
+def _declares_service(proto: Path) -> bool:
+    return any(line.startswith("service ") for line in proto.read_text().splitlines())
+
+
+def _add_package_markers(out: Path) -> None:
+    """Make every generated folder a regular package so imports are unambiguous."""
+    for folder in (p for p in out.rglob("*") if p.is_dir()):
+        (folder / "__init__.py").touch()
+
+
+def generate(out: Path) -> None:
+    """Write the complete contents of gen/ into `out` (which must be empty)."""
+    sensormesh_protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
+    service_protos = [p for p in sensormesh_protos if _declares_service(PROTO_DIR / p)]
+    with tempfile.TemporaryDirectory() as tmp:
+        deps = Path(tmp) / "validate.binpb"
+        deps.write_bytes(_validate_descriptor_set().SerializeToString())
+        includes = [f"-I{d}" for d in _include_dirs()]
+        plugin_dir = Path(sys.executable).parent
+        common = [
+            *includes,
+            f"--descriptor_set_in={deps}",
+            f"--plugin=protoc-gen-mypy={plugin_dir / 'protoc-gen-mypy'}",
+            f"--plugin=protoc-gen-mypy_grpc={plugin_dir / 'protoc-gen-mypy_grpc'}",
+        ]
+        _run_protoc([*common, f"--python_out={out}", f"--mypy_out={out}", *sensormesh_protos])
+        _run_protoc([*common, f"--grpc_python_out={out}", f"--mypy_grpc_out={out}", *service_protos])
+        _run_protoc([*common, f"--python_out={out}", f"--mypy_out={out}", VALIDATE_PROTO])
+        _run_protoc(
+            [
+                *common,
+                "--include_imports",
+                "--include_source_info",
+                f"--descriptor_set_out={out / DESCRIPTOR_PATH}",
+                *sensormesh_protos,
+            ]
+        )
+    _add_package_markers(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=GEN_DIR, help="folder to (re)write; default gen/")
+    out: Path = parser.parse_args().out
+    with tempfile.TemporaryDirectory(dir=out.parent) as staging_name:
+        staging = Path(staging_name) / "gen"
+        staging.mkdir()
+        generate(staging)
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.move(str(staging), str(out))
+    print(f"generated {out}")
+
+
+if __name__ == "__main__":
+    main()
