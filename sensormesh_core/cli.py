@@ -1,0 +1,69 @@
+"""The `sensormesh` command: one entry point, one subcommand per job.
+
+Each subcommand is a module with `add_arguments(parser)` and `run(args) -> int`,
+registered by name below and imported only when used, so `sensormesh agent`
+on a Raspberry Pi never imports the server's database drivers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Protocol, cast
+
+from sensormesh_core import __version__
+from sensormesh_core.logs import configure_logging
+
+
+class Command(Protocol):
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "db": ("sensormesh_core.db_command", "migrate the database schema and apply storage policies"),
+    "devices": ("sensormesh_core.devices_command", "register devices and issue their tokens"),
+}
+
+
+def add_command(name: str, module: str, help_text: str) -> None:
+    """Register a subcommand (used by later packages' tests and plugins)."""
+    COMMANDS[name] = (module, help_text)
+
+
+def _load(module: str) -> Command:
+    return cast(Command, importlib.import_module(module))
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sensormesh", description="Telemetry for sensor fleets.")
+    parser.add_argument("--version", action="version", version=f"sensormesh {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument("--log-format", choices=["logfmt", "json"], default="logfmt", help="default logfmt")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    wanted = next((arg for arg in argv if arg in COMMANDS), None)
+    for name, (module, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        # Only the chosen command's module is imported; the others just list in --help.
+        if name == wanted:
+            _load(module).add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    module, _ = COMMANDS[args.command]
+    try:
+        return _load(module).run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

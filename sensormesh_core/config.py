@@ -1,0 +1,90 @@
+"""Settings shared by the services: where the database is and how data ages.
+
+Every setting is an environment variable `SENSORMESH_<NAME>` (or a line in a
+`.env` file in the working directory). Each service extends `StorageSettings`
+with its own; nothing else in the code reads the environment.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SENSORMESH_"
+
+
+class TimescaleMode(StrEnum):
+    """Whether the schema uses TimescaleDB."""
+
+    AUTO = "auto"  # use it when the server has the extension
+    REQUIRE = "require"  # fail the migration without it (production)
+    OFF = "off"  # plain PostgreSQL partitioning even if it is available
+
+
+class SensormeshSettings(BaseSettings):
+    """Base for every settings class: one prefix, one `.env` file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+
+class StorageSettings(SensormeshSettings):
+    """Where readings live and how long they stay."""
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "PostgreSQL URL, e.g. postgresql://sensormesh:...@db:5432/sensormesh. "
+            "Unset: start the embedded PostgreSQL under data_dir."
+        ),
+    )
+    data_dir: Path = Field(
+        default=Path(".sensormesh"),
+        description="Folder for the embedded PostgreSQL's data and other local state.",
+    )
+    timescaledb: TimescaleMode = Field(
+        default=TimescaleMode.AUTO,
+        description="Use TimescaleDB hypertables (auto: when the extension is available).",
+    )
+    retention: timedelta = Field(
+        default=timedelta(days=30),
+        description="Raw readings older than this are dropped (whole chunks or partitions).",
+    )
+    rollup_1m_retention: timedelta = Field(
+        default=timedelta(days=365), description="How long 1-minute rollups stay (TimescaleDB)."
+    )
+    rollup_1h_retention: timedelta = Field(
+        default=timedelta(days=5 * 365), description="How long 1-hour rollups stay (TimescaleDB)."
+    )
+    compress_after: timedelta = Field(
+        default=timedelta(days=2), description="Chunks older than this are compressed (TimescaleDB)."
+    )
+    partitions_ahead: int = Field(
+        default=3,
+        ge=1,
+        le=60,
+        description="Daily partitions created ahead of today (plain PostgreSQL).",
+    )
+    pool_min_size: int = Field(default=2, ge=1, description="Connections a service keeps open.")
+    pool_max_size: int = Field(default=10, ge=1, description="Most connections a service opens.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # libpq URLs may name no host (`postgresql:///db?host=/run/socket`), so
+        # only the scheme is checked here; libpq reports anything else on connect.
+        if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    def database_dsn(self) -> str | None:
+        """The configured URL in clear text, or None for the embedded server."""
+        return None if self.database_url is None else self.database_url.get_secret_value()

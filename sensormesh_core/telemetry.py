@@ -1,0 +1,101 @@
+"""OpenTelemetry for every sensormesh program: traces and metrics.
+
+Export follows the standard `OTEL_*` variables: with
+`OTEL_EXPORTER_OTLP_ENDPOINT` (or the per-signal variants) set, spans and
+metrics go to that collector over OTLP/gRPC; otherwise they are recorded and
+dropped. Tests pass their own in-memory exporter and reader instead.
+
+gRPC context propagation uses the instrumentation's interceptors, attached
+explicitly to each server and channel (no global monkeypatching), so a trace
+started by the agent continues in ingest and down to the database write.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from sensormesh_core import __version__
+
+_OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+_OTLP_METRICS_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+
+
+@dataclass
+class Telemetry:
+    """The providers of one program; pass them down instead of using globals."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def tracer(self, name: str) -> trace.Tracer:
+        return self.tracer_provider.get_tracer(name, __version__)
+
+    def meter(self, name: str) -> metrics.Meter:
+        return self.meter_provider.get_meter(name, __version__)
+
+    def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """Interceptors that start a server span from the caller's trace context."""
+        return [aio_server_interceptor(tracer_provider=self.tracer_provider)]  # type: ignore[no-untyped-call]
+
+    def client_interceptors(self) -> list[Any]:
+        """Interceptors that start a client span and send its context as metadata."""
+        return list(aio_client_interceptors(tracer_provider=self.tracer_provider))  # type: ignore[no-untyped-call]
+
+    def shutdown(self) -> None:
+        """Flush and stop exporting; call once at exit."""
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def _configured(variables: tuple[str, ...]) -> bool:
+    return any(os.environ.get(name) for name in variables)
+
+
+def configure_telemetry(
+    service_name: str,
+    *,
+    span_exporter: SpanExporter | None = None,
+    span_processor: SpanProcessor | None = None,
+    metric_reader: MetricReader | None = None,
+    set_global: bool = True,
+) -> Telemetry:
+    """Build the providers for `service_name` (e.g. "sensormesh-ingest").
+
+    With `set_global`, also install them as OpenTelemetry's globals so that
+    libraries instrumented against the global API (asyncpg) report into them.
+    """
+    resource = Resource.create({SERVICE_NAME: service_name, SERVICE_VERSION: __version__})
+    tracer_provider = TracerProvider(resource=resource)
+    if span_processor is not None:
+        tracer_provider.add_span_processor(span_processor)
+    if span_exporter is not None:
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    elif span_processor is None and _configured(_OTLP_ENDPOINT_VARIABLES):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+
+    readers: list[MetricReader] = []
+    if metric_reader is not None:
+        readers.append(metric_reader)
+    elif _configured(_OTLP_METRICS_VARIABLES):
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+
+    if set_global:
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(meter_provider)
+    return Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
