@@ -1,0 +1,103 @@
+"""The migrations build the schema, are idempotent, and downgrade cleanly."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from sensormesh_core.storage import migrate
+from sensormesh_core.storage.schema import (
+    MEASUREMENT_COLUMNS,
+    MEASUREMENTS_TABLE,
+    READING_TABLES,
+    TYPED_TABLES,
+)
+
+pytestmark = pytest.mark.storage
+
+REGISTRY_TABLES = {
+    "sensormesh_meta",
+    "devices",
+    "upload_offsets",
+    "sensors",
+    "series",
+    "latest_values",
+    "dead_letters",
+    "thinning_reports",
+    "device_inputs",
+}
+
+
+async def _tables(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
+        )
+    finally:
+        await conn.close()
+    return {r["relname"] for r in rows} - {"alembic_version"}
+
+
+async def test_upgrade_creates_every_table(empty_database_url: str) -> None:
+    migrate.upgrade(empty_database_url)
+
+    assert migrate.current_revision(empty_database_url) == "0002"
+    assert await _tables(empty_database_url) == REGISTRY_TABLES | set(READING_TABLES)
+
+
+async def test_migrating_twice_is_harmless(empty_database_url: str) -> None:
+    migrate.upgrade(empty_database_url)
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await conn.execute("INSERT INTO devices (device_id, token_hash) VALUES ('pi-1', '\\x01')")
+        migrate.upgrade(empty_database_url)
+        assert await conn.fetchval("SELECT count(*) FROM devices") == 1
+    finally:
+        await conn.close()
+    assert migrate.current_revision(empty_database_url) == "0002"
+
+
+async def test_downgrade_removes_everything_and_upgrade_restores_it(empty_database_url: str) -> None:
+    migrate.upgrade(empty_database_url)
+
+    migrate.downgrade(empty_database_url, "0001")
+    assert await _tables(empty_database_url) == REGISTRY_TABLES
+    migrate.downgrade(empty_database_url, "base")
+    assert await _tables(empty_database_url) == set()
+    assert migrate.current_revision(empty_database_url) is None
+
+    migrate.upgrade(empty_database_url)
+    assert await _tables(empty_database_url) == REGISTRY_TABLES | set(READING_TABLES)
+
+
+async def test_reading_tables_match_the_schema_module(db: asyncpg.Connection) -> None:
+    """Ingest and query take column names from schema.py; the migration must agree."""
+    for table in TYPED_TABLES:
+        rows = await db.fetch(
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_name = $1 ORDER BY ordinal_position",
+            table.table,
+        )
+        assert tuple(r["column_name"] for r in rows) == table.columns
+        by_name = {r["column_name"]: r for r in rows}
+        for quantity in table.quantities:
+            assert by_name[quantity.name]["data_type"] == quantity.sql_type.value
+            assert (by_name[quantity.name]["is_nullable"] == "NO") == quantity.required
+    rows = await db.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position",
+        MEASUREMENTS_TABLE,
+    )
+    assert tuple(r["column_name"] for r in rows) == MEASUREMENT_COLUMNS
+
+
+async def test_backend_is_recorded(db: asyncpg.Connection) -> None:
+    has_timescale = await db.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+    backend = await db.fetchval("SELECT value FROM sensormesh_meta WHERE key = 'backend'")
+    assert backend == ("timescaledb" if has_timescale else "partitioned")
+
+
+async def test_device_id_format_is_enforced_by_the_database(db: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db.execute("INSERT INTO devices (device_id, token_hash) VALUES ('Bad_Id', '\\x01')")

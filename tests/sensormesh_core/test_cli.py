@@ -1,0 +1,42 @@
+"""The `sensormesh db` and `sensormesh devices` commands against a real database."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from sensormesh_core.cli import main
+from sensormesh_core.tokens import hash_token
+
+pytestmark = pytest.mark.storage
+
+
+def test_db_migrate_then_current(empty_database_url: str, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SENSORMESH_DATABASE_URL", empty_database_url)
+    assert main(["db", "migrate"]) == 0
+    assert main(["db", "current"]) == 0
+    out = capsys.readouterr().out
+    assert "schema at revision 0002" in out
+    assert out.strip().endswith("0002")
+
+
+def test_devices_create_prints_a_token_that_authenticates(database_url: str, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SENSORMESH_DATABASE_URL", database_url)
+    assert main(["devices", "create", "greenhouse-pi-1", "--display-name", "Greenhouse"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT device_id, display_name FROM devices WHERE token_hash = %s", (hash_token(token),)
+        ).fetchone()
+        assert row == ("greenhouse-pi-1", "Greenhouse")
+        assert conn.execute("SELECT committed_sequence FROM upload_offsets").fetchone() == (0,)
+
+    assert main(["devices", "create", "greenhouse-pi-1"]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_devices_create_refuses_a_bad_id(database_url: str, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SENSORMESH_DATABASE_URL", database_url)
+    assert main(["devices", "create", "Not_A_DNS_Label"]) == 1
+    assert "device_id" in capsys.readouterr().err
