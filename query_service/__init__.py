@@ -1,0 +1,1 @@
+"""The query service: user-facing gRPC server for devices, history, latest values and live feeds."""
