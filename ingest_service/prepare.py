@@ -1,0 +1,392 @@
+"""From a request to a `PreparedBatch`: the batch-level checks, the hot decode,
+sensors met for the first time, and the slow path for readings the fast
+checks flagged.
+
+Everything here happens before the batch's transaction, so that it overlaps
+the database write of the previous batch (see `upload.py`). Whole-batch
+problems raise InvalidArgument with BadRequest field violations; problems of
+single readings become `Rejection`s that go to the dead-letter table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from operator import itemgetter
+from typing import Any
+
+import asyncpg
+from google.protobuf import unknown_fields
+from sensormesh.v1 import ingest_pb2, reading_pb2
+
+from ingest_service.batch import InputRow, LatestValue, PreparedBatch, Rejection, ThinningRow
+from ingest_service.catalog import SensorCatalog, Wanted
+from ingest_service.decode import Decoded, Window, decode_fast, decode_one
+from ingest_service.offsets import range_violations
+from ingest_service.pg_time import PG_EPOCH_UNIX_MICROS, from_unix, micros, to_datetime
+from ingest_service.rules import ReadingRules
+from ingest_service.settings import IngestSettings
+from sensormesh_core import validation
+from sensormesh_core.errors import FieldViolation, InvalidArgument
+from sensormesh_core.storage.schema import MEASUREMENTS_TABLE, TYPED_TABLES
+
+log = logging.getLogger(__name__)
+
+BIGINT_MAX = (1 << 63) - 1
+_time = itemgetter(0)
+_sequence = itemgetter(1)
+_SCHEMA_BY_TABLE = {t.table: t for t in TYPED_TABLES}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The sample-time window for one batch, in PostgreSQL microseconds."""
+
+    floor: int  # the configured time floor
+    retention: int  # now - retention
+    future: int  # now + future tolerance
+    fast: Window  # what the hot loop accepts without asking
+
+
+class Preparer:
+    """Turns requests into prepared batches for one process."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        catalog: SensorCatalog,
+        pool: asyncpg.Pool,
+        rules: ReadingRules | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._catalog = catalog
+        self._pool = pool
+        self._rules = rules
+        self._clock = clock
+
+    def limits(self) -> Limits:
+        now = int(self._clock() * 1_000_000) - PG_EPOCH_UNIX_MICROS
+        floor = micros(self._settings.time_floor)
+        retention = now - self._settings.retention // timedelta(microseconds=1)
+        future = now + self._settings.future_tolerance // timedelta(microseconds=1)
+        after = 0
+        if self._rules is not None:
+            seconds, nanos = self._rules.time_after
+            after = from_unix(seconds, nanos) + 1  # strictly after, whatever the truncation
+        return Limits(floor, retention, future, Window(max(floor, retention, after), future))
+
+    async def upload(
+        self, request: ingest_pb2.UploadReadingsRequest, *, checked: bool = False
+    ) -> PreparedBatch:
+        """Prepare one UploadReadings batch; raises InvalidArgument for a malformed batch.
+
+        With `checked`, the caller has already applied `upload_head_violations`.
+        """
+        violations = [] if checked else self.upload_head_violations(request)
+        if violations:
+            raise InvalidArgument(_summary("invalid batch", violations), violations)
+        batch = await self._prepare(
+            request.device_id, request.first_sequence, request.last_sequence, request.readings
+        )
+        batch.thinned = [
+            ThinningRow(
+                t.sensor,
+                t.count,
+                from_unix(t.first_sample_time.seconds, t.first_sample_time.nanos),
+                from_unix(t.last_sample_time.seconds, t.last_sample_time.nanos),
+            )
+            for t in request.thinned
+        ]
+        batch.inputs = [
+            InputRow(
+                s.input,
+                s.state,
+                s.last_error,
+                s.error_count,
+                from_unix(s.observe_time.seconds, s.observe_time.nanos),
+            )
+            for s in request.input_statuses
+        ]
+        return batch
+
+    def write_head_violations(self, request: ingest_pb2.WriteReadingsRequest) -> list[FieldViolation]:
+        """The call's own fields (not its readings): device id, count, numbering."""
+        count = len(request.readings)
+        head = ingest_pb2.WriteReadingsRequest(
+            device_id=request.device_id, first_sequence=request.first_sequence
+        )
+        # Readings are checked one by one; only the head's own rules count here.
+        violations = [v for v in validation.violations(head) if not v.field.startswith("readings")]
+        violations += self._count_violations(count)
+        if (request.first_sequence or 1) + count - 1 > BIGINT_MAX:
+            violations.append(
+                FieldViolation("first_sequence", f"first_sequence + readings must stay below {BIGINT_MAX}")
+            )
+        return violations
+
+    async def write(
+        self, request: ingest_pb2.WriteReadingsRequest, *, checked: bool = False
+    ) -> PreparedBatch:
+        """Prepare a WriteReadings call; raises InvalidArgument when it is malformed or
+        when every reading is refused (nothing is stored then)."""
+        violations = [] if checked else self.write_head_violations(request)
+        if violations:
+            raise InvalidArgument(_summary("invalid request", violations), violations)
+        count = len(request.readings)
+        first = request.first_sequence or 1
+        items = [
+            reading_pb2.SequencedReading(sequence=first + i, reading=r)
+            for i, r in enumerate(request.readings)
+        ]
+        batch = await self._prepare(request.device_id, first, first + count - 1, items)
+        batch.numbered_by_service = request.first_sequence == 0
+        if batch.rejected and len(batch.rejected) == count:
+            refused = [FieldViolation(_request_path(r), r.reason) for r in batch.rejected]
+            raise InvalidArgument(_summary("every reading was refused", refused), refused)
+        return batch
+
+    def _count_violations(self, count: int) -> list[FieldViolation]:
+        limit = self._settings.max_batch_readings
+        if count > limit:
+            return [FieldViolation("readings", f"at most {limit} readings per batch, got {count}")]
+        if count == 0:
+            return [FieldViolation("readings", "at least one reading is required")]
+        return []
+
+    def upload_head_violations(self, request: ingest_pb2.UploadReadingsRequest) -> list[FieldViolation]:
+        """The batch's own fields (not its readings): device id, range, size, reports."""
+        head = ingest_pb2.UploadReadingsRequest(
+            device_id=request.device_id,
+            first_sequence=request.first_sequence,
+            last_sequence=request.last_sequence,
+            thinned=request.thinned,
+            input_statuses=request.input_statuses,
+        )
+        violations = validation.violations(head)
+        limit = self._settings.max_batch_readings
+        if len(request.readings) > limit:
+            violations.append(
+                FieldViolation("readings", f"at most {limit} readings per batch, got {len(request.readings)}")
+            )
+        if request.last_sequence > BIGINT_MAX:
+            violations.append(FieldViolation("last_sequence", f"must be at most {BIGINT_MAX}"))
+        violations += [
+            FieldViolation(f"thinned[{i}].count", f"must be at most {BIGINT_MAX}")
+            for i, t in enumerate(request.thinned)
+            if t.count > BIGINT_MAX
+        ]
+        violations += [
+            FieldViolation(f"input_statuses[{i}].error_count", f"must be at most {BIGINT_MAX}")
+            for i, s in enumerate(request.input_statuses)
+            if s.error_count > BIGINT_MAX
+        ]
+        return violations
+
+    async def _prepare(self, device_id: str, first: int, last: int, readings: Sequence[Any]) -> PreparedBatch:
+        limits = self.limits()
+        device = self._catalog.view(device_id)
+        out = Decoded()
+        if self._rules is not None:
+            decode_fast(readings, first, last, device, self._rules, limits.fast, out)
+        else:
+            out.violations = range_violations(first, last, [r.sequence for r in readings])
+            out.flagged = list(range(len(readings)))
+        if out.violations:
+            raise InvalidArgument(
+                _summary("readings out of order or outside the batch", out.violations), out.violations
+            )
+        reordered = bool(out.pending)
+        if out.pending:
+            await self._decode_pending(device_id, first, last, readings, out, limits)
+        rejected, passed = self._slow_path(readings, sorted(out.flagged), limits)
+        if passed:
+            reordered = True
+            await self._decode_passed(device_id, readings, passed, out)
+        rows = {table: table_rows for table, table_rows in out.rows.items() if table_rows}
+        if reordered:
+            for table_rows in rows.values():
+                table_rows.sort(key=_sequence)
+        times = [
+            t
+            for table_rows in rows.values()
+            for t in (min(map(_time, table_rows)), max(map(_time, table_rows)))
+        ]
+        return PreparedBatch(
+            device_id=device_id,
+            first_sequence=first,
+            last_sequence=last,
+            reading_count=len(readings),
+            rows=rows,
+            latest=self._latest(device_id, out),
+            rejected=rejected,
+            min_time=min(times) if times else None,
+            max_time=max(times) if times else None,
+        )
+
+    async def _resolve(self, device_id: str, wanted: Wanted) -> None:
+        async with self._pool.acquire() as conn:
+            await self._catalog.resolve(conn, device_id, wanted)
+
+    async def _decode_pending(
+        self, device_id: str, first: int, last: int, readings: Sequence[Any], out: Decoded, limits: Limits
+    ) -> None:
+        """Readings whose sensor or series is new: create it if the names are valid, then decode."""
+        assert self._rules is not None
+        rules = self._rules
+        typed: set[tuple[str, str]] = set()
+        measured: set[tuple[str, str, str]] = set()
+        ready: list[int] = []
+        for index in out.pending:
+            reading = readings[index].reading
+            kind = reading.WhichOneof("payload")
+            if not rules.sensor.ok(reading.sensor):
+                out.flagged.append(index)
+            elif kind == "measurement":
+                m = reading.measurement
+                if rules.measurement_name.ok(m.name) and rules.measurement_unit.ok(m.unit):
+                    measured.add((reading.sensor, m.name, m.unit))
+                    ready.append(index)
+                else:
+                    out.flagged.append(index)
+            else:
+                typed.add((kind, reading.sensor))
+                ready.append(index)
+        out.pending = []
+        if typed or measured:
+            await self._resolve(device_id, Wanted(frozenset(typed), frozenset(measured)))
+        decode_fast(readings, first, last, self._catalog.view(device_id), rules, limits.fast, out, ready)
+        if out.pending:  # cannot happen once resolved; never loop on it
+            out.flagged += out.pending
+            out.pending = []
+
+    def _slow_path(
+        self, readings: Sequence[Any], flagged: list[int], limits: Limits
+    ) -> tuple[list[Rejection], list[int]]:
+        """protovalidate and the service's own limits for each flagged reading."""
+        rejected: list[Rejection] = []
+        passed: list[int] = []
+        for index in flagged:
+            item = readings[index]
+            problem = self._problem(item, limits)
+            if problem is None:
+                passed.append(index)
+            else:
+                field, reason = problem
+                rejected.append(
+                    Rejection(index, item.sequence, field, reason, item.reading.SerializeToString())
+                )
+        return rejected, passed
+
+    def _problem(self, item: reading_pb2.SequencedReading, limits: Limits) -> tuple[str, str] | None:
+        """Why a reading is refused: the first violated rule, or a service limit; None if valid."""
+        reading = item.reading
+        if reading.WhichOneof("payload") is None:
+            unknown = unknown_fields.UnknownFieldSet(reading)
+            numbers = sorted({unknown[i].field_number for i in range(len(unknown))})
+            if numbers:
+                return (
+                    "reading.payload",
+                    f"unknown payload (field {', '.join(map(str, numbers))}): the device's contracts are newer "
+                    "than this service's; the reading is kept in the dead-letter table",
+                )
+        try:
+            found = validation.violations(item)
+        except Exception as exc:  # protovalidate failing on a value is still a refusal
+            return "reading", f"could not be validated: {exc}"
+        if found:
+            reason = (
+                "; ".join(f"{v.field}: {v.description}" for v in found)
+                if len(found) > 1
+                else found[0].description
+            )
+            return found[0].field, reason
+        return self._limit_problem(item, limits)
+
+    def _limit_problem(self, item: reading_pb2.SequencedReading, limits: Limits) -> tuple[str, str] | None:
+        reading = item.reading
+        stamp = reading.sample_time
+        at = from_unix(stamp.seconds, stamp.nanos)
+        shown = to_datetime(at).isoformat()
+        if at < limits.floor:
+            floor = self._settings.time_floor.isoformat()
+            return (
+                "reading.sample_time",
+                f"{shown} is before the time floor {floor} (is the device's clock set?)",
+            )
+        if at < limits.retention:
+            return (
+                "reading.sample_time",
+                f"{shown} is older than the retention period ({self._settings.retention})",
+            )
+        if at > limits.future:
+            ahead = self._settings.future_tolerance
+            return "reading.sample_time", f"{shown} is more than {ahead} ahead of the server's clock"
+        if reading.WhichOneof("payload") == "system":
+            for name in ("disk_used_bytes", "disk_free_bytes"):
+                if getattr(reading.system, name) > BIGINT_MAX:
+                    return f"reading.system.{name}", f"must be at most {BIGINT_MAX}"
+        return None
+
+    async def _decode_passed(
+        self, device_id: str, readings: Sequence[Any], passed: list[int], out: Decoded
+    ) -> None:
+        """Readings the fast checks flagged but protovalidate and the limits passed."""
+        device = self._catalog.view(device_id)
+        missing: list[int] = []
+        for index in passed:
+            item = readings[index]
+            stamp = item.reading.sample_time
+            if not decode_one(index, item, from_unix(stamp.seconds, stamp.nanos), device, out):
+                missing.append(index)
+        if not missing:
+            return
+        typed: set[tuple[str, str]] = set()
+        measured: set[tuple[str, str, str]] = set()
+        for index in missing:
+            reading = readings[index].reading
+            kind = reading.WhichOneof("payload")
+            if kind == "measurement":
+                measured.add((reading.sensor, reading.measurement.name, reading.measurement.unit))
+            else:
+                typed.add((kind, reading.sensor))
+        await self._resolve(device_id, Wanted(frozenset(typed), frozenset(measured)))
+        device = self._catalog.view(device_id)
+        for index in missing:
+            item = readings[index]
+            stamp = item.reading.sample_time
+            if not decode_one(index, item, from_unix(stamp.seconds, stamp.nanos), device, out):
+                raise RuntimeError(f"sensor of reading {index} still unknown after resolving it")
+
+    def _latest(self, device_id: str, out: Decoded) -> list[LatestValue]:
+        """One candidate per series: the newest reading of the batch (latest_values)."""
+        device = self._catalog.view(device_id)
+        latest = [
+            LatestValue(series_id, row[0], row[3], row[1])
+            for series_id, row in out.latest[MEASUREMENTS_TABLE].items()
+        ]
+        for table, by_sensor in out.latest.items():
+            schema = _SCHEMA_BY_TABLE.get(table)
+            if schema is None:
+                continue
+            for sensor_id, row in by_sensor.items():
+                for quantity, value in zip(schema.quantities, row[3:], strict=True):
+                    if value is not None:
+                        series_id = device.typed_series[(sensor_id, quantity.name)]
+                        latest.append(LatestValue(series_id, row[0], float(value), row[1]))
+        return latest
+
+
+def _summary(what: str, violations: list[FieldViolation]) -> str:
+    shown = ", ".join(v.field or "(request)" for v in violations[:5])
+    more = f" and {len(violations) - 5} more" if len(violations) > 5 else ""
+    return f"{what}: {shown}{more}"
+
+
+def _request_path(rejection: Rejection) -> str:
+    """A rejection's field as a path in a WriteReadingsRequest (`readings[3].imu.x`)."""
+    field = rejection.field.removeprefix("reading").removeprefix(".")
+    return f"readings[{rejection.index}]" + (f".{field}" if field else "")
