@@ -8,7 +8,8 @@ One transaction per batch, on a pooled connection:
 3. COPY the rows (binary, one COPY per reading table), the refused readings
    into `dead_letters`, upsert `latest_values`, store thinning reports and
    input states;
-4. move the mark to the batch's last sequence; commit.
+4. move the mark to the batch's last sequence (with the latest values and
+   reports, in one statement); commit.
 
 Partitions (plain PostgreSQL) are created before, in their own transaction:
 DDL inside the data transaction would hold locks on the parent table.
@@ -45,27 +46,32 @@ _LOCK_OFFSET = (
     "JOIN devices d ON d.device_id = o.device_id WHERE o.device_id = $1 FOR UPDATE OF o"
 )
 _ADVANCE = "UPDATE upload_offsets SET committed_sequence = $2, update_time = now() WHERE device_id = $1"
-# Newest wins: a replayed or back-filled older reading never replaces a newer value.
-_UPSERT_LATEST = (
-    "INSERT INTO latest_values (series_id, time, value, sequence) "
-    "SELECT * FROM unnest($1::integer[], $2::timestamptz[], $3::float8[], $4::bigint[]) "
-    "ON CONFLICT (series_id) DO UPDATE SET time = EXCLUDED.time, value = EXCLUDED.value, "
-    "sequence = EXCLUDED.sequence "
-    "WHERE (latest_values.time, latest_values.sequence) <= (EXCLUDED.time, EXCLUDED.sequence)"
+# Everything a batch records besides its rows, and the mark, in one statement
+# (one round trip): latest values (newest wins, so a replayed or back-filled
+# older reading never replaces a newer value), thinning reports, input states
+# (an older status never replaces a newer one), then the mark. Arrays may be
+# empty; the mark only ever moves forward.
+_RECORD_BATCH = """
+WITH latest AS (
+  INSERT INTO latest_values (series_id, time, value, sequence)
+  SELECT * FROM unnest($3::integer[], $4::timestamptz[], $5::float8[], $6::bigint[])
+  ON CONFLICT (series_id) DO UPDATE
+    SET time = EXCLUDED.time, value = EXCLUDED.value, sequence = EXCLUDED.sequence
+    WHERE (latest_values.time, latest_values.sequence) <= (EXCLUDED.time, EXCLUDED.sequence)
+), thinned AS (
+  INSERT INTO thinning_reports (device_id, sensor, count, first_sample_time, last_sample_time, batch_last_sequence)
+  SELECT $1, t.*, $2 FROM unnest($7::text[], $8::bigint[], $9::timestamptz[], $10::timestamptz[]) AS t
+), inputs AS (
+  INSERT INTO device_inputs (device_id, input, state, last_error, error_count, observe_time)
+  SELECT $1, i.* FROM unnest($11::text[], $12::smallint[], $13::text[], $14::bigint[], $15::timestamptz[]) AS i
+  ON CONFLICT (device_id, input) DO UPDATE
+    SET state = EXCLUDED.state, last_error = EXCLUDED.last_error,
+        error_count = EXCLUDED.error_count, observe_time = EXCLUDED.observe_time
+    WHERE device_inputs.observe_time <= EXCLUDED.observe_time
 )
-_INSERT_THINNING = (
-    "INSERT INTO thinning_reports (device_id, sensor, count, first_sample_time, last_sample_time, "
-    "batch_last_sequence) SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::timestamptz[], "
-    "$5::timestamptz[], $6::bigint[])"
-)
-# An older status (a replayed batch) never replaces a newer one.
-_UPSERT_INPUTS = (
-    "INSERT INTO device_inputs (device_id, input, state, last_error, error_count, observe_time) "
-    "SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::bigint[], $6::timestamptz[]) "
-    "ON CONFLICT (device_id, input) DO UPDATE SET state = EXCLUDED.state, last_error = EXCLUDED.last_error, "
-    "error_count = EXCLUDED.error_count, observe_time = EXCLUDED.observe_time "
-    "WHERE device_inputs.observe_time <= EXCLUDED.observe_time"
-)
+UPDATE upload_offsets SET committed_sequence = $2, update_time = now()
+WHERE device_id = $1 AND committed_sequence < $2
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,40 +169,28 @@ class BatchWriter:
                 records=[(device_id, r.sequence, r.field, r.reason, r.reading) for r in trimmed.rejected],
                 columns=DEAD_LETTER_COLUMNS,
             )
-        if trimmed.latest:
-            latest = trimmed.latest
-            await conn.execute(
-                _UPSERT_LATEST,
-                [v.series_id for v in latest],
-                [v.time for v in latest],
-                [v.value for v in latest],
-                [v.sequence for v in latest],
-            )
-        advanced = trimmed.mark > mark
-        if batch.thinned and advanced:  # stored once: with the commit that moves past the batch
-            t = batch.thinned
-            await conn.execute(
-                _INSERT_THINNING,
-                device_id,
-                [r.sensor for r in t],
-                [r.count for r in t],
-                [r.first_time for r in t],
-                [r.last_time for r in t],
-                [batch.last_sequence] * len(t),
-            )
-        if batch.inputs:
-            i = batch.inputs
-            await conn.execute(
-                _UPSERT_INPUTS,
-                device_id,
-                [r.input for r in i],
-                [r.state for r in i],
-                [r.last_error for r in i],
-                [r.error_count for r in i],
-                [r.observe_time for r in i],
-            )
-        if advanced:
-            await conn.execute(_ADVANCE, device_id, trimmed.mark)
+        latest = trimmed.latest
+        # Thinning reports are stored once: with the commit that moves past their batch.
+        thinned = batch.thinned if trimmed.mark > mark else []
+        inputs = batch.inputs
+        await conn.execute(
+            _RECORD_BATCH,
+            device_id,
+            trimmed.mark,
+            [v.series_id for v in latest],
+            [v.time for v in latest],
+            [v.value for v in latest],
+            [v.sequence for v in latest],
+            [t.sensor for t in thinned],
+            [t.count for t in thinned],
+            [t.first_time for t in thinned],
+            [t.last_time for t in thinned],
+            [i.input for i in inputs],
+            [i.state for i in inputs],
+            [i.last_error for i in inputs],
+            [i.error_count for i in inputs],
+            [i.observe_time for i in inputs],
+        )
 
 
 def _signal(batch: PreparedBatch, trimmed: Trimmed) -> CommitSignal | None:
