@@ -99,6 +99,9 @@ class IngestApp:
         try:
             async with pool.acquire() as conn:
                 backend = await storage_backend(conn)
+        except asyncpg.UndefinedTableError as exc:
+            await pool.close()
+            raise RuntimeError("the database is not migrated; run `sensormesh db migrate`") from exc
         except BaseException:
             await pool.close()
             raise

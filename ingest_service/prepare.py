@@ -242,19 +242,16 @@ class Preparer:
         ready: list[int] = []
         for index in out.pending:
             reading = readings[index].reading
-            kind = reading.WhichOneof("payload")
-            if not rules.sensor.ok(reading.sensor):
+            if not rules.names_ok(reading):
                 out.flagged.append(index)
-            elif kind == "measurement":
+                continue
+            kind = reading.WhichOneof("payload")
+            if kind == "measurement":
                 m = reading.measurement
-                if rules.measurement_name.ok(m.name) and rules.measurement_unit.ok(m.unit):
-                    measured.add((reading.sensor, m.name, m.unit))
-                    ready.append(index)
-                else:
-                    out.flagged.append(index)
+                measured.add((reading.sensor, m.name, m.unit))
             else:
                 typed.add((kind, reading.sensor))
-                ready.append(index)
+            ready.append(index)
         out.pending = []
         if typed or measured:
             await self._resolve(device_id, Wanted(frozenset(typed), frozenset(measured)))

@@ -92,6 +92,17 @@ class ReadingRules:
     measurement_value: FloatRange
     measurement_unit: StringRule
 
+    def names_ok(self, reading: Any) -> bool:
+        """Whether the names a reading would create (sensor, measurement quantity and
+        unit) pass their rules: checked once, before a sensor or series is created;
+        the decoder then trusts names it finds in the catalog."""
+        if not self.sensor.ok(reading.sensor):
+            return False
+        if reading.WhichOneof("payload") == "measurement":
+            m = reading.measurement
+            return self.measurement_name.ok(m.name) and self.measurement_unit.ok(m.unit)
+        return True
+
 
 def _field_rules(message: Descriptor, name: str) -> Any:
     return message.fields_by_name[name].GetOptions().Extensions[validate_pb2.field]
