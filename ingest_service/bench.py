@@ -7,12 +7,15 @@ Phases of each round, each with fresh devices (so nothing is a duplicate):
   beforehand, COPYed straight into the same tables with the same batch size
   (a transaction per batch, one COPY per table, as many connections as the
   service may use for the same devices). This is the database's limit for
-  this data on this machine.
+  this data on this machine, and `ratio` is measured against it. The same on
+  a single connection is reported too (`copy_one_connection_*`).
 - ingest: the same batches through `sensormesh ingest` (a child process)
   from simulated gateways in client processes of their own, over real gRPC,
   with the live-feed NOTIFY on; and again with it off, to price it.
 
-Each phase runs `--rounds` times; the best round counts (these shared
+Between phases the database is vacuumed, analyzed and checkpointed
+(untimed), so no phase pays for the previous one's autovacuum. Each phase
+runs `--rounds` times; the best round counts (these shared
 machines are noisy, and noise only ever slows a run down). `ratio` is
 ingest/copy. CPU seconds per process come with the figures, from /proc.
 """
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import secrets
+import statistics
 import tempfile
 import time
 from collections import Counter
@@ -46,8 +51,10 @@ from ingest_service.settings import IngestSettings
 from sensormesh_core.bench_command import Target
 from sensormesh_core.storage import migrate
 from sensormesh_core.storage.embedded import EmbeddedPostgres
+from sensormesh_core.storage.live_signal import CHANNEL
 from sensormesh_core.storage.maintenance import maintain, storage_backend
 from sensormesh_core.storage.registry import create_device
+from sensormesh_core.storage.schema import READING_TABLES
 from sensormesh_core.telemetry import configure_telemetry
 
 TARGETS = [Target("samples_per_s", ">=", 300_000), Target("ratio", ">=", 0.8)]
@@ -63,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds-of-data", type=int, default=300, help="data per device (default 300)")
     parser.add_argument("--batch-size", type=int, default=1000, help="readings per batch (default 1000)")
     parser.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
-    parser.add_argument("--rounds", type=int, default=2, help="repeat each phase, keep the best (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="repeat each phase, keep the best (default 3)")
     parser.add_argument(
         "--pool-size", type=int, default=None, help="the service's connection pool (default: its setting)"
     )
@@ -102,16 +109,15 @@ async def _bench(args: argparse.Namespace, url: str, embedded: EmbeddedPostgres 
         args.seconds_of_data, time.time() - args.seconds_of_data - 120, args.batch_size
     )
     postmaster = postmaster_pid(embedded.pgdata) if embedded is not None else None
-    phases = ["copy", "ingest"] if args.notify != "both" else ["copy", "ingest", "ingest-no-notify"]
-    results: dict[str, list[Measurement]] = {phase: [] for phase in phases}
+    results: dict[str, list[Measurement]] = {}
     run_id = secrets.token_hex(3)
     profile: dict[str, Any] | None = None
     for round_number in range(args.rounds):
-        for number, phase in enumerate(phases):
+        for number, phase in enumerate(_phases(args.notify, round_number)):
             devices = await _register(url, f"bench-{run_id}-{round_number}{number}", args.devices)
-            if phase == "copy":
+            if phase.startswith("copy"):
                 rows = await _prepared_rows(settings, url, fleet, [d for d, _ in devices])
-                connections = min(args.devices, pool_size)
+                connections = 1 if phase == "copy-one-connection" else min(args.devices, pool_size)
                 measured = await measure_copy(
                     url, rows, connections, fleet.samples * args.devices, postmaster
                 )
@@ -121,8 +127,30 @@ async def _bench(args: argparse.Namespace, url: str, embedded: EmbeddedPostgres 
                 measured, profile = await _ingest(
                     args, url, pool_size, fleet, devices, notify, postmaster, profiling, profile
                 )
-            results[phase].append(measured)
+            results.setdefault(phase, []).append(measured)
+            await _quiesce(url)
     return _report(args, results, backend.value, pool_size, embedded is not None, profile)
+
+
+def _phases(notify: str, round_number: int) -> list[str]:
+    """The phases of one round; the two ingest runs swap order every round."""
+    ingest = ["ingest", "ingest-no-notify"] if notify == "both" else ["ingest"]
+    if round_number % 2:
+        ingest.reverse()
+    return ["copy", "copy-one-connection", *ingest]
+
+
+async def _quiesce(url: str) -> None:
+    """Settle the database between phases, untimed: vacuum and analyze what the
+    phase wrote and checkpoint, so that autovacuum and the checkpointer work
+    for the phase that caused them, not during the next one."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"VACUUM (ANALYZE) {', '.join(READING_TABLES)}")
+        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
 
 
 async def _register(url: str, prefix: str, count: int) -> list[tuple[str, str]]:
@@ -179,6 +207,9 @@ async def _ingest(
         }
     )
     await server.start()
+    heard: list[str] = []
+    listener = await asyncpg.connect(url)
+    await listener.add_listener(CHANNEL, lambda *args: heard.append(args[3]))
     streams = [(token, bench_workload.serialized(fleet.batches, device_id)) for device_id, token in devices]
     spy: asyncio.subprocess.Process | None = None
     raw = profiling / "ingest.raw" if profiling else None
@@ -202,31 +233,65 @@ async def _ingest(
         if spy is not None:
             spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
             await spy.wait()
-        await server.stop()
+        await server.stop()  # flushes the last signals
+        await listener.execute("SELECT 1")  # notifications sent before this have arrived
+        await listener.close()
+    measured.extra["notifications"] = len(heard)
+    measured.extra["batches"] = len(fleet.batches) * len(devices)
     if raw is not None and raw.exists():
         profile = summarize_profile(raw)
     return measured, profile
 
 
-def summarize_profile(raw: Path, top: int = 15) -> dict[str, Any]:
-    """Self time per function from py-spy's collapsed stacks: where the server's Python time went."""
+# Where a batch's server time goes, by the functions that contain it.
+PROFILE_PARTS = {
+    "decode (hot loop)": ("decode_fast",),
+    "COPY (encode and send rows)": ("Connection.copy_records_to_table",),
+    "other statements (lock, record, commit)": ("AsyncPGInstrumentor._do_execute", "Transaction.__aenter__"),
+    "spans and metrics": (
+        "Tracer.start_span",
+        "Tracer.start_as_current_span",
+        "Span.end",
+        "IngestMetrics.record_batch",
+    ),
+    "batch checks (protovalidate on the batch's own fields)": ("Preparer.upload_head_violations",),
+}
+
+
+def summarize_profile(raw: Path, top: int = 12) -> dict[str, Any]:
+    """Shares of the server's sampled Python time: by part of the work (inclusive)
+    and by function (self time), from py-spy's collapsed stacks."""
+    parts: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        frame = stack.rsplit(";", 1)[-1]
-        name, _, where = frame.partition(" (")
+        frames = [frame.partition(" (")[0] for frame in stack.split(";")]
+        for part, functions in PROFILE_PARTS.items():
+            if any(f in functions for f in frames):
+                parts[part] += int(count)
+                break
+        else:
+            parts["gRPC, asyncio and the rest"] += int(count)
+        name, _, where = stack.rsplit(";", 1)[-1].partition(" (")
         own[f"{name} ({where.rsplit(':', 1)[0].rsplit('/', 1)[-1]})"] += int(count)
         total += int(count)
+    if not total:
+        return {"samples": 0, "raw": str(raw)}
     return {
         "samples": total,
-        "self_share": {name: round(count / total, 3) for name, count in own.most_common(top)}
-        if total
-        else {},
+        "parts": {name: round(count / total, 3) for name, count in parts.most_common()},
+        "self_share": {name: round(count / total, 3) for name, count in own.most_common(top)},
         "raw": str(raw),
     }
+
+
+def _cpu_per_reading(m: Measurement) -> float | None:
+    if m.server_cpu is None or m.postgres_cpu is None:
+        return None
+    return (m.server_cpu + m.postgres_cpu) * 1e6 / m.rows
 
 
 def _report(
@@ -250,11 +315,15 @@ def _report(
         "samples": ingest.samples,
         "rows": ingest.rows,
         "seconds": round(ingest.seconds, 3),
-        "notify": args.notify != "off",
-        "client_processes": args.clients,
         "copy_connections": min(args.devices, pool_size),
+        "copy_one_connection_samples_per_s": round(best["copy-one-connection"].samples_per_s),
+        "ratio_to_one_connection": round(ingest.samples_per_s / best["copy-one-connection"].samples_per_s, 3),
+        "client_processes": args.clients,
         "rounds": args.rounds,
         "database": f"{'embedded' if embedded else 'given'} PostgreSQL, {backend}",
+        "notify": args.notify != "off",
+        "notifications": ingest.extra.get("notifications"),
+        "batches": ingest.extra.get("batches"),
     }
     per_row = 1e6 / ingest.rows
     for name, value in (
@@ -269,6 +338,12 @@ def _report(
         quiet = best["ingest-no-notify"]
         report["samples_per_s_without_notify"] = round(quiet.samples_per_s)
         report["notify_cost"] = round(1 - ingest.samples_per_s / quiet.samples_per_s, 3)
+        with_notify = [c for m in results["ingest"] if (c := _cpu_per_reading(m)) is not None]
+        without = [c for m in results["ingest-no-notify"] if (c := _cpu_per_reading(m)) is not None]
+        if with_notify and without:
+            # CPU is steadier than throughput on a shared machine: compare the medians.
+            difference = statistics.median(with_notify) - statistics.median(without)
+            report["notify_cpu_us_per_reading"] = round(difference, 3)
     report["all_rounds_samples_per_s"] = {
         phase: [round(m.samples_per_s) for m in found] for phase, found in results.items()
     }

@@ -15,7 +15,7 @@ without checks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,16 +61,20 @@ class Window:
 
 
 def decode_fast(
-    readings: Sequence[Any],
-    first: int,
+    items: Iterable[tuple[int, Any]],
+    previous: int,
     last: int,
     device: DeviceCatalog,
     rules: ReadingRules,
     window: Window,
     out: Decoded,
-    indices: Iterable[int] | None = None,
-) -> None:
-    """Decode `readings` (SequencedReading messages), or only those at `indices`, into `out`."""
+) -> int:
+    """Decode (index, SequencedReading) pairs into `out`.
+
+    `previous` is the sequence before the first item (first_sequence - 1 at
+    the start of a batch); returns the last good sequence, to continue with
+    the next slice of the same batch.
+    """
     imu_rows, env_rows = out.rows[IMU.table], out.rows[ENVIRONMENT.table]
     sys_rows, meas_rows = out.rows[SYSTEM.table], out.rows[MEASUREMENTS_TABLE]
     imu_latest, env_latest = out.latest[IMU.table], out.latest[ENVIRONMENT.table]
@@ -88,8 +92,6 @@ def decode_fast(
     unit_ok = rules.measurement_unit.ok
     lo, hi = window.lo, window.hi
     flag, wait = out.flagged.append, out.pending.append
-    previous = first - 1
-    items = enumerate(readings) if indices is None else ((i, readings[i]) for i in indices)
     for index, item in items:
         sequence = item.sequence
         if sequence <= previous or sequence > last:
@@ -97,7 +99,7 @@ def decode_fast(
                 FieldViolation(f"readings[{index}].sequence", describe(sequence, previous, last))
             )
             if len(out.violations) >= MAX_BATCH_VIOLATIONS:
-                return
+                return previous
             continue
         previous = sequence
         reading = item.reading
@@ -192,6 +194,7 @@ def decode_fast(
                 meas_latest[series_id] = row
         else:  # no payload, or one this service's contracts do not know
             flag(index)
+    return previous
 
 
 def decode_one(index: int, item: Any, time: int, device: DeviceCatalog, out: Decoded) -> bool:

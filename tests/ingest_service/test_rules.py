@@ -128,7 +128,7 @@ def fast_accepts(item: reading_pb2.SequencedReading) -> bool:
     seconds, nanos = RULES.time_after
     window = Window(from_unix(seconds, nanos) + 1, 2**70)  # the rules only, no service limits
     out = Decoded()
-    decode_fast([item], 1, 2**64 - 1, device, RULES, window, out)
+    decode_fast(enumerate([item]), 0, 2**64 - 1, device, RULES, window, out)
     assert not out.violations and not out.pending
     return not out.flagged
 
