@@ -72,7 +72,7 @@ class IngestApp:
         self.notifier = notifier
         self.catalog = SensorCatalog()
         self.partitions = PartitionManager() if backend is Backend.PARTITIONED else None
-        self.auth = Authenticator(pool, settings.token_cache_ttl.total_seconds())
+        self.auth = Authenticator(pool, settings.ingest_token_cache_ttl.total_seconds())
         try:
             rules = load_rules()
         except UnsupportedRules as exc:
@@ -106,15 +106,15 @@ class IngestApp:
             await pool.close()
             raise
         notifier = None
-        if settings.notify:
+        if settings.ingest_notify:
             notifier = CommitNotifier(
-                lambda: asyncpg.connect(database_url), settings.notify_window.total_seconds()
+                lambda: asyncpg.connect(database_url), settings.ingest_notify_window.total_seconds()
             )
             await notifier.start()
         app = cls(settings, pool, backend, telemetry, notifier)
         if app.partitions is not None:
             await app.maintain()
-            app._maintenance = asyncio.create_task(app._maintain_every(settings.maintenance_interval))
+            app._maintenance = asyncio.create_task(app._maintain_every(settings.ingest_maintenance_interval))
         return app
 
     async def maintain(self) -> None:

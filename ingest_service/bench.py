@@ -97,7 +97,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _bench(args: argparse.Namespace, url: str, embedded: EmbeddedPostgres | None) -> dict[str, Any]:
-    settings = IngestSettings(database_url=SecretStr(url), notify=False)
+    settings = IngestSettings(database_url=SecretStr(url), ingest_notify=False)
     pool_size = args.pool_size or settings.pool_max_size
     conn = await asyncpg.connect(url)
     try:

@@ -24,7 +24,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from ingest_service.settings import IngestSettings
     from sensormesh_core.telemetry import configure_telemetry
 
-    settings = IngestSettings(**({"listen": args.listen} if args.listen else {}))
+    settings = IngestSettings(**({"ingest_listen": args.listen} if args.listen else {}))
     telemetry = configure_telemetry("sensormesh-ingest")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -34,7 +34,7 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         await stop.wait()
     finally:
-        await handle.stop(settings.shutdown_grace.total_seconds())
+        await handle.stop(settings.ingest_shutdown_grace.total_seconds())
         telemetry.shutdown()
     return 0
 

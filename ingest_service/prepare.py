@@ -73,9 +73,9 @@ class Preparer:
 
     def limits(self) -> Limits:
         now = int(self._clock() * 1_000_000) - PG_EPOCH_UNIX_MICROS
-        floor = micros(self._settings.time_floor)
+        floor = micros(self._settings.ingest_time_floor)
         retention = now - self._settings.retention // timedelta(microseconds=1)
-        future = now + self._settings.future_tolerance // timedelta(microseconds=1)
+        future = now + self._settings.ingest_future_tolerance // timedelta(microseconds=1)
         after = 0
         if self._rules is not None:
             seconds, nanos = self._rules.time_after
@@ -153,7 +153,7 @@ class Preparer:
         return batch
 
     def _count_violations(self, count: int) -> list[FieldViolation]:
-        limit = self._settings.max_batch_readings
+        limit = self._settings.ingest_max_batch_readings
         if count > limit:
             return [FieldViolation("readings", f"at most {limit} readings per batch, got {count}")]
         if count == 0:
@@ -170,7 +170,7 @@ class Preparer:
             input_statuses=request.input_statuses,
         )
         violations = validation.violations(head)
-        limit = self._settings.max_batch_readings
+        limit = self._settings.ingest_max_batch_readings
         if len(request.readings) > limit:
             violations.append(
                 FieldViolation("readings", f"at most {limit} readings per batch, got {len(request.readings)}")
@@ -337,7 +337,7 @@ class Preparer:
         at = from_unix(stamp.seconds, stamp.nanos)
         shown = to_datetime(at).isoformat()
         if at < limits.floor:
-            floor = self._settings.time_floor.isoformat()
+            floor = self._settings.ingest_time_floor.isoformat()
             return (
                 "reading.sample_time",
                 f"{shown} is before the time floor {floor} (is the device's clock set?)",
@@ -348,7 +348,7 @@ class Preparer:
                 f"{shown} is older than the retention period ({self._settings.retention})",
             )
         if at > limits.future:
-            ahead = self._settings.future_tolerance
+            ahead = self._settings.ingest_future_tolerance
             return "reading.sample_time", f"{shown} is more than {ahead} ahead of the server's clock"
         if reading.WhichOneof("payload") == "system":
             for name in ("disk_used_bytes", "disk_free_bytes"):

@@ -1,9 +1,12 @@
 """Start the ingest service: a `grpc.aio` server with IngestService, health
 checking and reflection, on the database the settings name.
 
-    handle = await start(IngestSettings(listen="127.0.0.1:0"))
+    handle = await start(IngestSettings(ingest_listen="127.0.0.1:0"))
     ...  # handle.port is the bound port
     await handle.stop(grace=10)
+
+While the database cannot be reached, health reports the service
+NOT_SERVING (readiness), the overall status stays SERVING (liveness).
 
 `stop` is graceful: health turns NOT_SERVING, streams stop taking batches,
 batches already received commit, open streams end with UNAVAILABLE (the
@@ -23,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
 
 from ingest_service.app import IngestApp
+from ingest_service.health import DatabaseHealth
 from ingest_service.observability import instrument_asyncpg
 from ingest_service.service import IngestServicer
 from ingest_service.settings import IngestSettings
@@ -46,6 +50,7 @@ class IngestServer:
     health: health.aio.HealthServicer
     database: Database
     telemetry: Telemetry
+    database_health: asyncio.Task[None]
     _owns_telemetry: bool = False
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -54,6 +59,7 @@ class IngestServer:
         if self._stopped.is_set():
             return
         log.info("event=ingest_stopping grace=%s", grace)
+        self.database_health.cancel()
         await self.health.enter_graceful_shutdown()
         self.app.stopping.set()
         await self.server.stop(grace)
@@ -73,12 +79,15 @@ def server_options(settings: IngestSettings) -> list[tuple[str, int]]:
     """Message limits, keepalive and connection age (so streams rebalance across replicas)."""
     ms = 1000
     return [
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.max_connection_age_ms", int(settings.max_connection_age.total_seconds() * ms)),
-        ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace.total_seconds() * ms)),
-        ("grpc.keepalive_time_ms", int(settings.keepalive_time.total_seconds() * ms)),
-        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout.total_seconds() * ms)),
+        ("grpc.max_receive_message_length", settings.ingest_max_message_bytes),
+        ("grpc.max_send_message_length", settings.ingest_max_message_bytes),
+        ("grpc.max_connection_age_ms", int(settings.ingest_max_connection_age.total_seconds() * ms)),
+        (
+            "grpc.max_connection_age_grace_ms",
+            int(settings.ingest_max_connection_age_grace.total_seconds() * ms),
+        ),
+        ("grpc.keepalive_time_ms", int(settings.ingest_keepalive_time.total_seconds() * ms)),
+        ("grpc.keepalive_timeout_ms", int(settings.ingest_keepalive_timeout.total_seconds() * ms)),
         # Agents on flaky links ping every 30 s or more; allow it, even between calls.
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10 * ms),
@@ -88,7 +97,7 @@ def server_options(settings: IngestSettings) -> list[tuple[str, int]]:
 
 async def _database(settings: IngestSettings) -> Database:
     database = await asyncio.to_thread(open_database, settings)
-    if database.embedded is not None and settings.migrate_embedded:
+    if database.embedded is not None and settings.ingest_migrate_embedded:
         await asyncio.to_thread(migrate.upgrade, database.url, timescaledb=settings.timescaledb)
     return database
 
@@ -124,7 +133,7 @@ async def start(
         server,
     )
     try:
-        port = server.add_insecure_port(settings.listen)
+        port = server.add_insecure_port(settings.ingest_listen)
         await server.start()
     except BaseException:
         await app.close()
@@ -132,5 +141,15 @@ async def start(
         raise
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("event=ingest_listening address=%s port=%d backend=%s", settings.listen, port, app.backend.value)
-    return IngestServer(port, app, server, health_servicer, database, telemetry, owns_telemetry)
+    interval = settings.ingest_health_interval.total_seconds()
+    watcher = DatabaseHealth(health_servicer, SERVICE_NAME, app.pool, interval)
+    database_health = asyncio.create_task(watcher.run(), name="database-health")
+    log.info(
+        "event=ingest_listening address=%s port=%d backend=%s",
+        settings.ingest_listen,
+        port,
+        app.backend.value,
+    )
+    return IngestServer(
+        port, app, server, health_servicer, database, telemetry, database_health, owns_telemetry
+    )

@@ -96,7 +96,7 @@ class UploadStream:
         self._owner = owner
         self._device_id: str | None = None
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._slots = asyncio.Semaphore(app.settings.pipeline_depth)
+        self._slots = asyncio.Semaphore(app.settings.ingest_pipeline_depth)
         self.tally = Tally()
 
     async def run(

@@ -63,8 +63,8 @@ def ingest_settings(database_url: str) -> IngestSettings:
     """Settings for a test server; tests change fields before `ingest` starts it."""
     return IngestSettings(
         database_url=SecretStr(database_url),
-        listen="127.0.0.1:0",
-        notify_window=timedelta(milliseconds=20),
+        ingest_listen="127.0.0.1:0",
+        ingest_notify_window=timedelta(milliseconds=20),
         pool_min_size=1,
         pool_max_size=4,
     )

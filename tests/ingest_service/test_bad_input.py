@@ -208,8 +208,8 @@ async def test_a_stream_may_not_change_device(
 
 @pytest.fixture
 def small_limits(ingest_settings: IngestSettings) -> IngestSettings:
-    ingest_settings.max_batch_readings = 5
-    ingest_settings.max_message_bytes = 64 * 1024
+    ingest_settings.ingest_max_batch_readings = 5
+    ingest_settings.ingest_max_message_bytes = 64 * 1024
     return ingest_settings
 
 

@@ -3,16 +3,23 @@ one process."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
+import asyncpg
 import grpc
+import psycopg
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from ingest_service.health import DatabaseHealth
 from ingest_service.server import SERVICE_NAME, IngestServer, server_options, start
 from ingest_service.settings import IngestSettings
+from sensormesh_core.storage.embedded import ensure_database
 from sensormesh_core.telemetry import Telemetry
+from tests.ingest_service.conftest import wait_until
 
 pytestmark = pytest.mark.storage
 
@@ -59,17 +66,17 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
     settings = IngestSettings()
 
-    assert settings.listen == "0.0.0.0:6000"
-    assert settings.max_batch_readings == 500
-    assert settings.future_tolerance == timedelta(minutes=1)
-    assert settings.time_floor == datetime(2024, 6, 1, tzinfo=UTC)
+    assert settings.ingest_listen == "0.0.0.0:6000"
+    assert settings.ingest_max_batch_readings == 500
+    assert settings.ingest_future_tolerance == timedelta(minutes=1)
+    assert settings.ingest_time_floor == datetime(2024, 6, 1, tzinfo=UTC)
     assert settings.retention == timedelta(days=7)
 
 
 def test_defaults_are_the_agreed_ones() -> None:
     settings = IngestSettings(_env_file=None)  # type: ignore[call-arg]
-    assert settings.listen == "127.0.0.1:50051"
-    assert settings.max_batch_readings == 10_000
+    assert settings.ingest_listen == "127.0.0.1:50051"
+    assert settings.ingest_max_batch_readings == 10_000
     options = dict(server_options(settings))
     assert options["grpc.max_connection_age_ms"] == 15 * 60 * 1000
     assert options["grpc.max_connection_age_grace_ms"] == 60 * 1000
@@ -79,12 +86,39 @@ def test_defaults_are_the_agreed_ones() -> None:
 @pytest.mark.parametrize("listen", ["50051", "localhost", ":50051", "host:port", "host:70000"])
 def test_a_bad_listen_address_is_refused(listen: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
-        IngestSettings(listen=listen)
+        IngestSettings(ingest_listen=listen)
 
 
 async def test_a_database_that_is_not_migrated_is_reported(
     empty_database_url: str, telemetry: Telemetry
 ) -> None:
-    settings = IngestSettings(database_url=empty_database_url, listen="127.0.0.1:0")  # type: ignore[arg-type]
+    settings = IngestSettings(database_url=empty_database_url, ingest_listen="127.0.0.1:0")  # type: ignore[arg-type]
     with pytest.raises(Exception, match="sensormesh db migrate"):
         await start(settings, telemetry=telemetry)
+
+
+async def test_readiness_follows_the_database(empty_database_url: str, postgres_admin_url: str) -> None:
+    """NOT_SERVING for the service while its database is gone, SERVING when it is back."""
+    name = urlsplit(empty_database_url).path.lstrip("/")
+    servicer = health.aio.HealthServicer()
+    pool = await asyncpg.create_pool(empty_database_url, min_size=1, max_size=1)
+    watcher = DatabaseHealth(servicer, SERVICE_NAME, pool, interval=0.05)
+    running = asyncio.create_task(watcher.run())
+
+    async def status() -> int:
+        response = await servicer.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), None)
+        return int(response.status)
+
+    async def reads(expected: int) -> bool:
+        return await status() == expected
+
+    try:
+        await servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await wait_until(lambda: reads(health_pb2.HealthCheckResponse.NOT_SERVING))
+        ensure_database(postgres_admin_url, name)
+        await wait_until(lambda: reads(health_pb2.HealthCheckResponse.SERVING))
+    finally:
+        running.cancel()
+        pool.terminate()
