@@ -48,9 +48,11 @@ _LOCK_OFFSET = (
 _ADVANCE = "UPDATE upload_offsets SET committed_sequence = $2, update_time = now() WHERE device_id = $1"
 # Everything a batch records besides its rows, and the mark, in one statement
 # (one round trip): latest values (newest wins, so a replayed or back-filled
-# older reading never replaces a newer value), thinning reports, input states
-# (an older status never replaces a newer one), then the mark. Arrays may be
-# empty; the mark only ever moves forward.
+# older reading never replaces a newer value), thinning reports (once: a report
+# is the same report when sensor, count and times match; the device's locked
+# mark row serialises the check), input states (an older status never replaces
+# a newer one), then the mark. Arrays may be empty; the mark only ever moves
+# forward.
 _RECORD_BATCH = """
 WITH latest AS (
   INSERT INTO latest_values (series_id, time, value, sequence)
@@ -60,7 +62,13 @@ WITH latest AS (
     WHERE (latest_values.time, latest_values.sequence) <= (EXCLUDED.time, EXCLUDED.sequence)
 ), thinned AS (
   INSERT INTO thinning_reports (device_id, sensor, count, first_sample_time, last_sample_time, batch_last_sequence)
-  SELECT $1, t.*, $2 FROM unnest($7::text[], $8::bigint[], $9::timestamptz[], $10::timestamptz[]) AS t
+  SELECT $1, t.sensor, t.count, t.first_time, t.last_time, $16
+  FROM unnest($7::text[], $8::bigint[], $9::timestamptz[], $10::timestamptz[]) AS t(sensor, count, first_time, last_time)
+  WHERE NOT EXISTS (
+    SELECT 1 FROM thinning_reports r
+    WHERE r.device_id = $1 AND r.sensor = t.sensor AND r.count = t.count
+      AND r.first_sample_time = t.first_time AND r.last_sample_time = t.last_time
+  )
 ), inputs AS (
   INSERT INTO device_inputs (device_id, input, state, last_error, error_count, observe_time)
   SELECT $1, i.* FROM unnest($11::text[], $12::smallint[], $13::text[], $14::bigint[], $15::timestamptz[]) AS i
@@ -113,7 +121,7 @@ class BatchWriter:
                 if batch.numbered_by_service:
                     batch = renumber(batch, mark)
                 trimmed = trim(batch, mark)
-                await self._write(conn, batch, trimmed, mark)
+                await self._write(conn, batch, trimmed)
         gap = max(0, batch.first_sequence - mark - 1)
         if gap:
             log.warning(
@@ -147,9 +155,7 @@ class BatchWriter:
             raise StaleCatalog(batch.device_id)
         return int(row["committed_sequence"])
 
-    async def _write(
-        self, conn: asyncpg.Connection, batch: PreparedBatch, trimmed: Trimmed, mark: int
-    ) -> None:
+    async def _write(self, conn: asyncpg.Connection, batch: PreparedBatch, trimmed: Trimmed) -> None:
         device_id = batch.device_id
         for table, rows in trimmed.rows.items():
             with self._tracer.start_as_current_span(
@@ -170,8 +176,7 @@ class BatchWriter:
                 columns=DEAD_LETTER_COLUMNS,
             )
         latest = trimmed.latest
-        # Thinning reports are stored once: with the commit that moves past their batch.
-        thinned = batch.thinned if trimmed.mark > mark else []
+        thinned = list(dict.fromkeys(batch.thinned))  # the same report twice in one batch is one report
         inputs = batch.inputs
         await conn.execute(
             _RECORD_BATCH,
@@ -190,6 +195,7 @@ class BatchWriter:
             [i.last_error for i in inputs],
             [i.error_count for i in inputs],
             [i.observe_time for i in inputs],
+            batch.last_sequence,
         )
 
 

@@ -129,6 +129,33 @@ async def test_thinned_numbers_inside_a_batch_move_the_mark_without_gaps_in_stor
     assert [tuple(r) for r in reports] == [("mpu6050-0x68", 11, 100)]  # stored once, not per replay
 
 
+async def test_a_batch_of_reports_only_stores_them_once_without_moving_the_mark(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
+) -> None:
+    """What an agent sends when it has statuses or thinning to report but no new
+    readings: a batch covering only its committed sequence."""
+    d = device.device_id
+    await stub.UploadReadings(stream([batch(d, 1, 10)]), metadata=device.metadata)
+    reports = ingest_pb2.UploadReadingsRequest(device_id=d, first_sequence=10, last_sequence=10)
+    reports.thinned.add(sensor="mpu6050-0x68", count=500, first_sample_time=reading(1).sample_time,
+                        last_sample_time=reading(5).sample_time)  # fmt: skip
+    reports.input_statuses.add(input="bme280", state=ingest_pb2.INPUT_STATE_FAILING, last_error="I2C NACK at 0x76",
+                               error_count=3, observe_time=reading(9).sample_time)  # fmt: skip
+    older = ingest_pb2.UploadReadingsRequest(device_id=d, first_sequence=10, last_sequence=10)
+    older.input_statuses.add(
+        input="bme280", state=ingest_pb2.INPUT_STATE_OK, observe_time=reading(2).sample_time
+    )
+
+    response = await stub.UploadReadings(stream([reports, reports, older]), metadata=device.metadata)
+
+    assert (response.committed_sequence, response.accepted_count, response.duplicate_count) == (10, 0, 0)
+    assert await db.fetchval("SELECT count(*) FROM thinning_reports") == 1
+    state = await db.fetchrow(
+        "SELECT state, last_error, error_count FROM device_inputs WHERE device_id = $1", d
+    )
+    assert tuple(state) == (ingest_pb2.INPUT_STATE_FAILING, "I2C NACK at 0x76", 3)  # the older status lost
+
+
 async def test_write_readings_numbers_after_the_mark_or_as_given(
     stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
 ) -> None:
