@@ -7,7 +7,8 @@ Two shapes, as in Telegraf (Input and ServiceInput):
   after a failure, so a sensor that was unplugged is re-initialised.
 - `StreamingInput`: `stream(emit)` runs until the source fails or is cancelled
   (a BLE link, an MQTT subscription), calling `emit` with readings as they
-  arrive. The scheduler restarts it with backoff when it raises.
+  arrive; `emit([])` reports the source healthy (connected, subscribed)
+  before any reading arrives. The scheduler restarts it with backoff when it raises.
 
 Inputs raise whatever their source raises; the scheduler is the one place that
 logs, counts and reports failures, so drivers stay free of that plumbing.

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -21,16 +21,9 @@ from gateway_agent.uplink import Uplink
 from sensormesh_core.telemetry import Telemetry, configure_telemetry
 from tests.gateway_agent.conftest import DEVICE_ID, TOKEN, Ingest, UplinkFactory, imu_records
 from tests.gateway_agent.ingest_double import IngestDouble, serve
+from tests.gateway_agent.support import until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def until(condition: Callable[[], bool], seconds: float = 20) -> None:
-    """Wait for `condition` with a deadline. It spans several objects (the uplink, the double),
-    so it is checked every 10 ms rather than on one object's event."""
-    async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
