@@ -34,6 +34,17 @@ class ConfigError(Exception):
     """The configuration is unusable; the message names the option."""
 
 
+def describe(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming the option by its path: `inputs.bme280[0].address: ...`."""
+    problems = []
+    for item in error.errors():
+        path = prefix
+        for part in item["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f"{'.' if path else ''}{part}"
+        problems.append(f"{path or 'settings'}: {item['msg']}")
+    return "; ".join(problems)
+
+
 class AgentSettings(SensormeshSettings):
     """Everything the agent reads at start-up."""
 
@@ -75,7 +86,7 @@ class AgentSettings(SensormeshSettings):
         try:
             return cls(**data)
         except ValidationError as error:
-            raise ConfigError(f"{path or 'environment'}: {error}") from error
+            raise ConfigError(f"{path or 'environment'}: {describe(error)}") from error
 
     def device_token(self) -> str:
         """The token from `token` or `token_file` (systemd: $CREDENTIALS_DIRECTORY/device-token)."""
@@ -106,7 +117,7 @@ def build_inputs(configured: dict[str, list[dict[str, Any]]]) -> list[Input]:
             try:
                 settings = module.Settings.model_validate(table)
             except ValidationError as error:
-                raise ConfigError(f"inputs.{kind}[{index}]: {error}") from error
+                raise ConfigError(describe(error, f"inputs.{kind}[{index}]")) from error
             built.append(module.create(settings))
     names = [item.name for item in built]
     duplicates = sorted({name for name in names if names.count(name) > 1})
