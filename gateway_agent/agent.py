@@ -15,7 +15,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -41,6 +41,7 @@ class Agent:
     uplink: Uplink
     statuses: StatusBoard
     channel: grpc.aio.Channel
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     async def start(
@@ -67,23 +68,36 @@ class Agent:
         )  # fmt: skip
         return cls(settings, buffer, scheduler, uplink, statuses, channel)
 
+    def request_stop(self) -> None:
+        """Ask `run()` to stop in order (what SIGTERM does)."""
+        self._stop.set()
+
     async def run(self) -> None:
-        """Read and upload until cancelled; then stop in order."""
+        """Read and upload until `request_stop()` (or cancellation); then stop in order:
+        inputs first, then commit what is in memory, then let the uplink finish its stream."""
         log.info(
             "event=agent_started device_id=%s inputs=%s target=%s buffer=%s",
             self.settings.device_id, ",".join(i.name for i in self.scheduler.inputs),
             self.settings.uplink.target, self.settings.buffer.path,
         )  # fmt: skip
-        tasks = [
-            asyncio.create_task(self.scheduler.run(), name="scheduler"),
-            asyncio.create_task(self.uplink.run(), name="uplink"),
-        ]
+        scheduler = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        uplink = asyncio.create_task(self.uplink.run(), name="uplink")
+        stop = asyncio.create_task(self._stop.wait(), name="stop")
         try:
-            await asyncio.gather(*tasks)
+            done, _ = await asyncio.wait({scheduler, uplink, stop}, return_when=asyncio.FIRST_COMPLETED)
+            scheduler.cancel()
+            await asyncio.gather(scheduler, return_exceptions=True)
+            await self.buffer.flush()
+            self.uplink.stop()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.stop_timeout.total_seconds()):
+                    await asyncio.gather(uplink, return_exceptions=True)
+            for task in done - {stop}:
+                task.result()  # a part that ended by itself failed: raise, so systemd restarts us
         finally:
-            for task in tasks:
+            for task in (scheduler, uplink, stop):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(scheduler, uplink, stop, return_exceptions=True)
             await self.close()
 
     async def close(self) -> None:
@@ -100,8 +114,6 @@ class Agent:
 async def run_until_signalled(agent: Agent) -> None:
     """Run `agent` until SIGTERM or SIGINT, then stop it in order."""
     loop = asyncio.get_running_loop()
-    task = asyncio.create_task(agent.run())
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+        loop.add_signal_handler(sig, agent.request_stop)
+    await agent.run()

@@ -152,7 +152,8 @@ class Buffer:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.settings.synchronous.upper()}")
         conn.execute("PRAGMA temp_store=MEMORY")
-        conn.execute("PRAGMA cache_size=-1024")  # 1 MiB page cache: this runs on a Pi
+        # A small page cache: this runs on a Pi, and reads are sequential (the uplink reads each page once).
+        conn.execute("PRAGMA cache_size=-512")
         conn.execute("PRAGMA journal_size_limit=8388608")  # truncate the WAL to 8 MiB after checkpoints
         conn.executescript(_SCHEMA)
         conn.isolation_level = "DEFERRED"  # `with conn:` now wraps a transaction

@@ -60,6 +60,9 @@ class AgentSettings(SensormeshSettings):
     input_retry_initial: Duration = Field(default=timedelta(seconds=1))
     input_retry_max: Duration = Field(default=timedelta(seconds=60))
     read_timeout: Duration = Field(default=timedelta(seconds=10))
+    stop_timeout: Duration = Field(
+        default=timedelta(seconds=10), description="On stop, time the last upload stream has to finish."
+    )
     inputs: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
 
     @classmethod

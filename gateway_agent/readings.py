@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import time
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from sensormesh.v1.reading_pb2 import (
     EnvironmentPayload,
     ImuPayload,
@@ -23,7 +24,16 @@ from sensormesh.v1.reading_pb2 import (
     SystemPayload,
 )
 
-__all__ = ["Reading", "environment", "imu", "measurement", "now_ns", "sensor_name", "system"]
+__all__ = [
+    "Reading",
+    "environment",
+    "imu",
+    "measurement",
+    "now_ns",
+    "sample_time_ns",
+    "sensor_name",
+    "system",
+]
 
 
 def now_ns() -> int:
@@ -31,10 +41,10 @@ def now_ns() -> int:
     return time.time_ns()
 
 
-def _reading(sensor: str, sample_time_ns: int) -> Reading:
-    reading = Reading(sensor=sensor)
-    reading.sample_time.FromNanoseconds(sample_time_ns)
-    return reading
+def _time(sample_time_ns: int) -> Timestamp:
+    # Set directly: Timestamp.FromNanoseconds is Python code, and this runs at 100 Hz per sensor.
+    seconds, nanos = divmod(sample_time_ns, 1_000_000_000)
+    return Timestamp(seconds=seconds, nanos=nanos)
 
 
 def imu(
@@ -44,20 +54,17 @@ def imu(
     angular_rate_dps: tuple[float, float, float],
 ) -> Reading:
     """A six-axis reading: acceleration in m/s² (gravity included), angular rate in deg/s."""
-    reading = _reading(sensor, sample_time_ns)
     ax, ay, az = acceleration_mps2
     gx, gy, gz = angular_rate_dps
-    reading.imu.CopyFrom(
-        ImuPayload(
-            acceleration_x_mps2=ax,
-            acceleration_y_mps2=ay,
-            acceleration_z_mps2=az,
-            angular_rate_x_dps=gx,
-            angular_rate_y_dps=gy,
-            angular_rate_z_dps=gz,
-        )
+    payload = ImuPayload(
+        acceleration_x_mps2=ax,
+        acceleration_y_mps2=ay,
+        acceleration_z_mps2=az,
+        angular_rate_x_dps=gx,
+        angular_rate_y_dps=gy,
+        angular_rate_z_dps=gz,
     )
-    return reading
+    return Reading(sensor=sensor, sample_time=_time(sample_time_ns), imu=payload)
 
 
 def environment(
@@ -68,14 +75,12 @@ def environment(
     pressure_hpa: float | None = None,
 ) -> Reading:
     """An environment reading; humidity and pressure stay absent when not measured."""
-    reading = _reading(sensor, sample_time_ns)
-    payload = EnvironmentPayload(temperature_celsius=temperature_celsius)
-    if relative_humidity_percent is not None:
-        payload.relative_humidity_percent = relative_humidity_percent
-    if pressure_hpa is not None:
-        payload.pressure_hpa = pressure_hpa
-    reading.environment.CopyFrom(payload)
-    return reading
+    payload = EnvironmentPayload(
+        temperature_celsius=temperature_celsius,
+        relative_humidity_percent=relative_humidity_percent,
+        pressure_hpa=pressure_hpa,
+    )
+    return Reading(sensor=sensor, sample_time=_time(sample_time_ns), environment=payload)
 
 
 def system(
@@ -87,23 +92,23 @@ def system(
     disk_free_bytes: int | None = None,
 ) -> Reading:
     """The gateway's own health; set the fields one input measures, leave the rest absent."""
-    reading = _reading(sensor, sample_time_ns)
-    payload = SystemPayload()
-    if cpu_temperature_celsius is not None:
-        payload.cpu_temperature_celsius = cpu_temperature_celsius
-    if disk_used_bytes is not None:
-        payload.disk_used_bytes = disk_used_bytes
-    if disk_free_bytes is not None:
-        payload.disk_free_bytes = disk_free_bytes
-    reading.system.CopyFrom(payload)
-    return reading
+    payload = SystemPayload(
+        cpu_temperature_celsius=cpu_temperature_celsius,
+        disk_used_bytes=disk_used_bytes,
+        disk_free_bytes=disk_free_bytes,
+    )
+    return Reading(sensor=sensor, sample_time=_time(sample_time_ns), system=payload)
 
 
 def measurement(sensor: str, sample_time_ns: int, name: str, value: float, unit: str = "") -> Reading:
     """A generic named measurement (name: lower-case, not a typed quantity's name)."""
-    reading = _reading(sensor, sample_time_ns)
-    reading.measurement.CopyFrom(Measurement(name=name, value=value, unit=unit))
-    return reading
+    payload = Measurement(name=name, value=value, unit=unit)
+    return Reading(sensor=sensor, sample_time=_time(sample_time_ns), measurement=payload)
+
+
+def sample_time_ns(reading: Reading) -> int:
+    """A reading's sample time in ns since the epoch (without Timestamp.ToNanoseconds' Python-level checks)."""
+    return reading.sample_time.seconds * 1_000_000_000 + reading.sample_time.nanos
 
 
 _SENSOR_FORBIDDEN = re.compile(r"[^A-Za-z0-9._:@/-]")

@@ -102,21 +102,30 @@ class Uplink:
         self._acked_status_version = 0
         self.committed: int | None = None
         self.connected = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the current stream without waiting for more data (its ack lets the buffer forget),
+        then return from `run()`. Readings left are sent on the next start."""
+        self._stopping.set()
 
     async def run(self) -> None:
         s = self.settings
         backoff = Backoff(s.backoff_initial.total_seconds(), s.backoff_max.total_seconds())
-        while True:
+        while not self._stopping.is_set():
             try:
                 committed = await self._resume()
-                while True:
+                while not self._stopping.is_set():
                     committed = await self._stream(committed)
                     backoff.reset()
+                return
             except grpc.aio.AioRpcError as error:
                 self._on_rpc_error(error)
             except sqlite3.Error:
                 log.exception("event=upload_failed device_id=%s reason=buffer_error", self.device_id)
             self.connected.clear()
+            if self._stopping.is_set():
+                return
             delay = await backoff.sleep()
             log.info("event=upload_retry device_id=%s after_seconds=%.2f", self.device_id, delay)
 
@@ -166,7 +175,7 @@ class Uplink:
 
     async def _wait_for_work(self, after: int) -> None:
         period = self.settings.batch_max_age.total_seconds()
-        while not self._has_work(after):
+        while not self._has_work(after) and not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(period):
                     await self._buffer.wait_for_data(after)
@@ -175,7 +184,7 @@ class Uplink:
         """A full batch if the backlog has one, else what arrives within `batch_max_age`."""
         limit = self._batch_limit
         rows = await self._buffer.read(after, limit)
-        if len(rows) == limit:
+        if len(rows) == limit or self._stopping.is_set():
             return rows
         loop = asyncio.get_running_loop()
         end = min(loop.time() + self.settings.batch_max_age.total_seconds(), stream_deadline)
