@@ -167,17 +167,26 @@ async def _import_floor_kib() -> int:
         await process.wait()
 
 
+async def _until_uploading(probe: OffsetProbe, before: int, agent: asyncio.subprocess.Process) -> None:
+    """Wait (at most 60 s) until the agent's first batch is committed: it has started and connected."""
+    async with asyncio.timeout(60):
+        while await probe.committed() <= before:
+            if agent.returncode is not None:
+                raise SystemExit("sensormesh bench agent: the agent exited while starting")
+            await asyncio.sleep(0.05)  # polling the server's mark: the agent's only observable progress
+
+
 async def _steady(args: argparse.Namespace, endpoint: Endpoint, folder: Path) -> dict[str, Any]:
     config = folder / "steady.toml"
     config.write_text(
         CONFIG.format(device_id=args.device_id, target=endpoint.target, buffer=folder / "steady.sqlite3")
     )
     probe = OffsetProbe(endpoint.target, args.device_id, args.token)
+    before = await probe.committed()
     agent = await _start_agent(config, args.token)
     try:
+        await _until_uploading(probe, before, agent)
         await asyncio.sleep(args.warmup)  # a fixed warm-up period is the measurement's definition
-        if agent.returncode is not None:
-            raise SystemExit("sensormesh bench agent: the agent exited during warm-up")
         start_cpu, start_wall, start_mark = _cpu_seconds(agent.pid), time.monotonic(), await probe.committed()
         peak: dict[str, int] = {}
         while time.monotonic() - start_wall < args.seconds:

@@ -97,6 +97,11 @@ async def test_killed_and_restarted_agent_delivers_every_reading_exactly_once(
     assert agent.returncode == 0, log
     assert "event=agent_stopped" in log
 
+    # An orderly stop commits what it holds and lets its last stream be acknowledged: nothing is left over.
+    conn = sqlite3.connect(tmp_path / "buffer.sqlite3")
+    assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 0
+    conn.close()
+
     assert double.stored_twice == 0
     # Every number up to the mark was stored once: no gap from the kill, no repeat from the restart.
     assert sorted(double.stored) == list(range(1, double.committed + 1))
