@@ -87,6 +87,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 sub,
                 replay_from=to_datetime(start) if start is not None else None,
                 heartbeat=self._settings.heartbeat_interval,
+                on_subscribed=lambda: context.send_initial_metadata(()),
             ):
                 yield message
         except SubscriptionClosed:

@@ -11,7 +11,7 @@ and live part meet without a gap and without a duplicate.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -62,10 +62,16 @@ async def watch(
     *,
     replay_from: datetime | None,
     heartbeat: timedelta,
+    on_subscribed: Callable[[], Awaitable[None]],
 ) -> AsyncIterator[query_pb2.WatchReadingsResponse]:
-    """The feed's messages until the client goes away or the hub stops."""
+    """The feed's messages until the client goes away or the hub stops.
+
+    `on_subscribed` runs once the subscription is registered (the servicer
+    sends the response headers then, so a client knows the feed is live).
+    """
     hub.subscribe(sub)
     try:
+        await on_subscribed()
         if replay_from is not None:
             async for message in _replay(pool, sub, replay_from):
                 yield message

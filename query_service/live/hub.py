@@ -61,6 +61,11 @@ class LiveHub:
         return sum(len(subs) for subs in self._subscriptions.values())
 
     @property
+    def busy(self) -> bool:
+        """Whether signals are being read back or wait to be (tests and shutdown wait on it)."""
+        return bool(self._workers or self._pending)
+
+    @property
     def listening(self) -> bool:
         return self._connected.is_set()
 

@@ -17,7 +17,7 @@ from sensormesh_core.storage.registry import create_device
 from tests.support.reading_writer import ReadingWriter
 
 
-def test_settings(**overrides: object) -> QuerySettings:
+def settings_for_tests(**overrides: object) -> QuerySettings:
     values: dict[str, object] = {
         "query_listen": "127.0.0.1:0",
         "pool_min_size": 1,
@@ -30,7 +30,7 @@ def test_settings(**overrides: object) -> QuerySettings:
 
 @pytest.fixture
 def query_settings() -> QuerySettings:
-    return test_settings()
+    return settings_for_tests()
 
 
 @pytest.fixture

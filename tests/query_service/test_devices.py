@@ -22,7 +22,9 @@ async def test_create_returns_the_token_once_and_stores_only_its_hash(
     devices: device_pb2_grpc.DeviceServiceStub, writer: ReadingWriter
 ) -> None:
     created = await devices.CreateDevice(
-        device_pb2.CreateDeviceRequest(device=device_pb2.Device(device_id="greenhouse-pi-1", labels={"site": "north"}))
+        device_pb2.CreateDeviceRequest(
+            device=device_pb2.Device(device_id="greenhouse-pi-1", labels={"site": "north"})
+        )
     )
     assert created.token.startswith("smdt_")
     assert created.device.display_name == "greenhouse-pi-1"
@@ -96,7 +98,9 @@ async def test_get_shows_sensors_series_inputs_thinning_rejections_and_offset(
     (state,) = got.input_statuses
     assert (state.input, state.state, state.error_count) == ("bme280", ingest_pb2.INPUT_STATE_FAILING, 3)
     (thinned,) = got.thinned
-    assert thinned.count == 12 and thinned.first_sample_time.ToDatetime(tzinfo=UTC) == NOW - timedelta(hours=7)
+    assert thinned.count == 12 and thinned.first_sample_time.ToDatetime(tzinfo=UTC) == NOW - timedelta(
+        hours=7
+    )
     assert got.rejected_count == 1
 
 
@@ -129,7 +133,9 @@ async def test_list_pages_in_id_order_with_filters(devices: device_pb2_grpc.Devi
     first = await devices.ListDevices(device_pb2.ListDevicesRequest(page_size=2))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await devices.ListDevices(
-            device_pb2.ListDevicesRequest(page_token=first.next_page_token, status=device_pb2.DEVICE_STATUS_DISABLED)
+            device_pb2.ListDevicesRequest(
+                page_token=first.next_page_token, status=device_pb2.DEVICE_STATUS_DISABLED
+            )
         )
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "page_token" in field_violations(caught.value)
@@ -143,7 +149,9 @@ async def test_update_applies_the_mask_or_the_fields_set(devices: device_pb2_grp
     )
     masked = await devices.UpdateDevice(
         device_pb2.UpdateDeviceRequest(
-            device=device_pb2.Device(device_id="pi-1", description="", status=device_pb2.DEVICE_STATUS_DISABLED),
+            device=device_pb2.Device(
+                device_id="pi-1", description="", status=device_pb2.DEVICE_STATUS_DISABLED
+            ),
             update_mask=field_mask_pb2.FieldMask(paths=["description"]),
         )
     )
@@ -153,7 +161,9 @@ async def test_update_applies_the_mask_or_the_fields_set(devices: device_pb2_grp
 
     unmasked = await devices.UpdateDevice(
         device_pb2.UpdateDeviceRequest(
-            device=device_pb2.Device(device_id="pi-1", status=device_pb2.DEVICE_STATUS_DISABLED, labels={"a": "b"})
+            device=device_pb2.Device(
+                device_id="pi-1", status=device_pb2.DEVICE_STATUS_DISABLED, labels={"a": "b"}
+            )
         )
     )
     assert unmasked.device.status == device_pb2.DEVICE_STATUS_DISABLED
@@ -191,7 +201,8 @@ async def test_delete_removes_registry_rows_and_readings_of_that_device_only(
         )
     conn = writer.conn
     await conn.execute(
-        "INSERT INTO dead_letters (device_id, sequence, field, reason, reading) VALUES ($1, 99, 'f', 'r', '')", device
+        "INSERT INTO dead_letters (device_id, sequence, field, reason, reading) VALUES ($1, 99, 'f', 'r', '')",
+        device,
     )
 
     deleted = await devices.DeleteDevice(device_pb2.DeleteDeviceRequest(device_id=device))
@@ -207,7 +218,9 @@ async def test_delete_removes_registry_rows_and_readings_of_that_device_only(
         await queries.GetLatestReadings(query_pb2.GetLatestReadingsRequest(device_id=device))
     assert gone.value.code() is grpc.StatusCode.NOT_FOUND
 
-    again = await devices.CreateDevice(device_pb2.CreateDeviceRequest(device=device_pb2.Device(device_id=device)))
+    again = await devices.CreateDevice(
+        device_pb2.CreateDeviceRequest(device=device_pb2.Device(device_id=device))
+    )
     assert again.device.committed_sequence == 0
     fresh = await devices.GetDevice(device_pb2.GetDeviceRequest(device_id=device))
     assert not fresh.device.sensors

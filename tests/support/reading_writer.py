@@ -104,7 +104,9 @@ class ReadingWriter:
                     latest[series_id] = (moment, value, sequence)
         return rows, latest
 
-    async def write(self, device_id: str, readings: list[reading_pb2.Reading], *, notify: bool = True) -> Commit:
+    async def write(
+        self, device_id: str, readings: list[reading_pb2.Reading], *, notify: bool = True
+    ) -> Commit:
         """Commit one batch for `device_id` and (by default) signal it."""
         if self._backend is None:
             self._backend = await storage_backend(self.conn)
@@ -120,7 +122,9 @@ class ReadingWriter:
             rows, latest = await self._rows(device_id, readings, committed + 1)
             for table in TYPED_TABLES:
                 if rows.get(table.table):
-                    await self.conn.copy_records_to_table(table.table, records=rows[table.table], columns=table.columns)
+                    await self.conn.copy_records_to_table(
+                        table.table, records=rows[table.table], columns=table.columns
+                    )
             if rows.get(MEASUREMENTS_TABLE):
                 await self.conn.copy_records_to_table(
                     MEASUREMENTS_TABLE, records=rows[MEASUREMENTS_TABLE], columns=MEASUREMENT_COLUMNS
@@ -147,16 +151,18 @@ class ReadingWriter:
 def imu(sensor: str, moment: datetime, ax: float = 0.0, az: float = 9.80665) -> reading_pb2.Reading:
     reading = reading_pb2.Reading(
         sensor=sensor,
-        imu=reading_pb2.ImuPayload(
-            acceleration_x_mps2=ax, acceleration_z_mps2=az, angular_rate_z_dps=1.5
-        ),
+        imu=reading_pb2.ImuPayload(acceleration_x_mps2=ax, acceleration_z_mps2=az, angular_rate_z_dps=1.5),
     )
     reading.sample_time.FromDatetime(moment)
     return reading
 
 
 def environment(
-    sensor: str, moment: datetime, temperature: float, humidity: float | None = None, pressure: float | None = None
+    sensor: str,
+    moment: datetime,
+    temperature: float,
+    humidity: float | None = None,
+    pressure: float | None = None,
 ) -> reading_pb2.Reading:
     payload = reading_pb2.EnvironmentPayload(temperature_celsius=temperature)
     if humidity is not None:
