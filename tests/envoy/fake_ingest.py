@@ -14,7 +14,7 @@ from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
 
 from sensormesh_core.tokens import bearer_token
 
-TOKEN = "smdt_fake-token-of-pi-allowed"  # noqa: S105 - a test token
+TOKEN = "smdt_fake-token-of-pi-allowed"
 DEVICE = "pi-allowed"
 
 

@@ -57,7 +57,7 @@ def test_the_transcoder_serves_every_service_of_the_descriptor_set() -> None:
 def test_rendering_changes_only_addresses_paths_and_limits(tmp_path: Path) -> None:
     base = load_base_config()
     options = EnvoyOptions(
-        listen_address="0.0.0.0",  # noqa: S104 - a container's listener
+        listen_address="0.0.0.0",
         listen_port=18080,
         admin_port=19901,
         ingest=("ingest.sensormesh.svc", 50051),
