@@ -17,8 +17,10 @@ from sensormesh.v1 import reading_pb2
 
 from sensormesh_core.storage.schema import (
     MEASUREMENTS_TABLE,
+    TYPED_BY_PAYLOAD,
     TYPED_TABLES,
     PayloadTable,
+    SqlType,
 )
 
 # Upper sample-time bound of a replay: everything committed up to its sequence.
@@ -95,21 +97,73 @@ def _measurement_reading(row: asyncpg.Record) -> LiveReading:
     return LiveReading(row["sequence"], row["time"], row["name"], frozenset((row["quantity"],)), reading)
 
 
+def _union_sql() -> str:
+    """Every reading table in one statement (one round trip per signal): values
+    padded to the widest payload as float8, the payload named in `kind`."""
+    width = max(len(t.quantities) for t in TYPED_TABLES)
+    parts = []
+    for table in TYPED_TABLES:
+        values = [f"r.{q.name}::float8" for q in table.quantities]
+        values += ["NULL::float8"] * (width - len(values))
+        parts.append(
+            f"SELECT '{table.payload}' AS kind, r.time, r.sequence, s.name, NULL::text AS quantity, "
+            f"NULL::text AS unit, {', '.join(f'{v} AS v{i}' for i, v in enumerate(values))} "
+            f"FROM {table.table} r JOIN sensors s ON s.sensor_id = r.sensor_id WHERE s.device_id = $1 "
+            "AND r.time BETWEEN $2 AND $3 AND r.sequence BETWEEN $4 AND $5"
+        )
+    padding = ", ".join(f"NULL::float8 AS v{i}" for i in range(1, width))
+    parts.append(
+        "SELECT 'measurement', m.time, m.sequence, s.name, se.quantity, se.unit, m.value, "
+        f"{padding} FROM {MEASUREMENTS_TABLE} m JOIN series se ON se.series_id = m.series_id "
+        "JOIN sensors s ON s.sensor_id = se.sensor_id WHERE s.device_id = $1 "
+        "AND m.time BETWEEN $2 AND $3 AND m.sequence BETWEEN $4 AND $5"
+    )
+    return " UNION ALL ".join(parts) + " ORDER BY sequence"
+
+
+_UNION_SQL = _union_sql()
+
+
+def _union_reading(row: asyncpg.Record) -> LiveReading:
+    kind = row["kind"]
+    if kind == "measurement":
+        reading = reading_pb2.Reading(
+            sample_time=_timestamp(row["time"]),
+            sensor=row["name"],
+            measurement=reading_pb2.Measurement(name=row["quantity"], value=row["v0"], unit=row["unit"]),
+        )
+        return LiveReading(row["sequence"], row["time"], row["name"], frozenset((row["quantity"],)), reading)
+    table = TYPED_BY_PAYLOAD[kind]
+    fields: dict[str, float | int] = {}
+    present = set()
+    for i, q in enumerate(table.quantities):
+        value = row[f"v{i}"]
+        if value is not None:
+            fields[q.proto_field] = int(value) if q.sql_type is SqlType.BIGINT else value
+            present.add(q.name)
+    reading = reading_pb2.Reading(sample_time=_timestamp(row["time"]), sensor=row["name"])
+    getattr(reading, kind).CopyFrom(_PAYLOAD_TYPES[kind](**fields))
+    return LiveReading(row["sequence"], row["time"], row["name"], frozenset(present), reading)
+
+
+_PAYLOAD_TYPES = {
+    "imu": reading_pb2.ImuPayload,
+    "environment": reading_pb2.EnvironmentPayload,
+    "system": reading_pb2.SystemPayload,
+}
+
+
 async def committed_readings(conn: asyncpg.Connection, window: Window) -> list[LiveReading]:
     """Every reading in `window`, in sequence (commit) order."""
-    args = (
+    rows = await conn.fetch(
+        _UNION_SQL,
         window.device_id,
         window.first_time,
         window.last_time,
         window.first_sequence,
         window.last_sequence,
     )
-    found: list[LiveReading] = []
-    for table in TYPED_TABLES:
-        found += [_typed_reading(table, row) for row in await conn.fetch(_typed_sql(table, False), *args)]
-    found += [_measurement_reading(row) for row in await conn.fetch(_measurement_sql(False), *args)]
-    found.sort(key=lambda r: r.sequence)
-    return found
+    return [_union_reading(row) for row in rows]
 
 
 async def replay_chunk(
