@@ -32,7 +32,10 @@ async def _device_loop(
         while time.monotonic() < until:
             now = datetime.now(UTC)
             for device in devices:
-                batch = [imu("imu-0", now + timedelta(microseconds=i), ax=float(i % 100)) for i in range(rows_per_tick)]
+                batch = [
+                    imu("imu-0", now + timedelta(microseconds=i), ax=float(i % 100))
+                    for i in range(rows_per_tick)
+                ]
                 await writer.write(device, batch)
                 totals["rows"] += rows_per_tick
                 totals["batches"] += 1
@@ -47,7 +50,9 @@ async def _device_loop(
         await conn.close()
 
 
-async def run_load(url: str, devices: list[str], samples_per_s: float, seconds: float, connections: int) -> dict[str, float]:
+async def run_load(
+    url: str, devices: list[str], samples_per_s: float, seconds: float, connections: int
+) -> dict[str, float]:
     tick_s = 0.05
     rows_per_tick = max(1, round(samples_per_s / SAMPLES_PER_IMU_READING * tick_s / len(devices)))
     totals = {"rows": 0, "batches": 0, "late_ticks": 0}
@@ -73,7 +78,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     args = parser.parse_args()
     result = asyncio.run(
-        run_load(args.database_url, args.devices.split(","), args.samples_per_s, args.seconds, args.connections)
+        run_load(
+            args.database_url, args.devices.split(","), args.samples_per_s, args.seconds, args.connections
+        )
     )
     print(json.dumps(result), flush=True)
 
