@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -14,6 +15,7 @@ from sensormesh_core.storage import registry
 from sensormesh_core.storage.device_details import device_details
 from sensormesh_core.validation import validate
 
+log = logging.getLogger(__name__)
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
@@ -34,6 +36,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
                 request.device.device_id,
                 **create_arguments(request.device),  # type: ignore[arg-type]
             )
+        log.info("event=device_created device_id=%s type=%d", record.device_id, record.device_type)
         return device_pb2.CreateDeviceResponse(device=device_message(record), token=token)
 
     async def GetDevice(
@@ -72,6 +75,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         changes = changes_from(request)
         async with self._pool.acquire() as conn:
             record = await registry.update_device(conn, request.device.device_id, changes)
+        log.info("event=device_updated device_id=%s status=%d", record.device_id, record.status)
         return device_pb2.UpdateDeviceResponse(device=device_message(record))
 
     async def DeleteDevice(
@@ -80,4 +84,5 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         validate(request)
         async with self._pool.acquire() as conn:
             deleted = await registry.delete_device(conn, request.device_id)
+        log.info("event=device_deleted device_id=%s deleted_readings=%d", request.device_id, deleted)
         return device_pb2.DeleteDeviceResponse(deleted_reading_count=deleted)

@@ -29,10 +29,6 @@ class QuerySettings(StorageSettings):
     default_range: timedelta = Field(
         default=timedelta(hours=1), description="ListReadings range when start_time is unset."
     )
-    max_raw_range: timedelta = Field(
-        default=timedelta(days=31),
-        description="Longest range a raw (not downsampled) ListReadings may cover; pages split it anyway.",
-    )
     max_subscribers: int = Field(
         default=1_000,
         ge=1,
