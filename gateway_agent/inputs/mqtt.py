@@ -161,7 +161,7 @@ class Mqtt:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.name = settings.name or f"mqtt-{settings.host}-{settings.port}"
+        self.name = settings.name or f"mqtt-{settings.host}-{settings.port}"[:64]
 
     async def stream(self, emit: Emit) -> None:
         import aiomqtt
