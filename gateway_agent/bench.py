@@ -5,7 +5,9 @@ and simulated sensors (IMU at 100 Hz, environment at 1 Hz, system every 10 s):
 
 1. Steady: after a warm-up, the agent's resident memory (VmRSS, peak over the
    period; MiB) and CPU (user + system time over wall time, % of one core),
-   read from /proc while it reads and uploads.
+   read from /proc while it reads and uploads. Two baselines measured in the
+   same run put them in proportion: the memory of a process that only imports
+   what the agent imports, and the CPU of a bare asyncio loop waking at 100 Hz.
 2. Drain: a buffer pre-filled with a backlog (as after an outage) is handed
    to a fresh agent, which uploads it while its inputs keep taking new
    readings. The rate is the server's committed sequence over time, polled
@@ -153,6 +155,29 @@ sys.stdin.read()
 """
 
 
+# What waking up 100 times a second costs a bare asyncio process on this machine: the floor
+# of a 100 Hz polled sensor's CPU, whatever the agent does per reading.
+_BARE_LOOP = """
+import asyncio, sys, time
+async def main(seconds):
+    loop = asyncio.get_running_loop()
+    cpu, wall, tick = time.process_time(), time.perf_counter(), loop.time()
+    while time.perf_counter() - wall < seconds:
+        tick += 0.01
+        await asyncio.sleep(tick - loop.time())
+    print(100 * (time.process_time() - cpu) / (time.perf_counter() - wall))
+asyncio.run(main(float(sys.argv[1])))
+"""
+
+
+async def _bare_loop_cpu_pct(seconds: float) -> float:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _BARE_LOOP, str(seconds), stdout=asyncio.subprocess.PIPE
+    )
+    stdout, _ = await asyncio.wait_for(process.communicate(), seconds + 60)
+    return round(float(stdout), 2)
+
+
 async def _import_floor_kib() -> int:
     """VmRSS of a process that imports what the agent imports and does nothing else (the baseline)."""
     process = await asyncio.create_subprocess_exec(
@@ -199,12 +224,14 @@ async def _steady(args: argparse.Namespace, endpoint: Endpoint, folder: Path) ->
         await _stop(agent)
         await probe.close()
     floor = await _import_floor_kib()
+    bare_cpu = await _bare_loop_cpu_pct(min(args.seconds, 10.0))
     return {
         "rss_mb": round(peak["VmRSS"] / 1024, 1),
         "rss_import_floor_mb": round(floor / 1024, 1),
         "rss_over_import_floor_mb": round((peak["VmRSS"] - floor) / 1024, 1),
         "rss_anon_mb": round(peak["RssAnon"] / 1024, 1),
         "cpu_pct_of_core": round(100 * cpu / wall, 2),
+        "cpu_pct_bare_100hz_asyncio_loop": bare_cpu,
         "steady_seconds": round(wall, 1),
         "steady_uploaded_readings_per_s": round((end_mark - start_mark) / wall, 1),
     }
