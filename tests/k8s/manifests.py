@@ -114,7 +114,9 @@ class Manifests:
         for doc in self.docs:
             if doc["kind"] in WORKLOAD_KINDS:
                 template = doc["spec"]["template"]
-                yield Workload(doc["kind"], doc["metadata"]["name"], template["metadata"]["labels"], template["spec"])
+                yield Workload(
+                    doc["kind"], doc["metadata"]["name"], template["metadata"]["labels"], template["spec"]
+                )
 
     def workload(self, name: str) -> Workload:
         for workload in self.workloads():
@@ -130,13 +132,20 @@ class Manifests:
 
     def generated(self, prefix: str) -> str:
         """The rendered name of a generated ConfigMap (`prefix-<hash>`)."""
-        names = [d["metadata"]["name"] for d in self.kind("ConfigMap") if d["metadata"]["name"].startswith(prefix + "-")]
+        names = [
+            d["metadata"]["name"]
+            for d in self.kind("ConfigMap")
+            if d["metadata"]["name"].startswith(prefix + "-")
+        ]
         assert len(names) == 1, f"{self.name}: expected one generated ConfigMap {prefix}, found {names}"
         return names[0]
 
 
 def container_ports(container: Doc) -> dict[str, int]:
-    return {port.get("name", str(port["containerPort"])): port["containerPort"] for port in container.get("ports", [])}
+    return {
+        port.get("name", str(port["containerPort"])): port["containerPort"]
+        for port in container.get("ports", [])
+    }
 
 
 def probes(container: Doc) -> Iterator[tuple[str, Doc]]:

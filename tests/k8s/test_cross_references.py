@@ -116,7 +116,9 @@ def test_config_maps_and_their_keys_exist(manifests: Manifests) -> None:
         for container in workload.containers():
             config_maps, _, config_keys = _env_sources(container)
             for name in config_maps:
-                assert manifests.has("ConfigMap", name), f"{workload.name}: envFrom ConfigMap {name} is missing"
+                assert manifests.has("ConfigMap", name), (
+                    f"{workload.name}: envFrom ConfigMap {name} is missing"
+                )
             for name, key in config_keys:
                 assert key in manifests.config_map_data(name), f"{workload.name}: {name} has no key {key}"
         volumes = {v["name"]: v for v in workload.pod.get("volumes", [])}
@@ -171,7 +173,10 @@ def test_secrets_referenced_are_the_documented_operator_secrets(manifests: Manif
 
 
 def test_the_secret_example_and_readme_document_every_operator_secret() -> None:
-    example = {doc["metadata"]["name"]: set(doc["stringData"]) for doc in yaml.safe_load_all((K8S / "secret.example.yaml").read_text())}
+    example = {
+        doc["metadata"]["name"]: set(doc["stringData"])
+        for doc in yaml.safe_load_all((K8S / "secret.example.yaml").read_text())
+    }
     assert example == OPERATOR_SECRETS
     readme = (ROOT / "README.md").read_text()
     for name, keys in OPERATOR_SECRETS.items():
@@ -189,7 +194,9 @@ def test_database_url_in_the_docs_names_the_role_service_and_database(rendered: 
     assert url in (ROOT / "README.md").read_text()
 
 
-def test_sensormesh_settings_are_real_settings_and_parse(rendered: dict[str, Manifests], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sensormesh_settings_are_real_settings_and_parse(
+    rendered: dict[str, Manifests], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A misspelt SENSORMESH_ variable would be ignored silently; a bad duration would crash the pods."""
     for name in ("small", "production"):
         manifests = rendered[name]
@@ -273,7 +280,9 @@ def test_every_container_has_requests_and_a_memory_limit(manifests: Manifests) -
     for workload in manifests.workloads():
         for container in workload.containers():
             resources = container.get("resources", {})
-            assert {"cpu", "memory"} <= set(resources.get("requests", {})), f"{workload.name}/{container['name']}"
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), (
+                f"{workload.name}/{container['name']}"
+            )
             assert "memory" in resources.get("limits", {}), f"{workload.name}/{container['name']}"
 
 
@@ -295,7 +304,14 @@ def test_pods_meet_the_restricted_pod_security_standard(manifests: Manifests) ->
             user = context.get("runAsUser", pod_context.get("runAsUser"))
             assert isinstance(user, int) and user > 0, f"{where} needs a numeric non-root uid"
         for volume in workload.pod.get("volumes", []):
-            assert set(volume) - {"name"} <= {"configMap", "emptyDir", "secret", "persistentVolumeClaim", "projected", "downwardAPI"}
+            assert set(volume) - {"name"} <= {
+                "configMap",
+                "emptyDir",
+                "secret",
+                "persistentVolumeClaim",
+                "projected",
+                "downwardAPI",
+            }
 
 
 def test_dependent_variables_are_defined_before_use(manifests: Manifests) -> None:
@@ -305,7 +321,9 @@ def test_dependent_variables_are_defined_before_use(manifests: Manifests) -> Non
             defined: set[str] = set()
             for variable in container.get("env", []):
                 for used in re.findall(r"\$\(([A-Z_]+)\)", variable.get("value", "")):
-                    assert used in defined, f"{workload.name}: {variable['name']} uses {used} before it is set"
+                    assert used in defined, (
+                        f"{workload.name}: {variable['name']} uses {used} before it is set"
+                    )
                 defined.add(variable["name"])
 
 
@@ -329,8 +347,12 @@ def test_database_connections_fit_max_connections(rendered: dict[str, Manifests]
     """Every pod at the autoscalers' maxima, each with a full pool, must fit the server."""
     for name in ("small", "production"):
         manifests = rendered[name]
-        pool = int(manifests.config_map_data(manifests.generated("sensormesh-config"))["SENSORMESH_POOL_MAX_SIZE"])
-        pods = sum(manifests.get("HorizontalPodAutoscaler", s)["spec"]["maxReplicas"] for s in ("ingest", "query"))
+        pool = int(
+            manifests.config_map_data(manifests.generated("sensormesh-config"))["SENSORMESH_POOL_MAX_SIZE"]
+        )
+        pods = sum(
+            manifests.get("HorizontalPodAutoscaler", s)["spec"]["maxReplicas"] for s in ("ingest", "query")
+        )
         args = manifests.workload("timescaledb").pod["containers"][0].get("args", [])
         limit = next((int(a.split("=")[1]) for a in args if a.startswith("max_connections=")), 100)
         # Headroom: the migration Job, an operator's psql, superuser-reserved slots.

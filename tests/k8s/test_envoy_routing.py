@@ -164,7 +164,9 @@ def envoy_process(tmp_path: Path) -> Iterator[Any]:
                 stderr=subprocess.STDOUT,
             )
         processes.append(process)
-        admin = _wait_for(lambda: admin_file.exists() and admin_file.read_text().strip(), "Envoy's admin address")
+        admin = _wait_for(
+            lambda: admin_file.exists() and admin_file.read_text().strip(), "Envoy's admin address"
+        )
 
         def listener_port() -> int | None:
             if process.poll() is not None:
@@ -295,7 +297,10 @@ async def test_streams_of_one_connection_spread_over_pods_and_skip_a_pod_not_ser
                 response_deserializer=query_pb2.WatchReadingsResponse.FromString,
             )
             for _ in range(count):
-                assert len([m async for m in watch(query_pb2.WatchReadingsRequest(device_id="pi-1"), timeout=5)]) == 1
+                assert (
+                    len([m async for m in watch(query_pb2.WatchReadingsRequest(device_id="pi-1"), timeout=5)])
+                    == 1
+                )
 
     await watch_many(20)
     # Both pods got streams (all 20 on one pod by chance: p = 2 x 2^-20).

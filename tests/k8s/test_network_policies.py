@@ -93,7 +93,13 @@ def _port_matches(rule_ports: list[Doc] | None, target: Endpoint, port: int, pro
 
 
 def _allowed(
-    policies: list[Doc], pod: Endpoint, other: Endpoint, target: Endpoint, port: int, protocol: str, direction: str
+    policies: list[Doc],
+    pod: Endpoint,
+    other: Endpoint,
+    target: Endpoint,
+    port: int,
+    protocol: str,
+    direction: str,
 ) -> bool:
     """Whether `pod`'s policies let it talk with `other` (direction: Ingress or Egress)."""
     if pod.namespace != NAMESPACE:
@@ -101,7 +107,8 @@ def _allowed(
     selecting = [
         p
         for p in policies
-        if direction in p["spec"].get("policyTypes", ["Ingress"]) and selector_matches(p["spec"]["podSelector"], pod.labels)
+        if direction in p["spec"].get("policyTypes", ["Ingress"])
+        and selector_matches(p["spec"]["podSelector"], pod.labels)
     ]
     if not selecting:
         return True
@@ -164,7 +171,9 @@ def test_nothing_but_the_collector_leaves_the_cluster(rendered: dict[str, Manife
         assert leaving <= {"otel-collector"}, f"{name}: {leaving}"
 
 
-def test_production_collector_exports_only_to_the_observability_namespace(rendered: dict[str, Manifests]) -> None:
+def test_production_collector_exports_only_to_the_observability_namespace(
+    rendered: dict[str, Manifests],
+) -> None:
     production, small = rendered["production"], rendered["small"]
     collector = next(p for p in _pods(production) if p.name == "otel-collector")
     assert not flows(production, collector, INTERNET, 443)
@@ -181,7 +190,12 @@ def test_the_evaluator_denies_when_a_selector_names_no_pod(rendered: dict[str, M
     broken = [dict(doc) for doc in manifests.docs]
     for doc in broken:
         if doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"] == "ingest":
-            doc["spec"] = {**doc["spec"], "ingress": [{"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "envoi"}}}]}]}
+            doc["spec"] = {
+                **doc["spec"],
+                "ingress": [
+                    {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "envoi"}}}]}
+                ],
+            }
     envoy, ingest = (next(p for p in _pods(manifests) if p.name == n) for n in ("envoy", "ingest"))
     assert flows(manifests, envoy, ingest, 50051)
     assert not flows(Manifests("broken", broken), envoy, ingest, 50051)
