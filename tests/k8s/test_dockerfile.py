@@ -12,7 +12,11 @@ expect.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +185,52 @@ def test_the_services_listen_on_all_interfaces_in_the_image(instructions: list[d
     assert env["SENSORMESH_QUERY_LISTEN"] == "0.0.0.0:50052"
     exposed = {int(p) for i in runtime if i.cmd == "EXPOSE" for p in i.value}
     assert exposed == {50051, 50052}
+
+
+def test_the_package_built_from_the_build_context_carries_what_the_pods_use(
+    instructions: list[dockerfile.Command], context: set[str], tmp_path: Path
+) -> None:
+    """The build stage, minus downloading dependencies: copy what the COPY lines
+    take from the context, build the wheel, and look inside."""
+    source = tmp_path / "src"
+    for copied in (c.rstrip("/") for c in _copies_from_context(instructions)):
+        for relative in sorted(context):
+            taken = relative == copied or relative.startswith(copied + "/")
+            if taken and (ROOT / relative).is_file():
+                (source / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / relative, source / relative)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = (tmp_path / "dist").glob("sensormesh-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        # Envoy's init container copies this file out of the installed package.
+        assert (
+            archive.read("sensormesh/descriptor_set.binpb")
+            == (ROOT / "gen/sensormesh/descriptor_set.binpb").read_bytes()
+        )
+        # The migration Job and wait_for_schema.py read these.
+        versions = ROOT / "sensormesh_core/storage/migrations/versions"
+        for migration in versions.glob("*.py"):
+            assert f"sensormesh_core/storage/migrations/versions/{migration.name}" in names
+        assert "sensormesh_core/storage/migrations/env.py" in names
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        assert "sensormesh = sensormesh_core.cli:main" in archive.read(entry_points).decode()
+        assert not any(name.startswith("tests/") for name in names)

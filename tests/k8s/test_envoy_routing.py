@@ -149,6 +149,7 @@ def envoy_process(tmp_path: Path) -> Iterator[Any]:
 
     def start(ports: dict[str, list[int]]) -> RunningEnvoy:
         admin_file = tmp_path / "admin-address"
+        admin_file.unlink(missing_ok=True)  # Envoy writes it once its admin listens
         log = tmp_path / "envoy.log"
         with log.open("wb") as output:
             process = subprocess.Popen(
