@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("sensormesh_core.db_command", "migrate the database schema and apply storage policies"),
     "devices": ("sensormesh_core.devices_command", "register devices and issue their tokens"),
     "bench": ("sensormesh_core.bench_command", "measure throughput and latency against their targets"),
+    "query": ("query_service.command", "run the query service (devices, history, latest values, live feeds)"),
 }
 
 
