@@ -9,13 +9,14 @@ way the API server and kubelet would and fail on every dangling name.
 
 from __future__ import annotations
 
+import importlib
 import re
 import tomllib
 
 import pytest
 import yaml
 
-from sensormesh_core.config import StorageSettings
+from sensormesh_core.config import SensormeshSettings, StorageSettings
 from tests.k8s.manifests import K8S, ROOT, Doc, Manifests, Workload, container_ports, probes
 
 # The Secrets an operator creates (README, "Deploying to Kubernetes"), with their keys.
@@ -24,8 +25,9 @@ OPERATOR_SECRETS = {
     "sensormesh-database": {"password", "url"},
 }
 SENSORMESH_IMAGE = "ghcr.io/sensormesh/sensormesh"
-# Settings the services add to StorageSettings (agreed names; see the services' settings).
-SERVICE_SETTINGS = {"ingest_listen", "query_listen"}
+# Settings the services add to StorageSettings that are agreed before their modules exist.
+AGREED_SETTINGS = {"ingest_listen", "query_listen"}
+SETTINGS_MODULES = ("ingest_service.settings", "query_service.settings")
 
 
 def _project_version() -> str:
@@ -194,6 +196,20 @@ def test_database_url_in_the_docs_names_the_role_service_and_database(rendered: 
     assert url in (ROOT / "README.md").read_text()
 
 
+def _known_settings() -> set[str]:
+    """Every field of every settings class the services define (and the agreed ones)."""
+    known = set(StorageSettings.model_fields) | AGREED_SETTINGS
+    for name in SETTINGS_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, SensormeshSettings):
+                known |= set(value.model_fields)
+    return known
+
+
 def test_sensormesh_settings_are_real_settings_and_parse(
     rendered: dict[str, Manifests], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,7 +217,7 @@ def test_sensormesh_settings_are_real_settings_and_parse(
     for name in ("small", "production"):
         manifests = rendered[name]
         data = manifests.config_map_data(manifests.generated("sensormesh-config"))
-        known = set(StorageSettings.model_fields) | SERVICE_SETTINGS
+        known = _known_settings()
         for key, value in data.items():
             if key.startswith("SENSORMESH_"):
                 assert key.removeprefix("SENSORMESH_").lower() in known, f"{key} is not a sensormesh setting"
@@ -355,5 +371,8 @@ def test_database_connections_fit_max_connections(rendered: dict[str, Manifests]
         )
         args = manifests.workload("timescaledb").pod["containers"][0].get("args", [])
         limit = next((int(a.split("=")[1]) for a in args if a.startswith("max_connections=")), 100)
-        # Headroom: the migration Job, an operator's psql, superuser-reserved slots.
-        assert pods * pool + 10 <= limit, f"{name}: {pods} pods x {pool} > {limit} - 10"
+        # Each query pod also holds one LISTEN connection for live feeds; headroom for the
+        # migration Job, an operator's psql and the superuser-reserved slots.
+        listeners = manifests.get("HorizontalPodAutoscaler", "query")["spec"]["maxReplicas"]
+        needed = pods * pool + listeners + 10
+        assert needed <= limit, f"{name}: {pods} pods x {pool} + {listeners} + 10 > {limit}"
