@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 PYTEST_TMP := --basetemp=$(CURDIR)/.pytest-tmp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup proto lint format test test-storage run bench breaking clean
+.PHONY: help setup proto lint format test test-storage run bench breaking clean k8s-envoy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ setup: $(STAMP) ## create .venv and install sensormesh with every extra
 
 proto: $(STAMP) ## regenerate gen/ (messages, stubs, .pyi, Envoy descriptor set) from proto/
 	$(PY) tools/protogen.py
+
+k8s-envoy: $(STAMP) ## regenerate k8s/base/config/envoy.yaml (the cluster's Envoy) from envoy/envoy.yaml
+	$(PY) tools/k8s_envoy.py
 
 lint: $(STAMP) ## ruff, buf lint, mypy
 	$(BIN)/ruff check .
