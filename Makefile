@@ -9,9 +9,12 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# pytest keeps only its last three /tmp/pytest-of-$USER folders; runs from several checkouts at
+# once would delete each other's (and the embedded PostgreSQL in them). One folder per checkout.
+PYTEST_TMP := --basetemp=$(CURDIR)/.pytest-tmp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup proto lint format test test-storage run bench breaking clean
+.PHONY: help setup proto lint format test test-storage run bench breaking clean k8s-envoy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -28,6 +31,9 @@ setup: $(STAMP) ## create .venv and install sensormesh with every extra
 proto: $(STAMP) ## regenerate gen/ (messages, stubs, .pyi, Envoy descriptor set) from proto/
 	$(PY) tools/protogen.py
 
+k8s-envoy: $(STAMP) ## regenerate k8s/base/config/envoy.yaml (the cluster's Envoy) from envoy/envoy.yaml
+	$(PY) tools/k8s_envoy.py
+
 lint: $(STAMP) ## ruff, buf lint, mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -39,10 +45,10 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 
 test: $(STAMP) ## run the whole test suite (embedded PostgreSQL, real Envoy, real gRPC)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_TMP) $(PYTEST_ARGS)
 
 test-storage: $(STAMP) ## storage tests only; set SENSORMESH_TEST_DATABASE_URL to use a running server
-	$(BIN)/pytest -m storage $(PYTEST_ARGS)
+	$(BIN)/pytest -m storage $(PYTEST_TMP) $(PYTEST_ARGS)
 
 run: $(STAMP) ## start the local stack; Ctrl-C stops it, data stays in .sensormesh/
 	$(BIN)/sensormesh up

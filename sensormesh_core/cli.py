@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "devices": ("sensormesh_core.devices_command", "register devices and issue their tokens"),
     "bench": ("sensormesh_core.bench_command", "measure throughput and latency against their targets"),
     "ingest": ("ingest_service.command", "run the device-facing ingest service (gRPC)"),
+    "query": ("query_service.command", "run the query service (devices, history, latest values, live feeds)"),
+    "agent": ("gateway_agent.agent_command", "run the gateway agent: read sensors, buffer, upload"),
 }
 
 

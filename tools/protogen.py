@@ -28,6 +28,10 @@ GEN_DIR = ROOT / "gen"
 # Inside the generated package so an installed sensormesh finds it too.
 DESCRIPTOR_PATH = Path("sensormesh") / "descriptor_set.binpb"
 VALIDATE_PROTO = "buf/validate/validate.proto"
+# Error details the services attach to statuses (google.rpc.BadRequest, ErrorInfo):
+# Envoy's transcoder prints a status's details as JSON only if their types are in
+# the descriptor set, and otherwise answers REST clients with an empty body.
+ERROR_DETAILS_PROTO = "google/rpc/error_details.proto"
 
 
 def _validate_descriptor_set() -> descriptor_pb2.FileDescriptorSet:
@@ -93,6 +97,7 @@ def generate(out: Path) -> None:
                 "--include_source_info",
                 f"--descriptor_set_out={out / DESCRIPTOR_PATH}",
                 *sensormesh_protos,
+                ERROR_DETAILS_PROTO,
             ]
         )
     _add_package_markers(out)

@@ -1,9 +1,10 @@
-"""The device registry in the database: create a device with its token, find
-the device a token belongs to.
+"""The device registry in the database: create, get, list, update and delete
+devices; find the device a token belongs to.
 
 Shared by the ingest service (authentication), the query service's
 DeviceService and the `sensormesh devices` command, so the rules for ids and
-tokens live in one place.
+tokens live in one place. What a device carries beyond its own row (sensors,
+input states, thinning, dead letters) is read by `device_details`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from datetime import datetime
 
 import asyncpg
 
-from sensormesh_core.errors import AlreadyExists
+from sensormesh_core.errors import AlreadyExists, NotFound
+from sensormesh_core.storage.schema import MEASUREMENTS_TABLE, TYPED_TABLES
 from sensormesh_core.tokens import hash_token, new_token
 
 # Enum numbers of sensormesh.v1.DeviceType and DeviceStatus, as stored.
@@ -36,6 +38,9 @@ class DeviceRecord:
     labels: dict[str, str] = field(default_factory=dict)
     create_time: datetime | None = None
     update_time: datetime | None = None
+    # From upload_offsets, when the query joined it (0 / None otherwise).
+    committed_sequence: int = 0
+    last_upload_time: datetime | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> DeviceRecord:
@@ -49,6 +54,8 @@ class DeviceRecord:
             labels=json.loads(labels) if isinstance(labels, str) else dict(labels),
             create_time=row["create_time"],
             update_time=row["update_time"],
+            committed_sequence=row.get("committed_sequence") or 0,
+            last_upload_time=row.get("last_upload_time"),
         )
 
 
@@ -109,3 +116,130 @@ async def token_owner(conn: asyncpg.Connection, token: str) -> TokenOwner | None
         "SELECT device_id, status FROM devices WHERE token_hash = $1", hash_token(token)
     )
     return TokenOwner(row["device_id"], row["status"]) if row else None
+
+
+# The registry row with its upload offset: what GetDevice and ListDevices show.
+_SELECT_DEVICE = (
+    "SELECT d.device_id, d.display_name, d.description, d.device_type, d.status, d.labels, "
+    "d.create_time, d.update_time, o.committed_sequence, o.update_time AS last_upload_time "
+    "FROM devices d LEFT JOIN upload_offsets o USING (device_id)"
+)
+
+
+async def get_device(conn: asyncpg.Connection, device_id: str) -> DeviceRecord:
+    """The device with its committed sequence; raises NotFound."""
+    row = await conn.fetchrow(f"{_SELECT_DEVICE} WHERE d.device_id = $1", device_id)
+    if row is None:
+        raise NotFound(f"device {device_id!r} does not exist")
+    return DeviceRecord.from_row(row)
+
+
+async def device_exists(conn: asyncpg.Connection, device_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM devices WHERE device_id = $1", device_id))
+
+
+async def list_devices(
+    conn: asyncpg.Connection,
+    *,
+    after: str | None,
+    limit: int,
+    status: int = 0,
+    device_type: int = 0,
+) -> list[DeviceRecord]:
+    """Up to `limit` devices with ids after `after`, in id order; 0 filters mean any."""
+    rows = await conn.fetch(
+        f"{_SELECT_DEVICE} WHERE ($1::text IS NULL OR d.device_id > $1) "
+        "AND ($2::smallint = 0 OR d.status = $2) AND ($3::smallint = 0 OR d.device_type = $3) "
+        "ORDER BY d.device_id LIMIT $4",
+        after,
+        status,
+        device_type,
+        limit,
+    )
+    return [DeviceRecord.from_row(row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChanges:
+    """New values for the fields an update names; None leaves a field as it is."""
+
+    display_name: str | None = None
+    description: str | None = None
+    device_type: int | None = None
+    status: int | None = None
+    labels: dict[str, str] | None = None
+
+
+async def update_device(conn: asyncpg.Connection, device_id: str, changes: DeviceChanges) -> DeviceRecord:
+    """Apply `changes` and bump update_time; raises NotFound.
+
+    An empty display name falls back to the id, as on create.
+    """
+    display_name = changes.display_name
+    if display_name == "":
+        display_name = device_id
+    labels = None if changes.labels is None else json.dumps(changes.labels)
+    async with conn.transaction():
+        updated = await conn.fetchval(
+            "UPDATE devices SET display_name = coalesce($2, display_name), "
+            "description = coalesce($3, description), device_type = coalesce($4, device_type), "
+            "status = coalesce($5, status), labels = coalesce($6::jsonb, labels), update_time = now() "
+            "WHERE device_id = $1 RETURNING device_id",
+            device_id,
+            display_name,
+            changes.description,
+            changes.device_type,
+            changes.status,
+            labels,
+        )
+        if updated is None:
+            raise NotFound(f"device {device_id!r} does not exist")
+        return await get_device(conn, device_id)
+
+
+async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
+    """Delete a device, its readings in every reading table and (by cascade) its
+    token, offset, sensors, series, latest values, dead letters, thinning
+    reports and input states. Returns how many readings were deleted.
+
+    One transaction: the device row is locked first, so an ingest commit for
+    the device (which updates its upload offset) either lands before the
+    delete, and its rows are deleted too, or waits and then finds no device.
+    Sensor and series ids are identities and never reused, so rows that
+    TimescaleDB's rollups still hold for them are unreachable and age out
+    with the rollup retention. Raises NotFound.
+    """
+    async with conn.transaction():
+        locked = await conn.fetchval(
+            "SELECT device_id FROM devices WHERE device_id = $1 FOR UPDATE", device_id
+        )
+        if locked is None:
+            raise NotFound(f"device {device_id!r} does not exist")
+        await conn.execute("SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device_id)
+        sensor_ids = [
+            r["sensor_id"]
+            for r in await conn.fetch("SELECT sensor_id FROM sensors WHERE device_id = $1", device_id)
+        ]
+        series_ids = [
+            r["series_id"]
+            for r in await conn.fetch(
+                "SELECT series_id FROM series WHERE sensor_id = ANY($1::int[])", sensor_ids
+            )
+        ]
+        deleted = 0
+        for table in TYPED_TABLES:
+            status = await conn.execute(
+                f"DELETE FROM {table.table} WHERE sensor_id = ANY($1::int[])", sensor_ids
+            )
+            deleted += _row_count(status)
+        status = await conn.execute(
+            f"DELETE FROM {MEASUREMENTS_TABLE} WHERE series_id = ANY($1::int[])", series_ids
+        )
+        deleted += _row_count(status)
+        await conn.execute("DELETE FROM devices WHERE device_id = $1", device_id)
+    return deleted
+
+
+def _row_count(status: str) -> int:
+    """Rows affected, from a command tag such as 'DELETE 42'."""
+    return int(status.rsplit(" ", 1)[-1])

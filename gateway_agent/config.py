@@ -1,0 +1,140 @@
+"""The agent's settings: one TOML file, overridable by `SENSORMESH_AGENT_*` environment variables.
+
+    sensormesh agent --config /etc/sensormesh/agent.toml
+
+Environment variables win over the file, nested with "__":
+`SENSORMESH_AGENT_DEVICE_ID`, `SENSORMESH_AGENT_TOKEN`,
+`SENSORMESH_AGENT_UPLINK__TARGET`, `SENSORMESH_AGENT_BUFFER__DISK_BUDGET`.
+Inputs are configured in the file only (`[[inputs.<name>]]` tables, as in
+Telegraf), each validated by its own module's `Settings`. See
+gateway_agent/agent.example.toml for every option with its default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway_agent import inputs as registry
+from gateway_agent.buffer import BufferSettings
+from gateway_agent.durations import Duration
+from gateway_agent.inputs.base import Input
+from gateway_agent.uplink import UplinkSettings
+from sensormesh_core.config import SensormeshSettings
+
+DEVICE_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names the option."""
+
+
+def describe(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming the option by its path: `inputs.bme280[0].address: ...`."""
+    problems = []
+    for item in error.errors():
+        path = prefix
+        for part in item["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f"{'.' if path else ''}{part}"
+        problems.append(f"{path or 'settings'}: {item['msg']}")
+    return "; ".join(problems)
+
+
+class AgentSettings(SensormeshSettings):
+    """Everything the agent reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENSORMESH_AGENT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    device_id: str = Field(min_length=1, max_length=63, pattern=DEVICE_ID_PATTERN)
+    token: SecretStr | None = Field(default=None, description="The device token; prefer token_file.")
+    token_file: Path | None = Field(default=None, description="A file holding the device token.")
+    uplink: UplinkSettings = Field(default_factory=UplinkSettings)
+    buffer: BufferSettings = Field(default_factory=BufferSettings)
+    input_retry_initial: Duration = Field(default=timedelta(seconds=1))
+    input_retry_max: Duration = Field(default=timedelta(seconds=60))
+    read_timeout: Duration = Field(default=timedelta(seconds=10))
+    stop_timeout: Duration = Field(
+        default=timedelta(seconds=10), description="On stop, time the last upload stream has to finish."
+    )
+    inputs: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments; the environment overrides them.
+        return env_settings, dotenv_settings, init_settings
+
+    @classmethod
+    def load(cls, path: Path | None) -> AgentSettings:
+        """Read `path` (TOML) and the environment; ConfigError names what is wrong."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                data = tomllib.loads(path.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as error:
+                raise ConfigError(f"{path}: {error}") from error
+        try:
+            return cls(**data)
+        except ValidationError as error:
+            raise ConfigError(f"{path or 'environment'}: {describe(error)}") from error
+
+    def device_token(self) -> str:
+        """The token from `token` or `token_file` (systemd: $CREDENTIALS_DIRECTORY/device-token)."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is None:
+            raise ConfigError("no device token: set token_file (or SENSORMESH_AGENT_TOKEN)")
+        try:
+            token = self.token_file.read_text().strip()
+        except OSError as error:
+            raise ConfigError(f"token_file: {error}") from error
+        if not token:
+            raise ConfigError(f"token_file: {self.token_file} is empty")
+        return token
+
+
+def build_inputs(configured: dict[str, list[dict[str, Any]]]) -> list[Input]:
+    """Instantiate every `[[inputs.<name>]]` table; ConfigError names the table and the field."""
+    built: list[Input] = []
+    for kind, tables in configured.items():
+        try:
+            module = registry.plugin(kind)
+        except KeyError:
+            raise ConfigError(
+                f"inputs.{kind}: unknown input; known: {', '.join(sorted(registry.INPUTS))}"
+            ) from None
+        for index, table in enumerate(tables):
+            try:
+                settings = module.Settings.model_validate(table)
+            except ValidationError as error:
+                raise ConfigError(describe(error, f"inputs.{kind}[{index}]")) from error
+            built.append(module.create(settings))
+    names = [item.name for item in built]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigError(f"inputs: more than one input named {', '.join(duplicates)}; give each a `name`")
+    return built
+
+
+SIMULATED_INPUTS: dict[str, list[dict[str, Any]]] = {
+    "simulated": [
+        {"kind": "imu", "interval": "10ms"},
+        {"kind": "environment", "interval": "1s"},
+        {"kind": "system", "interval": "10s"},
+        {"kind": "generic", "interval": "1s"},
+    ]
+}
+"""What `--simulate` runs instead of the configured inputs: one sensor of each payload kind."""

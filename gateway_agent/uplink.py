@@ -1,0 +1,264 @@
+"""The uplink: buffered readings to the ingest service, exactly once, whatever the network does.
+
+Protocol (proto/sensormesh/v1/ingest.proto): on start and after every failure
+ask `GetUploadOffset` for the device's committed sequence, forget what it
+covers, and stream batches after it with `UploadReadings`. A client stream
+answers once, at its end, so each stream is bounded (`stream_max_batches`,
+`stream_max_duration`): its response, `committed_sequence`, is the
+acknowledgement that lets the buffer forget, and it arrives at least every
+`stream_max_duration`. Batches are flushed when full (`batch_max_readings`)
+or when the oldest unsent reading has waited `batch_max_age`. Streams never
+overlap: if one failed after a later one had committed, the mark would skip
+readings. Failures back off exponentially with jitter and resume from the
+server's offset; anything sent but not acknowledged is simply sent again
+(the server drops numbers at or below its mark).
+
+Each stream is a span, each batch a child span, and the gRPC client
+interceptor carries the trace into the ingest service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+from opentelemetry import metrics, trace
+from pydantic import BaseModel, ConfigDict, Field
+from sensormesh.v1.ingest_pb2 import GetUploadOffsetRequest, UploadReadingsRequest, UploadReadingsResponse
+from sensormesh.v1.ingest_pb2_grpc import IngestServiceStub
+
+from gateway_agent.backoff import Backoff
+from gateway_agent.batches import build_batch
+from gateway_agent.buffer import Buffer, Stored
+from gateway_agent.durations import Duration
+from gateway_agent.status import StatusBoard
+
+log = logging.getLogger(__name__)
+
+
+class UplinkSettings(BaseModel):
+    """Where and how the agent uploads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: str = Field(default="127.0.0.1:50051", min_length=1, description="The ingest service, host:port.")
+    tls: bool = Field(default=True, description="TLS to the ingest service; false only for loopback.")
+    ca_file: Path | None = Field(default=None, description="PEM CA bundle; unset uses the system's roots.")
+    gzip: bool = Field(default=False, description="Compress uploads (worth it on metered cellular links).")
+    batch_max_readings: int = Field(default=1000, ge=1, le=10_000)
+    batch_max_age: Duration = Field(default=timedelta(seconds=1))
+    stream_max_batches: int = Field(default=50, ge=1)
+    stream_max_duration: Duration = Field(default=timedelta(seconds=10))
+    ack_timeout: Duration = Field(default=timedelta(seconds=30))
+    backoff_initial: Duration = Field(default=timedelta(milliseconds=500))
+    backoff_max: Duration = Field(default=timedelta(seconds=60))
+
+
+@dataclass
+class _StreamProgress:
+    """What one stream has sent so far."""
+
+    sent: int
+    status_version: int
+    batches: int = 0
+    reported: set[int] = field(default_factory=set)
+
+
+class Uplink:
+    """Uploads `buffer` as `device_id`; `await run()` until cancelled."""
+
+    def __init__(
+        self,
+        settings: UplinkSettings,
+        device_id: str,
+        token: str,
+        buffer: Buffer,
+        statuses: StatusBoard,
+        channel: grpc.aio.Channel,
+        tracer: trace.Tracer,
+        meter: metrics.Meter,
+    ) -> None:
+        self.settings = settings
+        self.device_id = device_id
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._buffer = buffer
+        self._statuses = statuses
+        self._stub = IngestServiceStub(channel)
+        self._tracer = tracer
+        self._uploaded = meter.create_counter(
+            "sensormesh.agent.readings.uploaded", unit="{reading}", description="Readings acknowledged."
+        )
+        self._failures = meter.create_counter(
+            "sensormesh.agent.upload.failures", unit="{failure}", description="Failed uploads by status code."
+        )
+        self._batch_limit = settings.batch_max_readings
+        self._acked_status_version = 0
+        self.committed: int | None = None
+        self.connected = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the current stream without waiting for more data (its ack lets the buffer forget),
+        then return from `run()`. Readings left are sent on the next start."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        s = self.settings
+        backoff = Backoff(s.backoff_initial.total_seconds(), s.backoff_max.total_seconds())
+        while not self._stopping.is_set():
+            try:
+                committed = await self._resume()
+                while not self._stopping.is_set():
+                    committed = await self._stream(committed)
+                    backoff.reset()
+                return
+            except grpc.aio.AioRpcError as error:
+                self._on_rpc_error(error)
+            except sqlite3.Error:
+                log.exception("event=upload_failed device_id=%s reason=buffer_error", self.device_id)
+            self.connected.clear()
+            if self._stopping.is_set():
+                return
+            delay = await backoff.sleep()
+            log.info("event=upload_retry device_id=%s after_seconds=%.2f", self.device_id, delay)
+
+    def _on_rpc_error(self, error: grpc.aio.AioRpcError) -> None:
+        code = error.code()
+        self._failures.add(1, {"code": code.name})
+        level = logging.WARNING
+        if code in (
+            grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.NOT_FOUND,
+        ):
+            level = logging.ERROR  # the configuration is wrong: someone has to act
+        if code == grpc.StatusCode.INVALID_ARGUMENT and self._batch_limit > 1:
+            self._batch_limit = max(1, self._batch_limit // 2)  # e.g. a server with a lower batch limit
+        log.log(
+            level,
+            "event=upload_failed device_id=%s code=%s detail=%r batch_limit=%d",
+            self.device_id, code.name, error.details(), self._batch_limit,
+        )  # fmt: skip
+
+    async def _resume(self) -> int:
+        """Ask the server where the device stands; bind and trim the buffer to it."""
+        response = await self._stub.GetUploadOffset(
+            GetUploadOffsetRequest(device_id=self.device_id),
+            metadata=self._metadata,
+            timeout=self.settings.ack_timeout.total_seconds(),
+        )
+        committed = int(response.committed_sequence)
+        await self._buffer.bind_sequence(committed)
+        await self._acknowledged(committed)
+        self.connected.set()
+        log.info("event=upload_resumed device_id=%s committed_sequence=%d", self.device_id, committed)
+        return committed
+
+    async def _acknowledged(self, committed: int) -> None:
+        previous = self.committed
+        self.committed = committed
+        await self._buffer.forget_through(committed)
+        if previous is not None and committed > previous:
+            self._uploaded.add(committed - previous)
+
+    def _has_work(self, after: int) -> bool:
+        version, _ = self._statuses.changed_since(self._acked_status_version)
+        statuses_pending = version > self._acked_status_version and after >= 1
+        return self._buffer.last_sequence > after or statuses_pending
+
+    async def _wait_for_work(self, after: int) -> None:
+        period = self.settings.batch_max_age.total_seconds()
+        while not self._has_work(after) and not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(period):
+                    await self._buffer.wait_for_data(after)
+
+    async def _next_rows(self, after: int, stream_deadline: float) -> list[Stored]:
+        """A full batch if the backlog has one, else what arrives within `batch_max_age`."""
+        limit = self._batch_limit
+        rows = await self._buffer.read(after, limit)
+        if len(rows) == limit or self._stopping.is_set():
+            return rows
+        loop = asyncio.get_running_loop()
+        end = min(loop.time() + self.settings.batch_max_age.total_seconds(), stream_deadline)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(end):
+                while self._buffer.last_sequence - after < limit:
+                    await self._buffer.wait_for_data(self._buffer.last_sequence)
+        if self._buffer.last_sequence > (rows[-1].sequence if rows else after):
+            rows = await self._buffer.read(after, limit)
+        return rows
+
+    async def _stream(self, committed: int) -> int:
+        """One bounded upload stream after `committed`; returns the server's new mark."""
+        await self._wait_for_work(committed)
+        s = self.settings
+        progress = _StreamProgress(sent=committed, status_version=self._acked_status_version)
+        timeout = (s.stream_max_duration + s.ack_timeout).total_seconds()
+        with self._tracer.start_as_current_span("upload stream") as span:
+            # A request iterator, not call.write(): the tracing interceptor awaits the call's
+            # status before handing the call back, which only an iterator-fed call survives.
+            call = self._stub.UploadReadings(
+                self._batches(progress), metadata=self._metadata, timeout=timeout
+            )
+            response: UploadReadingsResponse = await call
+            span.set_attribute("sensormesh.batches", progress.batches)
+            span.set_attribute("sensormesh.committed_sequence", response.committed_sequence)
+        self._acked_status_version = progress.status_version
+        self._log_response(response, progress.sent)
+        await self._acknowledged(int(response.committed_sequence))
+        return int(response.committed_sequence)
+
+    async def _batches(self, progress: _StreamProgress) -> AsyncIterator[UploadReadingsRequest]:
+        """The batches of one stream: until it has enough batches, time, or nothing to send."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        stream_deadline = loop.time() + s.stream_max_duration.total_seconds()
+        while progress.batches < s.stream_max_batches and loop.time() < stream_deadline:
+            rows = await self._next_rows(progress.sent, stream_deadline)
+            thinned = [
+                t for t in await self._buffer.pending_thinning() if not progress.reported.intersection(t.ids)
+            ]
+            new_version, statuses = self._statuses.changed_since(progress.status_version)
+            if not rows and (progress.sent < 1 or not (statuses or thinned)):
+                return  # nothing to send (or nothing to anchor a status-only batch to yet)
+            request = build_batch(self.device_id, progress.sent, rows, thinned, statuses)
+            attributes: dict[str, str | int] = {
+                "sensormesh.device_id": self.device_id,
+                "sensormesh.first_sequence": request.first_sequence,
+                "sensormesh.last_sequence": request.last_sequence,
+                "sensormesh.readings": len(rows),
+            }
+            with self._tracer.start_as_current_span("upload batch", attributes=attributes):
+                if thinned:
+                    await self._buffer.mark_thinning_sent(thinned, request.last_sequence)
+                yield request
+            progress.reported.update(i for t in thinned for i in t.ids)
+            progress.sent = request.last_sequence
+            progress.status_version = new_version
+            progress.batches += 1
+
+    def _log_response(self, response: UploadReadingsResponse, sent: int) -> None:
+        if response.rejected_count:
+            for rejected in response.rejected:
+                log.warning(
+                    "event=reading_rejected device_id=%s sequence=%d field=%s reason=%r",
+                    self.device_id, rejected.sequence, rejected.field, rejected.reason,
+                )  # fmt: skip
+        if response.committed_sequence < sent:
+            log.warning(
+                "event=upload_partially_committed device_id=%s sent_through=%d committed_sequence=%d",
+                self.device_id, sent, response.committed_sequence,
+            )  # fmt: skip
+        log.debug(
+            "event=upload_acknowledged device_id=%s committed_sequence=%d accepted=%d duplicates=%d rejected=%d",
+            self.device_id, response.committed_sequence, response.accepted_count,
+            response.duplicate_count, response.rejected_count,
+        )  # fmt: skip

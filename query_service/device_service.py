@@ -1,0 +1,88 @@
+"""DeviceService: the device registry over gRPC (and REST through Envoy)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeAlias
+
+import asyncpg
+import grpc
+from sensormesh.v1 import device_pb2, device_pb2_grpc
+
+from query_service import page_tokens
+from query_service.device_messages import changes_from, create_arguments, device_message
+from sensormesh_core.storage import registry
+from sensormesh_core.storage.device_details import device_details
+from sensormesh_core.validation import validate
+
+log = logging.getLogger(__name__)
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
+    """Validates, calls the registry, maps the result; errors map in the interceptor."""
+
+    def __init__(self, pool: asyncpg.Pool, *, default_page_size: int) -> None:
+        self._pool = pool
+        self._default_page_size = default_page_size
+
+    async def CreateDevice(
+        self, request: device_pb2.CreateDeviceRequest, context: Context
+    ) -> device_pb2.CreateDeviceResponse:
+        validate(request)
+        async with self._pool.acquire() as conn:
+            record, token = await registry.create_device(
+                conn,
+                request.device.device_id,
+                **create_arguments(request.device),  # type: ignore[arg-type]
+            )
+        log.info("event=device_created device_id=%s type=%d", record.device_id, record.device_type)
+        return device_pb2.CreateDeviceResponse(device=device_message(record), token=token)
+
+    async def GetDevice(
+        self, request: device_pb2.GetDeviceRequest, context: Context
+    ) -> device_pb2.GetDeviceResponse:
+        validate(request)
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            record = await registry.get_device(conn, request.device_id)
+            details = await device_details(conn, request.device_id)
+        return device_pb2.GetDeviceResponse(device=device_message(record, details))
+
+    async def ListDevices(
+        self, request: device_pb2.ListDevicesRequest, context: Context
+    ) -> device_pb2.ListDevicesResponse:
+        validate(request)
+        parameters = {"status": int(request.status), "type": int(request.type)}
+        after = None
+        if request.page_token:
+            after = str(page_tokens.decode(request.page_token, "devices", parameters).get("after", ""))
+        size = request.page_size or self._default_page_size
+        async with self._pool.acquire() as conn:
+            records = await registry.list_devices(
+                conn, after=after, limit=size + 1, status=request.status, device_type=request.type
+            )
+        response = device_pb2.ListDevicesResponse(devices=[device_message(r) for r in records[:size]])
+        if len(records) > size:
+            response.next_page_token = page_tokens.encode(
+                "devices", parameters, {"after": records[size - 1].device_id}
+            )
+        return response
+
+    async def UpdateDevice(
+        self, request: device_pb2.UpdateDeviceRequest, context: Context
+    ) -> device_pb2.UpdateDeviceResponse:
+        validate(request)
+        changes = changes_from(request)
+        async with self._pool.acquire() as conn:
+            record = await registry.update_device(conn, request.device.device_id, changes)
+        log.info("event=device_updated device_id=%s status=%d", record.device_id, record.status)
+        return device_pb2.UpdateDeviceResponse(device=device_message(record))
+
+    async def DeleteDevice(
+        self, request: device_pb2.DeleteDeviceRequest, context: Context
+    ) -> device_pb2.DeleteDeviceResponse:
+        validate(request)
+        async with self._pool.acquire() as conn:
+            deleted = await registry.delete_device(conn, request.device_id)
+        log.info("event=device_deleted device_id=%s deleted_readings=%d", request.device_id, deleted)
+        return device_pb2.DeleteDeviceResponse(deleted_reading_count=deleted)

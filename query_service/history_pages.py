@@ -1,0 +1,177 @@
+"""ListReadings: a device's history, page by page across its series.
+
+A page walks the device's series in (sensor, quantity) order and fills up to
+`page_size` points or buckets. The page token records where the next page
+resumes: the series by its name (not its position, so a sensor appearing
+between calls cannot shift the walk), the (time, sequence) of the last point
+or the start of the next bucket, and the time range the first page resolved
+(so a defaulted end time of "now" stays the same on every page). Readings
+committed later inside the range and after the cursor show up on later pages;
+nothing already returned is returned again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from sensormesh.v1 import query_pb2
+
+from query_service import page_tokens
+from query_service.request_checks import (
+    filter_violations,
+    interval_violations,
+    time_range,
+    validate_with,
+)
+from query_service.storage import history
+from query_service.storage.series import SeriesRef, device_series
+from sensormesh_core.errors import NotFound
+from sensormesh_core.storage.maintenance import Backend
+from sensormesh_core.storage.registry import device_exists
+
+_PAGE_KIND = "readings"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+@dataclass
+class _Page:
+    """The page being filled and where the next one resumes."""
+
+    response: query_pb2.ListReadingsResponse
+    remaining: int
+    cursor: dict[str, Any] | None = None
+
+
+def _token_parameters(request: query_pb2.ListReadingsRequest) -> dict[str, Any]:
+    """What a page token is bound to: everything but page_size and page_token."""
+    return {
+        "device_id": request.device_id,
+        "start": request.start_time.ToJsonString() if request.HasField("start_time") else None,
+        "end": request.end_time.ToJsonString() if request.HasField("end_time") else None,
+        "sensors": list(request.sensors),
+        "quantities": list(request.quantities),
+        "interval": request.interval.ToJsonString() if request.HasField("interval") else None,
+    }
+
+
+def _series_data(page: _Page, ref: SeriesRef) -> query_pb2.SeriesData:
+    return page.response.series.add(sensor=ref.sensor, quantity=ref.quantity, unit=ref.unit)
+
+
+async def _fill_raw(
+    conn: asyncpg.Connection, page: _Page, ref: SeriesRef, start: datetime, end: datetime, after: Any
+) -> None:
+    resume = (_from_micros(after[0]), int(after[1])) if after else None
+    rows = await history.raw_points(conn, ref, start, end, resume, page.remaining + 1)
+    if not rows:
+        return
+    full = len(rows) > page.remaining
+    rows = rows[: page.remaining]
+    data = _series_data(page, ref)
+    for row in rows:
+        micros = _micros(row["time"])
+        point = data.points.add(value=row["value"])
+        point.time.seconds, point.time.nanos = divmod(micros, 1_000_000)
+        point.time.nanos *= 1000
+    page.remaining -= len(rows)
+    if full:
+        last = rows[-1]
+        page.cursor = {"q": list(ref.order_key), "a": [_micros(last["time"]), last["sequence"]]}
+
+
+async def _fill_buckets(
+    conn: asyncpg.Connection,
+    page: _Page,
+    ref: SeriesRef,
+    backend: Backend,
+    window: tuple[datetime, datetime],
+    interval: timedelta,
+) -> None:
+    start, end = window
+    data: query_pb2.SeriesData | None = None
+    while start < end and page.remaining > 0:
+        rows, window_end = await history.buckets(conn, ref, backend, start, end, interval, page.remaining + 1)
+        if rows and data is None:
+            data = _series_data(page, ref)
+        for row in rows[: page.remaining]:
+            assert data is not None
+            bucket = data.buckets.add(min=row.min, max=row.max, mean=row.mean, count=row.count)
+            bucket.start_time.FromDatetime(row.start)
+        if len(rows) > page.remaining:
+            page.cursor = {"q": list(ref.order_key), "b": _micros(rows[page.remaining].start)}
+            page.remaining = 0
+            return
+        page.remaining -= len(rows)
+        start = window_end
+        if not rows and start < end:
+            found = await history.next_time(conn, ref, start, end)
+            if found is None:
+                return
+            start = found
+    if start < end and page.remaining == 0:
+        page.cursor = {"q": list(ref.order_key), "b": _micros(start)}
+
+
+async def list_readings(
+    conn: asyncpg.Connection,
+    backend: Backend,
+    request: query_pb2.ListReadingsRequest,
+    *,
+    default_page_size: int,
+    default_span: timedelta,
+    now: datetime,
+) -> query_pb2.ListReadingsResponse:
+    """One page of a device's readings; raises InvalidArgument or NotFound."""
+    validate_with(
+        request,
+        filter_violations(request.sensors, request.quantities)
+        + interval_violations(request.interval if request.HasField("interval") else None),
+    )
+    parameters = _token_parameters(request)
+    cursor: dict[str, Any] = {}
+    if request.page_token:
+        cursor = page_tokens.decode(request.page_token, _PAGE_KIND, parameters)
+        start, end = _from_micros(int(cursor["s"])), _from_micros(int(cursor["e"]))
+    else:
+        start, end = time_range(
+            request.start_time if request.HasField("start_time") else None,
+            request.end_time if request.HasField("end_time") else None,
+            default_span,
+            now,
+        )
+    interval = request.interval.ToTimedelta() if request.HasField("interval") else timedelta(0)
+    series = await device_series(conn, request.device_id, request.sensors, request.quantities)
+    if not series and not await device_exists(conn, request.device_id):
+        raise NotFound(f"device {request.device_id!r} does not exist")
+    page = _Page(query_pb2.ListReadingsResponse(), request.page_size or default_page_size)
+    resume_key = tuple(cursor["q"]) if "q" in cursor else None
+    for ref in series:
+        if resume_key is not None and ref.order_key < resume_key:
+            continue
+        resuming = resume_key is not None and ref.order_key == resume_key
+        if page.remaining == 0:
+            page.cursor = {"q": list(ref.order_key)}
+            break
+        if interval:
+            series_start = max(start, _from_micros(cursor["b"])) if resuming and "b" in cursor else start
+            await _fill_buckets(conn, page, ref, backend, (series_start, end), interval)
+        else:
+            await _fill_raw(conn, page, ref, start, end, cursor.get("a") if resuming else None)
+        if page.cursor is not None:
+            break
+    if page.cursor is not None:
+        page.cursor.update(s=_micros(start), e=_micros(end))
+        page.response.next_page_token = page_tokens.encode(_PAGE_KIND, parameters, page.cursor)
+    return page.response

@@ -1,0 +1,108 @@
+"""Wiring of the query service: pool, live hub, servicers, health, reflection.
+
+`start_query_server` is what `sensormesh query`, `sensormesh up` and the
+tests call; it returns a handle with the bound port and `stop(grace)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sensormesh.v1 import device_pb2, device_pb2_grpc, query_pb2, query_pb2_grpc
+
+from query_service.device_service import DeviceServicer
+from query_service.live.hub import LiveHub
+from query_service.query_service import QueryServicer
+from query_service.settings import QuerySettings
+from sensormesh_core.grpc_errors import ErrorMappingInterceptor
+from sensormesh_core.storage.database import Database, open_database
+from sensormesh_core.storage.maintenance import storage_backend
+from sensormesh_core.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    device_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name,
+    query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
+)
+
+
+@dataclass
+class QueryServer:
+    """A running query service."""
+
+    port: int
+    hub: LiveHub
+    _server: grpc.aio.Server = field(repr=False)
+    _health: health.aio.HealthServicer = field(repr=False)
+    _pool: asyncpg.Pool = field(repr=False)
+    _database: Database | None = field(default=None, repr=False)
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Report NOT_SERVING, end live feeds, let calls finish for `grace` seconds."""
+        await self._health.enter_graceful_shutdown()
+        await self.hub.stop()
+        await self._server.stop(grace)
+        await self._pool.close()
+        if self._database is not None:
+            self._database.close()
+        log.info("event=query_stopped port=%d", self.port)
+
+
+def _options(settings: QuerySettings) -> list[tuple[str, Any]]:
+    def ms(value: Any) -> int:
+        return int(value.total_seconds() * 1000)
+
+    return [
+        ("grpc.max_connection_age_ms", ms(settings.max_connection_age)),
+        ("grpc.max_connection_age_grace_ms", ms(settings.max_connection_age_grace)),
+        ("grpc.keepalive_time_ms", ms(settings.keepalive_time)),
+        ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def start_query_server(
+    settings: QuerySettings, *, database_url: str | None = None, telemetry: Telemetry | None = None
+) -> QueryServer:
+    """Start serving on `settings.query_listen` (port 0 picks one)."""
+    database = None
+    if database_url is None:
+        database = open_database(settings)
+        database_url = database.url
+    url = database_url
+    pool = await asyncpg.create_pool(url, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
+    async with pool.acquire() as conn:
+        backend = await storage_backend(conn)
+    hub = LiveHub(
+        pool,
+        lambda: asyncpg.connect(url),
+        max_subscribers=settings.max_subscribers,
+        queue_size=settings.subscriber_queue_size,
+    )
+    await hub.start()
+    interceptors = [*(telemetry.server_interceptors() if telemetry else []), ErrorMappingInterceptor()]
+    server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
+    device_pb2_grpc.add_DeviceServiceServicer_to_server(
+        DeviceServicer(pool, default_page_size=settings.devices_page_size), server
+    )
+    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(pool, hub, backend, settings), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(settings.query_listen)
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("event=query_serving address=%s port=%d backend=%s", settings.query_listen, port, backend.value)
+    return QueryServer(port, hub, server, health_servicer, pool, database)

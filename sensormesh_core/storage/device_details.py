@@ -1,0 +1,89 @@
+"""What a device carries beyond its registry row: sensors with their series,
+the last state of each agent input, thinning totals and the dead-letter count.
+
+Read together for GetDevice (ListDevices shows only the registry row), in one
+round trip per table, all indexed by device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    quantity: str
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class SensorInfo:
+    name: str
+    create_time: datetime
+    series: tuple[SeriesInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InputInfo:
+    """The last reported state of one agent input (InputState enum number)."""
+
+    input: str
+    state: int
+    last_error: str
+    error_count: int
+    observe_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ThinnedInfo:
+    """Readings a device reported thinned for one sensor, summed over reports."""
+
+    sensor: str
+    count: int
+    first_sample_time: datetime
+    last_sample_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceDetails:
+    sensors: tuple[SensorInfo, ...] = ()
+    inputs: tuple[InputInfo, ...] = ()
+    thinned: tuple[ThinnedInfo, ...] = ()
+    rejected_count: int = 0
+
+
+async def device_details(conn: asyncpg.Connection, device_id: str) -> DeviceDetails:
+    """Sensors (by name, series by quantity), inputs, thinning and rejections of a device."""
+    series_rows = await conn.fetch(
+        "SELECT s.name, s.create_time, se.quantity, se.unit FROM sensors s "
+        "LEFT JOIN series se USING (sensor_id) WHERE s.device_id = $1 ORDER BY s.name, se.quantity",
+        device_id,
+    )
+    sensors: dict[str, tuple[datetime, list[SeriesInfo]]] = {}
+    for row in series_rows:
+        _, series = sensors.setdefault(row["name"], (row["create_time"], []))
+        if row["quantity"] is not None:
+            series.append(SeriesInfo(row["quantity"], row["unit"]))
+    input_rows = await conn.fetch(
+        "SELECT input, state, last_error, error_count, observe_time FROM device_inputs "
+        "WHERE device_id = $1 ORDER BY input",
+        device_id,
+    )
+    thinned_rows = await conn.fetch(
+        "SELECT sensor, sum(count)::bigint AS count, min(first_sample_time) AS first_sample_time, "
+        "max(last_sample_time) AS last_sample_time FROM thinning_reports WHERE device_id = $1 "
+        "GROUP BY sensor ORDER BY sensor",
+        device_id,
+    )
+    rejected = await conn.fetchval("SELECT count(*) FROM dead_letters WHERE device_id = $1", device_id)
+    return DeviceDetails(
+        sensors=tuple(
+            SensorInfo(name, created, tuple(series)) for name, (created, series) in sensors.items()
+        ),
+        inputs=tuple(InputInfo(**dict(row)) for row in input_rows),
+        thinned=tuple(ThinnedInfo(**dict(row)) for row in thinned_rows),
+        rejected_count=int(rejected or 0),
+    )

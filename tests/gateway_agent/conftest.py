@@ -1,0 +1,121 @@
+"""Fixtures for the agent: an in-memory ingest double on a real gRPC server, buffers, telemetry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from gateway_agent.buffer import Buffer, BufferSettings, Record
+from gateway_agent.channel import open_channel
+from gateway_agent.status import StatusBoard
+from gateway_agent.uplink import Uplink, UplinkSettings
+from sensormesh_core.telemetry import Telemetry, configure_telemetry
+from tests.gateway_agent.ingest_double import IngestDouble, serve
+
+DEVICE_ID = "test-pi-1"
+TOKEN = "sm_test_token"
+
+
+@dataclass
+class Ingest:
+    servicer: IngestDouble
+    server: grpc.aio.Server
+    port: int
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def restart(self) -> None:
+        """Stop the server abruptly and serve the same state again on the same port."""
+        await self.server.stop(grace=None)
+        self.server, _ = await serve(self.servicer, self.port)
+
+
+@pytest.fixture
+async def ingest() -> AsyncIterator[Ingest]:
+    servicer = IngestDouble(DEVICE_ID, TOKEN)
+    server, port = await serve(servicer)
+    handle = Ingest(servicer, server, port)
+    try:
+        yield handle
+    finally:
+        await handle.server.stop(grace=None)
+
+
+@pytest.fixture
+def telemetry() -> tuple[Telemetry, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    return configure_telemetry(
+        "test-agent", span_processor=SimpleSpanProcessor(exporter), set_global=False
+    ), exporter
+
+
+@pytest.fixture
+async def buffer(tmp_path: Path) -> AsyncIterator[Buffer]:
+    buf = await Buffer.open(
+        BufferSettings(path=tmp_path / "buffer.sqlite3", commit_interval=timedelta(milliseconds=20))
+    )
+    try:
+        yield buf
+    finally:
+        await buf.close()
+
+
+FAST_UPLINK = UplinkSettings(
+    tls=False,
+    batch_max_readings=500,
+    batch_max_age=timedelta(milliseconds=50),
+    stream_max_batches=4,
+    stream_max_duration=timedelta(seconds=2),
+    ack_timeout=timedelta(seconds=5),
+    backoff_initial=timedelta(milliseconds=20),
+    backoff_max=timedelta(milliseconds=200),
+)
+
+UplinkFactory = Callable[..., Uplink]
+
+
+@pytest.fixture
+async def make_uplink(
+    telemetry: tuple[Telemetry, InMemorySpanExporter],
+) -> AsyncIterator[UplinkFactory]:
+    channels: list[grpc.aio.Channel] = []
+
+    def make(target: str, buffer: Buffer, statuses: StatusBoard | None = None, **overrides: Any) -> Uplink:
+        token = overrides.pop("token", TOKEN)
+        settings = FAST_UPLINK.model_copy(update={"target": target, **overrides})
+        channel = open_channel(
+            target, tls=settings.tls, ca_file=settings.ca_file, gzip=settings.gzip,
+            interceptors=telemetry[0].client_interceptors(),
+        )  # fmt: skip
+        channels.append(channel)
+        tel = telemetry[0]
+        return Uplink(
+            settings, DEVICE_ID, token, buffer, statuses or StatusBoard(), channel,
+            tel.tracer("gateway_agent"), tel.meter("gateway_agent"),
+        )  # fmt: skip
+
+    yield make
+    for channel in channels:
+        await channel.close()
+
+
+def imu_records(start: int, count: int) -> list[Record]:
+    """Encoded IMU readings numbered by their index (in acceleration_x) and spaced 10 ms."""
+    from gateway_agent.readings import imu
+
+    out = []
+    for i in range(start, start + count):
+        reading = imu("imu-1", 1_767_225_600 * 10**9 + i * 10_000_000, (float(i), 0.0, 9.8), (0.0, 0.0, 0.0))
+        out.append(Record(reading.sensor, reading.sample_time.ToNanoseconds(), reading.SerializeToString()))
+    return out
