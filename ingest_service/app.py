@@ -145,6 +145,19 @@ class IngestApp:
         except RETRYABLE_DATABASE_ERRORS as exc:
             log.warning("event=database_unavailable device=%s error=%r", batch.device_id, exc)
             raise Unavailable("the database is unavailable; retry from GetUploadOffset") from exc
+        if result.rejected:
+            first = result.rejected[0]
+            log.warning(
+                "event=readings_dead_lettered device=%s first_sequence=%d last_sequence=%d rejected=%d "
+                "sequence=%d field=%s reason=%r",
+                batch.device_id, batch.first_sequence, batch.last_sequence, len(result.rejected),
+                first.sequence, first.field, first.reason,
+            )  # fmt: skip
+        if result.duplicates:
+            log.info(
+                "event=duplicates_dropped device=%s first_sequence=%d last_sequence=%d duplicates=%d mark=%d",
+                batch.device_id, batch.first_sequence, batch.last_sequence, result.duplicates, result.mark,
+            )  # fmt: skip
         if result.signal is not None and self.notifier is not None:
             self.notifier.publish(result.signal)
         if result.gap:

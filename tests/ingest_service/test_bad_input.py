@@ -113,6 +113,25 @@ async def test_a_bad_reading_is_dead_lettered_and_the_mark_moves_past_it(
     assert await mark(db, device.device_id) == 10
 
 
+async def test_refused_readings_are_logged_with_device_and_reason(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = batch(device.device_id, 1, 10)
+    request.readings[6].reading.imu.acceleration_x_mps2 = math.inf
+
+    with caplog.at_level("INFO"):
+        await stub.UploadReadings(stream([request, request]), metadata=device.metadata)
+
+    refused = [r.getMessage() for r in caplog.records if "event=readings_dead_lettered" in r.getMessage()]
+    assert len(refused) == 1
+    assert f"device={device.device_id}" in refused[0] and "sequence=7" in refused[0]
+    assert "field=reading.imu.acceleration_x_mps2" in refused[0]
+    assert any(
+        "event=duplicates_dropped" in r.getMessage() and "duplicates=10" in r.getMessage()
+        for r in caplog.records
+    )
+
+
 async def test_dead_letters_of_a_replayed_batch_are_not_stored_twice(
     stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
 ) -> None:
