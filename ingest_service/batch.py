@@ -11,19 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sensormesh_core.storage.schema import ENVIRONMENT, IMU, MEASUREMENTS_TABLE, SYSTEM
-
 Row = tuple[Any, ...]
 
 # Position of `sequence` in every reading row (schema.KEY_COLUMNS and MEASUREMENT_COLUMNS).
 SEQUENCE = 1
-TABLE_BY_PAYLOAD: dict[str, str] = {
-    IMU.payload: IMU.table,
-    ENVIRONMENT.payload: ENVIRONMENT.table,
-    SYSTEM.payload: SYSTEM.table,
-    "measurement": MEASUREMENTS_TABLE,
-}
-TABLES: tuple[str, ...] = tuple(TABLE_BY_PAYLOAD.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +75,3 @@ class PreparedBatch:
     min_time: int | None = None  # over rows, for partitions and the live signal
     max_time: int | None = None
     numbered_by_service: bool = False
-
-    @property
-    def row_count(self) -> int:
-        return sum(len(rows) for rows in self.rows.values())

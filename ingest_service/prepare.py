@@ -14,44 +14,36 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
 from operator import itemgetter
 from typing import Any
 
 import asyncpg
-from google.protobuf import unknown_fields
 from sensormesh.v1 import ingest_pb2, reading_pb2
 
 from ingest_service.batch import InputRow, LatestValue, PreparedBatch, Rejection, ThinningRow
 from ingest_service.catalog import DeviceCatalog, SensorCatalog, Wanted
-from ingest_service.decode import MAX_BATCH_VIOLATIONS, Decoded, Window, decode_fast, decode_one
+from ingest_service.checks import (
+    Limits,
+    limits,
+    reading_problem,
+    upload_head_violations,
+    write_head_violations,
+)
+from ingest_service.decode import MAX_BATCH_VIOLATIONS, Decoded, decode_fast, decode_one
 from ingest_service.offsets import range_violations
-from ingest_service.pg_time import PG_EPOCH_UNIX_MICROS, from_unix, micros, to_datetime
+from ingest_service.pg_time import from_unix
 from ingest_service.rules import ReadingRules
 from ingest_service.settings import IngestSettings
-from sensormesh_core import validation
 from sensormesh_core.errors import FieldViolation, InvalidArgument
 from sensormesh_core.storage.schema import MEASUREMENTS_TABLE, TYPED_TABLES
 
 log = logging.getLogger(__name__)
 
-BIGINT_MAX = (1 << 63) - 1
 # Readings decoded between two turns of the event loop (about 0.5 ms of work).
 DECODE_SLICE = 256
 _time = itemgetter(0)
 _sequence = itemgetter(1)
 _SCHEMA_BY_TABLE = {t.table: t for t in TYPED_TABLES}
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The sample-time window for one batch, in PostgreSQL microseconds."""
-
-    floor: int  # the configured time floor
-    retention: int  # now - retention
-    future: int  # now + future tolerance
-    fast: Window  # what the hot loop accepts without asking
 
 
 class Preparer:
@@ -72,15 +64,15 @@ class Preparer:
         self._clock = clock
 
     def limits(self) -> Limits:
-        now = int(self._clock() * 1_000_000) - PG_EPOCH_UNIX_MICROS
-        floor = micros(self._settings.ingest_time_floor)
-        retention = now - self._settings.retention // timedelta(microseconds=1)
-        future = now + self._settings.ingest_future_tolerance // timedelta(microseconds=1)
-        after = 0
-        if self._rules is not None:
-            seconds, nanos = self._rules.time_after
-            after = from_unix(seconds, nanos) + 1  # strictly after, whatever the truncation
-        return Limits(floor, retention, future, Window(max(floor, retention, after), future))
+        return limits(self._clock(), self._settings, self._rules)
+
+    def upload_head_violations(self, request: ingest_pb2.UploadReadingsRequest) -> list[FieldViolation]:
+        """The batch's own fields (not its readings): device id, range, size, reports."""
+        return upload_head_violations(request, self._settings)
+
+    def write_head_violations(self, request: ingest_pb2.WriteReadingsRequest) -> list[FieldViolation]:
+        """The call's own fields (not its readings): device id, count, numbering."""
+        return write_head_violations(request, self._settings)
 
     async def upload(
         self, request: ingest_pb2.UploadReadingsRequest, *, checked: bool = False
@@ -116,21 +108,6 @@ class Preparer:
         ]
         return batch
 
-    def write_head_violations(self, request: ingest_pb2.WriteReadingsRequest) -> list[FieldViolation]:
-        """The call's own fields (not its readings): device id, count, numbering."""
-        count = len(request.readings)
-        head = ingest_pb2.WriteReadingsRequest(
-            device_id=request.device_id, first_sequence=request.first_sequence
-        )
-        # Readings are checked one by one; only the head's own rules count here.
-        violations = [v for v in validation.violations(head) if not v.field.startswith("readings")]
-        violations += self._count_violations(count)
-        if (request.first_sequence or 1) + count - 1 > BIGINT_MAX:
-            violations.append(
-                FieldViolation("first_sequence", f"first_sequence + readings must stay below {BIGINT_MAX}")
-            )
-        return violations
-
     async def write(
         self, request: ingest_pb2.WriteReadingsRequest, *, checked: bool = False
     ) -> PreparedBatch:
@@ -151,43 +128,6 @@ class Preparer:
             refused = [FieldViolation(_request_path(r), r.reason) for r in batch.rejected]
             raise InvalidArgument(_summary("every reading was refused", refused), refused)
         return batch
-
-    def _count_violations(self, count: int) -> list[FieldViolation]:
-        limit = self._settings.ingest_max_batch_readings
-        if count > limit:
-            return [FieldViolation("readings", f"at most {limit} readings per batch, got {count}")]
-        if count == 0:
-            return [FieldViolation("readings", "at least one reading is required")]
-        return []
-
-    def upload_head_violations(self, request: ingest_pb2.UploadReadingsRequest) -> list[FieldViolation]:
-        """The batch's own fields (not its readings): device id, range, size, reports."""
-        head = ingest_pb2.UploadReadingsRequest(
-            device_id=request.device_id,
-            first_sequence=request.first_sequence,
-            last_sequence=request.last_sequence,
-            thinned=request.thinned,
-            input_statuses=request.input_statuses,
-        )
-        violations = validation.violations(head)
-        limit = self._settings.ingest_max_batch_readings
-        if len(request.readings) > limit:
-            violations.append(
-                FieldViolation("readings", f"at most {limit} readings per batch, got {len(request.readings)}")
-            )
-        if request.last_sequence > BIGINT_MAX:
-            violations.append(FieldViolation("last_sequence", f"must be at most {BIGINT_MAX}"))
-        violations += [
-            FieldViolation(f"thinned[{i}].count", f"must be at most {BIGINT_MAX}")
-            for i, t in enumerate(request.thinned)
-            if t.count > BIGINT_MAX
-        ]
-        violations += [
-            FieldViolation(f"input_statuses[{i}].error_count", f"must be at most {BIGINT_MAX}")
-            for i, s in enumerate(request.input_statuses)
-            if s.error_count > BIGINT_MAX
-        ]
-        return violations
 
     async def _prepare(self, device_id: str, first: int, last: int, readings: Sequence[Any]) -> PreparedBatch:
         limits = self.limits()
@@ -296,7 +236,7 @@ class Preparer:
         passed: list[int] = []
         for index in flagged:
             item = readings[index]
-            problem = self._problem(item, limits)
+            problem = reading_problem(item, limits, self._settings)
             if problem is None:
                 passed.append(index)
             else:
@@ -305,56 +245,6 @@ class Preparer:
                     Rejection(index, item.sequence, field, reason, item.reading.SerializeToString())
                 )
         return rejected, passed
-
-    def _problem(self, item: reading_pb2.SequencedReading, limits: Limits) -> tuple[str, str] | None:
-        """Why a reading is refused: the first violated rule, or a service limit; None if valid."""
-        reading = item.reading
-        if reading.WhichOneof("payload") is None:
-            unknown = unknown_fields.UnknownFieldSet(reading)
-            numbers = sorted({unknown[i].field_number for i in range(len(unknown))})
-            if numbers:
-                return (
-                    "reading.payload",
-                    f"unknown payload (field {', '.join(map(str, numbers))}): the device's contracts are newer "
-                    "than this service's; the reading is kept in the dead-letter table",
-                )
-        try:
-            found = validation.violations(item)
-        except Exception as exc:  # protovalidate failing on a value is still a refusal
-            return "reading", f"could not be validated: {exc}"
-        if found:
-            reason = (
-                "; ".join(f"{v.field}: {v.description}" for v in found)
-                if len(found) > 1
-                else found[0].description
-            )
-            return found[0].field, reason
-        return self._limit_problem(item, limits)
-
-    def _limit_problem(self, item: reading_pb2.SequencedReading, limits: Limits) -> tuple[str, str] | None:
-        reading = item.reading
-        stamp = reading.sample_time
-        at = from_unix(stamp.seconds, stamp.nanos)
-        shown = to_datetime(at).isoformat()
-        if at < limits.floor:
-            floor = self._settings.ingest_time_floor.isoformat()
-            return (
-                "reading.sample_time",
-                f"{shown} is before the time floor {floor} (is the device's clock set?)",
-            )
-        if at < limits.retention:
-            return (
-                "reading.sample_time",
-                f"{shown} is older than the retention period ({self._settings.retention})",
-            )
-        if at > limits.future:
-            ahead = self._settings.ingest_future_tolerance
-            return "reading.sample_time", f"{shown} is more than {ahead} ahead of the server's clock"
-        if reading.WhichOneof("payload") == "system":
-            for name in ("disk_used_bytes", "disk_free_bytes"):
-                if getattr(reading.system, name) > BIGINT_MAX:
-                    return f"reading.system.{name}", f"must be at most {BIGINT_MAX}"
-        return None
 
     async def _decode_passed(
         self, device_id: str, readings: Sequence[Any], passed: list[int], out: Decoded
