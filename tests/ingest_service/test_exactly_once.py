@@ -172,3 +172,13 @@ async def test_write_readings_numbers_after_the_mark_or_as_given(
     assert (first.committed_sequence, first.accepted_count) == (13, 3)
     assert (second.committed_sequence, second.accepted_count, second.duplicate_count) == (14, 1, 1)
     assert await stored(db, d) == expected(range(1, 15))
+
+
+async def test_an_empty_stream_reports_the_mark(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device
+) -> None:
+    await stub.UploadReadings(stream([batch(device.device_id, 1, 42)]), metadata=device.metadata)
+
+    response = await stub.UploadReadings(stream([]), metadata=device.metadata)
+
+    assert (response.committed_sequence, response.accepted_count) == (42, 0)
