@@ -129,15 +129,13 @@ class UploadStream:
     ) -> bool:
         """Prepare batches until the stream ends; True if stopped by shutdown."""
         stopping = asyncio.ensure_future(self._app.stopping.wait())
+        receive: asyncio.Future[ingest_pb2.UploadReadingsRequest] | None = None
         try:
             iterator = aiter(requests)
             while True:
                 receive = asyncio.ensure_future(anext(iterator))
                 await asyncio.wait({receive, writer, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not receive.done():
-                    receive.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await receive
                     return not writer.done()
                 try:
                     request = receive.result()
@@ -149,6 +147,10 @@ class UploadStream:
                 await self._prepare(request)
         finally:
             stopping.cancel()
+            if receive is not None and not receive.done():
+                receive.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):  # the call is over
+                    await receive
 
     async def _prepare(self, request: ingest_pb2.UploadReadingsRequest) -> None:
         app = self._app
