@@ -63,7 +63,6 @@ class Trimmed:
     rejected: list[Rejection]
     accepted: int  # readings to store
     duplicates: int  # readings at or below the mark
-    first_new_sequence: int  # first sequence above the mark the batch covers
     mark: int  # the mark after commit
 
 
@@ -88,7 +87,6 @@ def trim(batch: PreparedBatch, mark: int) -> Trimmed:
         rejected=batch.rejected[rejected_cut:],
         accepted=accepted,
         duplicates=duplicates,
-        first_new_sequence=max(batch.first_sequence, mark + 1),
         mark=next_mark(mark, batch.last_sequence),
     )
 

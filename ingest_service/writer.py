@@ -90,7 +90,7 @@ class Commit:
     accepted: int
     duplicates: int
     rejected: list[Rejection]
-    signal: CommitSignal | None  # what the live feed should hear, if rows were stored
+    signal: CommitSignal | None  # what the live feed should hear, if the mark moved
     gap: int = 0  # sequences between the old mark and the batch's first, never sent
 
 
@@ -136,7 +136,7 @@ class BatchWriter:
             accepted=trimmed.accepted,
             duplicates=trimmed.duplicates,
             rejected=trimmed.rejected,
-            signal=_signal(batch, trimmed),
+            signal=_signal(batch, mark, trimmed),
             gap=gap,
         )
 
@@ -199,13 +199,19 @@ class BatchWriter:
         )
 
 
-def _signal(batch: PreparedBatch, trimmed: Trimmed) -> CommitSignal | None:
-    if not trimmed.accepted or batch.min_time is None or batch.max_time is None:
+def _signal(batch: PreparedBatch, mark: int, trimmed: Trimmed) -> CommitSignal | None:
+    """What the live feed hears: the mark's move from `mark` to the new mark.
+
+    The range starts right after the old mark (not at the batch's first
+    number), so a device's signals tile its sequence numbers and a query
+    process can tell when one is still on its way from another replica. A
+    move that stored no row (every reading refused) is signalled without a
+    time range; a batch that moved nothing is not signalled.
+    """
+    if trimmed.mark <= mark:
         return None
+    if not trimmed.accepted or batch.min_time is None or batch.max_time is None:
+        return CommitSignal(batch.device_id, mark + 1, trimmed.mark, None, None)
     return CommitSignal(
-        device_id=batch.device_id,
-        first_sequence=trimmed.first_new_sequence,
-        last_sequence=batch.last_sequence,
-        first_time=to_datetime(batch.min_time),
-        last_time=to_datetime(batch.max_time),
+        batch.device_id, mark + 1, trimmed.mark, to_datetime(batch.min_time), to_datetime(batch.max_time)
     )

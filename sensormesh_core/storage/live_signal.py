@@ -13,11 +13,23 @@ after commit, from its own connection, coalesced per device over a short
 window; and payloads stop at 8,000 bytes, so a signal is a few numbers.
 Signals are a hint for live feeds, not part of exactly-once delivery: one
 lost in a crash only means a live subscriber misses readings that are stored.
+
+A device's signals tile its sequence numbers: each covers from the device's
+previous mark + 1 to its new mark (numbers in between that have no row were
+thinned, skipped or refused), and a commit that moves the mark without
+storing a row (every reading refused) is signalled too, without a time range.
+So a query process knows when a signal is missing: two signals of a device
+from two ingest replicas can arrive in either order, and it waits for the
+earlier one before delivering the later (query_service/live/ordering.py).
+
+`DeviceDeleted` goes out on the same channel when a device is deleted, so
+live feeds of that device end instead of outliving it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,14 +39,20 @@ MAX_PAYLOAD_BYTES = 7999
 
 @dataclass(frozen=True, slots=True)
 class CommitSignal:
-    """Readings of `device_id` numbered first..last_sequence with sample times
-    in [first_time, last_time] are committed."""
+    """The device's mark moved from `first_sequence - 1` to `last_sequence`: every
+    reading of `device_id` numbered first..last_sequence is committed, with
+    sample times in [first_time, last_time]. Both times are None when no row
+    was stored (every reading of the range was refused)."""
 
     device_id: str
     first_sequence: int
     last_sequence: int
-    first_time: datetime
-    last_time: datetime
+    first_time: datetime | None
+    last_time: datetime | None
+
+    @property
+    def has_rows(self) -> bool:
+        return self.first_time is not None
 
     def merge(self, other: CommitSignal) -> CommitSignal:
         """One signal covering both (same device): used to coalesce."""
@@ -44,19 +62,15 @@ class CommitSignal:
             self.device_id,
             min(self.first_sequence, other.first_sequence),
             max(self.last_sequence, other.last_sequence),
-            min(self.first_time, other.first_time),
-            max(self.last_time, other.last_time),
+            _either(min, self.first_time, other.first_time),
+            _either(max, self.last_time, other.last_time),
         )
 
     def encode(self) -> str:
-        payload = json.dumps(
-            {
-                "d": self.device_id,
-                "s": [self.first_sequence, self.last_sequence],
-                "t": [_micros(self.first_time), _micros(self.last_time)],
-            },
-            separators=(",", ":"),
-        )
+        data: dict[str, object] = {"d": self.device_id, "s": [self.first_sequence, self.last_sequence]}
+        if self.first_time is not None and self.last_time is not None:
+            data["t"] = [_micros(self.first_time), _micros(self.last_time)]
+        payload = json.dumps(data, separators=(",", ":"))
         if len(payload.encode()) > MAX_PAYLOAD_BYTES:
             raise ValueError("signal payload exceeds NOTIFY's limit")
         return payload
@@ -64,14 +78,49 @@ class CommitSignal:
     @classmethod
     def decode(cls, payload: str) -> CommitSignal:
         """Parse a payload; raises ValueError on anything malformed."""
-        try:
-            data = json.loads(payload)
-            first_seq, last_seq = (int(x) for x in data["s"])
-            first_us, last_us = (int(x) for x in data["t"])
-            device_id = str(data["d"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"malformed commit signal: {payload[:100]!r}") from exc
-        return cls(device_id, first_seq, last_seq, _from_micros(first_us), _from_micros(last_us))
+        signal = decode(payload)
+        if not isinstance(signal, CommitSignal):
+            raise ValueError(f"not a commit signal: {payload[:100]!r}")
+        return signal
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceDeleted:
+    """`device_id` was deleted (sent inside the deleting transaction, so heard only once it commits)."""
+
+    device_id: str
+
+    def encode(self) -> str:
+        return json.dumps({"d": self.device_id, "deleted": True}, separators=(",", ":"))
+
+
+def decode(payload: str) -> CommitSignal | DeviceDeleted:
+    """Parse any payload of the channel; raises ValueError on anything malformed."""
+    try:
+        data = json.loads(payload)
+        device_id = data["d"]
+        if not isinstance(device_id, str):
+            raise TypeError("device id")
+        if data.get("deleted") is True:
+            return DeviceDeleted(device_id)
+        first_seq, last_seq = (int(x) for x in data["s"])
+        times = data.get("t")
+        if times is None:
+            return CommitSignal(device_id, first_seq, last_seq, None, None)
+        first_us, last_us = (int(x) for x in times)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"malformed commit signal: {payload[:100]!r}") from exc
+    return CommitSignal(device_id, first_seq, last_seq, _from_micros(first_us), _from_micros(last_us))
+
+
+def _either(
+    pick: Callable[[datetime, datetime], datetime], a: datetime | None, b: datetime | None
+) -> datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return pick(a, b)
 
 
 def _micros(value: datetime) -> int:

@@ -4,6 +4,7 @@ process reads exactly those rows back by sensor, time range and sequence."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -136,3 +137,38 @@ async def test_signals_of_many_devices_leave_in_one_statement(database_url: str)
 
     assert sorted(s.device_id for s in heard)[:3] == ["pi-0", "pi-1", "pi-2"]
     assert notifier.sent <= 6  # 300 commits of 3 devices within a window or two
+
+
+async def test_signals_tile_the_sequence_numbers_across_gaps_and_refused_batches(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, database_url: str
+) -> None:
+    """Each signal starts right after the previous mark, so a query process can tell
+    when one is missing; a batch whose every reading was refused still moves the
+    mark and is signalled, without a time range (nothing to read back)."""
+    refused = batch(device.device_id, 21, 22)
+    for item in refused.readings:
+        item.reading.ClearField("sample_time")  # required by the contract: refused, dead-lettered
+    listener, heard = await _listen(database_url)
+    try:
+        uploads = [batch(device.device_id, 1, 10), batch(device.device_id, 16, 20), refused]
+        for upload in [*uploads, batch(device.device_id, 23, 30)]:
+            await stub.UploadReadings(stream([upload]), metadata=device.metadata)
+            # One signal per upload: wait for it before the next, so none are merged.
+            await wait_until(_covering(heard, upload.last_sequence))
+    finally:
+        await listener.close()
+
+    assert [(s.first_sequence, s.last_sequence, s.has_rows) for s in heard] == [
+        (1, 10, True),
+        (11, 20, True),  # 11..15 were skipped by the device
+        (21, 22, False),  # both readings refused: the mark moved, no row to read
+        (23, 30, True),
+    ]
+    assert heard[2].first_time is None and heard[2].last_time is None
+
+
+def _covering(heard: list[CommitSignal], last: int) -> Callable[[], Awaitable[bool]]:
+    async def covered() -> bool:
+        return bool(heard) and heard[-1].last_sequence >= last
+
+    return covered

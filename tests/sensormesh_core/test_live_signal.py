@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sensormesh_core.storage.live_signal import CommitSignal
+from sensormesh_core.storage.live_signal import CommitSignal, DeviceDeleted, decode
 
 T0 = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -42,3 +42,19 @@ def test_merge_covers_both_ranges() -> None:
 def test_malformed_payloads_are_refused(payload: str) -> None:
     with pytest.raises(ValueError, match="malformed"):
         CommitSignal.decode(payload)
+
+
+def test_a_signal_without_rows_round_trips_and_merges() -> None:
+    empty = CommitSignal("pi-1", 21, 22, None, None)
+    assert CommitSignal.decode(empty.encode()) == empty and not empty.has_rows
+    rows = CommitSignal("pi-1", 23, 30, T0, T0 + timedelta(seconds=1))
+    assert empty.merge(rows) == CommitSignal("pi-1", 21, 30, T0, T0 + timedelta(seconds=1))
+    assert rows.merge(empty) == empty.merge(rows)
+
+
+def test_device_deleted_shares_the_channel() -> None:
+    message = DeviceDeleted("pi-1")
+    assert decode(message.encode()) == message
+    assert decode(CommitSignal("pi-1", 1, 2, T0, T0).encode()) == CommitSignal("pi-1", 1, 2, T0, T0)
+    with pytest.raises(ValueError, match="not a commit signal"):
+        CommitSignal.decode(message.encode())
