@@ -3,9 +3,9 @@
 Signals go out with `pg_notify` from a connection of their own, after the
 data transaction and never inside it: a NOTIFY in a transaction takes a
 cluster-wide lock at commit that would serialise every ingest commit. Signals
-of one device are merged over a short window (`CommitSignal.merge`), and all
-devices' signals of a window leave in one statement, so the notification
-rate stays bounded however fast batches commit.
+of one device are merged over a short window (`CommitSignal.merge`, when their
+ranges adjoin), and all devices' signals of a window leave in one statement,
+so the notification rate stays bounded however fast batches commit.
 
 A signal is a hint for live subscribers, not part of exactly-once delivery:
 when the connection fails the pending signals are dropped (and logged), and
@@ -37,7 +37,9 @@ class CommitNotifier:
     def __init__(self, connect: Connect, window: float) -> None:
         self._connect = connect
         self._window = window
-        self._pending: dict[str, CommitSignal] = {}
+        # Per device, signals in commit order; adjoining ones are merged. A device
+        # that committed on another replica in between has a hole here: those stay apart.
+        self._pending: dict[str, list[CommitSignal]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
@@ -47,8 +49,11 @@ class CommitNotifier:
 
     def publish(self, signal: CommitSignal) -> None:
         """Queue a signal; never blocks and never fails the caller."""
-        known = self._pending.get(signal.device_id)
-        self._pending[signal.device_id] = signal if known is None else known.merge(signal)
+        queued = self._pending.setdefault(signal.device_id, [])
+        if queued and queued[-1].adjoins(signal):
+            queued[-1] = queued[-1].merge(signal)
+        else:
+            queued.append(signal)
         self._wake.set()
 
     async def start(self) -> None:
@@ -78,7 +83,7 @@ class CommitNotifier:
         if not self._pending:
             return
         signals, self._pending = self._pending, {}
-        payloads = [signal.encode() for signal in signals.values()]
+        payloads = [signal.encode() for queued in signals.values() for signal in queued]
         try:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await self._connect()

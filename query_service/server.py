@@ -87,6 +87,7 @@ async def start_query_server(
         lambda: asyncpg.connect(url),
         max_subscribers=settings.max_subscribers,
         queue_size=settings.subscriber_queue_size,
+        order_wait=settings.live_order_wait.total_seconds(),
     )
     await hub.start()
     interceptors = [*(telemetry.server_interceptors() if telemetry else []), ErrorMappingInterceptor()]

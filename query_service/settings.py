@@ -45,6 +45,13 @@ class QuerySettings(StorageSettings):
     heartbeat_interval: timedelta = Field(
         default=timedelta(seconds=15), description="An idle feed sends an empty message this often."
     )
+    live_order_wait: timedelta = Field(
+        default=timedelta(seconds=2),
+        description=(
+            "How long a live feed waits for a device's commit signal that another ingest replica has "
+            "not sent yet, before delivering what follows and reporting the gap as missed_count."
+        ),
+    )
     replay_max_age: timedelta = Field(
         default=timedelta(hours=1), description="How far back WatchReadings.start_time may reach."
     )

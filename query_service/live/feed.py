@@ -1,12 +1,14 @@
 """One WatchReadings stream: optional replay, then the live part, heartbeats.
 
 The subscription is registered before anything is read, so nothing committed
-after the feed starts can be missed. With a start time, the device's
-committed sequence M is read next: every reading numbered at or below M is
-committed already, and is replayed from the tables (sample time >= start,
-sequence <= M); the live part skips sequences at or below M. Since a
-device's batches commit in sequence order (the exactly-once mark), replay
-and live part meet without a gap and without a duplicate.
+after the feed starts can be missed. The device's committed sequence M is
+read next (NOT_FOUND if the device is gone): every reading numbered at or
+below M is committed already, and the live part skips them; only then are
+the response headers sent, so a client that has them knows every later
+commit reaches it. With a start time, readings at or below M are replayed
+from the tables first (sample time >= start). Since a device's batches
+commit in sequence order (the exactly-once mark), replay and live part meet
+without a gap and without a duplicate.
 """
 
 from __future__ import annotations
@@ -20,19 +22,25 @@ from sensormesh.v1 import query_pb2
 from query_service.live.hub import LiveHub
 from query_service.live.subscription import Subscription
 from query_service.storage.live_rows import FAR_FUTURE, Window, replay_chunk
+from sensormesh_core.errors import NotFound
 from sensormesh_core.storage.schema import TYPED_TABLES
 
 REPLAY_CHUNK = 1_000
 
 
+async def _committed(pool: asyncpg.Pool, device_id: str) -> int:
+    async with pool.acquire() as conn:
+        committed = await conn.fetchval(
+            "SELECT committed_sequence FROM upload_offsets WHERE device_id = $1", device_id
+        )
+    if committed is None:
+        raise NotFound(f"device {device_id!r} does not exist")
+    return int(committed)
+
+
 async def _replay(
     pool: asyncpg.Pool, sub: Subscription, start: datetime
 ) -> AsyncIterator[query_pb2.WatchReadingsResponse]:
-    async with pool.acquire() as conn:
-        committed = await conn.fetchval(
-            "SELECT committed_sequence FROM upload_offsets WHERE device_id = $1", sub.device_id
-        )
-    sub.skip_through = int(committed or 0)
     if not sub.skip_through:
         return
     window = Window(sub.device_id, start, FAR_FUTURE, 1, sub.skip_through)
@@ -71,6 +79,7 @@ async def watch(
     """
     hub.subscribe(sub)
     try:
+        hub.start_from(sub, await _committed(pool, sub.device_id))
         await on_subscribed()
         if replay_from is not None:
             async for message in _replay(pool, sub, replay_from):

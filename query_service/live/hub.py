@@ -3,16 +3,22 @@
 Ingest sends a `CommitSignal` (device, sequence and time range) on
 `live_signal.CHANNEL` after each commit. The hub ignores signals of devices
 nobody here watches. For a watched device, a single worker task per device
-reads exactly the signalled rows back (signals that arrive meanwhile are
-merged into one read, so a busy device costs one query round per read, not
-per batch), turns them into `Reading` messages once and offers them to every
-subscription of the device. Offering never waits (see subscription.py), so
-no subscriber can slow the hub, and the hub never touches ingest.
+puts the signals back in sequence order (ordering.py: replicas' signals may
+overtake each other), reads exactly the signalled rows back (signals that
+arrive meanwhile are merged into one read, so a busy device costs one query
+round per read, not per batch), turns them into `Reading` messages once and
+offers them to every subscription of the device. Offering never waits (see
+subscription.py), so no subscriber can slow the hub, and the hub never
+touches ingest.
+
+A `DeviceDeleted` message on the same channel ends the device's feeds with
+NOT_FOUND.
 
 If the LISTEN connection drops, the hub reconnects with backoff; signals sent
 meanwhile are lost, so after reconnecting it compares each watched device's
 committed sequence with the last one it delivered and reports the difference
-to that device's subscribers as missed.
+to that device's subscribers as missed (or ends their feeds, if the device
+was deleted meanwhile).
 """
 
 from __future__ import annotations
@@ -21,13 +27,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
+from query_service.live.ordering import DeviceOrder, Hold
 from query_service.live.subscription import Subscription
 from query_service.storage.live_rows import Window, committed_readings
-from sensormesh_core.errors import ResourceExhausted
+from sensormesh_core.errors import NotFound, ResourceExhausted
+from sensormesh_core.storage import live_signal
 from sensormesh_core.storage.live_signal import CHANNEL, CommitSignal
 
 log = logging.getLogger(__name__)
@@ -35,20 +44,34 @@ log = logging.getLogger(__name__)
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
+@dataclass(eq=False)
+class _Watched:
+    """A device with subscribers in this process."""
+
+    subscriptions: set[Subscription] = field(default_factory=set)
+    order: DeviceOrder = field(default_factory=DeviceOrder)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a signal or the first mark came
+    worker: asyncio.Task[None] | None = None
+
+
 class LiveHub:
     """Subscriptions of this process, fed from PostgreSQL notifications."""
 
     def __init__(
-        self, pool: asyncpg.Pool, connect: Connect, *, max_subscribers: int, queue_size: int
+        self,
+        pool: asyncpg.Pool,
+        connect: Connect,
+        *,
+        max_subscribers: int,
+        queue_size: int,
+        order_wait: float = 2.0,
     ) -> None:
         self._pool = pool
         self._connect = connect
         self._max_subscribers = max_subscribers
         self._queue_size = queue_size
-        self._subscriptions: dict[str, set[Subscription]] = {}
-        self._pending: dict[str, CommitSignal] = {}
-        self._workers: dict[str, asyncio.Task[None]] = {}
-        self._last_sequence: dict[str, int] = {}
+        self._order_wait = order_wait
+        self._devices: dict[str, _Watched] = {}
         self._listener: asyncpg.Connection | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -58,12 +81,12 @@ class LiveHub:
 
     @property
     def subscriber_count(self) -> int:
-        return sum(len(subs) for subs in self._subscriptions.values())
+        return sum(len(w.subscriptions) for w in self._devices.values())
 
     @property
     def busy(self) -> bool:
         """Whether signals are being read back or wait to be (tests and shutdown wait on it)."""
-        return bool(self._workers or self._pending)
+        return any(w.worker is not None or w.order.pending for w in self._devices.values())
 
     @property
     def listening(self) -> bool:
@@ -80,30 +103,47 @@ class LiveHub:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
-        for task in list(self._workers.values()):
-            task.cancel()
-        for subs in self._subscriptions.values():
-            for sub in subs:
+        for watched in self._devices.values():
+            if watched.worker is not None:
+                watched.worker.cancel()
+            for sub in watched.subscriptions:
                 sub.close()
         if self._listener is not None and not self._listener.is_closed():
             await self._listener.close()
 
     def subscribe(self, sub: Subscription) -> None:
-        """Register `sub`; raises ResourceExhausted over the process's limit."""
+        """Register `sub`; raises ResourceExhausted over the process's limit.
+
+        Then call `start_from` with the device's committed sequence, read after
+        this call: commits after that mark reach `sub`.
+        """
         if self.subscriber_count >= self._max_subscribers:
             raise ResourceExhausted(
                 f"this query process serves its maximum of {self._max_subscribers} live feeds; "
                 "retry later or through another replica"
             )
-        self._subscriptions.setdefault(sub.device_id, set()).add(sub)
+        self._devices.setdefault(sub.device_id, _Watched()).subscriptions.add(sub)
+
+    def start_from(self, sub: Subscription, committed: int) -> None:
+        """`sub` is owed every reading numbered above `committed`."""
+        sub.skip_through = committed
+        watched = self._devices.get(sub.device_id)
+        if watched is not None and sub in watched.subscriptions:
+            watched.order.start_from(committed)
+            watched.arrived.set()
 
     def unsubscribe(self, sub: Subscription) -> None:
-        subs = self._subscriptions.get(sub.device_id)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del self._subscriptions[sub.device_id]
-                self._last_sequence.pop(sub.device_id, None)
+        watched = self._devices.get(sub.device_id)
+        if watched is not None:
+            watched.subscriptions.discard(sub)
+            if not watched.subscriptions:
+                self._forget(sub.device_id)
+
+    def _forget(self, device_id: str) -> None:
+        """Stop tracking the device; its worker sees it and ends after its current read."""
+        watched = self._devices.pop(device_id, None)
+        if watched is not None:
+            watched.arrived.set()
 
     async def _listen(self) -> None:
         conn = await self._connect()
@@ -136,7 +176,7 @@ class LiveHub:
 
     async def _report_gaps(self) -> None:
         """After a reconnect: tell subscribers how many sequence numbers they may have missed."""
-        devices = [d for d in self._subscriptions if d in self._last_sequence]
+        devices = [d for d, w in self._devices.items() if w.order.delivered is not None]
         if not devices:
             return
         async with self._pool.acquire() as conn:
@@ -144,59 +184,100 @@ class LiveHub:
                 "SELECT device_id, committed_sequence FROM upload_offsets WHERE device_id = ANY($1::text[])",
                 devices,
             )
-        for row in rows:
-            device_id, committed = row["device_id"], row["committed_sequence"]
-            gap = committed - self._last_sequence.get(device_id, committed)
+        marks = {row["device_id"]: int(row["committed_sequence"]) for row in rows}
+        for device_id in devices:
+            watched = self._devices.get(device_id)
+            if watched is None:
+                continue
+            committed = marks.get(device_id)
+            delivered = watched.order.delivered or 0
+            if committed is None or committed < delivered:  # deleted (and maybe registered again)
+                self._end_device(device_id)
+                continue
+            gap = watched.order.skip_to(committed)
             if gap > 0:
-                self._last_sequence[device_id] = committed
-                for sub in self._subscriptions.get(device_id, ()):
+                for sub in watched.subscriptions:
                     sub.report_missed(gap)
                 log.warning("event=live_gap_reported device_id=%s sequences=%d", device_id, gap)
+
+    def _end_device(self, device_id: str) -> None:
+        """The device was deleted: its feeds end with NOT_FOUND."""
+        watched = self._devices.get(device_id)
+        if watched is None:
+            return
+        for sub in watched.subscriptions:
+            sub.end(NotFound(f"device {device_id!r} was deleted"))
+        self._forget(device_id)
+        log.info(
+            "event=live_device_deleted device_id=%s feeds_ended=%d", device_id, len(watched.subscriptions)
+        )
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self.signals_received += 1
         try:
-            signal = CommitSignal.decode(payload)
+            message = live_signal.decode(payload)
         except ValueError:
             log.warning("event=live_signal_malformed payload=%r", payload[:200])
             return
-        if signal.device_id not in self._subscriptions:
+        watched = self._devices.get(message.device_id)
+        if watched is None:
             return
-        pending = self._pending.get(signal.device_id)
-        self._pending[signal.device_id] = signal if pending is None else pending.merge(signal)
-        if signal.device_id not in self._workers:
-            self._workers[signal.device_id] = asyncio.create_task(
-                self._drain(signal.device_id), name=f"live-{signal.device_id}"
+        if not isinstance(message, CommitSignal):
+            self._end_device(message.device_id)
+            return
+        watched.order.add(message)
+        watched.arrived.set()
+        if watched.worker is None:
+            watched.worker = asyncio.create_task(
+                self._drain(message.device_id, watched), name=f"live-{message.device_id}"
             )
 
-    async def _drain(self, device_id: str) -> None:
-        """Read back and fan out the device's pending signals until none are left."""
+    async def _drain(self, device_id: str, watched: _Watched) -> None:
+        """Deliver the device's signals in sequence order until none wait."""
+        loop = asyncio.get_running_loop()
         try:
-            while (signal := self._pending.pop(device_id, None)) is not None:
-                if device_id not in self._subscriptions:
+            while self._devices.get(device_id) is watched:
+                step = watched.order.next(loop.time(), self._order_wait)
+                if step is None:
+                    return
+                if isinstance(step, Hold):
+                    watched.arrived.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(watched.arrived.wait(), step.seconds)
                     continue
-                try:
-                    await self._deliver(signal)
-                except (OSError, asyncpg.PostgresError) as exc:
-                    log.error(
-                        "event=live_read_failed device_id=%s sequences=%d-%d error=%r",
+                if step.missed:
+                    log.warning(
+                        "event=live_signal_missing device_id=%s sequences=%d-%d waited_s=%.1f",
                         device_id,
-                        signal.first_sequence,
-                        signal.last_sequence,
-                        exc,
+                        step.signal.first_sequence - step.missed,
+                        step.signal.first_sequence - 1,
+                        self._order_wait,
                     )
-                    for sub in self._subscriptions.get(device_id, ()):
-                        sub.report_missed(signal.last_sequence - signal.first_sequence + 1)
+                    for sub in watched.subscriptions:
+                        sub.report_missed(step.missed)
+                if step.signal.has_rows:
+                    await self._deliver(watched, step.signal)
         finally:
-            self._workers.pop(device_id, None)
+            watched.worker = None
 
-    async def _deliver(self, signal: CommitSignal) -> None:
+    async def _deliver(self, watched: _Watched, signal: CommitSignal) -> None:
+        assert signal.first_time is not None and signal.last_time is not None
         window = Window(
             signal.device_id, signal.first_time, signal.last_time, signal.first_sequence, signal.last_sequence
         )
-        async with self._pool.acquire() as conn:
-            readings = await committed_readings(conn, window)
-        previous = self._last_sequence.get(signal.device_id, 0)
-        self._last_sequence[signal.device_id] = max(previous, signal.last_sequence)
-        for sub in list(self._subscriptions.get(signal.device_id, ())):
+        try:
+            async with self._pool.acquire() as conn:
+                readings = await committed_readings(conn, window)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.error(
+                "event=live_read_failed device_id=%s sequences=%d-%d error=%r",
+                signal.device_id,
+                signal.first_sequence,
+                signal.last_sequence,
+                exc,
+            )
+            for sub in watched.subscriptions:
+                sub.report_missed(signal.last_sequence - signal.first_sequence + 1)
+            return
+        for sub in list(watched.subscriptions):
             sub.offer(readings)

@@ -53,7 +53,9 @@ class Subscription:
         self._missed = 0
         self._ready = asyncio.Event()
         self._closed = False
-        # Readings numbered at or below this were replayed already: skip them live.
+        self._error: Exception | None = None
+        # Readings numbered at or below this were committed before the feed started
+        # (replayed, or not owed): skip them live.
         self.skip_through = 0
         self.delivered_count = 0
         self.missed_total = 0
@@ -87,13 +89,21 @@ class Subscription:
             self._ready.set()
 
     def close(self) -> None:
+        """End the feed because the process stops: `next` raises SubscriptionClosed."""
         self._closed = True
         self._ready.set()
+
+    def end(self, error: Exception) -> None:
+        """End the feed with `error` (the device was deleted): `next` raises it, queued readings are dropped."""
+        self._error = error
+        self.close()
 
     async def next(self, idle_seconds: float) -> Delivery | None:
         """The next message, or None after `idle_seconds` with nothing to send."""
         while True:
             if self._closed:
+                if self._error is not None:
+                    raise self._error
                 raise SubscriptionClosed
             if self._queue or self._missed:
                 batch = [r for r in self._queue.popleft() if self.wants(r)] if self._queue else []

@@ -54,10 +54,24 @@ class CommitSignal:
     def has_rows(self) -> bool:
         return self.first_time is not None
 
+    def adjoins(self, other: CommitSignal) -> bool:
+        """Whether the two ranges overlap or touch (one signal can then stand for both)."""
+        return (
+            other.device_id == self.device_id
+            and other.first_sequence <= self.last_sequence + 1
+            and self.first_sequence <= other.last_sequence + 1
+        )
+
     def merge(self, other: CommitSignal) -> CommitSignal:
-        """One signal covering both (same device): used to coalesce."""
+        """One signal covering both (same device, ranges that adjoin): used to coalesce.
+
+        Signals with a hole between them are never merged: the merged time range
+        would claim to cover the hole's readings, which it knows nothing of.
+        """
         if other.device_id != self.device_id:
             raise ValueError("cannot merge signals of different devices")
+        if not self.adjoins(other):
+            raise ValueError("cannot merge signals with a hole between them")
         return CommitSignal(
             self.device_id,
             min(self.first_sequence, other.first_sequence),

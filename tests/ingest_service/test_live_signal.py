@@ -127,7 +127,8 @@ async def test_signals_of_many_devices_leave_in_one_statement(database_url: str)
     await notifier.start()
     try:
         for number in range(1, 301):
-            notifier.publish(CommitSignal(f"pi-{number % 3}", number, number, START_TIME, START_TIME))
+            sequence = (number + 2) // 3  # each device's commits follow each other: 1, 2, 3, ...
+            notifier.publish(CommitSignal(f"pi-{number % 3}", sequence, sequence, START_TIME, START_TIME))
             if number % 100 == 0:
                 await asyncio.sleep(0)  # let the loop run, as between commits
         await notifier.stop()
@@ -172,3 +173,19 @@ def _covering(heard: list[CommitSignal], last: int) -> Callable[[], Awaitable[bo
         return bool(heard) and heard[-1].last_sequence >= last
 
     return covered
+
+
+async def test_signals_with_a_hole_between_them_stay_apart(database_url: str) -> None:
+    """The device committed 11..20 on another replica in between: 1..10 and 21..30 are two signals."""
+    listener, heard = await _listen(database_url)
+    notifier = CommitNotifier(lambda: asyncpg.connect(database_url), window=0.05)
+    await notifier.start()
+    try:
+        notifier.publish(CommitSignal("pi-1", 1, 10, START_TIME, START_TIME))
+        notifier.publish(CommitSignal("pi-1", 21, 30, START_TIME, START_TIME))
+        notifier.publish(CommitSignal("pi-1", 31, 40, START_TIME, START_TIME))
+        await notifier.stop()
+        await wait_until(lambda: _count(heard, 2))
+    finally:
+        await listener.close()
+    assert [(s.first_sequence, s.last_sequence) for s in heard] == [(1, 10), (21, 40)]

@@ -34,6 +34,12 @@ def test_merge_covers_both_ranges() -> None:
     assert a.merge(b) == CommitSignal("pi-1", 10, 40, T0 - timedelta(seconds=5), T0 + timedelta(seconds=2))
     with pytest.raises(ValueError, match="different devices"):
         a.merge(CommitSignal("pi-2", 1, 2, T0, T0))
+    # Another replica's commit lies between: its readings' times are not these.
+    with pytest.raises(ValueError, match="hole"):
+        a.merge(CommitSignal("pi-1", 22, 40, T0, T0))
+    assert a.adjoins(CommitSignal("pi-1", 15, 25, T0, T0)) and not a.adjoins(
+        CommitSignal("pi-1", 1, 8, T0, T0)
+    )
 
 
 @pytest.mark.parametrize(
