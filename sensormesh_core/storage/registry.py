@@ -16,6 +16,7 @@ from datetime import datetime
 import asyncpg
 
 from sensormesh_core.errors import AlreadyExists, NotFound
+from sensormesh_core.storage.live_signal import CHANNEL, DeviceDeleted
 from sensormesh_core.storage.schema import MEASUREMENTS_TABLE, TYPED_TABLES
 from sensormesh_core.tokens import hash_token, new_token
 
@@ -202,20 +203,26 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
     token, offset, sensors, series, latest values, dead letters, thinning
     reports and input states. Returns how many readings were deleted.
 
-    One transaction: the device row is locked first, so an ingest commit for
-    the device (which updates its upload offset) either lands before the
-    delete, and its rows are deleted too, or waits and then finds no device.
+    One transaction: the device's upload offset is locked first, so an ingest
+    commit for the device either lands before the delete, and its rows are
+    deleted too, or waits and then finds no device. The order is ingest's: a
+    batch transaction holds the offset row and then writes rows that reference
+    the device (input states, thinning reports, dead letters), whose foreign
+    keys take a share lock on the device row; locking the device row first
+    would deadlock with it. Live feeds of the device on every query process
+    hear `DeviceDeleted` when the transaction commits, and end.
+
     Sensor and series ids are identities and never reused, so rows that
     TimescaleDB's rollups still hold for them are unreachable and age out
     with the rollup retention. Raises NotFound.
     """
     async with conn.transaction():
+        await conn.execute("SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device_id)
         locked = await conn.fetchval(
             "SELECT device_id FROM devices WHERE device_id = $1 FOR UPDATE", device_id
         )
         if locked is None:
             raise NotFound(f"device {device_id!r} does not exist")
-        await conn.execute("SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device_id)
         sensor_ids = [
             r["sensor_id"]
             for r in await conn.fetch("SELECT sensor_id FROM sensors WHERE device_id = $1", device_id)
@@ -237,6 +244,9 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
         )
         deleted += _row_count(status)
         await conn.execute("DELETE FROM devices WHERE device_id = $1", device_id)
+        # Inside the transaction: heard only if it commits. Deletes are rare, so the
+        # notify queue's commit lock (see live_signal) costs nothing here.
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, DeviceDeleted(device_id).encode())
     return deleted
 
 
