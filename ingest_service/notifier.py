@@ -89,7 +89,9 @@ class CommitNotifier:
                 self._conn = await self._connect()
             await self._conn.execute(_NOTIFY, CHANNEL, payloads)
             self.sent += len(payloads)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            # InternalClientError: the connection was cut while a statement was on it
+            # ("cannot switch to state ..."); like the others, drop, reconnect, go on.
             self.dropped += len(payloads)
             log.warning("event=notify_failed signals_dropped=%d error=%r", len(payloads), exc)
             if self._conn is not None:
