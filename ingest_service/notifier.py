@@ -32,7 +32,7 @@ Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
 class CommitNotifier:
-    """Coalesces commit signals per device and sends them after `window` seconds."""
+    """Coalesces commit signals per device; sends them at most once per `window` seconds."""
 
     def __init__(self, connect: Connect, window: float) -> None:
         self._connect = connect
@@ -44,6 +44,7 @@ class CommitNotifier:
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self.sent = 0  # NOTIFY payloads sent, for tests and the benchmark
         self.dropped = 0
 
@@ -62,6 +63,7 @@ class CommitNotifier:
     async def stop(self) -> None:
         """Send what is pending, then close."""
         self._stopping = True
+        self._stop_requested.set()
         self._wake.set()
         if self._task is not None:
             await self._task
@@ -70,11 +72,20 @@ class CommitNotifier:
             self._conn = None
 
     async def _run(self) -> None:
+        """At most one statement per window, sent at the window's start: a commit
+        after a quiet spell is signalled at once, and under steady commits each
+        waits at most `window` (what a live subscriber adds to its latency)."""
+        loop = asyncio.get_running_loop()
+        last_flush = -self._window
         while True:
             await self._wake.wait()
-            if not self._stopping:
-                await asyncio.sleep(self._window)  # let more commits join this notification
+            delay = last_flush + self._window - loop.time()
+            if delay > 0 and not self._stopping:
+                # Commits meanwhile join this notification; `stop` cuts the wait short.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_requested.wait(), delay)
             self._wake.clear()
+            last_flush = loop.time()
             await self._flush()
             if self._stopping and not self._pending:
                 return

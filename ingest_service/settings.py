@@ -49,8 +49,11 @@ class IngestSettings(StorageSettings):
         description="Send the live-feed signal (pg_notify) after each commit.",
     )
     ingest_notify_window: timedelta = Field(
-        default=timedelta(milliseconds=50),
-        description="Signals of one device within this window are merged into one NOTIFY.",
+        default=timedelta(milliseconds=20),
+        description=(
+            "At most one NOTIFY statement per window (a device's signals within it are merged); a commit "
+            "after a quiet spell is signalled at once. What a live subscriber's latency gains under load."
+        ),
     )
     ingest_max_connection_age: timedelta = Field(
         default=timedelta(minutes=15),

@@ -136,7 +136,9 @@ async def test_signals_of_many_devices_leave_in_one_statement(database_url: str)
     finally:
         await listener.close()
 
-    assert sorted(s.device_id for s in heard)[:3] == ["pi-0", "pi-1", "pi-2"]
+    for device in ("pi-0", "pi-1", "pi-2"):
+        ranges = sorted((s.first_sequence, s.last_sequence) for s in heard if s.device_id == device)
+        assert [n for first, last in ranges for n in range(first, last + 1)] == list(range(1, 101))
     assert notifier.sent <= 6  # 300 commits of 3 devices within a window or two
 
 
@@ -189,3 +191,27 @@ async def test_signals_with_a_hole_between_them_stay_apart(database_url: str) ->
     finally:
         await listener.close()
     assert [(s.first_sequence, s.last_sequence) for s in heard] == [(1, 10), (21, 40)]
+
+
+async def test_an_idle_notifier_signals_at_once_and_a_busy_one_once_per_window(database_url: str) -> None:
+    """The window bounds the statements, not the wait after a quiet spell: the first
+    commit goes out at once; commits within the next window wait for its end, together."""
+    listener, heard = await _listen(database_url)
+    notifier = CommitNotifier(lambda: asyncpg.connect(database_url), window=30.0)
+    await notifier.start()
+    try:
+        notifier.publish(CommitSignal("pi-1", 1, 10, START_TIME, START_TIME))
+        await wait_until(lambda: _count(heard, 1), within=5)  # far less than the 30 s window
+        notifier.publish(CommitSignal("pi-1", 11, 20, START_TIME, START_TIME))
+        notifier.publish(CommitSignal("pi-2", 1, 5, START_TIME, START_TIME))
+        await listener.execute("SELECT 1")  # a round trip: anything sent by now has arrived
+        assert len(heard) == 1 and notifier.sent == 1  # held until the window ends
+        await notifier.stop()  # ...or the service stops: nothing is left behind
+        await wait_until(lambda: _count(heard, 3))
+    finally:
+        await listener.close()
+    assert sorted((s.device_id, s.first_sequence, s.last_sequence) for s in heard) == [
+        ("pi-1", 1, 10),
+        ("pi-1", 11, 20),
+        ("pi-2", 1, 5),
+    ]

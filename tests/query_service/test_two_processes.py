@@ -64,6 +64,8 @@ def processes(
             process.wait_serving()
         yield ingest, query
     finally:
+        for process in everything:  # all at once: each takes its shutdown grace in parallel
+            process.process.terminate()
         codes = [process.stop() for process in everything]
         assert codes == [0] * len(everything), "a service did not shut down cleanly on SIGTERM"
 
@@ -96,7 +98,7 @@ async def _upload_alternating(gateway: Gateway, channels: list[grpc.aio.Channel]
 async def _collect(stream: grpc.aio.UnaryStreamCall, count: int) -> tuple[list[query_pb2.Reading], int]:
     readings: list[query_pb2.Reading] = []
     missed = 0
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(30):
         while len(readings) < count:
             message = await stream.read()
             assert message is not grpc.aio.EOF
