@@ -1,8 +1,10 @@
 """`sensormesh bench query`: read latencies over gRPC and REST, and live-feed latency under load.
 
 Everything runs for real on this machine: a fresh database (the configured
-server, or an embedded PostgreSQL in a temporary folder), `sensormesh query`
-in its own process, the Envoy binary in front of it, and the clients here.
+server, or an embedded PostgreSQL in a temporary folder), `sensormesh ingest`
+and `sensormesh query` in processes of their own, the Envoy binary in front of
+the query service, simulated gateways in processes of their own, and the
+measuring clients here. Every reading goes in through the ingest service.
 
 Figures (milliseconds unless named otherwise):
 - latest_*: GetLatestReadings of a device with one series, direct gRPC;
@@ -10,9 +12,11 @@ Figures (milliseconds unless named otherwise):
   series (86,400 readings), raw in one page, and downsampled to 1 minute;
 - rest_*: the same three calls as REST through Envoy; rest_grpc_ratio is REST
   through Envoy over direct gRPC for the downsampled day (the chart query);
-- live_*: from the acknowledgement of a probe reading's commit to its arrival
-  at a WatchReadings subscriber, while a background load writes and signals
-  `--load-samples-per-s` samples/s on other watched devices.
+- live_*: from ingest's answer to a probe reading's WriteReadings (sent once
+  the reading committed) to its arrival at a WatchReadings subscriber, while
+  simulated gateways upload `--load-samples-per-s` samples/s through the same
+  ingest process and watch their own feeds; live_load_* say how steady that
+  load was (per-second samples sent and delivered, send lag, completeness).
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ TARGETS: list[Target] = [
     Target("rest_grpc_ratio", "<=", 1.3),
     Target("live_p99_ms", "<=", 50),
 ]
-LOAD_DEVICES = 8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,9 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--live-seconds", type=float, default=10.0, help="length of the live measurement (default 10)"
     )
     parser.add_argument(
-        "--load-samples-per-s", type=float, default=50_000, help="background load (default 50,000)"
+        "--load-samples-per-s",
+        type=float,
+        default=50_000,
+        help="upload load during the live measurement, from real-time simulated gateways (default 50,000)",
     )
-    parser.add_argument("--load", choices=["test-writer"], default="test-writer", help="what drives the load")
+    parser.add_argument(
+        "--load-processes", type=int, default=2, help="processes the simulated gateways run in (default 2)"
+    )
+    parser.add_argument(
+        "--notify-window",
+        help="the ingest process's SENSORMESH_INGEST_NOTIFY_WINDOW (ISO 8601, e.g. PT0.02S; default: its own)",
+    )
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -126,42 +138,84 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _run(args: argparse.Namespace, url: str, folder: Path) -> dict[str, Any]:
     import asyncpg
+    import grpc
 
+    from ingest_service.bench_phases import IngestProcess
     from query_service.bench_live import measure_live
-    from query_service.bench_load import WriterLoad, day_end, register, seed_history
+    from query_service.bench_load import (
+        GatewayLoad,
+        day_end,
+        register,
+        samples_per_gateway_second,
+        seed_history,
+    )
     from query_service.bench_reads import measure_reads
     from sensormesh_core.envoy_proxy import EnvoyOptions, start_envoy
 
     device, probe = f"bench-{uuid.uuid4().hex[:6]}", "bench-probe"
-    load_devices = [f"load-{i}" for i in range(LOAD_DEVICES)]
-    end = day_end()
+    gateways = [
+        f"gateway-{i}" for i in range(max(1, round(args.load_samples_per_s / samples_per_gateway_second())))
+    ]
     conn = await asyncpg.connect(url)
     try:
-        await register(conn, [device, probe, *load_devices])
-        await seed_history(conn, device, end)
+        tokens = await register(conn, [device, probe, *gateways])
     finally:
         await conn.close()
+    ingest = IngestProcess(
+        {"SENSORMESH_DATABASE_URL": url}
+        | ({"SENSORMESH_INGEST_NOTIFY_WINDOW": args.notify_window} if args.notify_window else {})
+    )
+    await ingest.start()
     query = _QueryProcess(url, folder)
     try:
-        port = query.port()
+        ingest_address, query_address = f"127.0.0.1:{ingest.port}", f"127.0.0.1:{query.port()}"
+        end = day_end()
+        async with grpc.aio.insecure_channel(ingest_address) as channel:
+            await seed_history(channel, device, tokens[device], end)
         envoy = start_envoy(
             EnvoyOptions(
                 listen_port=_free_port(),
                 admin_port=_free_port(),
-                query=("127.0.0.1", port),
+                query=("127.0.0.1", int(query_address.rsplit(":", 1)[1])),
+                ingest=("127.0.0.1", ingest.port),
                 requests_per_second=1_000_000,
             ),
             log_dir=folder,
         )
         try:
-            figures = await measure_reads(args, f"127.0.0.1:{port}", envoy.base_url, device, end)
+            figures = await measure_reads(args, query_address, envoy.base_url, device, end)
         finally:
             envoy.stop()
-        load = WriterLoad(url)
-        figures |= await measure_live(args, url, f"127.0.0.1:{port}", probe, load_devices, load)
+        load = GatewayLoad(ingest_address, query_address, args.load_processes)
+        cpu = _cpu_readers(ingest.pid, query.process.pid, folder)
+        figures["machine_load_1m"] = round(os.getloadavg()[0], 2)  # other work on the machine
+        figures |= await measure_live(
+            args,
+            ingest_address,
+            query_address,
+            (probe, tokens[probe]),
+            {g: tokens[g] for g in gateways},
+            load,
+            cpu,
+        )
     finally:
         query.stop()
+        await ingest.stop()
     return figures
+
+
+def _cpu_readers(ingest_pid: int, query_pid: int, folder: Path) -> dict[str, Callable[[], float | None]]:
+    """CPU seconds so far of the ingest and query processes, and of the embedded PostgreSQL."""
+    from ingest_service.bench_cpu import postmaster_pid, process_cpu, tree_cpu
+
+    readers: dict[str, Callable[[], float | None]] = {
+        "ingest": lambda: process_cpu(ingest_pid),
+        "query": lambda: process_cpu(query_pid),
+    }
+    postmaster = postmaster_pid(folder / "postgres")
+    if postmaster is not None:  # an embedded server: ours alone
+        readers["postgres"] = lambda: tree_cpu(postmaster)
+    return readers
 
 
 def _free_port() -> int:

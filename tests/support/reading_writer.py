@@ -6,7 +6,13 @@ the per-kind reading tables, upsert `latest_values`, move the mark. After the
 commit, and outside the transaction, send `pg_notify(CHANNEL, CommitSignal)`.
 Sensors and series are created on first sight, as ingest does.
 
-This is a stand-in until ingest_service lands; it lives in tests/ on purpose.
+The query service's own tests use it instead of the ingest service: it
+commits exactly the readings a test names (any sample times, any payload
+mix) in one call on the test's connection, with no service process or
+token, so those tests stay fast and show query behaviour alone. Everything
+that crosses services (live feeds from real uploads, the two-process test,
+end to end through Envoy, the benchmark) goes through the real ingest
+service instead. It lives in tests/ on purpose.
 """
 
 from __future__ import annotations
