@@ -1,7 +1,7 @@
-"""The real Envoy binary in front of a real `sensormesh query` process (and a
-fake ingest), over one migrated database, shared by the tests of a module:
-Envoy's and the service's start-up are paid once. Tests use their own device
-ids."""
+"""The real Envoy binary in front of a real `sensormesh ingest` and a real
+`sensormesh query` process, over one migrated database, shared by the tests
+of a module: Envoy's and the services' start-up are paid once. Tests use
+their own device ids, registered over REST with their own tokens."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
@@ -18,15 +18,14 @@ from sensormesh_core.envoy_proxy import EnvoyOptions, EnvoyProcess, start_envoy
 from sensormesh_core.storage.database import with_database
 from sensormesh_core.storage.embedded import ensure_database
 from tests.conftest import _drop_database
-from tests.envoy.fake_ingest import start_fake_ingest
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
-from tests.support.reading_writer import ReadingWriter
 
 
 @dataclass
 class Stack:
     envoy: EnvoyProcess
+    ingest_port: int
     query_port: int
     database_url: str
 
@@ -37,6 +36,22 @@ class Stack:
     @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.envoy.options.listen_port}"
+
+
+@dataclass(frozen=True)
+class RestDevice:
+    """A device registered over REST, with the token CreateDevice returned once."""
+
+    device_id: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token}"}
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +67,16 @@ def module_database_url(postgres_admin_url: str, migrated_template: str) -> Iter
 @pytest.fixture(scope="module")
 def stack(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("stack")
-    query = ServiceProcess(
-        ["query"],
-        {"SENSORMESH_DATABASE_URL": module_database_url, "SENSORMESH_QUERY_LISTEN": "127.0.0.1:0"},
-        logs / "query.log",
+    database = {"SENSORMESH_DATABASE_URL": module_database_url}
+    ingest = ServiceProcess(
+        ["ingest"], {**database, "SENSORMESH_INGEST_LISTEN": "127.0.0.1:0"}, logs / "ingest.log"
     )
-    ingest, ingest_port = start_fake_ingest()
+    query = ServiceProcess(
+        ["query"], {**database, "SENSORMESH_QUERY_LISTEN": "127.0.0.1:0"}, logs / "query.log"
+    )
     envoy = None
     try:
-        query_port = query.wait_serving()
+        ingest_port, query_port = ingest.wait_serving(), query.wait_serving()
         options = EnvoyOptions(
             listen_port=free_port(),
             admin_port=free_port(),
@@ -69,12 +85,13 @@ def stack(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
             health_check_interval_s=1.0,
         )
         envoy = start_envoy(options, log_dir=Path(logs))
-        yield Stack(envoy, query_port, module_database_url)
+        yield Stack(envoy, ingest_port, query_port, module_database_url)
     finally:
         if envoy is not None:
             envoy.stop()
-        ingest.stop(None)
-        query.stop()
+        for process in (ingest, query):
+            process.process.terminate()
+        assert [ingest.stop(), query.stop()] == [0, 0], "a service did not shut down cleanly"
 
 
 @pytest.fixture
@@ -83,14 +100,25 @@ async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture
-async def writer(stack: Stack) -> AsyncIterator[ReadingWriter]:
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        yield ReadingWriter(conn)
-    finally:
-        await conn.close()
-
-
 def unique_device(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def register(http: httpx.AsyncClient, prefix: str) -> RestDevice:
+    """CreateDevice over REST: the device and its token."""
+    device_id = unique_device(prefix)
+    created = await http.post("/v1/devices", json={"deviceId": device_id})
+    assert created.status_code == 200, created.text
+    return RestDevice(device_id, created.json()["token"])
+
+
+async def write(
+    http: httpx.AsyncClient, device: RestDevice, readings: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """WriteReadings over REST through Envoy to the real ingest service (numbered after the mark)."""
+    response = await http.post(
+        f"/v1/devices/{device.device_id}/readings:write", json={"readings": readings}, headers=device.headers
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body

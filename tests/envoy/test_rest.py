@@ -1,20 +1,23 @@
 """REST/JSON through the real Envoy binary: CRUD, history, latest values, live
-feeds as a streamed JSON array, and errors as HTTP status + JSON status body."""
+feeds as a streamed JSON array, and errors as HTTP status + JSON status body.
+Readings go in through the real ingest service behind the same Envoy
+(WriteReadings over REST, UploadReadings over gRPC)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import httpx
 import pytest
-from sensormesh.v1 import query_pb2, query_pb2_grpc
+from google.protobuf import json_format
+from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc, reading_pb2
 
-from tests.envoy.conftest import Stack, unique_device
-from tests.envoy.fake_ingest import DEVICE, TOKEN
+from tests.envoy.conftest import RestDevice, Stack, register, unique_device, write
 from tests.envoy.json_stream import json_array_items
-from tests.support.reading_writer import ReadingWriter, environment, imu
 
 pytestmark = pytest.mark.storage
 
@@ -23,6 +26,43 @@ START = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0
 
 def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def environment(sensor: str, moment: datetime, temperature: float) -> dict[str, Any]:
+    """A reading as REST clients write it (the contract's JSON mapping)."""
+    return {
+        "sensor": sensor,
+        "sampleTime": moment.isoformat().replace("+00:00", "Z"),
+        "environment": {"temperatureCelsius": temperature},
+    }
+
+
+def imu(sensor: str, moment: datetime, ax: float = 0.0) -> dict[str, Any]:
+    return {
+        "sensor": sensor,
+        "sampleTime": moment.isoformat().replace("+00:00", "Z"),
+        "imu": {"accelerationXMps2": ax, "accelerationZMps2": 9.80665},
+    }
+
+
+async def upload(stack: Stack, device: RestDevice, readings: list[dict[str, Any]], first: int) -> None:
+    """One UploadReadings stream through Envoy (gRPC, as the agent sends), numbered from `first`."""
+    request = ingest_pb2.UploadReadingsRequest(
+        device_id=device.device_id, first_sequence=first, last_sequence=first + len(readings) - 1
+    )
+    for offset, reading in enumerate(readings):
+        request.readings.add(
+            sequence=first + offset, reading=json_format.ParseDict(reading, reading_pb2.Reading())
+        )
+
+    async def requests() -> AsyncIterator[ingest_pb2.UploadReadingsRequest]:
+        yield request
+
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        response = await ingest_pb2_grpc.IngestServiceStub(channel).UploadReadings(
+            requests(), metadata=device.metadata, timeout=20
+        )
+    assert response.committed_sequence == first + len(readings) - 1
 
 
 def violations(body: dict[str, object]) -> dict[str, str]:
@@ -92,51 +132,39 @@ async def test_errors_map_to_http_status_with_field_violations(http: httpx.Async
     assert missing.status_code == 404
 
 
-async def test_device_credentials_map_to_401_and_403(http: httpx.AsyncClient) -> None:
-    """The ingest route: Envoy forwards Authorization and maps the codes."""
-    path = f"/v1/devices/{DEVICE}/uploadOffset"
-    assert (await http.get(path)).status_code == 401
-    other = await http.get("/v1/devices/pi-other/uploadOffset", headers={"authorization": f"Bearer {TOKEN}"})
-    assert other.status_code == 403 and other.json()["code"] == 7
-    ok = await http.get(path, headers={"authorization": f"Bearer {TOKEN}"})
-    assert ok.status_code == 200 and ok.json()["committedSequence"] == "41"
-
-
-async def test_readings_read_back_over_rest_and_grpc_agree(
-    stack: Stack, http: httpx.AsyncClient, writer: ReadingWriter
-) -> None:
-    device = unique_device("hist")
-    await http.post("/v1/devices", json={"deviceId": device})
-    await writer.write(
-        device, [environment("bme280", START + timedelta(seconds=i), float(i)) for i in range(180)]
+async def test_readings_read_back_over_rest_and_grpc_agree(stack: Stack, http: httpx.AsyncClient) -> None:
+    device = await register(http, "hist")
+    await write(
+        http, device, [environment("bme280", START + timedelta(seconds=i), float(i)) for i in range(180)]
     )
-    await writer.write(device, [imu("mpu", START + timedelta(seconds=i), ax=float(i)) for i in range(10)])
+    await write(http, device, [imu("mpu", START + timedelta(seconds=i), ax=float(i)) for i in range(10)])
     params = {
         "startTime": iso(START),
         "endTime": iso(START + timedelta(hours=1)),
         "quantities": "temperature",
     }
 
-    raw = (await http.get(f"/v1/devices/{device}/readings", params=params)).json()
+    raw = (await http.get(f"/v1/devices/{device.device_id}/readings", params=params)).json()
     (series,) = raw["series"]
     assert (series["sensor"], series["quantity"], series["unit"]) == ("bme280", "temperature", "Cel")
     assert [p["value"] for p in series["points"]] == [float(i) for i in range(180)]
     assert series["points"][1]["time"] == iso(START + timedelta(seconds=1))
 
-    down = (await http.get(f"/v1/devices/{device}/readings", params={**params, "interval": "60s"})).json()
+    readings_path = f"/v1/devices/{device.device_id}/readings"
+    down = (await http.get(readings_path, params={**params, "interval": "60s"})).json()
     assert [(b["count"], b["min"], b["max"], b["mean"]) for b in down["series"][0]["buckets"]] == [
         ("60", 0, 59, 29.5),
         ("60", 60, 119, 89.5),
         ("60", 120, 179, 149.5),
     ]
 
-    latest = (await http.get(f"/v1/devices/{device}/readings:latest", params={"sensors": "bme280"})).json()
+    latest = (await http.get(f"{readings_path}:latest", params={"sensors": "bme280"})).json()
     assert [(v["quantity"], v["value"]) for v in latest["values"]] == [("temperature", 179)]
 
     async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
         through_envoy = await query_pb2_grpc.QueryServiceStub(channel).ListReadings(
             query_pb2.ListReadingsRequest(
-                device_id=device,
+                device_id=device.device_id,
                 quantities=["temperature"],
                 interval={"seconds": 60},
                 start_time={"seconds": int(START.timestamp())},
@@ -150,53 +178,51 @@ async def test_readings_read_back_over_rest_and_grpc_agree(
     ]
 
 
-async def test_live_feed_over_rest_is_a_streamed_json_array(
-    http: httpx.AsyncClient, writer: ReadingWriter
-) -> None:
-    device = unique_device("live")
-    await http.post("/v1/devices", json={"deviceId": device})
+async def test_live_feed_over_rest_is_a_streamed_json_array(stack: Stack, http: httpx.AsyncClient) -> None:
+    device = await register(http, "live")
     now = datetime.now(UTC)
     received: list[float] = []
     async with http.stream(
-        "GET", f"/v1/devices/{device}/readings:watch", params={"quantities": "temperature"}
+        "GET", f"/v1/devices/{device.device_id}/readings:watch", params={"quantities": "temperature"}
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/json"
         items = json_array_items(response)
 
-        # Headers arrive once the feed is subscribed; then every commit reaches it.
+        # Headers arrive once the feed is subscribed; then every commit reaches it,
+        # whether it came in over REST or on an upload stream.
         for i in range(3):
-            await writer.write(device, [environment("bme280", now + timedelta(seconds=i), 30.0 + i)])
-            await writer.write(device, [imu("mpu", now)])  # filtered out
+            await write(http, device, [environment("bme280", now + timedelta(seconds=i), 30.0 + i)])
+            await write(http, device, [imu("mpu", now)])  # filtered out
             async with asyncio.timeout(10):
                 item = await anext(items)
             received += [r["environment"]["temperatureCelsius"] for r in item["readings"]]
-    assert received == [30.0, 31.0, 32.0]
+        await upload(stack, device, [environment("bme280", now + timedelta(seconds=3), 33.0)], first=7)
+        async with asyncio.timeout(10):
+            item = await anext(items)
+        received += [r["environment"]["temperatureCelsius"] for r in item["readings"]]
+    assert received == [30.0, 31.0, 32.0, 33.0]
 
 
-async def test_live_feed_over_grpc_through_envoy(
-    stack: Stack, http: httpx.AsyncClient, writer: ReadingWriter
-) -> None:
-    device = unique_device("grpc")
-    await http.post("/v1/devices", json={"deviceId": device})
+async def test_live_feed_over_grpc_through_envoy(stack: Stack, http: httpx.AsyncClient) -> None:
+    device = await register(http, "grpc")
     async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
         stream = query_pb2_grpc.QueryServiceStub(channel).WatchReadings(
-            query_pb2.WatchReadingsRequest(device_id=device)
+            query_pb2.WatchReadingsRequest(device_id=device.device_id)
         )
         async with asyncio.timeout(10):
             await stream.initial_metadata()
-        await writer.write(device, [environment("bme280", datetime.now(UTC), 12.5)])
+        await upload(stack, device, [environment("bme280", datetime.now(UTC), 12.5)], first=1)
         async with asyncio.timeout(10):
             message = await stream.read()
         assert [r.environment.temperature_celsius for r in message.readings] == [12.5]
         stream.cancel()
 
 
-async def test_grpc_web_on_the_same_listener(http: httpx.AsyncClient, writer: ReadingWriter) -> None:
-    device = unique_device("web")
-    await http.post("/v1/devices", json={"deviceId": device})
-    await writer.write(device, [environment("bme280", datetime.now(UTC), 18.0)])
-    message = query_pb2.GetLatestReadingsRequest(device_id=device).SerializeToString()
+async def test_grpc_web_on_the_same_listener(http: httpx.AsyncClient) -> None:
+    device = await register(http, "web")
+    await write(http, device, [environment("bme280", datetime.now(UTC), 18.0)])
+    message = query_pb2.GetLatestReadingsRequest(device_id=device.device_id).SerializeToString()
     frame = b"\x00" + len(message).to_bytes(4, "big") + message
     response = await http.post(
         "/sensormesh.v1.QueryService/GetLatestReadings",
