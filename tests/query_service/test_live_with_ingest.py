@@ -205,3 +205,40 @@ async def test_feeds_of_a_deleted_device_end_with_not_found_on_every_query_proce
     finally:
         await ingest.stop(1)
         await other.stop(0.5)
+
+
+async def test_replay_and_live_part_meet_exactly_while_a_gateway_uploads(
+    database_url: str, query: QueryServer, gateway: Gateway
+) -> None:
+    """A feed with start_time opens while the gateway keeps uploading through ingest
+    (signals after commit, coalesced): every reading from start_time on arrives once,
+    in order per sensor, whether it was replayed from the tables or delivered live."""
+    ingest = await _ingest(database_url, ingest_notify_window=timedelta(milliseconds=50))
+    batches = [gateway.batch(first, first + 19) for first in range(1, 401, 20)]
+    try:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{ingest.port}") as to_ingest,
+            grpc.aio.insecure_channel(f"127.0.0.1:{query.port}") as to_query,
+        ):
+            for request in batches[:10]:
+                await gateway.upload(to_ingest, [request])
+            start = gateway.sample_time(51)  # replay from reading 51 on
+
+            async def keep_uploading() -> None:
+                for request in batches[10:]:
+                    await gateway.upload(to_ingest, [request])
+
+            uploading = asyncio.create_task(keep_uploading())
+            feed = query_pb2_grpc.QueryServiceStub(to_query).WatchReadings(
+                query_pb2.WatchReadingsRequest(device_id=gateway.device_id, start_time=start)
+            )
+            readings, missed = await _collect(feed, 350)
+            await uploading
+            feed.cancel()
+    finally:
+        await ingest.stop(1)
+    numbers = [sequence_of(r) for r in readings]
+    assert missed == 0 and sorted(numbers) == list(range(51, 401))
+    for sensor in ("mpu", "bme280", "soil"):
+        mine = [sequence_of(r) for r in readings if r.sensor == sensor]
+        assert mine == sorted(mine), sensor
