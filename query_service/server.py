@@ -55,6 +55,13 @@ class QueryServer:
         log.info("event=query_stopped port=%d", self.port)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's reset query (a round trip per read, and a live feed
+    reads on every commit signal). asyncpg still rolls back an open transaction; nothing
+    here sets session state (no SET, LISTEN, cursors or advisory locks on pooled
+    connections: the hub LISTENs on a connection of its own)."""
+
+
 def _options(settings: QuerySettings) -> list[tuple[str, Any]]:
     def ms(value: Any) -> int:
         return int(value.total_seconds() * 1000)
@@ -79,7 +86,9 @@ async def start_query_server(
         database = open_database(settings)
         database_url = database.url
     url = database_url
-    pool = await asyncpg.create_pool(url, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
+    pool = await asyncpg.create_pool(
+        url, min_size=settings.pool_min_size, max_size=settings.pool_max_size, reset=_keep_session
+    )
     async with pool.acquire() as conn:
         backend = await storage_backend(conn)
     hub = LiveHub(
