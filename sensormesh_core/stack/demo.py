@@ -25,6 +25,8 @@ from typing import Any
 import grpc
 from sensormesh.v1 import device_pb2, device_pb2_grpc, ingest_pb2, ingest_pb2_grpc
 
+from sensormesh_core.tokens import write_token_file
+
 log = logging.getLogger(__name__)
 
 LABELS = {"origin": "sensormesh-up", "simulated": "true"}
@@ -111,18 +113,6 @@ def token_folder(data_dir: Path) -> Path:
     return folder
 
 
-def write_secret(path: Path, secret: str) -> None:
-    """Write `secret` readable by the owner only, atomically (a crash leaves the old file or none)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.unlink(missing_ok=True)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-
-
 def _exists(devices: device_pb2_grpc.DeviceServiceStub, device_id: str) -> bool:
     try:
         devices.GetDevice(device_pb2.GetDeviceRequest(device_id=device_id), timeout=10)
@@ -165,7 +155,7 @@ def ensure_device(
             ),
             timeout=10,
         )
-        write_secret(path, created.token)
+        write_token_file(path, created.token)
         log.info("event=demo_device_created device_id=%s token_file=%s", device.device_id, path)
         return DeviceToken(device, TokenState.CREATED, path)
     if not path.exists():
