@@ -1,0 +1,200 @@
+"""Everything one ingest process holds, built once at start and passed down:
+the connection pool, caches, the writer, the notifier, telemetry, and the
+shutdown flag. No module-level state, so a test can start two services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from ingest_service.auth import Authenticator
+from ingest_service.batch import PreparedBatch
+from ingest_service.catalog import SensorCatalog, StaleCatalog
+from ingest_service.notifier import CommitNotifier
+from ingest_service.observability import IngestMetrics
+from ingest_service.pg_time import install_codec
+from ingest_service.prepare import Preparer
+from ingest_service.rules import UnsupportedRules, load_rules
+from ingest_service.settings import IngestSettings
+from ingest_service.writer import BatchWriter, Commit
+from sensormesh_core.errors import NotFound, Unavailable
+from sensormesh_core.storage.maintenance import Backend, maintain, storage_backend
+from sensormesh_core.storage.partitions import PartitionManager
+from sensormesh_core.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+# Failures worth retrying on another connection or replica: the agent gets UNAVAILABLE.
+RETRYABLE_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.TransactionRollbackError,  # serialization failure, deadlock
+    asyncpg.AdminShutdownError,
+)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's reset query (a round trip per batch).
+
+    asyncpg still rolls back an open transaction on release; nothing in the
+    ingest service sets session state (no SET, LISTEN, cursors or session
+    advisory locks: partition DDL takes a transaction-scoped lock), so
+    there is nothing else to reset.
+    """
+
+
+class IngestApp:
+    """The ingest service's state. Create with `open`, end with `close`."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        pool: asyncpg.Pool,
+        backend: Backend,
+        telemetry: Telemetry,
+        notifier: CommitNotifier | None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.backend = backend
+        self.tracer = telemetry.tracer("sensormesh.ingest")
+        self.metrics = IngestMetrics(telemetry.meter("sensormesh.ingest"))
+        self.notifier = notifier
+        self.catalog = SensorCatalog()
+        self.partitions = PartitionManager() if backend is Backend.PARTITIONED else None
+        self.auth = Authenticator(pool, settings.ingest_token_cache_ttl.total_seconds())
+        try:
+            rules = load_rules()
+        except UnsupportedRules as exc:
+            log.warning(
+                "event=fast_validation_off reason=%r (every reading goes through protovalidate)", str(exc)
+            )
+            rules = None
+        self.preparer = Preparer(settings, self.catalog, pool, rules)
+        self.writer = BatchWriter(pool, self.catalog, self.partitions, self.tracer)
+        self.stopping = asyncio.Event()
+        self._background: set[asyncio.Task[object]] = set()
+        self._maintenance: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, settings: IngestSettings, database_url: str, telemetry: Telemetry) -> IngestApp:
+        """Connect, check the schema, start the notifier and (plain PostgreSQL) maintenance."""
+        pool = await asyncpg.create_pool(
+            database_url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            init=install_codec,
+            reset=_keep_session,
+        )
+        try:
+            async with pool.acquire() as conn:
+                backend = await storage_backend(conn)
+        except asyncpg.UndefinedTableError as exc:
+            await pool.close()
+            raise RuntimeError("the database is not migrated; run `sensormesh db migrate`") from exc
+        except BaseException:
+            await pool.close()
+            raise
+        notifier = None
+        if settings.ingest_notify:
+            notifier = CommitNotifier(
+                lambda: asyncpg.connect(database_url), settings.ingest_notify_window.total_seconds()
+            )
+            await notifier.start()
+        app = cls(settings, pool, backend, telemetry, notifier)
+        if app.partitions is not None:
+            await app.maintain()
+            app._maintenance = asyncio.create_task(app._maintain_every(settings.ingest_maintenance_interval))
+        return app
+
+    async def maintain(self) -> None:
+        """Partitions ahead of time and past retention (plain PostgreSQL)."""
+        async with self.pool.acquire() as conn:
+            await maintain(conn, self.settings, self.partitions)
+
+    async def _maintain_every(self, interval: timedelta) -> None:
+        while True:
+            await asyncio.sleep(interval.total_seconds())
+            try:
+                await self.maintain()
+            except Exception:  # keep ingesting; the next run retries
+                log.exception("event=maintenance_failed")
+
+    async def commit(self, batch: PreparedBatch, reprepare: Callable[[], Awaitable[PreparedBatch]]) -> Commit:
+        """Commit a batch, then hand its signal to the notifier.
+
+        `reprepare` rebuilds the batch when the device was registered again
+        since its sensor ids were cached.
+        """
+        try:
+            try:
+                result = await self.writer.commit(batch)
+            except StaleCatalog:
+                log.info("event=device_reregistered device=%s", batch.device_id)
+                result = await self.writer.commit(await reprepare())
+        except RETRYABLE_DATABASE_ERRORS as exc:
+            log.warning("event=database_unavailable device=%s error=%r", batch.device_id, exc)
+            raise Unavailable("the database is unavailable; retry from GetUploadOffset") from exc
+        if result.rejected:
+            first = result.rejected[0]
+            log.warning(
+                "event=readings_dead_lettered device=%s first_sequence=%d last_sequence=%d rejected=%d "
+                "sequence=%d field=%s reason=%r",
+                batch.device_id, batch.first_sequence, batch.last_sequence, len(result.rejected),
+                first.sequence, first.field, first.reason,
+            )  # fmt: skip
+        if result.duplicates:
+            log.info(
+                "event=duplicates_dropped device=%s first_sequence=%d last_sequence=%d duplicates=%d mark=%d",
+                batch.device_id, batch.first_sequence, batch.last_sequence, result.duplicates, result.mark,
+            )  # fmt: skip
+        if result.signal is not None and self.notifier is not None:
+            self.notifier.publish(result.signal)
+        if result.gap:
+            self.metrics.sequence_gaps.add(1)
+        return result
+
+    def track(self, task: asyncio.Task[object]) -> None:
+        """Keep `task` alive until it ends; `close` waits for it (in-flight commits)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for tracked tasks: batches already received finish committing."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def close(self) -> None:
+        self.stopping.set()
+        await self.drain()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        if self.notifier is not None:
+            await self.notifier.stop()
+        await self.pool.close()
+
+    async def read_mark(self, device_id: str) -> tuple[int, datetime | None]:
+        """The device's committed sequence and when it last moved; NotFound if no such device."""
+        try:
+            async with self.pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    "SELECT committed_sequence, update_time FROM upload_offsets WHERE device_id = $1",
+                    device_id,
+                )
+        except RETRYABLE_DATABASE_ERRORS as exc:
+            raise Unavailable("the database is unavailable; retry later") from exc
+        if row is None:
+            raise NotFound(f"device {device_id!r} does not exist")
+        return int(row["committed_sequence"]), row["update_time"]

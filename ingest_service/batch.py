@@ -1,0 +1,77 @@
+"""What a batch becomes before it is written: rows per table, refused readings,
+latest values, reports. Built by `prepare`, cut at the device's mark by
+`offsets.trim`, written by `writer`.
+
+Times are PostgreSQL microseconds (`pg_time`); rows are tuples in the column
+order of `sensormesh_core.storage.schema`, sorted by sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Row = tuple[Any, ...]
+
+# Position of `sequence` in every reading row (schema.KEY_COLUMNS and MEASUREMENT_COLUMNS).
+SEQUENCE = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A reading the service refused, and why."""
+
+    index: int  # in its batch
+    sequence: int
+    field: str  # path from the SequencedReading, e.g. "reading.imu.acceleration_x_mps2"
+    reason: str
+    reading: bytes  # the serialized sensormesh.v1.Reading, kept in dead_letters
+
+
+@dataclass(frozen=True, slots=True)
+class ThinningRow:
+    sensor: str
+    count: int
+    first_time: int
+    last_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class InputRow:
+    input: str
+    state: int
+    last_error: str
+    error_count: int
+    observe_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class LatestValue:
+    """A candidate for `latest_values`: the newest reading of a series in the batch."""
+
+    series_id: int
+    time: int
+    value: float
+    sequence: int
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """A decoded, validated batch of one device, ready to commit.
+
+    With `numbered_by_service` the sequences are relative (1..n): WriteReadings
+    without `first_sequence`; the writer shifts them past the device's mark.
+    """
+
+    device_id: str
+    first_sequence: int
+    last_sequence: int
+    reading_count: int
+    rows: dict[str, list[Row]] = field(default_factory=dict)
+    latest: list[LatestValue] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)  # sorted by sequence
+    thinned: list[ThinningRow] = field(default_factory=list)
+    inputs: list[InputRow] = field(default_factory=list)
+    min_time: int | None = None  # over rows, for partitions and the live signal
+    max_time: int | None = None
+    numbered_by_service: bool = False

@@ -1,0 +1,231 @@
+"""One UploadReadings stream, pipelined: while batch N is in its database
+transaction, batch N+1 is decoded and validated.
+
+Two tasks share a queue. The reader takes messages off the stream,
+authorizes and prepares them (CPU, in this process); the writer commits them
+in order (I/O, in PostgreSQL). Batches of one stream commit strictly in the
+order they arrived: if N+1 committed before N failed, the mark would pass
+readings that were never stored. `pipeline_depth` bounds how many prepared
+batches wait, so a fast device cannot fill the server's memory.
+
+When the stream ends badly (a malformed batch, the client going away, the
+server shutting down), batches received before are still committed: the
+device learns how far from GetUploadOffset and resends the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+from sensormesh.v1 import ingest_pb2
+
+from ingest_service.app import IngestApp
+from ingest_service.batch import PreparedBatch, Rejection
+from ingest_service.writer import Commit
+from sensormesh_core.errors import FieldViolation, InvalidArgument, Unavailable
+from sensormesh_core.storage.registry import TokenOwner
+
+# Rejected readings described in one response (the contract's limit).
+MAX_REPORTED_REJECTIONS = 100
+_STOP = object()
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a stream or call achieved."""
+
+    mark: int | None = None
+    accepted: int = 0
+    duplicates: int = 0
+    rejected_count: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def add(self, commit: Commit) -> None:
+        self.mark = commit.mark
+        self.accepted += commit.accepted
+        self.duplicates += commit.duplicates
+        self.rejected_count += len(commit.rejected)
+        room = MAX_REPORTED_REJECTIONS - len(self.rejected)
+        if room > 0:
+            self.rejected += commit.rejected[:room]
+
+
+@dataclass(slots=True)
+class _Item:
+    """A prepared batch on its way to the writer, with its span."""
+
+    request: ingest_pb2.UploadReadingsRequest
+    batch: PreparedBatch
+    span: trace.Span
+    started: float
+
+
+def batch_span(app: IngestApp, rpc: str, device_id: str, readings: int, first: int, last: int) -> trace.Span:
+    """The span covering one batch's preparation and commit (the database spans are its children)."""
+    return app.tracer.start_span(
+        "ingest batch",
+        attributes={
+            "rpc.method": rpc,
+            "sensormesh.device_id": device_id,
+            "sensormesh.batch.readings": readings,
+            "sensormesh.batch.first_sequence": first,
+            "sensormesh.batch.last_sequence": last,
+        },
+    )
+
+
+def end_batch_span(span: trace.Span, commit: Commit) -> None:
+    span.set_attribute("sensormesh.batch.rows_written", commit.accepted)
+    span.set_attribute("sensormesh.batch.rejected", len(commit.rejected))
+    span.set_attribute("sensormesh.batch.duplicates", commit.duplicates)
+    span.set_attribute("sensormesh.batch.committed_sequence", commit.mark)
+    span.end()
+
+
+class UploadStream:
+    """Runs one UploadReadings call for the device `owner` authenticated as."""
+
+    def __init__(self, app: IngestApp, owner: TokenOwner) -> None:
+        self._app = app
+        self._owner = owner
+        self._device_id: str | None = None
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(app.settings.ingest_pipeline_depth)
+        self.tally = Tally()
+
+    async def run(
+        self, requests: AsyncIterator[ingest_pb2.UploadReadingsRequest]
+    ) -> ingest_pb2.UploadReadingsResponse:
+        writer = asyncio.create_task(self._write_all(), name=f"upload-writer-{self._owner.device_id}")
+        self._app.track(writer)  # batches already received commit even if this call is cancelled
+        try:
+            stopped = await self._read_all(requests, writer)
+        except asyncio.CancelledError:
+            self._queue.put_nowait(_STOP)
+            raise
+        except Exception:
+            self._queue.put_nowait(_STOP)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(writer)  # commit what came before the bad batch
+            raise
+        self._queue.put_nowait(_STOP)
+        await writer
+        if stopped:
+            raise Unavailable(
+                f"the ingest service is shutting down; committed through {self.tally.mark or 'nothing new'}: "
+                "resume from GetUploadOffset",
+                reason="SHUTTING_DOWN",
+            )
+        return await self._response()
+
+    async def _read_all(
+        self, requests: AsyncIterator[ingest_pb2.UploadReadingsRequest], writer: asyncio.Task[None]
+    ) -> bool:
+        """Prepare batches until the stream ends; True if stopped by shutdown."""
+        stopping = asyncio.ensure_future(self._app.stopping.wait())
+        receive: asyncio.Future[ingest_pb2.UploadReadingsRequest] | None = None
+        try:
+            iterator = aiter(requests)
+            while True:
+                receive = asyncio.ensure_future(anext(iterator))
+                await asyncio.wait({receive, writer, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not receive.done():
+                    return not writer.done()
+                try:
+                    request = receive.result()
+                except StopAsyncIteration:
+                    return False
+                if writer.done():
+                    return False
+                await self._slots.acquire()
+                await self._prepare(request)
+        finally:
+            stopping.cancel()
+            if receive is not None and not receive.done():
+                receive.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):  # the call is over
+                    await receive
+
+    async def _prepare(self, request: ingest_pb2.UploadReadingsRequest) -> None:
+        app = self._app
+        head = app.preparer.upload_head_violations(request)
+        if head:
+            raise InvalidArgument("invalid batch: " + ", ".join(v.field for v in head), head)
+        if self._device_id is not None and request.device_id != self._device_id:
+            raise InvalidArgument(
+                "device_id changed within the stream",
+                [FieldViolation("device_id", f"must be {self._device_id!r} in every batch of a stream")],
+            )
+        app.auth.authorize(self._owner, request.device_id)
+        self._device_id = request.device_id
+        started = time.perf_counter()
+        span = batch_span(
+            app,
+            "UploadReadings",
+            request.device_id,
+            len(request.readings),
+            request.first_sequence,
+            request.last_sequence,
+        )
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                batch = await app.preparer.upload(request, checked=True)
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.end()
+            raise
+        self._queue.put_nowait(_Item(request, batch, span, started))
+
+    async def _write_all(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is _STOP:
+                return
+            try:
+                await self._commit(item)
+            finally:
+                self._slots.release()
+
+    async def _commit(self, item: _Item) -> None:
+        app = self._app
+        with trace.use_span(item.span, end_on_exit=False):
+            try:
+                commit = await app.commit(item.batch, lambda: app.preparer.upload(item.request, checked=True))
+            except BaseException as exc:
+                item.span.record_exception(exc)
+                item.span.end()
+                raise
+        end_batch_span(item.span, commit)
+        self.tally.add(commit)
+        app.metrics.record_batch(
+            "UploadReadings",
+            commit.accepted,
+            len(commit.rejected),
+            commit.duplicates,
+            time.perf_counter() - item.started,
+        )
+
+    async def _response(self) -> ingest_pb2.UploadReadingsResponse:
+        tally = self.tally
+        mark = tally.mark
+        if mark is None:  # an empty stream: report the device's mark as it is
+            mark, _ = await self._app.read_mark(self._owner.device_id)
+        return ingest_pb2.UploadReadingsResponse(
+            committed_sequence=mark,
+            accepted_count=tally.accepted,
+            duplicate_count=tally.duplicates,
+            rejected_count=tally.rejected_count,
+            rejected=[rejected_reading(r) for r in tally.rejected],
+        )
+
+
+def rejected_reading(rejection: Rejection) -> ingest_pb2.RejectedReading:
+    return ingest_pb2.RejectedReading(
+        sequence=rejection.sequence, index=rejection.index, field=rejection.field, reason=rejection.reason
+    )

@@ -1,0 +1,324 @@
+"""Every kind of bad input has a defined answer: a malformed batch is refused
+whole with field violations and nothing moves; a bad reading is refused alone,
+kept in the dead-letter table with its reason, and the mark moves past it."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import asyncpg
+import grpc
+import pytest
+from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc, reading_pb2
+
+from ingest_service.server import IngestServer, start
+from ingest_service.settings import IngestSettings
+from sensormesh_core.telemetry import Telemetry
+from tests.ingest_service.conftest import Device, details, violations
+from tests.ingest_service.readings import batch, expected, mark, reading, stored, stream
+
+pytestmark = pytest.mark.storage
+
+Mutation = Callable[[reading_pb2.Reading], None]
+
+
+def _set_imu(field: str, value: float) -> Mutation:
+    def mutate(r: reading_pb2.Reading) -> None:
+        r.ClearField("environment")
+        r.imu.acceleration_z_mps2 = 9.8
+        setattr(r.imu, field, value)
+
+    return mutate
+
+
+def _time(seconds: float) -> Mutation:
+    def mutate(r: reading_pb2.Reading) -> None:
+        r.sample_time.seconds = int(seconds)
+
+    return mutate
+
+
+def _unknown_payload(r: reading_pb2.Reading) -> None:
+    r.ClearField("payload")
+    # Field 15, length-delimited: a payload kind added by newer contracts.
+    r.MergeFromString(b"\x7a\x03\x0d\x00\x00")
+
+
+def _system(**fields: int) -> Mutation:
+    def mutate(r: reading_pb2.Reading) -> None:
+        r.system.SetInParent()
+        for name, value in fields.items():
+            setattr(r.system, name, value)
+
+    return mutate
+
+
+def _sensor(name: str) -> Mutation:
+    def mutate(r: reading_pb2.Reading) -> None:
+        r.sensor = name
+
+    return mutate
+
+
+def _measurement(name: str) -> Mutation:
+    def mutate(r: reading_pb2.Reading) -> None:
+        r.measurement.name, r.measurement.value = name, 1.0
+
+    return mutate
+
+
+NOW = time.time()
+BAD_READINGS = {
+    "not finite": (_set_imu("acceleration_x_mps2", math.nan), "reading.imu.acceleration_x_mps2", "finite"),
+    "infinite": (_set_imu("angular_rate_z_dps", math.inf), "reading.imu.angular_rate_z_dps", "finite"),
+    "out of range": (_set_imu("acceleration_y_mps2", 2000.5), "reading.imu.acceleration_y_mps2", "2000"),
+    "no sample time": (lambda r: r.ClearField("sample_time"), "reading.sample_time", "required"),
+    "too far ahead": (_time(NOW + 3600), "reading.sample_time", "ahead of the server's clock"),
+    "before the floor": (_time(1_000), "reading.sample_time", "time floor"),
+    "older than retention": (_time(NOW - 40 * 86400), "reading.sample_time", "retention"),
+    "no payload": (lambda r: r.ClearField("payload"), "reading.payload", "required"),
+    "unknown payload": (_unknown_payload, "reading.payload", "unknown payload (field 15)"),
+    "bad sensor name": (_sensor("-starts with a dash"), "reading.sensor", "pattern"),
+    "empty system payload": (_system(), "reading.system", "at least one"),
+    "disk size beyond bigint": (_system(disk_used_bytes=2**63), "reading.system.disk_used_bytes", "at most"),
+    "reserved measurement name": (_measurement("temperature"), "reading.measurement.name", "must not be in"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_READINGS, ids=list(BAD_READINGS))
+async def test_a_bad_reading_is_dead_lettered_and_the_mark_moves_past_it(
+    case: str, stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
+) -> None:
+    mutate, field, reason = BAD_READINGS[case]
+    request = batch(device.device_id, 1, 10)
+    bad = request.readings[4]  # sequence 5
+    mutate(bad.reading)
+
+    response = await stub.UploadReadings(stream([request]), metadata=device.metadata)
+
+    assert (response.committed_sequence, response.accepted_count, response.rejected_count) == (10, 9, 1)
+    rejected = response.rejected[0]
+    assert (rejected.sequence, rejected.index, rejected.field) == (5, 4, field)
+    assert reason in rejected.reason
+    letters = await db.fetch("SELECT device_id, sequence, field, reason, reading FROM dead_letters")
+    assert len(letters) == 1
+    letter = letters[0]
+    assert (letter["device_id"], letter["sequence"], letter["field"]) == (device.device_id, 5, field)
+    assert reason in letter["reason"]
+    assert letter["reading"] == bad.reading.SerializeToString()  # kept whole, unknown fields too
+    assert await stored(db, device.device_id) == expected(set(range(1, 11)) - {5})
+    assert await mark(db, device.device_id) == 10
+
+
+async def test_refused_readings_are_logged_with_device_and_reason(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = batch(device.device_id, 1, 10)
+    request.readings[6].reading.imu.acceleration_x_mps2 = math.inf
+
+    with caplog.at_level("INFO"):
+        await stub.UploadReadings(stream([request, request]), metadata=device.metadata)
+
+    refused = [r.getMessage() for r in caplog.records if "event=readings_dead_lettered" in r.getMessage()]
+    assert len(refused) == 1
+    assert f"device={device.device_id}" in refused[0] and "sequence=7" in refused[0]
+    assert "field=reading.imu.acceleration_x_mps2" in refused[0]
+    assert any(
+        "event=duplicates_dropped" in r.getMessage() and "duplicates=10" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+async def test_dead_letters_of_a_replayed_batch_are_not_stored_twice(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
+) -> None:
+    request = batch(device.device_id, 1, 10)
+    request.readings[2].reading.imu.acceleration_x_mps2 = math.nan
+
+    await stub.UploadReadings(stream([request]), metadata=device.metadata)
+    again = await stub.UploadReadings(stream([request]), metadata=device.metadata)
+
+    assert (again.rejected_count, again.duplicate_count) == (0, 10)
+    assert await db.fetchval("SELECT count(*) FROM dead_letters") == 1
+
+
+def _out_of_order(request: ingest_pb2.UploadReadingsRequest) -> None:
+    request.readings[3].sequence = 2
+
+
+def _after_last(request: ingest_pb2.UploadReadingsRequest) -> None:
+    request.readings[9].sequence = 11
+
+
+def _before_first(request: ingest_pb2.UploadReadingsRequest) -> None:
+    request.first_sequence = 2
+
+
+def _last_before_first(request: ingest_pb2.UploadReadingsRequest) -> None:
+    request.last_sequence = 0
+
+
+def _malformed_device(request: ingest_pb2.UploadReadingsRequest) -> None:
+    request.device_id = "Greenhouse_Pi"
+
+
+BAD_BATCHES = {
+    "out of order": (_out_of_order, "readings[3].sequence", "greater than 3"),
+    "after last_sequence": (_after_last, "readings[9].sequence", "after the batch's last_sequence 10"),
+    "before first_sequence": (_before_first, "readings[0].sequence", "greater than 1"),
+    "last before first": (_last_before_first, "last_sequence", ""),
+    "malformed device id": (_malformed_device, "device_id", "pattern"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_BATCHES, ids=list(BAD_BATCHES))
+async def test_a_malformed_batch_is_refused_whole_and_nothing_moves(
+    case: str, stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
+) -> None:
+    mutate, field, description = BAD_BATCHES[case]
+    request = batch(device.device_id, 1, 10)
+    mutate(request)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.UploadReadings(stream([request]), metadata=device.metadata)
+
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    found = violations(refused.value)
+    assert field in found, found
+    assert description in found[field]
+    assert details(refused.value)["ErrorInfo"].reason == "INVALID_ARGUMENT"  # type: ignore[attr-defined]
+    assert await stored(db, device.device_id) == expected([])
+    assert await mark(db, device.device_id) == 0
+    assert await db.fetchval("SELECT count(*) FROM dead_letters") == 0
+
+
+async def test_batches_before_a_malformed_one_are_committed(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
+) -> None:
+    broken = batch(device.device_id, 21, 30)
+    _out_of_order(broken)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.UploadReadings(
+            stream([batch(device.device_id, 1, 10), batch(device.device_id, 11, 20), broken]),
+            metadata=device.metadata,
+        )
+
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert await mark(db, device.device_id) == 20
+    assert await stored(db, device.device_id) == expected(range(1, 21))
+
+
+async def test_a_stream_may_not_change_device(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.UploadReadings(
+            stream([batch(device.device_id, 1, 10), batch("another-pi", 11, 20)]), metadata=device.metadata
+        )
+
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "device_id" in violations(refused.value)
+    assert await mark(db, device.device_id) == 10
+
+
+@pytest.fixture
+def small_limits(ingest_settings: IngestSettings) -> IngestSettings:
+    ingest_settings.ingest_max_batch_readings = 5
+    ingest_settings.ingest_max_message_bytes = 64 * 1024
+    return ingest_settings
+
+
+async def test_an_oversize_batch_is_refused(
+    small_limits: IngestSettings, telemetry: Telemetry, device: Device, db: asyncpg.Connection
+) -> None:
+    server: IngestServer = await start(small_limits, telemetry=telemetry)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as too_many:
+                await stub.UploadReadings(stream([batch(device.device_id, 1, 6)]), metadata=device.metadata)
+            big = batch(device.device_id, 1, 3)
+            big.readings[0].reading.sensor = "x" * (70 * 1024)
+            with pytest.raises(grpc.aio.AioRpcError) as too_big:
+                await stub.UploadReadings(stream([big]), metadata=device.metadata)
+            write = ingest_pb2.WriteReadingsRequest(
+                device_id=device.device_id, readings=[reading(i) for i in range(1, 7)]
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as too_many_writes:
+                await stub.WriteReadings(write, metadata=device.metadata)
+    finally:
+        await server.stop(grace=5)
+
+    assert too_many.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 5 readings" in violations(too_many.value)["readings"]
+    assert too_big.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert too_many_writes.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "readings" in violations(too_many_writes.value)
+    assert await mark(db, device.device_id) == 0
+
+
+async def test_write_readings_stores_the_valid_and_reports_the_rest(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
+) -> None:
+    readings = [reading(s) for s in range(1, 4)]
+    readings[1].imu.acceleration_x_mps2 = math.inf
+
+    response = await stub.WriteReadings(
+        ingest_pb2.WriteReadingsRequest(device_id=device.device_id, readings=readings),
+        metadata=device.metadata,
+    )
+
+    assert (response.committed_sequence, response.accepted_count, response.rejected_count) == (3, 2, 1)
+    assert (response.rejected[0].sequence, response.rejected[0].field) == (
+        2,
+        "reading.imu.acceleration_x_mps2",
+    )
+    assert await db.fetchval("SELECT count(*) FROM dead_letters") == 1
+
+
+async def test_write_readings_with_every_reading_bad_is_refused_and_stores_nothing(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
+) -> None:
+    readings = [reading(s) for s in range(1, 3)]
+    readings[0].imu.acceleration_x_mps2 = math.nan
+    readings[1].ClearField("sample_time")
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.WriteReadings(
+            ingest_pb2.WriteReadingsRequest(device_id=device.device_id, readings=readings),
+            metadata=device.metadata,
+        )
+
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert set(violations(refused.value)) == {
+        "readings[0].imu.acceleration_x_mps2",
+        "readings[1].sample_time",
+    }
+    assert await mark(db, device.device_id) == 0
+    assert await db.fetchval("SELECT count(*) FROM dead_letters") == 0
+
+
+async def test_an_empty_write_is_refused(stub: ingest_pb2_grpc.IngestServiceStub, device: Device) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.WriteReadings(
+            ingest_pb2.WriteReadingsRequest(device_id=device.device_id), metadata=device.metadata
+        )
+
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "readings" in violations(refused.value)
+
+
+async def test_a_reading_far_in_the_past_within_retention_gets_its_partition(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
+) -> None:
+    request = batch(device.device_id, 1, 3)
+    request.readings[1].reading.sample_time.seconds = int(NOW - timedelta(days=20).total_seconds())
+
+    response = await stub.UploadReadings(stream([request]), metadata=device.metadata)
+
+    assert (response.accepted_count, response.rejected_count) == (3, 0)
+    assert await stored(db, device.device_id) == expected(range(1, 4))

@@ -1,0 +1,53 @@
+"""Sensors and series are created on first sight, once, even when several
+ingest replicas meet them at the same moment."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from ingest_service.catalog import SensorCatalog, Wanted
+from sensormesh_core.errors import NotFound
+from sensormesh_core.storage.registry import create_device
+
+pytestmark = pytest.mark.storage
+
+WANTED = Wanted(
+    typed=frozenset({("imu", "mpu6050-0x68"), ("environment", "bme280-0x76"), ("system", "system")}),
+    measurements=frozenset({("soil-probe", "soil_moisture", "%"), ("system", "fan_speed", "rpm")}),
+)
+
+
+async def test_replicas_resolving_the_same_names_at_once_agree_on_the_ids(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    await create_device(db, "pi-1")
+    replicas = [SensorCatalog() for _ in range(6)]
+    conns = [await asyncpg.connect(database_url) for _ in replicas]
+    try:
+        views = await asyncio.gather(
+            *(c.resolve(conn, "pi-1", WANTED) for c, conn in zip(replicas, conns, strict=True))
+        )
+    finally:
+        for conn in conns:
+            await conn.close()
+
+    first = views[0]
+    for view in views[1:]:
+        assert (view.typed, view.typed_series, view.measurements) == (
+            first.typed,
+            first.typed_series,
+            first.measurements,
+        )
+    assert await db.fetchval("SELECT count(*) FROM sensors") == 4
+    # 6 IMU + 3 environment + 3 system quantities, and two generic series
+    assert await db.fetchval("SELECT count(*) FROM series") == 14
+    assert await db.fetchval("SELECT unit FROM series WHERE quantity = 'fan_speed'") == "rpm"
+    assert first.measurements[("system", "fan_speed")] != first.measurements[("soil-probe", "soil_moisture")]
+
+
+async def test_resolving_for_a_device_that_does_not_exist_is_not_found(db: asyncpg.Connection) -> None:
+    with pytest.raises(NotFound):
+        await SensorCatalog().resolve(db, "ghost-pi", WANTED)
