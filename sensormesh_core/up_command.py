@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -44,10 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ports.add_argument("--query", metavar="ADDRESS", help="query service (default 127.0.0.1:50052)")
 
 
-class StopRequested(Exception):
-    """SIGINT or SIGTERM arrived while the stack was starting."""
-
-
 class Signals:
     """First SIGINT/SIGTERM: stop in order. A second one: stop now (kill what is left)."""
 
@@ -55,6 +52,7 @@ class Signals:
         self.requested = threading.Event()
         self.hurry = False
         self.starting = True
+        self.on_hurry: Callable[[], None] = lambda: None
 
     def install(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -63,9 +61,12 @@ class Signals:
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.requested.is_set():
             self.hurry = True
+            self.on_hurry()
             return
         self.requested.set()
         if self.starting:
+            from sensormesh_core.stack.status import StopRequested
+
             raise StopRequested(signal.Signals(signum).name)
 
 
@@ -94,7 +95,6 @@ def _log_to_file(path: Path, level: str) -> None:
 
 def _options(args: argparse.Namespace) -> StackOptions:
     from ingest_service.settings import IngestSettings
-
     from query_service.settings import QuerySettings
     from sensormesh_core.stack.examples import Endpoints
     from sensormesh_core.stack.settings import StackSettings
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sensormesh_core.stack.banner import banner
     from sensormesh_core.stack.stack import LocalStack
-    from sensormesh_core.stack.status import Status, StepFailed
+    from sensormesh_core.stack.status import Status, StepFailed, StopRequested
 
     try:
         options = _options(args)
@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     signals = Signals()
     signals.install()
     stack = LocalStack(options, status)
+    signals.on_hurry = stack.kill_children
     status.note(f"sensormesh up: starting; logs in {options.log_dir}/")
     try:
         stack.start()

@@ -244,6 +244,14 @@ class LocalStack:
 
     # -- stop ------------------------------------------------------------------------------------
 
+    def kill_children(self) -> None:
+        """SIGKILL every program still running (a second Ctrl-C); the database still stops cleanly."""
+        for child in self.running.children():
+            if child.exited() is None:
+                child.process.kill()
+        if self.running.envoy is not None and self.running.envoy.process.poll() is None:
+            self.running.envoy.process.kill()
+
     def stop(self, hurry: Callable[[], bool] = lambda: False) -> None:
         """Stop in reverse order; `hurry()` true (a second Ctrl-C) kills what is left at once."""
         r = self.running

@@ -18,6 +18,10 @@ class StepFailed(Exception):
     """A step could not finish; the message says what to do."""
 
 
+class StopRequested(Exception):
+    """SIGINT or SIGTERM arrived while the stack was starting."""
+
+
 class Status:
     """Prints steps and notes to `stream` (stdout by default)."""
 
@@ -38,6 +42,9 @@ class Status:
             self._write(f"  ...  {label}")
         try:
             yield details
+        except StopRequested:
+            self._finish("stop", label, details, started)
+            raise
         except BaseException:
             self._finish("FAIL", label, details, started)
             raise
