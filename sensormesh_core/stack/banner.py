@@ -16,7 +16,14 @@ def banner(options: StackOptions, running: Running) -> str:
         ("query (gRPC)", reachable(e.query)),
     ]
     if database is not None:
-        where.append(("PostgreSQL", database.url if database.embedded else "the --database-url you gave"))
+        where.append(
+            (
+                "PostgreSQL",
+                database.url
+                if database.embedded
+                else "the configured database (--database-url / SENSORMESH_DATABASE_URL)",
+            )
+        )
     where.append(("logs", f"{display_path(options.log_dir)}/  (one file per program)"))
     if running.tokens:
         where.append(("device tokens", f"{display_path(options.data_dir / 'devices')}/  (0600)"))

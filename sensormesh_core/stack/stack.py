@@ -124,7 +124,7 @@ class LocalStack:
         with self.status.step(label) as details:
             self.running.database = open_database(storage)
             details.append(f"{server_version(self.running.database.url)}")
-            details.append(f"data in {pgdata}" if embedded else "at --database-url")
+            details.append(f"data in {pgdata}" if embedded else "the configured database")
         return self.running.database.url
 
     def _migrate(self, url: str) -> None:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from tests.stack.up_process import Ports, UpProcess, gone, postmaster
@@ -162,3 +163,23 @@ def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert f"port {ports.http} (Envoy) is taken" in result.stdout and "--http" in result.stdout
     assert not (tmp_path / ".sensormesh" / "postgres").exists()
+
+
+@pytest.mark.storage
+def test_up_with_a_database_url_and_no_agent_leaves_that_server_running(
+    database_url: str, tmp_path: Path
+) -> None:
+    ports = Ports()
+    up = UpProcess(tmp_path, [*ports.flags(), "--no-agent", "--database-url", database_url])
+    try:
+        up.wait_for("Ctrl-C stops everything", START_TIMEOUT_S)
+        assert "the configured database" in up.output and "simulated" not in up.output
+        listed = httpx.get(f"http://127.0.0.1:{ports.http}/v1/devices", timeout=10).json()
+        assert listed["devices"] == []
+        assert up.interrupt() == 0, up.output
+        assert "database released" in up.output
+    finally:
+        up.close()
+    assert not (tmp_path / ".sensormesh" / "postgres").exists()
+    with psycopg.connect(database_url) as conn:  # the server we were given still runs
+        assert conn.execute("SELECT 1").fetchone() == (1,)
