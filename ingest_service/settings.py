@@ -52,7 +52,7 @@ class IngestSettings(StorageSettings):
         default=timedelta(milliseconds=20),
         description=(
             "At most one NOTIFY statement per window (a device's signals within it are merged); a commit "
-            "after a quiet spell is signalled at once. What a live subscriber's latency gains under load."
+            "after a quiet spell is signalled at once, under steady load within this window."
         ),
     )
     ingest_max_connection_age: timedelta = Field(
