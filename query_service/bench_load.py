@@ -137,7 +137,7 @@ def steadiness(results: list[bench_gateways.GatewayResult], first: int, last: in
     for result in results:
         sent.update(result.sent_samples)
         received.update(result.received_samples)
-    seconds = range(first, last + 1)
+    seconds = range(first, max(first, last) + 1)  # a window shorter than two seconds: one second
     per_second = [sent[s] for s in seconds]
     delivered = [received[s] for s in seconds]
     lags = sorted(lag for result in results for lag in result.lags_ms)

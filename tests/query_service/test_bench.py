@@ -18,7 +18,7 @@ def test_the_benchmark_reports_its_figures(postgres_admin_url: str) -> None:
     result = subprocess.run(
         [
             sys.executable, "-m", "sensormesh_core", "--log-level", "WARNING", "bench", "query", "--json",
-            "--iterations", "3", "--raw-iterations", "1", "--live-seconds", "1.5",
+            "--iterations", "3", "--raw-iterations", "1", "--live-seconds", "2.5",
             "--load-samples-per-s", "2500", "--load-processes", "1",
         ],
         env={**os.environ, "SENSORMESH_DATABASE_URL": postgres_admin_url},
