@@ -21,7 +21,11 @@ def _sum(column: str, sql_type: SqlType) -> str:
 
 
 async def raw_buckets(
-    conn: asyncpg.Connection, source: RollupSource, width: str, before: datetime, after: datetime | None = None
+    conn: asyncpg.Connection,
+    source: RollupSource,
+    width: str,
+    before: datetime,
+    after: datetime | None = None,
 ) -> Buckets:
     """Every bucket of `width` before `before` (and from `after`), aggregated from the raw rows."""
     aggregates = ", ".join(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,7 +42,7 @@ async def writer(db: asyncpg.Connection) -> ReadingWriter:
 
 
 @pytest.fixture
-async def refresher(database_url: str) -> AsyncIterator[Callable[..., Awaitable[rollups.RefreshReport]]]:
+def refresher(database_url: str) -> Callable[..., Awaitable[rollups.RefreshReport]]:
     """Runs one refresh on a connection of its own, as the ingest service does."""
 
     async def run(**options: Any) -> rollups.RefreshReport:
@@ -53,7 +53,7 @@ async def refresher(database_url: str) -> AsyncIterator[Callable[..., Awaitable[
         finally:
             await conn.close()
 
-    yield run
+    return run
 
 
 async def _wait_for_lock_wait(db: asyncpg.Connection, deadline_s: float = 10) -> None:
@@ -185,8 +185,8 @@ async def test_a_writer_after_the_gate_records_its_late_rows(
     transaction = other.transaction()
     real_gate = rollups.pass_gate
 
-    async def gate_then_a_writer_begins(conn: asyncpg.Connection, timeout: timedelta) -> datetime:
-        now: datetime = await real_gate(conn, timeout)
+    async def gate_then_a_writer_begins(conn: asyncpg.Connection, lock_timeout: timedelta) -> datetime:
+        now: datetime = await real_gate(conn, lock_timeout)
         # What every writer does in its batch transaction (ingest's writer.py, ReadingWriter).
         await transaction.start()
         clock = await other.fetchval(f"WITH {GATE_CTE} SELECT now FROM gate")
