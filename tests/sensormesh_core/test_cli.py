@@ -20,6 +20,15 @@ def test_db_migrate_then_current(empty_database_url: str, monkeypatch, capsys) -
     assert out.strip().endswith("0003")
 
 
+def test_db_refresh_rollups_catches_up(database_url: str, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SENSORMESH_DATABASE_URL", database_url)
+    assert main(["db", "refresh-rollups"]) == 0
+    assert "minute_rows=" in capsys.readouterr().out
+    with psycopg.connect(database_url) as conn:
+        marks = conn.execute("SELECT count(*) FROM rollup_watermarks WHERE watermark IS NULL").fetchone()
+        assert marks == (0,)
+
+
 def test_devices_create_prints_a_token_that_authenticates(database_url: str, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("SENSORMESH_DATABASE_URL", database_url)
     assert main(["devices", "create", "greenhouse-pi-1", "--display-name", "Greenhouse"]) == 0
