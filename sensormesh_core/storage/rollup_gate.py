@@ -84,7 +84,7 @@ def late_ranges(rows_by_table: Mapping[str, Sequence[Sequence[Any]]], horizon: A
     """Per table and key, the first and last time of the rows older than `horizon`.
 
     A batch's table usually holds one key (a device's IMU, say): that case
-    runs at C speed (itemgetter, min, max), about 20 µs for 1,000 rows.
+    takes a few passes at C speed (itemgetter, min, max) instead of a Python loop.
     """
     found: list[LateRange] = []
     for table, rows in rows_by_table.items():
