@@ -17,6 +17,7 @@ import asyncpg
 
 from sensormesh_core.errors import AlreadyExists, NotFound
 from sensormesh_core.storage.live_signal import CHANNEL, DeviceDeleted
+from sensormesh_core.storage.rollups import forget_keys, has_rollup_tables
 from sensormesh_core.storage.schema import MEASUREMENTS_TABLE, TYPED_TABLES
 from sensormesh_core.tokens import hash_token, new_token
 
@@ -209,12 +210,13 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
     batch transaction holds the offset row and then writes rows that reference
     the device (input states, thinning reports, dead letters), whose foreign
     keys take a share lock on the device row; locking the device row first
-    would deadlock with it. Live feeds of the device on every query process
+    would deadlock with it. On plain PostgreSQL the device's rollup buckets go
+    in the same transaction. Live feeds of the device on every query process
     hear `DeviceDeleted` when the transaction commits, and end.
 
     Sensor and series ids are identities and never reused, so rows that
-    TimescaleDB's rollups still hold for them are unreachable and age out
-    with the rollup retention. Raises NotFound.
+    TimescaleDB's continuous aggregates still hold for them are unreachable
+    and age out with the rollup retention. Raises NotFound.
     """
     async with conn.transaction():
         await conn.execute("SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device_id)
@@ -243,6 +245,8 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
             f"DELETE FROM {MEASUREMENTS_TABLE} WHERE series_id = ANY($1::int[])", series_ids
         )
         deleted += _row_count(status)
+        if await has_rollup_tables(conn):
+            await forget_keys(conn, sensor_ids, series_ids)
         await conn.execute("DELETE FROM devices WHERE device_id = $1", device_id)
         # Inside the transaction: heard only if it commits. Deletes are rare, so the
         # notify queue's commit lock (see live_signal) costs nothing here.

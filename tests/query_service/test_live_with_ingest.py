@@ -140,7 +140,7 @@ async def test_deleting_a_device_while_a_batch_commits_waits_for_it_and_deletes_
             status = second.input_statuses.add(input="bme280", state=ingest_pb2.INPUT_STATE_OK)
             status.observe_time.GetCurrentTime()
             upload = asyncio.create_task(gateway.upload(to_ingest, [second]))
-            await _until(lambda: _waiting_on_lock(db, "WITH latest AS"))
+            await _until(lambda: _waiting_on_lock(db, "INSERT INTO latest_values"))
             devices = device_pb2_grpc.DeviceServiceStub(to_query)
             delete = asyncio.ensure_future(
                 devices.DeleteDevice(device_pb2.DeleteDeviceRequest(device_id=gateway.device_id), timeout=30)

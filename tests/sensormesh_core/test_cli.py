@@ -16,8 +16,17 @@ def test_db_migrate_then_current(empty_database_url: str, monkeypatch, capsys) -
     assert main(["db", "migrate"]) == 0
     assert main(["db", "current"]) == 0
     out = capsys.readouterr().out
-    assert "schema at revision 0002" in out
-    assert out.strip().endswith("0002")
+    assert "schema at revision 0003" in out
+    assert out.strip().endswith("0003")
+
+
+def test_db_refresh_rollups_catches_up(database_url: str, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SENSORMESH_DATABASE_URL", database_url)
+    assert main(["db", "refresh-rollups"]) == 0
+    assert "minute_rows=" in capsys.readouterr().out
+    with psycopg.connect(database_url) as conn:
+        marks = conn.execute("SELECT count(*) FROM rollup_watermarks WHERE watermark IS NULL").fetchone()
+        assert marks == (0,)
 
 
 def test_devices_create_with_database_url_writes_the_registry_directly(database_url: str, capsys) -> None:  # type: ignore[no-untyped-def]
