@@ -86,6 +86,11 @@ class SensorCatalog:
             found = self._devices[device_id] = DeviceCatalog()
         return found
 
+    def _gone(self, device_id: str) -> NotFound:
+        self.forget(device_id)
+        log.info("event=device_deleted_while_resolving device=%s", device_id)
+        return NotFound(f"device {device_id!r} does not exist")
+
     def forget(self, device_id: str) -> None:
         """Drop what is known of a device (deleted, or registered again)."""
         self._devices.pop(device_id, None)
@@ -99,24 +104,30 @@ class SensorCatalog:
                 raise NotFound(f"device {device_id!r} does not exist")
             device.incarnation = micros(created)
         names = sorted({name for _, name in wanted.typed} | {name for name, _, _ in wanted.measurements})
+        # Each statement runs on its own: the device may be deleted (DeleteDevice) between
+        # any two of them. Then a foreign key refuses the insert, or a row just inserted
+        # is gone when read back; either way the batch gets NOT_FOUND, not INTERNAL.
         try:
             await conn.execute(_INSERT_SENSORS, device_id, names)
+            sensor_ids = {
+                row["name"]: row["sensor_id"] for row in await conn.fetch(_SELECT_SENSORS, device_id, names)
+            }
+            if len(sensor_ids) < len(names):
+                raise self._gone(device_id)
+            series: list[tuple[int, str, str]] = []
+            for kind, name in wanted.typed:
+                series += [(sensor_ids[name], q.name, q.unit) for q in TYPED_BY_PAYLOAD[kind].quantities]
+            series += [(sensor_ids[name], quantity, unit) for name, quantity, unit in wanted.measurements]
+            columns = [list(column) for column in zip(*series, strict=True)] if series else [[], [], []]
+            await conn.execute(_INSERT_SERIES, *columns)
+            series_ids = {
+                (row["sensor_id"], row["quantity"]): row["series_id"]
+                for row in await conn.fetch(_SELECT_SERIES, columns[0], columns[1])
+            }
         except asyncpg.ForeignKeyViolationError as exc:
-            self.forget(device_id)
-            raise NotFound(f"device {device_id!r} does not exist") from exc
-        sensor_ids = {
-            row["name"]: row["sensor_id"] for row in await conn.fetch(_SELECT_SENSORS, device_id, names)
-        }
-        series: list[tuple[int, str, str]] = []
-        for kind, name in wanted.typed:
-            series += [(sensor_ids[name], q.name, q.unit) for q in TYPED_BY_PAYLOAD[kind].quantities]
-        series += [(sensor_ids[name], quantity, unit) for name, quantity, unit in wanted.measurements]
-        columns = [list(column) for column in zip(*series, strict=True)] if series else [[], [], []]
-        await conn.execute(_INSERT_SERIES, *columns)
-        series_ids = {
-            (row["sensor_id"], row["quantity"]): row["series_id"]
-            for row in await conn.fetch(_SELECT_SERIES, columns[0], columns[1])
-        }
+            raise self._gone(device_id) from exc
+        if len(series_ids) < len(series):
+            raise self._gone(device_id)
         for kind, name in wanted.typed:
             sensor_id = sensor_ids[name]
             for q in TYPED_BY_PAYLOAD[kind].quantities:

@@ -10,7 +10,7 @@ import pytest
 
 from ingest_service.catalog import SensorCatalog, Wanted
 from sensormesh_core.errors import NotFound
-from sensormesh_core.storage.registry import create_device
+from sensormesh_core.storage.registry import create_device, delete_device
 
 pytestmark = pytest.mark.storage
 
@@ -51,3 +51,42 @@ async def test_replicas_resolving_the_same_names_at_once_agree_on_the_ids(
 async def test_resolving_for_a_device_that_does_not_exist_is_not_found(db: asyncpg.Connection) -> None:
     with pytest.raises(NotFound):
         await SensorCatalog().resolve(db, "ghost-pi", WANTED)
+
+
+class _DeletesBefore:
+    """A connection that deletes the device (DeleteDevice, on another connection)
+    just before the statement starting with `before` runs: the race of a device
+    deleted while its first batch is being prepared."""
+
+    def __init__(self, conn: asyncpg.Connection, deleter: asyncpg.Connection, before: str) -> None:
+        self._conn, self._deleter, self._before = conn, deleter, before
+
+    async def _maybe_delete(self, sql: str) -> None:
+        if sql.startswith(self._before):
+            await delete_device(self._deleter, "pi-1")
+
+    async def execute(self, sql: str, *args: object) -> str:
+        await self._maybe_delete(sql)
+        return str(await self._conn.execute(sql, *args))
+
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        await self._maybe_delete(sql)
+        return list(await self._conn.fetch(sql, *args))
+
+    async def fetchval(self, sql: str, *args: object) -> object:
+        return await self._conn.fetchval(sql, *args)
+
+
+@pytest.mark.parametrize("before", ["SELECT name, sensor_id", "INSERT INTO series", "SELECT s.sensor_id"])
+async def test_a_device_deleted_while_its_names_resolve_is_not_found(
+    database_url: str, db: asyncpg.Connection, before: str
+) -> None:
+    await create_device(db, "pi-1")
+    deleter = await asyncpg.connect(database_url)
+    catalog = SensorCatalog()
+    try:
+        with pytest.raises(NotFound):
+            await catalog.resolve(_DeletesBefore(db, deleter, before), "pi-1", WANTED)  # type: ignore[arg-type]
+    finally:
+        await deleter.close()
+    assert catalog.view("pi-1").incarnation is None  # forgotten: a re-registered pi-1 starts afresh
