@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-_SERVING = re.compile(r"event=\w+_serving .*port=(\d+)")
+# `event=query_serving ... port=N` (query) or `event=ingest_listening ... port=N` (ingest).
+_SERVING = re.compile(r"event=\w+_(?:serving|listening) .*port=(\d+)")
 
 
 class ServiceProcess:
@@ -28,7 +29,7 @@ class ServiceProcess:
         self.port = 0
 
     def wait_serving(self, timeout: float = 30.0) -> int:
-        """The bound port, from the service's `event=..._serving port=N` line."""
+        """The bound port, from the service's `event=..._serving port=N` (or `_listening`) line."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             match = _SERVING.search(self.log_path.read_text(errors="replace"))
