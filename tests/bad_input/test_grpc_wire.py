@@ -44,11 +44,11 @@ def _write_unit(device: Device) -> tuple[Message, str]:
 
 
 def _write_device(device: Device) -> tuple[Message, str]:
-    return ingest_pb2.WriteReadingsRequest(device_id=BAD.lower(), readings=[imu_reading()]), "device_id"
+    return ingest_pb2.WriteReadingsRequest(device_id=BAD, readings=[imu_reading()]), "device_id"
 
 
 def _offset(device: Device) -> tuple[Message, str]:
-    return ingest_pb2.GetUploadOffsetRequest(device_id=BAD.lower()), "device_id"
+    return ingest_pb2.GetUploadOffsetRequest(device_id=BAD), "device_id"
 
 
 def _list_sensor(device: Device) -> tuple[Message, str]:
@@ -64,7 +64,7 @@ def _latest_quantity(device: Device) -> tuple[Message, str]:
 
 
 def _get_device(device: Device) -> tuple[Message, str]:
-    return device_pb2.GetDeviceRequest(device_id=BAD.lower()), "device_id"
+    return device_pb2.GetDeviceRequest(device_id=BAD), "device_id"
 
 
 def _create_label(device: Device) -> tuple[Message, str]:
