@@ -55,10 +55,32 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class ClientMetadataEncoding(logging.Filter):
+    """grpc logs an error with a traceback, several times per call, for each metadata
+    value that is not UTF-8: bad client input any caller can repeat at will, which the
+    service answers like any other bad credential. One info line per record instead,
+    without the value (it may be a credential)."""
+
+    PREFIX = "Invalid encoding on "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(self.PREFIX):
+            length = len(record.getMessage()) - len(self.PREFIX)
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "event=client_metadata_not_utf8 shown_length=%d",
+                (length,),
+                None,
+                None,
+            )
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def configure_logging(level: str = "INFO", fmt: LogFormat = "logfmt") -> None:
     """Send the root logger to stderr in `fmt`; quiet chatty libraries."""
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    handler.addFilter(ClientMetadataEncoding())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

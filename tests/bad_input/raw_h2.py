@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Sequence
 
 import h2.config
 import h2.connection
 import h2.errors
+import h2.events
 
 
 def grpc_frame(message: bytes) -> bytes:
@@ -61,12 +63,28 @@ class RawCall:
         self.conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
         self._flush()
 
-    def read_some(self) -> bytes:
-        """Whatever the peer sent so far (settings, headers, trailers), up to 64 KiB."""
-        try:
-            return self.sock.recv(65536)
-        except (TimeoutError, ConnectionResetError):
-            return b""
+    def outcome(self, within: float = 10.0) -> str:
+        """How the call ended: its grpc-status, "reset" (RST_STREAM or GOAWAY), or "closed"."""
+        deadline = time.monotonic() + within
+        self.sock.settimeout(0.5)
+        while time.monotonic() < deadline:
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                return "closed"
+            if not data:
+                return "closed"
+            for event in self.conn.receive_data(data):
+                if isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
+                    return "reset"
+                if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                    status = dict(event.headers).get(b"grpc-status")
+                    if status is not None:
+                        return status.decode()
+            self._flush()
+        raise AssertionError(f"the call did not end within {within} s")
 
     def abort(self) -> None:
         """Drop the connection with a TCP RST: no END_STREAM, no GOAWAY, no FIN."""

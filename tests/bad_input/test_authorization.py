@@ -5,8 +5,6 @@ another device's, and the device's own token in any accepted spelling works."""
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import httpx
 import psycopg
@@ -112,16 +110,9 @@ def test_header_bytes_no_grpc_library_sends(
     for port in (stack.ingest.port, stack.envoy.options.listen_port):
         call = RawCall(port, "/sensormesh.v1.IngestService/WriteReadings", [("authorization", value)])
         call.send(grpc_frame(_write_request(device)), end=True)
-        answer, deadline = b"", time.monotonic() + 5
-        while time.monotonic() < deadline:
-            chunk = call.read_some()
-            if not chunk:
-                break
-            answer += chunk
-            if b"grpc-status" in answer:
-                break
+        outcome = call.outcome()
         call.abort()
-        assert b"grpc-status: 0" not in answer and b"grpc-status\x010" not in answer
+        assert outcome in ("16", "reset", "closed"), outcome  # UNAUTHENTICATED, or refused by HTTP/2
     assert committed(db, device.device_id) == 0
 
 

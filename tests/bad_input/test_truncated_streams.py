@@ -113,16 +113,15 @@ def test_a_half_written_message_is_dropped_and_the_whole_ones_kept(
 def test_the_end_of_a_stream_inside_a_message_is_not_a_batch(
     stack: Stack, device: Device, db: psycopg.Connection
 ) -> None:
-    """END_STREAM after half a message: the client says it is done, mid-message."""
+    """END_STREAM after half a message: the client says it is done, mid-message. grpc ends
+    the call with the response of the whole batches (OK, committed_sequence at their end);
+    the half message is no batch and stores nothing."""
     call = RawCall(stack.ingest.port, UPLOAD, device.metadata)
     whole, cut = (grpc_frame(_batch(device, n).SerializeToString()) for n in (0, 1))
     call.send(whole + cut[:40], end=True)
-    answer = b""
-    deadline = time.monotonic() + 10
-    while b"grpc-status" not in answer and time.monotonic() < deadline:
-        answer += call.read_some()
+    outcome = call.outcome()
     call.abort()
-    assert b"grpc-status" in answer  # the server ended the call
+    assert outcome not in ("2", "13"), outcome  # never UNKNOWN or INTERNAL
     _resumes(stack, device, db, 1)
 
 
