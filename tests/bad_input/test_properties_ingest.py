@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from sensormesh.v1 import ingest_pb2
 
 from tests.bad_input.budget import examples
@@ -77,6 +77,7 @@ class Ledger:
 
 def _check_status(outcome: Outcome, expected: Expected) -> None:
     assert outcome.code is expected.code, (outcome, expected)
+    event(outcome.code.name)
     if expected.named is not None:
         assert outcome.violations and expected.named in outcome.violations, (outcome, expected)
 

@@ -62,16 +62,20 @@ def test_times_a_timestamp_cannot_hold_are_invalid_argument(case: str, stack: St
         {"end_time": {"seconds": YEAR_9999_END}},
         {"end_time": {"seconds": YEAR_1 + 60}},  # the default start (an hour before) would precede year 1
         {"start_time": {"seconds": YEAR_1}, "end_time": {"seconds": YEAR_9999_END, "nanos": 999_999_999}},
+        {"start_time": {"seconds": YEAR_9999_END - 3600}},
+        {"start_time": {"seconds": YEAR_1}},
     ],
-    ids=["end in year 9999", "end in year 1", "the whole range"],
+    ids=["end in year 9999", "end in year 1", "the whole range", "start in year 9999", "start in year 1"],
 )
 def test_ranges_reaching_the_ends_of_time_are_answered(
     stamps: dict[str, object], stack: Stack, device: Device
 ) -> None:
-    for interval in (None, {"seconds": 2_678_400}):
+    write = ingest_pb2.WriteReadingsRequest(device_id=device.device_id, readings=[imu_reading()])
+    assert unary(stack.envoy_target, WRITE, write.SerializeToString(), device.metadata).code is StatusCode.OK
+    for interval in (None, {"seconds": 2_678_400}, {"seconds": 1}):
         request = query_pb2.ListReadingsRequest(device_id=device.device_id, **stamps)  # type: ignore[arg-type]
         if interval:
-            request.interval.seconds = 2_678_400
+            request.interval.seconds = interval["seconds"]
         outcome = _list(stack, request)
         assert outcome.code is StatusCode.OK, outcome
 

@@ -227,19 +227,19 @@ class WriteCase:
 
 @st.composite
 def write_cases(draw: st.DrawFn, *, max_readings: int = 8) -> WriteCase:
-    defect = draw(
-        st.sampled_from(
-            [None] * 8 + ["malformed device id", "another device", "no readings", "numbers run out"]
-        )
-    )
+    defects = ["malformed device id", "another device", "no readings", "numbers run out"]
+    defect = None if draw(st.integers(0, 9)) < 8 else draw(st.sampled_from(defects))
     readings = (
         [] if defect == "no readings" else draw(st.lists(reading_cases(), min_size=1, max_size=max_readings))
     )
+    auth = draw(st.sampled_from(["own"] * 8 + ["missing", "garbage", "other device's"]))
+    if auth == "other device's" and defect == "another device":
+        auth = "own"  # the call would be the other device's own, rightly written
     return WriteCase(
         readings=readings,
         numbering=draw(st.sampled_from(["service", "device"])),
         defect=defect,
-        auth=draw(st.sampled_from(["own"] * 8 + ["missing", "garbage", "other device's"])),
+        auth=auth,
         via_envoy=draw(st.booleans()),
     )
 
