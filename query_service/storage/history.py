@@ -130,6 +130,16 @@ def _bucket_sql(ref: SeriesRef, backend: Backend, rollup: str | None) -> str:
     )
 
 
+def _window_end(start: datetime, end: datetime, interval: timedelta, limit: int) -> datetime:
+    """`limit` intervals from `start`'s bucket, or `end` if sooner, or if those bounds lie
+    outside the years 1 to 9999 that a datetime holds (the range is then read whole; the
+    query's LIMIT still bounds the buckets returned)."""
+    try:
+        return min(end, floor_to(start, interval) + limit * interval)
+    except OverflowError:
+        return end
+
+
 async def buckets(
     conn: asyncpg.Connection,
     ref: SeriesRef,
@@ -145,12 +155,15 @@ async def buckets(
     Only `limit` intervals of time from `start`'s bucket are read; a caller
     wanting more continues from the returned end (see `next_time`).
     """
-    window_end = min(end, floor_to(start, interval) + limit * interval)
+    window_end = _window_end(start, end, interval, limit)
     rollup = rollup_for(backend, interval)
     inner_start = inner_end = start
     if rollup is not None:
         _, step = rollup
-        inner_start, inner_end = ceil_to(start, step), floor_to(window_end, step)
+        try:
+            inner_start, inner_end = ceil_to(start, step), floor_to(window_end, step)
+        except OverflowError:  # a bucket edge beyond year 9999 or before year 1: the raw table only
+            rollup = None
         if inner_end <= inner_start:
             rollup = None
     if rollup is None:
