@@ -12,13 +12,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
+import httpx
 import psycopg
 import pytest
-from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
+from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
 
-from tests.bad_input.messages import UPLOAD, imu_reading
+from tests.bad_input.messages import UPLOAD, imu_reading, payload_reading
 from tests.bad_input.raw_h2 import RawCall, grpc_frame
 from tests.bad_input.stack import Device, Stack, committed, stored_count
 
@@ -147,3 +149,31 @@ def test_connections_that_are_not_http2_or_stop_in_a_frame_are_dropped(junk: byt
                     pass
             except (ConnectionResetError, TimeoutError):
                 pass
+
+
+def test_live_feed_clients_that_leave_early_are_not_errors(stack: Stack, device: Device) -> None:
+    """A feed client going away is ordinary: REST through Envoy (the connection closes after the
+    headers), gRPC (the call is cancelled), during the replay or live. The services log no error
+    for it (conftest checks)."""
+    readings = [
+        payload_reading(kind) for kind in ("imu", "environment", "system", "measurement") for _ in range(50)
+    ]
+    write = ingest_pb2.WriteReadingsRequest(device_id=device.device_id, readings=readings)
+    with grpc.insecure_channel(stack.envoy_target) as channel:
+        ingest_pb2_grpc.IngestServiceStub(channel).WriteReadings(write, metadata=device.metadata, timeout=30)
+    since = (datetime.now(UTC) - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with httpx.Client(base_url=stack.url, timeout=10) as http:
+        for params in ({}, {"startTime": since}) * 15:
+            with http.stream(
+                "GET", f"/v1/devices/{device.device_id}/readings:watch", params=params
+            ) as response:
+                assert response.status_code == 200
+    with grpc.insecure_channel(stack.envoy_target) as channel:
+        for _ in range(3):
+            call = query_pb2_grpc.QueryServiceStub(channel).WatchReadings(
+                query_pb2.WatchReadingsRequest(
+                    device_id=device.device_id, start_time={"seconds": int(time.time()) - 1800}
+                )
+            )
+            call.initial_metadata()
+            call.cancel()
