@@ -102,7 +102,8 @@ def test_rendering_changes_only_addresses_paths_and_limits(tmp_path: Path) -> No
     ]["token_bucket"]
     manager = undone["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     base_manager = base["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    assert "at most 50 requests per second" in json.dumps(manager["local_reply_config"])  # the 429 names the limit
+    replies = json.dumps(manager["local_reply_config"])
+    assert "at most 50 requests per second" in replies  # the 429 names the limit
     manager["local_reply_config"] = base_manager["local_reply_config"]
     assert undone == base
 
