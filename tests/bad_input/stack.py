@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -73,10 +74,14 @@ class Stack:
                     raise AssertionError(f"stack not routable: devices {devices}, offset {offset}")
                 time.sleep(0.05)
 
-    def register(self, prefix: str) -> Device:
+    def register(self, prefix: str, http: httpx.Client | None = None) -> Device:
+        """A new device registered through REST (on `http`'s connection when given)."""
         device_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        with httpx.Client(base_url=self.url, timeout=30) as client:
-            response = client.post("/v1/devices", json={"deviceId": device_id})
+        if http is not None:
+            response = http.post("/v1/devices", json={"deviceId": device_id})
+        else:
+            with httpx.Client(base_url=self.url, timeout=30) as client:
+                response = client.post("/v1/devices", json={"deviceId": device_id})
         assert response.status_code == 200, response.text
         return Device(device_id, response.json()["token"])
 
@@ -101,16 +106,18 @@ class Stack:
         return {"ingest": self.ingest, "query": self.query}[name].log_path
 
 
-def stored_count(db: psycopg.Connection, device_id: str) -> int:
-    """Readings stored for a device, over every reading table."""
+def stored_count(db: psycopg.Connection, device_id: str, since: datetime | None = None) -> int:
+    """Readings stored for a device over every reading table; with `since`, only those
+    sampled since then (the partitions before are not read: much faster on a busy database)."""
     sensors = "SELECT sensor_id FROM sensors WHERE device_id = %(d)s"
     series = f"SELECT series_id FROM series WHERE sensor_id IN ({sensors})"
+    recent = " AND time >= %(since)s" if since is not None else ""
     row = db.execute(
-        f"SELECT (SELECT count(*) FROM imu_readings WHERE sensor_id IN ({sensors}))"
-        f" + (SELECT count(*) FROM environment_readings WHERE sensor_id IN ({sensors}))"
-        f" + (SELECT count(*) FROM system_readings WHERE sensor_id IN ({sensors}))"
-        f" + (SELECT count(*) FROM measurements WHERE series_id IN ({series}))",
-        {"d": device_id},
+        f"SELECT (SELECT count(*) FROM imu_readings WHERE sensor_id IN ({sensors}){recent})"
+        f" + (SELECT count(*) FROM environment_readings WHERE sensor_id IN ({sensors}){recent})"
+        f" + (SELECT count(*) FROM system_readings WHERE sensor_id IN ({sensors}){recent})"
+        f" + (SELECT count(*) FROM measurements WHERE series_id IN ({series}){recent})",
+        {"d": device_id, "since": since},
     ).fetchone()
     assert row is not None
     return int(row[0])

@@ -53,6 +53,11 @@ HTTP_STATUS = {
 
 
 @pytest.fixture
+def other(stack: Stack) -> Device:
+    return stack.register("other")
+
+
+@pytest.fixture
 def data_device(stack: Stack) -> Device:
     """A device with readings of two sensors over the last 50 minutes."""
     device = stack.register("data")
@@ -145,7 +150,7 @@ def _cross(case: QueryCase) -> list[str]:
     return []
 
 
-@examples(150)
+@examples(250)
 @given(case=list_readings_cases())
 def test_list_readings_query_strings(case: QueryCase, http: httpx.Client, data_device: Device) -> None:
     url = case.url("/v1/devices/{device}/readings", data_device.device_id, "nobody-home")
@@ -157,7 +162,7 @@ def test_list_readings_query_strings(case: QueryCase, http: httpx.Client, data_d
         _check_readings(case, body, asked_at, datetime.now(UTC))
 
 
-@examples(60)
+@examples(100)
 @given(case=latest_cases())
 def test_latest_readings_query_strings(case: QueryCase, http: httpx.Client, data_device: Device) -> None:
     url = case.url("/v1/devices/{device}/readings:latest", data_device.device_id, "nobody-home")
@@ -172,7 +177,7 @@ def test_latest_readings_query_strings(case: QueryCase, http: httpx.Client, data
             assert len(body["values"]) == 9  # six IMU axes, temperature, humidity, pressure
 
 
-@examples(40)
+@examples(60)
 @given(case=watch_cases())
 def test_watch_query_strings(case: QueryCase, http: httpx.Client, data_device: Device) -> None:
     url = case.url("/v1/devices/{device}/readings:watch", data_device.device_id, "nobody-home")
@@ -181,7 +186,7 @@ def test_watch_query_strings(case: QueryCase, http: httpx.Client, data_device: D
         check_verdict(response, expected, stream=True)
 
 
-@examples(60)
+@examples(100)
 @given(case=list_devices_cases())
 def test_list_devices_query_strings(case: QueryCase, http: httpx.Client, data_device: Device) -> None:
     expected = verdict(case, token="token" in case.parts)
@@ -211,7 +216,7 @@ def _canonical(name: str, value: Any) -> Any:
     return value or ""
 
 
-@examples(100)
+@examples(200)
 @given(case=create_device_cases())
 def test_create_device_bodies(case: BodyCase, http: httpx.Client) -> None:
     fresh = f"made-{uuid.uuid4().hex[:12]}"
@@ -251,10 +256,10 @@ def _updated(case: UpdateCase, before: dict[str, Any], device_id: str) -> dict[s
     return after
 
 
-@examples(60)
+@examples(100)
 @given(case=update_device_cases())
 def test_update_device_bodies_and_masks(case: UpdateCase, stack: Stack, http: httpx.Client) -> None:
-    device = stack.register("patch")
+    device = stack.register("patch", http)
     before = http.get(f"/v1/devices/{device.device_id}").json()["device"]
     expected = case.body.verdict()
     if expected.status == 200 and _mask_violations(case.mask):
@@ -300,15 +305,15 @@ def _without_malformed_times(case: WriteCase) -> ingest_pb2.WriteReadingsRequest
     return stripped
 
 
-@examples(80)
+@examples(120)
 @given(case=write_cases())
 def test_write_readings_bodies(
-    case: WriteCase, stack: Stack, http: httpx.Client, db: psycopg.Connection
+    case: WriteCase, device: Device, other: Device, http: httpx.Client, db: psycopg.Connection
 ) -> None:
-    device, other = stack.register("rest"), stack.register("other")
+    since = datetime.now(UTC) - timedelta(days=3)  # valid readings are of the last two days
     mark, stored, letters = (
         committed(db, device.device_id),
-        stored_count(db, device.device_id),
+        stored_count(db, device.device_id, since),
         dead_letter_count(db, device.device_id),
     )
     request = write_request(case, device.device_id, other.device_id, mark)
@@ -351,5 +356,5 @@ def test_write_readings_bodies(
     else:
         grpc_expected.accepted, grpc_expected.rejected, grpc_expected.mark = 0, [], mark
     assert committed(db, device.device_id) == grpc_expected.mark
-    assert stored_count(db, device.device_id) - stored == grpc_expected.accepted
+    assert stored_count(db, device.device_id, since) - stored == grpc_expected.accepted
     assert dead_letter_count(db, device.device_id) - letters == len(grpc_expected.rejected)
