@@ -9,8 +9,9 @@ build (`UnsupportedRules`) when a rule appears that it does not implement, in
 which case the decoder sends every reading through protovalidate instead.
 
 The fast checks only ever *flag* a reading; a flagged reading is validated by
-protovalidate, whose violations are what the device is told. So the service
-refuses exactly what protovalidate refuses, as long as the fast checks never
+protovalidate (after `sensormesh_core.validation`'s rules for well-formed
+times and NUL-free strings), whose violations are what the device is told. So
+the service refuses exactly what those refuse, as long as the fast checks never
 pass a reading protovalidate refuses; tests/ingest_service/test_rules.py
 checks both directions with hypothesis.
 """

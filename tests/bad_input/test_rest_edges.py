@@ -339,3 +339,28 @@ def test_rest_errors_from_the_services_keep_their_field_violations(
         "page_size": "must be greater than or equal to 0 and less than or equal to 100000"
     }
     assert _status(http.get("/v1/devices/nobody-here"), 404)["code"] == 5
+
+
+def test_with_no_service_behind_envoy_rest_gets_503_json_and_grpc_unavailable(tmp_path: Path) -> None:
+    options = EnvoyOptions(
+        listen_port=free_port(),
+        admin_port=free_port(),
+        ingest=("127.0.0.1", free_port()),  # nothing listens there
+        query=("127.0.0.1", free_port()),
+    )
+    proxy = start_envoy(options, log_dir=tmp_path)
+    try:
+        with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
+            body = _status(client.get("/v1/devices/pi-1"), 503)
+        assert body["code"] == 14 and _reason(body) == "UPSTREAM_UNAVAILABLE"
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{options.listen_port}") as channel,
+            pytest.raises(grpc.RpcError) as caught,
+        ):
+            device_pb2_grpc.DeviceServiceStub(channel).GetDevice(
+                device_pb2.GetDeviceRequest(device_id="pi-1"), timeout=10
+            )
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        assert "{" not in (caught.value.details() or "")  # type: ignore[attr-defined]  # not the REST JSON
+    finally:
+        proxy.stop()
