@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 PYTEST_TMP := --basetemp=$(CURDIR)/.pytest-tmp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup proto lint format test test-storage run bench breaking clean k8s-envoy
+.PHONY: help setup proto lint format test test-storage run bench breaking clean k8s-envoy readme
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ proto: $(STAMP) ## regenerate gen/ (messages, stubs, .pyi, Envoy descriptor set)
 
 k8s-envoy: $(STAMP) ## regenerate k8s/base/config/envoy.yaml (the cluster's Envoy) from envoy/envoy.yaml
 	$(PY) tools/k8s_envoy.py
+
+readme: $(STAMP) ## regenerate README.md's settings tables and examples from the code
+	$(PY) tools/readme.py
 
 lint: $(STAMP) ## ruff, buf lint, mypy
 	$(BIN)/ruff check .

@@ -71,13 +71,25 @@ class BufferSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: Path = Field(default=Path("/var/lib/sensormesh-agent/buffer.sqlite3"))
-    disk_budget: ByteSize = Field(default=ByteSize(512 * 1024 * 1024), gt=1024 * 1024)
+    path: Path = Field(
+        default=Path("/var/lib/sensormesh-agent/buffer.sqlite3"),
+        description="The SQLite buffer (created on first run).",
+    )
+    disk_budget: ByteSize = Field(
+        default=ByteSize(512 * 1024 * 1024),
+        gt=1024 * 1024,
+        description="Disk the buffer may use; beyond it the oldest half is thinned and the loss reported.",
+    )
     thin_to: float = Field(default=0.9, gt=0.1, lt=1.0, description="Thin to this fraction of the budget.")
-    commit_interval: Duration = Field(default=timedelta(milliseconds=250))
-    commit_max_readings: int = Field(default=2000, ge=1)
+    commit_interval: Duration = Field(
+        default=timedelta(milliseconds=250),
+        description="Group commit: readings are written together at most this often...",
+    )
+    commit_max_readings: int = Field(default=2000, ge=1, description="...or as soon as this many wait.")
     max_uncommitted: int = Field(default=200_000, ge=1000, description="Readings held in memory at most.")
-    synchronous: Literal["full", "normal"] = "full"
+    synchronous: Literal["full", "normal"] = Field(
+        default="full", description="SQLite synchronous mode: full survives power loss, normal only a crash."
+    )
 
 
 @dataclass(frozen=True)

@@ -52,14 +52,26 @@ class AgentSettings(SensormeshSettings):
         env_prefix="SENSORMESH_AGENT_", env_nested_delimiter="__", extra="forbid"
     )
 
-    device_id: str = Field(min_length=1, max_length=63, pattern=DEVICE_ID_PATTERN)
+    device_id: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=DEVICE_ID_PATTERN,
+        description="This gateway's id, as registered.",
+    )
     token: SecretStr | None = Field(default=None, description="The device token; prefer token_file.")
     token_file: Path | None = Field(default=None, description="A file holding the device token.")
     uplink: UplinkSettings = Field(default_factory=UplinkSettings)
     buffer: BufferSettings = Field(default_factory=BufferSettings)
-    input_retry_initial: Duration = Field(default=timedelta(seconds=1))
-    input_retry_max: Duration = Field(default=timedelta(seconds=60))
-    read_timeout: Duration = Field(default=timedelta(seconds=10))
+    input_retry_initial: Duration = Field(
+        default=timedelta(seconds=1), description="First wait before retrying a failed input (doubles)."
+    )
+    input_retry_max: Duration = Field(
+        default=timedelta(seconds=60), description="Longest wait before retrying a failed input."
+    )
+    read_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="A read taking longer (or longer than its interval) counts as failed.",
+    )
     stop_timeout: Duration = Field(
         default=timedelta(seconds=10), description="On stop, time the last upload stream has to finish."
     )

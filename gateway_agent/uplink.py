@@ -52,13 +52,29 @@ class UplinkSettings(BaseModel):
     tls: bool = Field(default=True, description="TLS to the ingest service; false only for loopback.")
     ca_file: Path | None = Field(default=None, description="PEM CA bundle; unset uses the system's roots.")
     gzip: bool = Field(default=False, description="Compress uploads (worth it on metered cellular links).")
-    batch_max_readings: int = Field(default=1000, ge=1, le=10_000)
-    batch_max_age: Duration = Field(default=timedelta(seconds=1))
-    stream_max_batches: int = Field(default=50, ge=1)
-    stream_max_duration: Duration = Field(default=timedelta(seconds=10))
-    ack_timeout: Duration = Field(default=timedelta(seconds=30))
-    backoff_initial: Duration = Field(default=timedelta(milliseconds=500))
-    backoff_max: Duration = Field(default=timedelta(seconds=60))
+    batch_max_readings: int = Field(
+        default=1000, ge=1, le=10_000, description="A batch is sent when it holds this many readings..."
+    )
+    batch_max_age: Duration = Field(
+        default=timedelta(seconds=1), description="...or when its oldest reading has waited this long."
+    )
+    stream_max_batches: int = Field(
+        default=50, ge=1, description="A stream ends (and is acknowledged) after this many batches..."
+    )
+    stream_max_duration: Duration = Field(
+        default=timedelta(seconds=10),
+        description="...or this long: acknowledgements arrive at least this often.",
+    )
+    ack_timeout: Duration = Field(
+        default=timedelta(seconds=30), description="Wait for GetUploadOffset and for a stream's response."
+    )
+    backoff_initial: Duration = Field(
+        default=timedelta(milliseconds=500),
+        description="First wait before reconnecting (doubles, with jitter).",
+    )
+    backoff_max: Duration = Field(
+        default=timedelta(seconds=60), description="Longest wait before reconnecting."
+    )
 
 
 @dataclass

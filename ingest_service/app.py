@@ -26,6 +26,7 @@ from ingest_service.writer import BatchWriter, Commit
 from sensormesh_core.errors import NotFound, Unavailable
 from sensormesh_core.storage.maintenance import Backend, maintain, storage_backend
 from sensormesh_core.storage.partitions import PartitionManager
+from sensormesh_core.storage.rollups import RefreshReport, has_rollup_tables, refresh_rollups
 from sensormesh_core.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,12 @@ class IngestApp:
         backend: Backend,
         telemetry: Telemetry,
         notifier: CommitNotifier | None,
+        *,
+        connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
+        rollups: bool = False,
     ) -> None:
+        """`rollups`: this service keeps the rollup tables (plain PostgreSQL,
+        migration 0003); `connect` opens the refresher's own connection."""
         self.settings = settings
         self.pool = pool
         self.backend = backend
@@ -81,10 +87,13 @@ class IngestApp:
             )
             rules = None
         self.preparer = Preparer(settings, self.catalog, pool, rules)
-        self.writer = BatchWriter(pool, self.catalog, self.partitions, self.tracer)
+        self.writer = BatchWriter(pool, self.catalog, self.partitions, self.tracer, rollup_gate=rollups)
+        self._connect = connect
+        self.rollups = rollups and connect is not None
         self.stopping = asyncio.Event()
         self._background: set[asyncio.Task[object]] = set()
         self._maintenance: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, settings: IngestSettings, database_url: str, telemetry: Telemetry) -> IngestApp:
@@ -99,6 +108,7 @@ class IngestApp:
         try:
             async with pool.acquire() as conn:
                 backend = await storage_backend(conn)
+                rollups = backend is Backend.PARTITIONED and await has_rollup_tables(conn)
         except asyncpg.UndefinedTableError as exc:
             await pool.close()
             raise RuntimeError("the database is not migrated; run `sensormesh db migrate`") from exc
@@ -111,10 +121,20 @@ class IngestApp:
                 lambda: asyncpg.connect(database_url), settings.ingest_notify_window.total_seconds()
             )
             await notifier.start()
-        app = cls(settings, pool, backend, telemetry, notifier)
+        app = cls(
+            settings,
+            pool,
+            backend,
+            telemetry,
+            notifier,
+            connect=lambda: asyncpg.connect(database_url),
+            rollups=rollups,
+        )
         if app.partitions is not None:
             await app.maintain()
             app._maintenance = asyncio.create_task(app._maintain_every(settings.ingest_maintenance_interval))
+        if app.rollups:
+            app._refresher = asyncio.create_task(app._refresh_every(settings.ingest_rollup_refresh_interval))
         return app
 
     async def maintain(self) -> None:
@@ -129,6 +149,26 @@ class IngestApp:
                 await self.maintain()
             except Exception:  # keep ingesting; the next run retries
                 log.exception("event=maintenance_failed")
+
+    async def refresh_rollups(self) -> RefreshReport:
+        """One rollup refresh (plain PostgreSQL), on a connection of its own:
+        it takes session locks, which must never return to the pool."""
+        assert self._connect is not None
+        conn = await self._connect()
+        try:
+            return await refresh_rollups(conn, self.settings)
+        finally:
+            await conn.close(timeout=5)
+
+    async def _refresh_every(self, interval: timedelta) -> None:
+        while True:
+            await asyncio.sleep(interval.total_seconds())
+            try:
+                await self.refresh_rollups()
+            except asyncpg.LockNotAvailableError:
+                log.warning("event=rollup_refresh_skipped reason=gate_busy")
+            except Exception:  # keep ingesting; the next run goes on from the watermarks
+                log.exception("event=rollup_refresh_failed")
 
     async def commit(self, batch: PreparedBatch, reprepare: Callable[[], Awaitable[PreparedBatch]]) -> Commit:
         """Commit a batch, then hand its signal to the notifier.
@@ -177,10 +217,11 @@ class IngestApp:
     async def close(self) -> None:
         self.stopping.set()
         await self.drain()
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        for task in (self._maintenance, self._refresher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.notifier is not None:
             await self.notifier.stop()
         await self.pool.close()

@@ -82,6 +82,13 @@ class IngestSettings(StorageSettings):
         default=timedelta(hours=1),
         description="How often partitions are created ahead and dropped past retention (plain PostgreSQL).",
     )
+    ingest_rollup_refresh_interval: timedelta = Field(
+        default=timedelta(minutes=1),
+        description=(
+            "How often the 1-minute and 1-hour rollups are brought up to date (plain PostgreSQL; "
+            "one replica at a time). TimescaleDB refreshes its continuous aggregates itself."
+        ),
+    )
     ingest_health_interval: timedelta = Field(
         default=timedelta(seconds=5),
         description="How often the database is checked; the service reports NOT_SERVING while it is unreachable.",
@@ -116,6 +123,7 @@ class IngestSettings(StorageSettings):
         "ingest_max_connection_age",
         "ingest_keepalive_time",
         "ingest_maintenance_interval",
+        "ingest_rollup_refresh_interval",
         "ingest_health_interval",
     )
     @classmethod

@@ -3,13 +3,16 @@
 One transaction per batch, on a pooled connection:
 
 1. lock the device's `upload_offsets` row (FOR UPDATE): batches of one device
-   commit one at a time, whichever stream or replica they came from;
+   commit one at a time, whichever stream or replica they came from; on plain
+   PostgreSQL, take the rollup gate first, in the same statement
+   (sensormesh_core/storage/rollup_gate.py);
 2. read the mark and cut the batch there (`offsets.trim`);
 3. COPY the rows (binary, one COPY per reading table), the refused readings
    into `dead_letters`, upsert `latest_values`, store thinning reports and
    input states;
-4. move the mark to the batch's last sequence (with the latest values and
-   reports, in one statement); commit.
+4. move the mark to the batch's last sequence (with the latest values,
+   reports and, on plain PostgreSQL, the late rows' rollup invalidations, in
+   one statement); commit.
 
 Partitions (plain PostgreSQL) are created before, in their own transaction:
 DDL inside the data transaction would hold locks on the parent table.
@@ -32,6 +35,7 @@ from sensormesh_core.errors import NotFound, PermissionDenied
 from sensormesh_core.storage.live_signal import CommitSignal
 from sensormesh_core.storage.partitions import PartitionManager, days_between
 from sensormesh_core.storage.registry import DEVICE_STATUS_ACTIVE
+from sensormesh_core.storage.rollup_gate import GATE_CTE, RECENT, LateRange, late_ranges
 from sensormesh_core.storage.schema import MEASUREMENT_COLUMNS, MEASUREMENTS_TABLE, TYPED_TABLES
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,15 @@ _LOCK_OFFSET = (
     "SELECT o.committed_sequence, d.status, d.create_time FROM upload_offsets o "
     "JOIN devices d ON d.device_id = o.device_id WHERE o.device_id = $1 FOR UPDATE OF o"
 )
+# With rollups kept by the service (plain PostgreSQL): the same, after taking the
+# rollup gate, and the database clock read once the gate was granted
+# (sensormesh_core/storage/rollup_gate.py). The gate comes first: the row lock
+# is taken on the join's output, which needs the gate's row.
+_LOCK_OFFSET_GATED = (
+    f"WITH {GATE_CTE} SELECT o.committed_sequence, d.status, d.create_time, gate.now "
+    "FROM gate, upload_offsets o JOIN devices d ON d.device_id = o.device_id "
+    "WHERE o.device_id = $1 FOR UPDATE OF o"
+)
 _ADVANCE = "UPDATE upload_offsets SET committed_sequence = $2, update_time = now() WHERE device_id = $1"
 # Everything a batch records besides its rows, and the mark, in one statement
 # (one round trip): latest values (newest wins, so a replayed or back-filled
@@ -53,8 +66,8 @@ _ADVANCE = "UPDATE upload_offsets SET committed_sequence = $2, update_time = now
 # mark row serialises the check), input states (an older status never replaces
 # a newer one), then the mark. Arrays may be empty; the mark only ever moves
 # forward.
-_RECORD_BATCH = """
-WITH latest AS (
+_RECORD_BATCH_TEMPLATE = """
+WITH {late}latest AS (
   INSERT INTO latest_values (series_id, time, value, sequence)
   SELECT * FROM unnest($3::integer[], $4::timestamptz[], $5::float8[], $6::bigint[])
   ON CONFLICT (series_id) DO UPDATE
@@ -80,6 +93,14 @@ WITH latest AS (
 UPDATE upload_offsets SET committed_sequence = $2, update_time = now()
 WHERE device_id = $1 AND committed_sequence < $2
 """
+# Late rows (plain PostgreSQL): their (table, key, first, last) in
+# rollup_invalidations, so the refresher recomputes buckets it already made.
+_LATE = """late AS (
+  INSERT INTO rollup_invalidations (source_table, key, first_time, last_time)
+  SELECT * FROM unnest($17::text[], $18::integer[], $19::timestamptz[], $20::timestamptz[])
+), """
+_RECORD_BATCH = _RECORD_BATCH_TEMPLATE.format(late="")
+_RECORD_BATCH_GATED = _RECORD_BATCH_TEMPLATE.format(late=_LATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +124,18 @@ class BatchWriter:
         catalog: SensorCatalog,
         partitions: PartitionManager | None,
         tracer: trace.Tracer,
+        *,
+        rollup_gate: bool = False,
     ) -> None:
+        """`rollup_gate`: the service keeps the rollups (plain PostgreSQL), so
+        each batch takes the gate and records its late rows."""
         self._pool = pool
         self._catalog = catalog
         self._partitions = partitions
         self._tracer = tracer
+        self._gated = rollup_gate
+        self._lock_sql = _LOCK_OFFSET_GATED if rollup_gate else _LOCK_OFFSET
+        self._record_sql = _RECORD_BATCH_GATED if rollup_gate else _RECORD_BATCH
 
     async def commit(self, batch: PreparedBatch) -> Commit:
         """Write `batch` exactly once. Raises NotFound, PermissionDenied or StaleCatalog."""
@@ -117,11 +145,14 @@ class BatchWriter:
                 if self._partitions.missing(days):
                     await self._partitions.ensure(conn, days)
             async with conn.transaction():
-                mark = await self._lock(conn, batch)
+                mark, late_before = await self._lock(conn, batch)
                 if batch.numbered_by_service:
                     batch = renumber(batch, mark)
                 trimmed = trim(batch, mark)
-                await self._write(conn, batch, trimmed)
+                late: list[LateRange] = []
+                if late_before is not None and batch.min_time is not None and batch.min_time < late_before:
+                    late = late_ranges(trimmed.rows, late_before)
+                await self._write(conn, batch, trimmed, late)
         gap = max(0, batch.first_sequence - mark - 1)
         if gap:
             log.warning(
@@ -140,9 +171,13 @@ class BatchWriter:
             gap=gap,
         )
 
-    async def _lock(self, conn: asyncpg.Connection, batch: PreparedBatch) -> int:
-        """Lock the device's mark and check the device is still the one we know."""
-        row = await conn.fetchrow(_LOCK_OFFSET, batch.device_id)
+    async def _lock(self, conn: asyncpg.Connection, batch: PreparedBatch) -> tuple[int, int | None]:
+        """Lock the device's mark and check the device is still the one we know.
+
+        Returns the mark and, behind the rollup gate, the time (PostgreSQL
+        microseconds) before which rows are late.
+        """
+        row = await conn.fetchrow(self._lock_sql, batch.device_id)
         if row is None:
             self._catalog.forget(batch.device_id)
             raise NotFound(f"device {batch.device_id!r} does not exist")
@@ -153,9 +188,12 @@ class BatchWriter:
         if uses_ids and known != micros(row["create_time"]):
             self._catalog.forget(batch.device_id)
             raise StaleCatalog(batch.device_id)
-        return int(row["committed_sequence"])
+        late_before = micros(row["now"] - RECENT) if self._gated else None
+        return int(row["committed_sequence"]), late_before
 
-    async def _write(self, conn: asyncpg.Connection, batch: PreparedBatch, trimmed: Trimmed) -> None:
+    async def _write(
+        self, conn: asyncpg.Connection, batch: PreparedBatch, trimmed: Trimmed, late: list[LateRange]
+    ) -> None:
         device_id = batch.device_id
         for table, rows in trimmed.rows.items():
             with self._tracer.start_as_current_span(
@@ -178,8 +216,16 @@ class BatchWriter:
         latest = trimmed.latest
         thinned = list(dict.fromkeys(batch.thinned))  # the same report twice in one batch is one report
         inputs = batch.inputs
+        late_columns: tuple[list[object], ...] = ()
+        if self._gated:
+            late_columns = (
+                [r.table for r in late],
+                [r.key for r in late],
+                [r.first_time for r in late],
+                [r.last_time for r in late],
+            )
         await conn.execute(
-            _RECORD_BATCH,
+            self._record_sql,
             device_id,
             trimmed.mark,
             [v.series_id for v in latest],
@@ -196,6 +242,7 @@ class BatchWriter:
             [i.error_count for i in inputs],
             [i.observe_time for i in inputs],
             batch.last_sequence,
+            *late_columns,
         )
 
 

@@ -7,7 +7,14 @@ in its own process, the Envoy binary in front of it, and the clients here.
 Figures (milliseconds unless named otherwise):
 - latest_*: GetLatestReadings of a device with one series, direct gRPC;
 - range_day_raw_*, range_day_1m_*: ListReadings of one day of 1 Hz data of one
-  series (86,400 readings), raw in one page, and downsampled to 1 minute;
+  series (86,400 readings), raw in one page, and downsampled to 1 minute, once
+  the rollups are up to date (on plain PostgreSQL the bench refreshes them as
+  ingest would; the last minutes of the day come from the raw table, as they
+  do in service);
+- range_day_1m_unrolled_*: the same downsampled read before the rollups were
+  refreshed (date_bin over all 86,400 raw rows), measured in the same run;
+  rollup_speedup is its p50 over range_day_1m_p50_ms, and
+  rollup_read_identical says whether both reads returned the same bytes;
 - rest_*: the same three calls as REST through Envoy; rest_grpc_ratio is REST
   through Envoy over direct gRPC for the downsampled day (the chart query);
 - live_*: from the acknowledgement of a probe reading's commit to its arrival
@@ -129,7 +136,7 @@ async def _run(args: argparse.Namespace, url: str, folder: Path) -> dict[str, An
 
     from query_service.bench_live import measure_live
     from query_service.bench_load import WriterLoad, day_end, register, seed_history
-    from query_service.bench_reads import measure_reads
+    from query_service.bench_reads import bring_rollups_up_to_date, measure_minute_read, measure_reads
     from sensormesh_core.envoy_proxy import EnvoyOptions, start_envoy
 
     device, probe = f"bench-{uuid.uuid4().hex[:6]}", "bench-probe"
@@ -144,6 +151,10 @@ async def _run(args: argparse.Namespace, url: str, folder: Path) -> dict[str, An
     query = _QueryProcess(url, folder)
     try:
         port = query.port()
+        unrolled, from_raw = await measure_minute_read(args, f"127.0.0.1:{port}", device, end)
+        figures = await bring_rollups_up_to_date(url)
+        _, from_rollups = await measure_minute_read(None, f"127.0.0.1:{port}", device, end)
+        figures["rollup_read_identical"] = from_raw == from_rollups
         envoy = start_envoy(
             EnvoyOptions(
                 listen_port=_free_port(),
@@ -154,7 +165,11 @@ async def _run(args: argparse.Namespace, url: str, folder: Path) -> dict[str, An
             log_dir=folder,
         )
         try:
-            figures = await measure_reads(args, f"127.0.0.1:{port}", envoy.base_url, device, end)
+            figures |= await measure_reads(args, f"127.0.0.1:{port}", envoy.base_url, device, end)
+            figures |= _figures("range_day_1m_unrolled", unrolled)
+            figures["rollup_speedup"] = round(
+                figures["range_day_1m_unrolled_p50_ms"] / figures["range_day_1m_p50_ms"], 2
+            )
         finally:
             envoy.stop()
         load = WriterLoad(url)

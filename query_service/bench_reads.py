@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,54 @@ import httpx
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from sensormesh.v1 import query_pb2, query_pb2_grpc
+
+
+async def bring_rollups_up_to_date(url: str) -> dict[str, Any]:
+    """Refresh the plain-PostgreSQL rollups until caught up, as ingest's
+    refresher would have; TimescaleDB's continuous aggregates are real-time."""
+    import asyncpg
+
+    from sensormesh_core.config import StorageSettings
+    from sensormesh_core.storage.rollups import has_rollup_tables, refresh_rollups
+
+    conn = await asyncpg.connect(url)
+    try:
+        if not await has_rollup_tables(conn):
+            return {"rollups": "continuous aggregates"}
+        started = time.perf_counter()
+        while not (await refresh_rollups(conn, StorageSettings(), budget=timedelta(minutes=5))).caught_up:
+            pass
+        return {"rollups": "refreshed tables", "rollup_refresh_s": round(time.perf_counter() - started, 3)}
+    finally:
+        await conn.close()
+
+
+def _day_requests(device: str, end: datetime) -> dict[str, Any]:
+    return {
+        "device_id": device,
+        "start_time": _stamp(end - timedelta(days=1)),
+        "end_time": _stamp(end),
+        "quantities": ["temperature"],
+    }
+
+
+async def measure_minute_read(
+    args: argparse.Namespace | None, grpc_target: str, device: str, end: datetime
+) -> tuple[list[float], bytes]:
+    """Milliseconds of the day downsampled to 1 minute as things stand (none
+    without `args`), and the response, serialized."""
+    from query_service.bench import timed
+
+    minute = query_pb2.ListReadingsRequest(**_day_requests(device, end), interval=Duration(seconds=60))
+    async with grpc.aio.insecure_channel(grpc_target) as channel:
+        stub = query_pb2_grpc.QueryServiceStub(channel)
+        got = await stub.ListReadings(minute)
+        if sum(len(s.buckets) for s in got.series) != 1440:
+            raise RuntimeError("the seeded day does not read back as 1,440 one-minute buckets")
+        if args is None:
+            return [], got.SerializeToString(deterministic=True)
+        timings = await timed(max(10, args.iterations // 4), lambda: stub.ListReadings(minute))
+        return timings, got.SerializeToString(deterministic=True)
 
 
 def _stamp(moment: datetime) -> Timestamp:
@@ -25,14 +74,9 @@ async def measure_reads(
     from query_service.bench import _figures, timed
 
     start = end - timedelta(days=1)
-    day = {
-        "device_id": device,
-        "start_time": _stamp(start),
-        "end_time": _stamp(end),
-        "quantities": ["temperature"],
-    }
-    raw = query_pb2.ListReadingsRequest(**day, page_size=100_000)  # type: ignore[arg-type]
-    minute = query_pb2.ListReadingsRequest(**day, interval=Duration(seconds=60))  # type: ignore[arg-type]
+    day = _day_requests(device, end)
+    raw = query_pb2.ListReadingsRequest(**day, page_size=100_000)
+    minute = query_pb2.ListReadingsRequest(**day, interval=Duration(seconds=60))
     latest = query_pb2.GetLatestReadingsRequest(device_id=device)
     figures: dict[str, Any] = {}
     async with grpc.aio.insecure_channel(grpc_target) as channel:

@@ -14,6 +14,8 @@ import asyncio
 import importlib
 import inspect
 import json
+import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -95,12 +97,20 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
 def run(args: argparse.Namespace) -> int:
     names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
     results: dict[str, dict[str, Any]] = {}
-    for name in names:
+    for number, name in enumerate(names, 1):
         module = _module(name)
         if module is None:
             results[name] = {"status": "not built yet"}
             continue
+        # Progress on stderr: a benchmark runs for minutes, and stdout stays the table or the JSON.
+        print(f"bench {number}/{len(names)} {name}: running ...", file=sys.stderr, flush=True)
+        started = time.monotonic()
         results[name] = _run_one(module, args if args.benchmark == name else _defaults(module))
+        print(
+            f"bench {number}/{len(names)} {name}: done in {time.monotonic() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     if args.json:
         print(json.dumps(results[names[0]] if len(names) == 1 else results))
     else:

@@ -26,11 +26,16 @@ class Command(Protocol):
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("sensormesh_core.db_command", "migrate the database schema and apply storage policies"),
-    "devices": ("sensormesh_core.devices_command", "register devices and issue their tokens"),
+    "devices": ("sensormesh_core.devices_command", "the device registry: create, list, get, update, delete"),
     "bench": ("sensormesh_core.bench_command", "measure throughput and latency against their targets"),
     "ingest": ("ingest_service.command", "run the device-facing ingest service (gRPC)"),
     "query": ("query_service.command", "run the query service (devices, history, latest values, live feeds)"),
     "agent": ("gateway_agent.agent_command", "run the gateway agent: read sensors, buffer, upload"),
+    "up": (
+        "sensormesh_core.up_command",
+        "run the whole stack locally: database, ingest, query, Envoy, simulated devices",
+    ),
+    "watch": ("sensormesh_core.watch_command", "follow a device's readings live (WatchReadings)"),
 }
 
 

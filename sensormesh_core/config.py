@@ -59,10 +59,10 @@ class StorageSettings(SensormeshSettings):
         description="Raw readings older than this are dropped (whole chunks or partitions).",
     )
     rollup_1m_retention: timedelta = Field(
-        default=timedelta(days=365), description="How long 1-minute rollups stay (TimescaleDB)."
+        default=timedelta(days=365), description="How long 1-minute rollups stay."
     )
     rollup_1h_retention: timedelta = Field(
-        default=timedelta(days=5 * 365), description="How long 1-hour rollups stay (TimescaleDB)."
+        default=timedelta(days=5 * 365), description="How long 1-hour rollups stay."
     )
     compress_after: timedelta = Field(
         default=timedelta(days=2), description="Chunks older than this are compressed (TimescaleDB)."

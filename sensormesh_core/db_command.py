@@ -1,4 +1,4 @@
-"""`sensormesh db`: migrate, downgrade, show the revision, apply storage policies."""
+"""`sensormesh db`: migrate, downgrade, show the revision, apply storage policies, refresh rollups."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     down.add_argument("revision", nargs="?", default="base")
     actions.add_parser("current", help="print the schema revision")
     actions.add_parser("maintain", help="apply retention, compression and partitions from settings")
+    actions.add_parser(
+        "refresh-rollups",
+        help="bring the plain-PostgreSQL rollups up to date now (ingest does it every minute)",
+    )
 
 
 async def _maintain(url: str, settings: StorageSettings) -> None:
@@ -36,6 +40,32 @@ async def _maintain(url: str, settings: StorageSettings) -> None:
         f"backend={report.backend.value} partitions_created={len(report.partitions_created)} "
         f"partitions_dropped={len(report.partitions_dropped)} policies={len(report.policies_applied)}"
     )
+
+
+async def _refresh_rollups(url: str, settings: StorageSettings) -> int:
+    import asyncpg
+
+    from sensormesh_core.storage.rollups import has_rollup_tables, refresh_rollups
+
+    conn = await asyncpg.connect(url)
+    try:
+        if not await has_rollup_tables(conn):
+            print("no rollup tables: TimescaleDB refreshes its continuous aggregates itself")
+            return 0
+        while True:
+            report = await refresh_rollups(conn, settings)
+            if not report.ran:
+                print("another process is refreshing the rollups; try again later")
+                return 1
+            print(
+                f"horizon={report.horizon.isoformat() if report.horizon else '-'} "
+                f"minute_rows={report.minute_rows} hour_rows={report.hour_rows} "
+                f"invalidations={report.invalidations} expired_rows={report.expired_rows}"
+            )
+            if report.caught_up:
+                return 0
+    finally:
+        await conn.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
             print(migrate.current_revision(database.url) or "base")
         elif args.action == "maintain":
             asyncio.run(_maintain(database.url, settings))
+        elif args.action == "refresh-rollups":
+            return asyncio.run(_refresh_rollups(database.url, settings))
     finally:
         database.close()
     return 0

@@ -117,8 +117,14 @@ class EnvoyProcess:
     """A running Envoy with a rendered config; stop() ends it."""
 
     def __init__(
-        self, options: EnvoyOptions, *, log_dir: Path | None = None, log_level: str = "warn"
+        self,
+        options: EnvoyOptions,
+        *,
+        log_dir: Path | None = None,
+        log_level: str = "warn",
+        popen_options: dict[str, Any] | None = None,
     ) -> None:
+        """`popen_options` go to subprocess.Popen (`sensormesh up` gives Envoy its own process group)."""
         self.options = options
         self._tmp = tempfile.TemporaryDirectory(prefix="sensormesh-envoy-")
         folder = log_dir or Path(self._tmp.name)
@@ -139,7 +145,9 @@ class EnvoyProcess:
             "--file-flush-interval-msec",
             "500",
         ]
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)  # noqa: S603 - our binary, our config
+        self.process = subprocess.Popen(  # noqa: S603 - our binary, our config
+            command, stdout=self._log, stderr=subprocess.STDOUT, **(popen_options or {})
+        )
         log.info(
             "event=envoy_started pid=%d listen_port=%d admin_port=%d",
             self.process.pid,

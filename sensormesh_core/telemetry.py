@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 from opentelemetry import metrics, trace
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
@@ -45,8 +45,15 @@ class Telemetry:
         return self.meter_provider.get_meter(name, __version__)
 
     def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        """Interceptors that start a server span from the caller's trace context."""
-        return [aio_server_interceptor(tracer_provider=self.tracer_provider)]  # type: ignore[no-untyped-call]
+        """Interceptors that start a server span from the caller's trace context.
+
+        Health checks are left out: probes every few seconds are noise in a
+        trace store, and the instrumentation's aio wrapper only understands
+        streaming handlers written as async generators, which grpc's own
+        Health.Watch is not (it would fail every Watch).
+        """
+        not_health = filters.negate(filters.health_check())
+        return [aio_server_interceptor(tracer_provider=self.tracer_provider, filter_=not_health)]  # type: ignore[no-untyped-call]
 
     def client_interceptors(self) -> list[Any]:
         """Interceptors that start a client span and send its context as metadata."""

@@ -8,8 +8,10 @@ lookup key: authenticating a call is one indexed read, cached by ingest.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from collections.abc import Iterable
+from pathlib import Path
 
 TOKEN_PREFIX = "smdt_"  # noqa: S105 - "sensormesh device token": recognisable in logs and secret scanners
 AUTHORIZATION_KEY = "authorization"
@@ -35,3 +37,15 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | No
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
     return None
+
+
+def write_token_file(path: Path, token: str) -> None:
+    """Write `token` readable by its owner only (0600), atomically: a crash leaves the old file or none."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)

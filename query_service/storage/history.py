@@ -1,16 +1,21 @@
 """Historical readings of one series: raw points, or buckets with min, max,
 mean and count.
 
-Where the buckets come from:
-- TimescaleDB, interval a multiple of 1 hour (or 1 minute): the `<table>_1h`
-  (`_1m`) continuous aggregate, regrouped to the interval (count, min, max and
-  sum per column; mean = sum / count). Buckets are aligned to the epoch and an
-  aggregate bucket nests in exactly one interval bucket, so the regrouping is
-  exact. Where the requested range cuts through an aggregate bucket (a range
-  starting at 10:00:30 with 1-minute rollups), the cut edges are computed from
-  the raw table, so a bucket only ever counts readings inside the range.
-- TimescaleDB, any other interval: `time_bucket` over the raw hypertable.
-- Plain PostgreSQL: `date_bin` over the raw partitioned table.
+Where the buckets come from, on both backends in the same way: the
+`<table>_1h` and `<table>_1m` rollups when the interval is a multiple of their
+width (count, min, max and sum per column, regrouped to the interval; mean =
+sum / count), and `date_bin` / `time_bucket` over the raw table for what they
+do not cover (coverage.py): the edges where the requested range cuts a rollup
+bucket, the tail past a rollup's watermark, and buckets with late rows not
+yet folded in. Buckets are aligned to the epoch and a rollup bucket nests in
+exactly one interval bucket, so every bucket counts exactly the readings
+inside the range, as aggregating the raw rows would.
+
+- TimescaleDB: the rollups are continuous aggregates (real-time, so their
+  watermark is no concern here; the cut edges come from the raw table).
+- Plain PostgreSQL: rollup tables kept by the refresher
+  (sensormesh_core/storage/rollups.py), read up to their watermarks; one small
+  query first reads the watermarks and the series' pending invalidations.
 
 Every query is bounded per page: raw reads stop at the page size; bucket reads
 cover at most `limit` intervals of time, so a page never aggregates more than
@@ -20,15 +25,16 @@ it returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
+from query_service.storage.coverage import ALWAYS, NEVER, Level, Piece, Span, plan
 from query_service.storage.series import SeriesRef
 from sensormesh_core.storage.maintenance import Backend
 from sensormesh_core.storage.schema import ROLLUP_WIDTHS
+from sensormesh_core.storage.time_buckets import floor_to
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROLLUP_STEPS: tuple[tuple[str, timedelta], ...] = (
     ("1h", timedelta(hours=1)),
     ("1m", timedelta(minutes=1)),
@@ -45,24 +51,11 @@ class BucketRow:
     mean: float
 
 
-def floor_to(moment: datetime, interval: timedelta) -> datetime:
-    """The start of the epoch-aligned bucket of `interval` holding `moment`."""
-    return EPOCH + ((moment - EPOCH) // interval) * interval
-
-
-def ceil_to(moment: datetime, interval: timedelta) -> datetime:
-    floored = floor_to(moment, interval)
-    return floored if floored == moment else floored + interval
-
-
-def rollup_for(backend: Backend, interval: timedelta) -> tuple[str, timedelta] | None:
-    """The widest continuous aggregate whose buckets nest in `interval`, if any."""
-    if backend is not Backend.TIMESCALEDB:
-        return None
-    for width, step in _ROLLUP_STEPS:
-        if interval >= step and interval % step == timedelta(0):
-            return width, step
-    return None
+def rollups_for(interval: timedelta) -> list[tuple[str, timedelta]]:
+    """The rollup widths whose buckets nest in `interval`, widest first."""
+    return [
+        (width, step) for width, step in _ROLLUP_STEPS if interval >= step and interval % step == timedelta(0)
+    ]
 
 
 async def raw_points(
@@ -97,37 +90,75 @@ async def raw_points(
     )
 
 
-def _raw_bucket_sql(ref: SeriesRef, backend: Backend, where_time: str) -> str:
-    col, key = ref.value_column, ref.key_column
+def _bucket_of(backend: Backend, column: str) -> str:
     if backend is Backend.TIMESCALEDB:
-        bucket = "time_bucket($2::interval, time, origin => 'epoch'::timestamptz)"
-    else:
-        bucket = "date_bin($2::interval, time, 'epoch'::timestamptz)"
-    return (
-        f"SELECT {bucket} AS bucket, count({col}) AS n, min({col})::float8 AS lo, "
-        f"max({col})::float8 AS hi, sum({col}::float8) AS total FROM {ref.table} "
-        f"WHERE {key} = $1 AND {col} IS NOT NULL AND ({where_time}) GROUP BY 1"
-    )
+        return f"time_bucket($2::interval, {column}, origin => 'epoch'::timestamptz)"
+    return f"date_bin($2::interval, {column}, 'epoch'::timestamptz)"
 
 
-def _bucket_sql(ref: SeriesRef, backend: Backend, rollup: str | None) -> str:
-    """Buckets of [$3, $4) by $2, at most $5; with a rollup, its interior
-    [$5, $6) comes from the aggregate and the limit is $7."""
-    if rollup is None:
-        return _raw_bucket_sql(ref, backend, "time >= $3 AND time < $4") + " ORDER BY 1 LIMIT $5"
+def _bucket_sql(ref: SeriesRef, backend: Backend) -> str:
+    """Buckets of width $2 from the pieces of each source, at most $3.
+
+    Raw pieces are [$4[i], $5[i]); 1-minute rollup pieces [$6[i], $7[i]);
+    1-hour ones [$8[i], $9[i]). An empty array costs nothing: its lateral
+    subquery never runs.
+    """
     col, key = ref.value_column, ref.key_column
-    edges = _raw_bucket_sql(ref, backend, "(time >= $3 AND time < $5) OR (time >= $6 AND time < $4)")
-    interior = (
-        f"SELECT time_bucket($2::interval, bucket, origin => 'epoch'::timestamptz) AS bucket, "
-        f"sum({col}_count)::bigint AS n, min({col}_min)::float8 AS lo, max({col}_max)::float8 AS hi, "
-        f"sum({col}_sum)::float8 AS total FROM {ref.table}_{rollup} "
-        f"WHERE {key} = $1 AND bucket >= $5 AND bucket < $6 GROUP BY 1"
+    raw = (
+        f"SELECT {_bucket_of(backend, 'x.time')} AS bucket, count(x.v) AS n, min(x.v)::float8 AS lo, "
+        "max(x.v)::float8 AS hi, sum(x.v::float8) AS total "
+        "FROM unnest($4::timestamptz[], $5::timestamptz[]) AS r(lo, hi) "
+        f"CROSS JOIN LATERAL (SELECT time, {col} AS v FROM {ref.table} WHERE {key} = $1 "
+        f"AND time >= r.lo AND time < r.hi AND {col} IS NOT NULL) AS x GROUP BY 1"
     )
+    rolled = [
+        f"SELECT {_bucket_of(backend, 'y.bucket')} AS bucket, sum(y.n)::bigint AS n, min(y.lo)::float8 AS lo, "
+        "max(y.hi)::float8 AS hi, sum(y.total)::float8 AS total "
+        f"FROM unnest(${first}::timestamptz[], ${first + 1}::timestamptz[]) AS r(lo, hi) "
+        f"CROSS JOIN LATERAL (SELECT bucket, {col}_count AS n, {col}_min AS lo, {col}_max AS hi, "
+        f"{col}_sum AS total FROM {ref.table}_{width} WHERE {key} = $1 "
+        "AND bucket >= r.lo AND bucket < r.hi) AS y GROUP BY 1"
+        for width, first in (("1m", 6), ("1h", 8))
+    ]
     return (
-        f"SELECT bucket, sum(n)::bigint AS n, min(lo) AS lo, max(hi) AS hi, sum(total) AS total "
-        f"FROM ({edges} UNION ALL {interior}) parts GROUP BY bucket HAVING sum(n) > 0 "
-        f"ORDER BY bucket LIMIT $7"
+        "SELECT bucket, sum(n)::bigint AS n, min(lo) AS lo, max(hi) AS hi, sum(total) AS total "
+        f"FROM ({raw} UNION ALL {rolled[0]} UNION ALL {rolled[1]}) AS parts "
+        "GROUP BY bucket HAVING sum(n) > 0 ORDER BY bucket LIMIT $3"
     )
+
+
+# What the refresher has materialized (plain PostgreSQL): the watermarks of the
+# rollups named in $1, and the pending invalidations of the series' key in [$4, $5).
+_COVERAGE_SQL = (
+    "SELECT m.names, m.marks, ARRAY(SELECT tstzrange(i.first_time, i.last_time, '[]') "
+    "FROM rollup_invalidations i WHERE i.source_table = $2 AND i.key = $3 "
+    "AND i.first_time < $5 AND i.last_time >= $4) AS stale "
+    "FROM (SELECT array_agg(rollup ORDER BY rollup) AS names, array_agg(watermark ORDER BY rollup) AS marks "
+    "FROM rollup_watermarks WHERE rollup = ANY($1::text[])) AS m"
+)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+async def _coverage(
+    conn: asyncpg.Connection,
+    ref: SeriesRef,
+    backend: Backend,
+    interval: timedelta,
+    start: datetime,
+    end: datetime,
+) -> tuple[list[Level], list[Span]]:
+    """The rollup levels usable for `interval`, widest first, and the stale spans."""
+    usable = rollups_for(interval)
+    if not usable:
+        return [], []
+    if backend is Backend.TIMESCALEDB:
+        return [Level(width, step, ALWAYS) for width, step in usable], []
+    names = {f"{ref.table}_{width}": width for width, _ in usable}
+    row = await conn.fetchrow(_COVERAGE_SQL, list(names), ref.table, ref.key, start, end)
+    marks = {names[n]: m or NEVER for n, m in zip(row["names"] or [], row["marks"] or [], strict=True)}
+    levels = [Level(width, step, marks.get(width, NEVER)) for width, step in usable]
+    stale = [(r.lower, r.upper + _MICROSECOND) for r in row["stale"]]
+    return levels, stale
 
 
 def _window_end(start: datetime, end: datetime, interval: timedelta, limit: int) -> datetime:
@@ -138,6 +169,15 @@ def _window_end(start: datetime, end: datetime, interval: timedelta, limit: int)
         return min(end, floor_to(start, interval) + limit * interval)
     except OverflowError:
         return end
+
+
+def _pieces(start: datetime, end: datetime, levels: list[Level], stale: list[Span]) -> list[Piece]:
+    """`plan`'s pieces; a range whose rollup bucket edges would fall outside the years a
+    datetime holds (near year 1 or 9999) is read from the raw table instead."""
+    try:
+        return plan(start, end, levels, stale)
+    except OverflowError:
+        return [Piece(None, start, end)]
 
 
 async def buckets(
@@ -156,29 +196,20 @@ async def buckets(
     wanting more continues from the returned end (see `next_time`).
     """
     window_end = _window_end(start, end, interval, limit)
-    rollup = rollup_for(backend, interval)
-    inner_start = inner_end = start
-    if rollup is not None:
-        _, step = rollup
-        try:
-            inner_start, inner_end = ceil_to(start, step), floor_to(window_end, step)
-        except OverflowError:  # a bucket edge beyond year 9999 or before year 1: the raw table only
-            rollup = None
-        if inner_end <= inner_start:
-            rollup = None
-    if rollup is None:
-        rows = await conn.fetch(_bucket_sql(ref, backend, None), ref.key, interval, start, window_end, limit)
-    else:
-        rows = await conn.fetch(
-            _bucket_sql(ref, backend, rollup[0]),
-            ref.key,
-            interval,
-            start,
-            window_end,
-            inner_start,
-            inner_end,
-            limit,
-        )
+    levels, stale = await _coverage(conn, ref, backend, interval, start, window_end)
+    spans: dict[str | None, tuple[list[datetime], list[datetime]]] = {w: ([], []) for w in (None, "1m", "1h")}
+    for piece in _pieces(start, window_end, levels, stale):
+        spans[piece.source][0].append(piece.start)
+        spans[piece.source][1].append(piece.end)
+    rows = await conn.fetch(
+        _bucket_sql(ref, backend),
+        ref.key,
+        interval,
+        limit,
+        *spans[None],
+        *spans["1m"],
+        *spans["1h"],
+    )
     found = [BucketRow(r["bucket"], r["n"], r["lo"], r["hi"], r["total"] / r["n"]) for r in rows if r["n"]]
     return found, window_end
 

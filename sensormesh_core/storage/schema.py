@@ -105,5 +105,35 @@ MEASUREMENT_PAYLOAD = "measurement"
 
 READING_TABLES: tuple[str, ...] = (*(t.table for t in TYPED_TABLES), MEASUREMENTS_TABLE)
 
-# Continuous aggregate widths kept on TimescaleDB.
+# Rollup widths: continuous aggregates on TimescaleDB, tables kept by the refresher on plain PostgreSQL.
 ROLLUP_WIDTHS: dict[str, str] = {"1m": "1 minute", "1h": "1 hour"}
+
+
+@dataclass(frozen=True, slots=True)
+class RollupSource:
+    """A reading table as its rollups see it: the series key and the value columns.
+
+    Each `<table>_<width>` rollup holds, per key and bucket, `<column>_count`,
+    `_min`, `_max` and `_sum` of every value column (a mean is sum / count).
+    """
+
+    table: str
+    key: str  # "sensor_id" or "series_id"
+    columns: tuple[tuple[str, SqlType], ...]
+
+    def rollup(self, width: str) -> str:
+        return f"{self.table}_{width}"
+
+
+ROLLUP_SOURCES: tuple[RollupSource, ...] = (
+    *(
+        RollupSource(t.table, "sensor_id", tuple((q.name, q.sql_type) for q in t.quantities))
+        for t in TYPED_TABLES
+    ),
+    RollupSource(MEASUREMENTS_TABLE, "series_id", (("value", SqlType.DOUBLE),)),
+)
+ROLLUP_SOURCE_BY_TABLE: dict[str, RollupSource] = {s.table: s for s in ROLLUP_SOURCES}
+
+# Bookkeeping of the rollups on plain PostgreSQL (migration 0003; TimescaleDB keeps its own).
+ROLLUP_WATERMARKS = "rollup_watermarks"
+ROLLUP_INVALIDATIONS = "rollup_invalidations"

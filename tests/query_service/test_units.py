@@ -12,10 +12,10 @@ from sensormesh.v1 import reading_pb2
 
 from query_service import page_tokens
 from query_service.live.subscription import Subscription
-from query_service.storage.history import ceil_to, floor_to, rollup_for
+from query_service.storage.history import rollups_for
 from query_service.storage.live_rows import LiveReading
 from sensormesh_core.errors import InvalidArgument
-from sensormesh_core.storage.maintenance import Backend
+from sensormesh_core.storage.time_buckets import ceil_to, floor_to
 
 PARAMS = {"device_id": "pi-1", "sensors": ["a"]}
 
@@ -89,7 +89,6 @@ def test_buckets_align_to_the_epoch_and_rollups_nest() -> None:
     assert floor_to(moment, timedelta(minutes=1)) == datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
     assert ceil_to(moment, timedelta(minutes=1)) == datetime(2026, 5, 4, 10, 1, tzinfo=UTC)
     assert floor_to(moment, timedelta(days=7)).weekday() == 3  # 1970-01-01 was a Thursday
-    assert rollup_for(Backend.TIMESCALEDB, timedelta(hours=2)) == ("1h", timedelta(hours=1))
-    assert rollup_for(Backend.TIMESCALEDB, timedelta(minutes=5)) == ("1m", timedelta(minutes=1))
-    assert rollup_for(Backend.TIMESCALEDB, timedelta(seconds=90)) is None
-    assert rollup_for(Backend.PARTITIONED, timedelta(hours=1)) is None
+    assert rollups_for(timedelta(hours=2)) == [("1h", timedelta(hours=1)), ("1m", timedelta(minutes=1))]
+    assert rollups_for(timedelta(minutes=5)) == [("1m", timedelta(minutes=1))]
+    assert rollups_for(timedelta(seconds=90)) == []

@@ -4,7 +4,8 @@ Per batch, in one transaction: take the device's upload offset row (FOR
 UPDATE), number the readings after the committed sequence, COPY the rows into
 the per-kind reading tables, upsert `latest_values`, move the mark. After the
 commit, and outside the transaction, send `pg_notify(CHANNEL, CommitSignal)`.
-Sensors and series are created on first sight, as ingest does.
+Sensors and series are created on first sight, as ingest does. On plain
+PostgreSQL it takes the rollup gate and records late rows, as ingest does.
 
 This is a stand-in until ingest_service lands; it lives in tests/ on purpose.
 """
@@ -23,6 +24,7 @@ from sensormesh.v1 import reading_pb2
 from sensormesh_core.storage.live_signal import CHANNEL, CommitSignal
 from sensormesh_core.storage.maintenance import Backend, storage_backend
 from sensormesh_core.storage.partitions import PartitionManager, days_between
+from sensormesh_core.storage.rollup_gate import GATE_CTE, RECENT, late_ranges, record_late
 from sensormesh_core.storage.schema import (
     MEASUREMENT_COLUMNS,
     MEASUREMENTS_TABLE,
@@ -115,11 +117,17 @@ class ReadingWriter:
         if self._backend is Backend.PARTITIONED:
             await self._partitions.ensure(self.conn, days_between(min(times), max(times)))
         async with self.conn.transaction():
+            late_before = None
+            if self._backend is Backend.PARTITIONED:
+                # The rollup gate, as ingest takes it (sensormesh_core/storage/rollup_gate.py).
+                late_before = await self.conn.fetchval(f"WITH {GATE_CTE} SELECT now FROM gate") - RECENT
             committed = await self.conn.fetchval(
                 "SELECT committed_sequence FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device_id
             )
             assert committed is not None, f"device {device_id} is not registered"
             rows, latest = await self._rows(device_id, readings, committed + 1)
+            if late_before is not None:
+                await record_late(self.conn, late_ranges(rows, late_before))
             for table in TYPED_TABLES:
                 if rows.get(table.table):
                     await self.conn.copy_records_to_table(

@@ -10,6 +10,8 @@ from sensormesh_core.storage.schema import (
     MEASUREMENT_COLUMNS,
     MEASUREMENTS_TABLE,
     READING_TABLES,
+    ROLLUP_SOURCES,
+    ROLLUP_WIDTHS,
     TYPED_TABLES,
 )
 
@@ -28,6 +30,22 @@ REGISTRY_TABLES = {
 }
 
 
+ROLLUP_TABLES = {s.rollup(w) for s in ROLLUP_SOURCES for w in ROLLUP_WIDTHS} | {
+    "rollup_watermarks",
+    "rollup_invalidations",
+}
+
+
+async def _backend_tables(url: str) -> set[str]:
+    """Tables of revision 0002 and later: readings, and (plain PostgreSQL) the rollups of 0003."""
+    conn = await asyncpg.connect(url)
+    try:
+        has_timescale = await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+    finally:
+        await conn.close()
+    return set(READING_TABLES) | (set() if has_timescale else ROLLUP_TABLES)
+
+
 async def _tables(url: str) -> set[str]:
     conn = await asyncpg.connect(url)
     try:
@@ -43,8 +61,8 @@ async def _tables(url: str) -> set[str]:
 async def test_upgrade_creates_every_table(empty_database_url: str) -> None:
     migrate.upgrade(empty_database_url)
 
-    assert migrate.current_revision(empty_database_url) == "0002"
-    assert await _tables(empty_database_url) == REGISTRY_TABLES | set(READING_TABLES)
+    assert migrate.current_revision(empty_database_url) == "0003"
+    assert await _tables(empty_database_url) == REGISTRY_TABLES | await _backend_tables(empty_database_url)
 
 
 async def test_migrating_twice_is_harmless(empty_database_url: str) -> None:
@@ -56,12 +74,15 @@ async def test_migrating_twice_is_harmless(empty_database_url: str) -> None:
         assert await conn.fetchval("SELECT count(*) FROM devices") == 1
     finally:
         await conn.close()
-    assert migrate.current_revision(empty_database_url) == "0002"
+    assert migrate.current_revision(empty_database_url) == "0003"
 
 
 async def test_downgrade_removes_everything_and_upgrade_restores_it(empty_database_url: str) -> None:
     migrate.upgrade(empty_database_url)
+    every_table = REGISTRY_TABLES | await _backend_tables(empty_database_url)
 
+    migrate.downgrade(empty_database_url, "0002")
+    assert await _tables(empty_database_url) == REGISTRY_TABLES | set(READING_TABLES)
     migrate.downgrade(empty_database_url, "0001")
     assert await _tables(empty_database_url) == REGISTRY_TABLES
     migrate.downgrade(empty_database_url, "base")
@@ -69,7 +90,7 @@ async def test_downgrade_removes_everything_and_upgrade_restores_it(empty_databa
     assert migrate.current_revision(empty_database_url) is None
 
     migrate.upgrade(empty_database_url)
-    assert await _tables(empty_database_url) == REGISTRY_TABLES | set(READING_TABLES)
+    assert await _tables(empty_database_url) == every_table
 
 
 async def test_reading_tables_match_the_schema_module(db: asyncpg.Connection) -> None:

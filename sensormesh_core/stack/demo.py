@@ -1,0 +1,199 @@
+"""The simulated devices of `sensormesh up`, registered through the real DeviceService.
+
+Three devices, one of each kind a fleet has:
+- `greenhouse-pi`: a gateway with an environment sensor (1 s) and system
+  readings (10 s), uploading through the agent;
+- `vibration-pi`: a gateway with a 100 Hz IMU on a running machine;
+- `soil-node`: a direct device (a microcontroller) writing generic
+  measurements over REST through Envoy.
+
+On the first start each is created with CreateDevice and its token is kept in
+`<data>/devices/<id>.token` (mode 0600, folder 0700); later starts reuse it.
+The tokens are checked against the ingest service, so a data folder pointed
+at another database is reported instead of failing in the agents' logs.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from sensormesh.v1 import device_pb2, device_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+
+from sensormesh_core.tokens import write_token_file
+
+log = logging.getLogger(__name__)
+
+LABELS = {"origin": "sensormesh-up", "simulated": "true"}
+
+
+@dataclass(frozen=True)
+class DemoDevice:
+    """A simulated device: how it is registered and what it measures."""
+
+    device_id: str
+    display_name: str
+    description: str
+    type: int  # device_pb2.DeviceType
+    inputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # agent inputs (gateways)
+
+    @property
+    def is_gateway(self) -> bool:
+        return self.type == device_pb2.DEVICE_TYPE_GATEWAY
+
+
+DEMO_DEVICES = (
+    DemoDevice(
+        "greenhouse-pi",
+        "Greenhouse gateway",
+        "Simulated Raspberry Pi with an environment sensor (BME280-like) and its own system readings.",
+        device_pb2.DEVICE_TYPE_GATEWAY,
+        {
+            "simulated": [
+                {"kind": "environment", "sensor": "sim-environment", "interval": "1s", "seed": 11},
+                {"kind": "system", "sensor": "sim-system", "interval": "10s", "seed": 12},
+            ]
+        },
+    ),
+    DemoDevice(
+        "vibration-pi",
+        "Vibration gateway",
+        "Simulated Raspberry Pi with a 100 Hz IMU (MPU-6050-like) on a motor running at 1770 rpm.",
+        device_pb2.DEVICE_TYPE_GATEWAY,
+        {"simulated": [{"kind": "imu", "sensor": "sim-imu", "interval": "10ms", "seed": 21}]},
+    ),
+    DemoDevice(
+        "soil-node",
+        "Soil node",
+        "Simulated microcontroller writing soil moisture and soil temperature over REST.",
+        device_pb2.DEVICE_TYPE_DIRECT,
+    ),
+)
+
+
+class TokenState(enum.StrEnum):
+    """What the stack found for a device's token."""
+
+    CREATED = "created"  # registered now; token written
+    REUSED = "reused"  # registered before; the kept token authenticates
+    MISSING = "missing"  # registered, but the token file is gone
+    REFUSED = "refused"  # the kept token does not authenticate (another database?)
+
+
+@dataclass(frozen=True)
+class DeviceToken:
+    device: DemoDevice
+    state: TokenState
+    token_path: Path
+
+    @property
+    def usable(self) -> bool:
+        return self.state in (TokenState.CREATED, TokenState.REUSED)
+
+    def problem(self) -> str:
+        """What is wrong and how to fix it, for a device that cannot be simulated."""
+        fix = (
+            f"delete it (`sensormesh devices delete {self.device.device_id}`) and its token file "
+            "to let the next start create it again"
+        )
+        if self.state is TokenState.MISSING:
+            return f"{self.device.device_id} is registered but {self.token_path} is gone: {fix}"
+        return f"{self.device.device_id}: the token in {self.token_path} is refused by this database: {fix}"
+
+
+def token_folder(data_dir: Path) -> Path:
+    folder = data_dir / "devices"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    return folder
+
+
+def _exists(devices: device_pb2_grpc.DeviceServiceStub, device_id: str) -> bool:
+    try:
+        devices.GetDevice(device_pb2.GetDeviceRequest(device_id=device_id), timeout=10)
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+def _authenticates(ingest: ingest_pb2_grpc.IngestServiceStub, device_id: str, token: str) -> bool:
+    request = ingest_pb2.GetUploadOffsetRequest(device_id=device_id)
+    try:
+        ingest.GetUploadOffset(request, metadata=(("authorization", f"Bearer {token}"),), timeout=10)
+    except grpc.RpcError as error:
+        if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return False
+        raise
+    return True
+
+
+def ensure_device(
+    device: DemoDevice,
+    folder: Path,
+    devices: device_pb2_grpc.DeviceServiceStub,
+    ingest: ingest_pb2_grpc.IngestServiceStub,
+) -> DeviceToken:
+    """Create `device` unless it exists; report whether its kept token still works."""
+    path = folder / f"{device.device_id}.token"
+    if not _exists(devices, device.device_id):
+        created = devices.CreateDevice(
+            device_pb2.CreateDeviceRequest(
+                device=device_pb2.Device(
+                    device_id=device.device_id,
+                    display_name=device.display_name,
+                    description=device.description,
+                    type=device.type,  # type: ignore[arg-type]
+                    labels=LABELS,
+                )
+            ),
+            timeout=10,
+        )
+        write_token_file(path, created.token)
+        log.info("event=demo_device_created device_id=%s token_file=%s", device.device_id, path)
+        return DeviceToken(device, TokenState.CREATED, path)
+    if not path.exists():
+        return DeviceToken(device, TokenState.MISSING, path)
+    if not _authenticates(ingest, device.device_id, path.read_text().strip()):
+        return DeviceToken(device, TokenState.REFUSED, path)
+    return DeviceToken(device, TokenState.REUSED, path)
+
+
+def agent_config(device: DemoDevice, token_path: Path, ingest_target: str, folder: Path) -> Path:
+    """Write the agent TOML for a simulated gateway; returns its path (rewritten every start)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Written by `sensormesh up` on every start; edits are overwritten.",
+        f'device_id = "{device.device_id}"',
+        f'token_file = "{token_path.resolve()}"',
+        'stop_timeout = "5s"',
+        "",
+        "[uplink]",
+        f'target = "{ingest_target}"',
+        "tls = false",
+        "",
+        "[buffer]",
+        f'path = "{(folder / f"{device.device_id}.sqlite3").resolve()}"',
+        'disk_budget = "256MiB"',
+    ]
+    for kind, tables in device.inputs.items():
+        for table in tables:
+            lines += ["", f"[[inputs.{kind}]]"]
+            lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+    path = folder / f"{device.device_id}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

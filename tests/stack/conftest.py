@@ -1,0 +1,65 @@
+"""Real `sensormesh ingest` and `sensormesh query` processes over one migrated database, shared by
+a module's tests (each test uses its own device ids), for the operator's commands."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sensormesh_core.storage.database import with_database
+from sensormesh_core.storage.embedded import ensure_database
+from tests.conftest import _drop_database
+from tests.support.ports import free_port
+from tests.support.processes import ServiceProcess
+
+
+@dataclass(frozen=True)
+class Services:
+    database_url: str
+    ingest: str  # host:port
+    query: str
+
+
+def _wait_serving(target: str, service: ServiceProcess, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while service.process.poll() is None and time.monotonic() < deadline:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1, wait_for_ready=True)
+            except grpc.RpcError:
+                continue
+            if status.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+    raise AssertionError(service.log_path.read_text(errors="replace")[-3000:])
+
+
+@pytest.fixture(scope="module")
+def services(
+    postgres_admin_url: str, migrated_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Services]:
+    name = f"sensormesh_stack_{uuid.uuid4().hex[:12]}"
+    ensure_database(postgres_admin_url, name, template=migrated_template)
+    url = with_database(postgres_admin_url, name)
+    logs = Path(tmp_path_factory.mktemp("services"))
+    ingest, query = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    env = {"SENSORMESH_DATABASE_URL": url, "SENSORMESH_INGEST_NOTIFY_WINDOW": "PT0S"}
+    started = [
+        ServiceProcess(["ingest", "--listen", ingest], env, logs / "ingest.log"),
+        ServiceProcess(["query", "--listen", query, "--grace", "1"], env, logs / "query.log"),
+    ]
+    try:
+        for target, process in zip((ingest, query), started, strict=True):
+            _wait_serving(target, process)
+        yield Services(url, ingest, query)
+    finally:
+        for process in started:
+            process.stop()
+        _drop_database(postgres_admin_url, name)

@@ -1,0 +1,125 @@
+"""Regenerate the README's generated sections: the settings tables and the local stack's examples.
+
+Every `SENSORMESH_*` variable is a field of a settings class; the tables are
+written from those classes (name, default, description), so they cannot drift
+from the code. The examples are `sensormesh up`'s own, rendered with the
+default addresses. A section sits between
+
+    <!-- generated: NAME -->
+    ...
+    <!-- end generated: NAME -->
+
+Run by `make readme`; `--check` exits 1 with a diff when the README is stale
+(the test suite runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from enum import Enum
+from pathlib import Path
+
+from pydantic import BaseModel, ByteSize, SecretStr, TypeAdapter
+from pydantic.fields import FieldInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway_agent.config import AgentSettings  # noqa: E402
+from ingest_service.settings import IngestSettings  # noqa: E402
+from query_service.settings import QuerySettings  # noqa: E402
+from sensormesh_core.client import ClientSettings  # noqa: E402
+from sensormesh_core.config import ENV_PREFIX, StorageSettings  # noqa: E402
+from sensormesh_core.stack.examples import Endpoints, Paths, render  # noqa: E402
+from sensormesh_core.stack.settings import StackSettings  # noqa: E402
+
+README = ROOT / "README.md"
+SECTION = re.compile(
+    r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)", re.S
+)
+
+
+def _default(info: FieldInfo) -> str:
+    if info.is_required():
+        return "required"
+    value = info.get_default(call_default_factory=True)
+    if value is None or isinstance(value, SecretStr):
+        return "unset"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, ByteSize):
+        return f"`{value.human_readable(decimal=False, separator='')}`"
+    if isinstance(value, timedelta):
+        return f"`{TypeAdapter(timedelta).dump_python(value, mode='json')}`"
+    if isinstance(value, datetime):
+        return f"`{value.isoformat().replace('+00:00', 'Z')}`"
+    if isinstance(value, Enum):
+        return f"`{value.value}`"
+    return f"`{value}`"
+
+
+def _rows(model: type[BaseModel], prefix: str, skip: set[str]) -> Iterator[tuple[str, str, str]]:
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _rows(annotation, f"{prefix}{name.upper()}__", set())
+            continue
+        description = (info.description or "").replace("|", "\\|").replace("\n", " ")
+        yield f"`{prefix}{name.upper()}`", _default(info), description
+
+
+def settings_table(model: type[BaseModel], prefix: str = ENV_PREFIX, skip: set[str] | None = None) -> str:
+    """A Markdown table of a settings class's own fields (those of `skip` left out)."""
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in _rows(model, prefix, skip or set())]
+    return "\n".join(lines) + "\n"
+
+
+def sections() -> dict[str, str]:
+    return {
+        "settings-storage": settings_table(StorageSettings),
+        "settings-ingest": settings_table(IngestSettings, skip=set(StorageSettings.model_fields)),
+        "settings-query": settings_table(QuerySettings, skip=set(StorageSettings.model_fields)),
+        "settings-up": settings_table(StackSettings, skip=set(StorageSettings.model_fields)),
+        "settings-client": settings_table(ClientSettings),
+        "settings-agent": settings_table(AgentSettings, prefix="SENSORMESH_AGENT_", skip={"inputs"}),
+        "examples": "```sh\n" + render(Endpoints(), Paths(), indent="") + "```\n",
+    }
+
+
+def regenerate(text: str, generated: dict[str, str]) -> str:
+    missing = set(generated) - {m.group("name") for m in SECTION.finditer(text)}
+    if missing:
+        raise SystemExit(f"README.md has no generated section named {', '.join(sorted(missing))}")
+    return SECTION.sub(lambda m: m.group(1) + generated[m.group("name")] + m.group(4), text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 with a diff if README.md is stale")
+    args = parser.parse_args()
+    current = README.read_text()
+    fresh = regenerate(current, sections())
+    if args.check:
+        if fresh != current:
+            diff = difflib.unified_diff(
+                current.splitlines(), fresh.splitlines(), "README.md", "generated", lineterm=""
+            )
+            print("README.md is stale; run `make readme`:\n" + "\n".join(diff))
+            return 1
+        return 0
+    README.write_text(fresh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
