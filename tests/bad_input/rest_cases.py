@@ -38,7 +38,7 @@ class Part:
 NONE = Part()
 
 
-def _kind(draw: st.DrawFn, good: list[str], bad: list[str]) -> str:
+def kind_of(draw: st.DrawFn, good: list[str], bad: list[str]) -> str:
     """A kind of value: one of `good` nine times in ten, so that a request of several
     parts is often valid throughout; else one of `bad`. (Shrinks towards good.)"""
     return draw(st.sampled_from(good) if draw(st.integers(0, 9)) < 9 else st.sampled_from(bad))
@@ -54,7 +54,7 @@ def _iso(moment: datetime) -> str:
 
 @st.composite
 def times(draw: st.DrawFn, name: str, proto: str) -> Part:
-    kind = _kind(draw, ["absent", "recent", "recent", "edge"], ["unparsable"])
+    kind = kind_of(draw, ["absent", "recent", "recent", "edge"], ["unparsable"])
     if kind == "absent":
         return NONE
     if kind == "recent":
@@ -94,7 +94,7 @@ QUANTITY_ITEMS = {
 @st.composite
 def filters(draw: st.DrawFn, name: str, items: dict[str, str]) -> Part:
     """0-3 names, or 101 valid ones (over the limit of 100)."""
-    kind = _kind(draw, ["names"], ["101 names", "bad names"])
+    kind = kind_of(draw, ["names"], ["101 names", "bad names"])
     if kind == "101 names":
         return Part(tuple((name, f"sensor-{i}") for i in range(101)), SERVICE, name)
     allowed = sorted(items) if kind == "bad names" else sorted(i for i in items if items[i] == OK)
@@ -111,7 +111,7 @@ def filters(draw: st.DrawFn, name: str, items: dict[str, str]) -> Part:
 
 @st.composite
 def intervals(draw: st.DrawFn) -> Part:
-    kind = _kind(draw, ["absent", "ok"], ["service", "transcoder"])
+    kind = kind_of(draw, ["absent", "ok"], ["service", "transcoder"])
     if kind == "absent":
         return NONE
     if kind == "transcoder":
@@ -125,7 +125,7 @@ def intervals(draw: st.DrawFn) -> Part:
 
 @st.composite
 def page_sizes(draw: st.DrawFn, most: int) -> Part:
-    kind = _kind(draw, ["absent", "ok"], ["negative", "over", "text"])
+    kind = kind_of(draw, ["absent", "ok"], ["negative", "over", "text"])
     if kind == "absent":
         return NONE
     if kind == "ok":
@@ -145,7 +145,7 @@ def page_sizes(draw: st.DrawFn, most: int) -> Part:
 @st.composite
 def extras(draw: st.DrawFn) -> Part:
     """Now and then a parameter that is not the method's, or one naming the path's device."""
-    kind = _kind(draw, ["none"], ["unknown", "misspelt", "bound"])
+    kind = kind_of(draw, ["none"], ["unknown", "misspelt", "bound"])
     if kind == "unknown":
         return Part((("colour", "red"),), TRANSCODER, "colour")
     if kind == "misspelt":
@@ -225,7 +225,7 @@ def list_readings_cases(draw: st.DrawFn) -> QueryCase:
         parts["token"] = Part(
             (("pageToken", draw(st.sampled_from(["abc", "e30", "!!!", "x" * 100]))),), TOKEN, "page_token"
         )
-    return QueryCase(_kind(draw, ["data"], ["missing", "malformed", "not utf-8"]), parts)
+    return QueryCase(kind_of(draw, ["data"], ["missing", "malformed", "not utf-8"]), parts)
 
 
 @st.composite
@@ -235,12 +235,12 @@ def latest_cases(draw: st.DrawFn) -> QueryCase:
         "quantities": draw(filters("quantities", QUANTITY_ITEMS)),
         "extra": draw(extras()),
     }
-    return QueryCase(_kind(draw, ["data"], ["missing", "malformed", "not utf-8"]), parts)
+    return QueryCase(kind_of(draw, ["data"], ["missing", "malformed", "not utf-8"]), parts)
 
 
 @st.composite
 def watch_cases(draw: st.DrawFn) -> QueryCase:
-    start = _kind(draw, ["absent", "recent"], ["old", "unparsable"])
+    start = kind_of(draw, ["absent", "recent"], ["old", "unparsable"])
     if start == "recent":
         moment = datetime.now(UTC) - timedelta(minutes=draw(st.integers(0, 50)))
         part = Part((("startTime", _q(_iso(moment))),), value=moment)
@@ -257,7 +257,7 @@ def watch_cases(draw: st.DrawFn) -> QueryCase:
         "start": part,
         "extra": draw(extras()),
     }
-    return QueryCase(_kind(draw, ["data"], ["missing", "malformed", "not utf-8"]), parts)
+    return QueryCase(kind_of(draw, ["data"], ["missing", "malformed", "not utf-8"]), parts)
 
 
 ENUMS = {
@@ -268,7 +268,7 @@ ENUMS = {
 
 @st.composite
 def enum_filters(draw: st.DrawFn, name: str) -> Part:
-    kind = _kind(draw, ["absent", "name", "lower", "number"], ["unknown number", "unknown name"])
+    kind = kind_of(draw, ["absent", "name", "lower", "number"], ["unknown number", "unknown name"])
     known = ENUMS[name]
     if kind == "absent":
         return NONE
@@ -294,163 +294,3 @@ def list_devices_cases(draw: st.DrawFn) -> QueryCase:
     if draw(st.integers(0, 9)) == 0:
         parts["token"] = Part((("pageToken", "not-a-token"),), TOKEN, "page_token")
     return QueryCase("data", parts)
-
-
-# JSON bodies of DeviceService: each field absent, valid, refused by the service or by the transcoder.
-ABSENT = object()
-TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
-LABEL = st.from_regex(r"[A-Za-z0-9_.-]{1,12}", fullmatch=True)
-
-
-@dataclass(frozen=True)
-class Value:
-    json: Any  # ABSENT: leave the key out
-    problem: str = OK  # OK, SERVICE or TRANSCODER
-    field: str | None = None  # the field the answer names ("device.labels" covers any label's path)
-
-
-@st.composite
-def texts(draw: st.DrawFn, name: str, limit: int) -> Value:
-    kind = _kind(draw, ["absent", "text", "null"], ["too long", "nul", "number"])
-    path = f"device.{name}"
-    if kind == "absent":
-        return Value(ABSENT)
-    if kind == "text":
-        return Value(draw(TEXT))
-    if kind == "null":
-        return Value(None)  # JSON null: the field's default
-    if kind == "too long":
-        return Value("é" * (limit + 1), SERVICE, path)
-    if kind == "nul":
-        return Value("before\x00after", SERVICE, path)
-    return Value(draw(st.integers(-5, 5)), TRANSCODER, name)
-
-
-@st.composite
-def enum_values(draw: st.DrawFn, name: str) -> Value:
-    known = ENUMS[name]
-    kind = _kind(draw, ["absent", "name", "lower", "number"], ["unknown number", "unknown name", "bool"])
-    if kind == "absent":
-        return Value(ABSENT)
-    if kind == "name":
-        return Value(draw(st.sampled_from(known)))
-    if kind == "lower":
-        return Value(draw(st.sampled_from(known)).lower())
-    if kind == "number":
-        return Value(draw(st.integers(0, 2)))
-    if kind == "unknown number":  # a JSON number the transcoder passes on: the service refuses it
-        return Value(draw(st.integers(3, 99)), SERVICE, f"device.{name}")
-    if kind == "unknown name":
-        return Value("DEVICE_TOASTER", TRANSCODER, name)
-    return Value(True, TRANSCODER, name)
-
-
-@st.composite
-def label_maps(draw: st.DrawFn) -> Value:
-    kind = _kind(draw, ["absent", "valid"], ["bad key", "bad value", "too many", "number"])
-    if kind == "absent":
-        return Value(ABSENT)
-    labels = draw(st.dictionaries(LABEL, LABEL | st.just(""), max_size=4))
-    if kind == "valid":
-        return Value(labels)
-    if kind == "bad key":
-        return Value({**labels, "bad key": "x"}, SERVICE, "device.labels")
-    if kind == "bad value":
-        return Value({**labels, "k": "no spaces allowed"}, SERVICE, "device.labels")
-    if kind == "too many":
-        return Value({f"k{i}": "v" for i in range(33)}, SERVICE, "device.labels")
-    return Value({"k": 5}, TRANSCODER, "labels")
-
-
-@st.composite
-def device_ids(draw: st.DrawFn) -> Value:
-    kind = _kind(draw, ["fresh"], ["absent", "bad", "number"])
-    if kind == "fresh":
-        return Value("FRESH")  # replaced by an unused id when the request is built
-    if kind == "absent":
-        return Value(ABSENT, SERVICE, "device.device_id")
-    if kind == "bad":
-        bad = draw(st.sampled_from(["Greenhouse_Pi", "-pi", "pi-", "x" * 64, "", "pi 1", "pi\x00"]))
-        return Value(bad, SERVICE, "device.device_id")
-    return Value(42, TRANSCODER, "device_id")
-
-
-@dataclass(frozen=True)
-class BodyCase:
-    values: dict[str, Value]  # by JSON name
-    noise: dict[str, Any]  # fields the contract does not have, or output-only ones: ignored
-
-    def body(self, fresh_id: str) -> dict[str, Any]:
-        body = {
-            k: (fresh_id if v.json == "FRESH" else v.json)
-            for k, v in self.values.items()
-            if v.json is not ABSENT
-        }
-        return {**body, **self.noise}
-
-    def verdict(self) -> Verdict:
-        transcoder = [v for v in self.values.values() if v.problem == TRANSCODER]
-        if transcoder:
-            return Verdict(400, message_names=tuple(v.field for v in transcoder if v.field))
-        service = frozenset(v.field for v in self.values.values() if v.problem == SERVICE and v.field)
-        return Verdict(400, service) if service else Verdict(200)
-
-
-NOISE = st.sampled_from(
-    [
-        {},
-        {},
-        {"colour": "red"},
-        {"createTime": "2000-01-01T00:00:00Z", "committedSequence": "99"},
-        {"sensors": [{"name": "x"}]},
-    ]
-)
-
-
-@st.composite
-def create_device_cases(draw: st.DrawFn) -> BodyCase:
-    values = {
-        "deviceId": draw(device_ids()),
-        "displayName": draw(texts("display_name", 128)),
-        "description": draw(texts("description", 1024)),
-        "type": draw(enum_values("type")),
-        "status": draw(enum_values("status")),
-        "labels": draw(label_maps()),
-    }
-    return BodyCase(values, draw(NOISE))
-
-
-UPDATABLE = {
-    "displayName": "display_name",
-    "description": "description",
-    "type": "type",
-    "status": "status",
-    "labels": "labels",
-}
-
-
-@dataclass(frozen=True)
-class UpdateCase:
-    body: BodyCase  # without deviceId
-    mask: tuple[str, ...] | None  # JSON paths for ?updateMask=, or None
-
-
-@st.composite
-def update_device_cases(draw: st.DrawFn) -> UpdateCase:
-    values = {
-        "displayName": draw(texts("display_name", 128)),
-        "description": draw(texts("description", 1024)),
-        "type": draw(enum_values("type")),
-        "status": draw(enum_values("status")),
-        "labels": draw(label_maps()),
-    }
-    mask = draw(
-        st.one_of(
-            st.none(),
-            st.lists(
-                st.sampled_from([*UPDATABLE, "deviceId", "bogus"]), min_size=1, max_size=3, unique=True
-            ).map(tuple),
-            st.just(("*",)),
-        )
-    )
-    return UpdateCase(BodyCase(values, draw(NOISE)), mask)

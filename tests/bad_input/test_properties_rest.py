@@ -22,19 +22,21 @@ from hypothesis import event, given
 from sensormesh.v1 import ingest_pb2
 
 from tests.bad_input.budget import examples
-from tests.bad_input.messages import WRITE, imu_reading, payload_reading
-from tests.bad_input.rest_cases import (
+from tests.bad_input.device_body_cases import (
     ABSENT,
     UPDATABLE,
     BodyCase,
-    QueryCase,
     UpdateCase,
-    Verdict,
     create_device_cases,
+    update_device_cases,
+)
+from tests.bad_input.messages import WRITE, imu_reading, payload_reading
+from tests.bad_input.rest_cases import (
+    QueryCase,
+    Verdict,
     latest_cases,
     list_devices_cases,
     list_readings_cases,
-    update_device_cases,
     verdict,
     watch_cases,
 )
