@@ -12,11 +12,12 @@ import time
 import psycopg
 import pytest
 from grpc import StatusCode
-from sensormesh.v1 import device_pb2, ingest_pb2, reading_pb2
+from sensormesh.v1 import device_pb2, ingest_pb2, query_pb2, reading_pb2
 
 from tests.bad_input.messages import (
     DEVICES,
     FLOAT_FIELDS,
+    QUERY,
     UPLOAD,
     WRITE,
     imu_reading,
@@ -228,3 +229,33 @@ def test_device_requests_with_unknown_enums_or_nul_are_invalid_argument(case: st
     outcome = unary(stack.envoy_target, DEVICES + method, request.SerializeToString())
     assert outcome.code is StatusCode.INVALID_ARGUMENT, outcome
     assert outcome.violations is not None and field in outcome.violations, outcome
+
+
+def test_measurement_values_beyond_two_to_the_53_are_refused_and_the_rest_downsample(
+    stack: Stack, device: Device, db: psycopg.Connection
+) -> None:
+    """Finite is not enough: two readings of 1e308 in one bucket sum to infinity, which
+    PostgreSQL refuses ('value out of range: overflow'), so every downsampled read of the
+    series failed and the rollup refresh failed for every device. Values within ±2^53 (every
+    integer exact in a double) sum safely."""
+    edge, readings = float(2**53), []
+    for offset, value in enumerate([edge, edge, -edge, edge, 1.7e308, -1e300, edge * 2]):
+        reading = payload_reading("measurement", sensor="counter")
+        reading.measurement.value = value
+        reading.sample_time.seconds -= offset
+        readings.append(reading)
+
+    response = _response(_write(stack, device, readings))
+
+    assert [(r.index, r.field) for r in response.rejected] == [
+        (i, "reading.measurement.value") for i in (4, 5, 6)
+    ]
+    assert "9007199254740992" in response.rejected[0].reason
+    for seconds in (60, 3600):
+        request = query_pb2.ListReadingsRequest(device_id=device.device_id, interval={"seconds": seconds})
+        outcome = unary(stack.envoy_target, QUERY + "ListReadings", request.SerializeToString())
+        assert outcome.code is StatusCode.OK, outcome
+        buckets = [
+            b for s in query_pb2.ListReadingsResponse.FromString(outcome.response).series for b in s.buckets
+        ]
+        assert sum(b.count for b in buckets) == 4 and max(b.max for b in buckets) == edge
