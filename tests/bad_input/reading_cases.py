@@ -40,6 +40,7 @@ RANGES = {
     "relative_humidity_percent": (0.0, 100.0),
     "pressure_hpa": (0.0, 2000.0),
     "cpu_temperature_celsius": (-100.0, 200.0),
+    "value": (-float(2**53), float(2**53)),  # a measurement's (a double)
 }
 SENSOR_NAMES = st.one_of(
     st.sampled_from(["mpu6050-0x68", "bme280-0x76", "ble:wt901-C8:2B", "cpu", "disk:/var", "soil@probe.1"]),
@@ -92,7 +93,7 @@ def valid_readings(draw: st.DrawFn) -> reading_pb2.Reading:
             reading.system.disk_free_bytes = draw(st.integers(0, 2**63 - 1))
     else:
         reading.measurement.name = draw(MEASUREMENT_NAMES)
-        reading.measurement.value = draw(st.floats(allow_nan=False, allow_infinity=False))
+        reading.measurement.value = draw(st.floats(*RANGES["value"]))
         reading.measurement.unit = draw(UNITS)
     if draw(st.integers(0, 9)) == 0:
         reading.MergeFromString(b"\xa0\x01\x07")  # field 20: from newer contracts, ignored
