@@ -3,8 +3,10 @@ real `sensormesh query` (each in its own process, on one migrated database)
 behind the real Envoy binary, started once for the package.
 
 Every test is checked afterwards: both services still answer health checks
-SERVING and neither logged a failed call (`event=rpc_failed`, which is what
-an unexpected exception in a handler becomes) or a traceback while it ran.
+SERVING, valid requests still work (a write and an offset over gRPC through
+Envoy, a list over REST), and neither service logged a failed call
+(`event=rpc_failed`, which is what an unexpected exception in a handler
+becomes) or a traceback while it ran.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import httpx
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
 
 from sensormesh_core.envoy_proxy import EnvoyOptions, start_envoy
 from sensormesh_core.storage.database import with_database
 from sensormesh_core.storage.embedded import ensure_database
+from tests.bad_input.messages import imu_reading
 from tests.bad_input.stack import Device, Stack
 from tests.conftest import _drop_database
 from tests.support.ports import free_port
@@ -79,9 +83,34 @@ def _serving(target: str, service: str) -> bool:
     return response.status == health_pb2.HealthCheckResponse.SERVING
 
 
+@pytest.fixture(scope="package")
+def canary(stack: Stack) -> Device:
+    """A device whose valid requests must keep working, whatever a test sent before."""
+    return stack.register("canary")
+
+
+def _valid_requests_work(stack: Stack, canary: Device) -> None:
+    with grpc.insecure_channel(stack.envoy_target) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        before = stub.GetUploadOffset(
+            ingest_pb2.GetUploadOffsetRequest(device_id=canary.device_id),
+            metadata=canary.metadata,
+            timeout=10,
+        ).committed_sequence
+        written = stub.WriteReadings(
+            ingest_pb2.WriteReadingsRequest(device_id=canary.device_id, readings=[imu_reading()]),
+            metadata=canary.metadata,
+            timeout=10,
+        )
+    assert (written.accepted_count, written.committed_sequence) == (1, before + 1)
+    with httpx.Client(base_url=stack.url, timeout=10) as http:
+        assert http.get("/v1/devices", params={"pageSize": 1}).status_code == 200
+
+
 @pytest.fixture(autouse=True)
-def services_stay_up(stack: Stack) -> Iterator[None]:
-    """After each test: both services alive and SERVING, no failed call logged."""
+def services_stay_up(stack: Stack, canary: Device) -> Iterator[None]:
+    """After each test: both services alive and SERVING, valid requests answered, no failed
+    call logged."""
     marks = stack.log_marks()
     yield
     for name, process in (("ingest", stack.ingest), ("query", stack.query)):
@@ -89,6 +118,7 @@ def services_stay_up(stack: Stack) -> Iterator[None]:
     assert _serving(stack.ingest_target, "sensormesh.v1.IngestService")
     assert _serving(stack.query_target, "sensormesh.v1.QueryService")
     assert _serving(stack.query_target, "sensormesh.v1.DeviceService")
+    _valid_requests_work(stack, canary)
     failures = stack.failures_since(marks)
     assert not failures, "the services logged failed calls:\n" + "\n".join(failures)
 
