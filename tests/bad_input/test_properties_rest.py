@@ -125,7 +125,8 @@ def _check_readings(case: QueryCase, body: dict[str, Any], asked_at: datetime, a
     parts = case.parts
     start, end = parts["start"].value, parts["end"].value
     upper = end or answered_at
-    lower = start or (end or asked_at) - timedelta(hours=1)
+    earliest = datetime.min.replace(tzinfo=UTC)  # the default start never precedes year 1
+    lower = start or max(earliest, (end or asked_at) - min(timedelta(hours=1), (end or asked_at) - earliest))
     interval = parts["interval"].value
     sensors, quantities = parts["sensors"].value, parts["quantities"].value
     size = parts["page_size"].value or 10_000
