@@ -9,8 +9,9 @@ build (`UnsupportedRules`) when a rule appears that it does not implement, in
 which case the decoder sends every reading through protovalidate instead.
 
 The fast checks only ever *flag* a reading; a flagged reading is validated by
-protovalidate, whose violations are what the device is told. So the service
-refuses exactly what protovalidate refuses, as long as the fast checks never
+protovalidate (after `sensormesh_core.validation`'s rules for well-formed
+times and NUL-free strings), whose violations are what the device is told. So
+the service refuses exactly what those refuse, as long as the fast checks never
 pass a reading protovalidate refuses; tests/ingest_service/test_rules.py
 checks both directions with hypothesis.
 """
@@ -49,7 +50,9 @@ class FloatRange:
 
 @dataclass(slots=True)
 class StringRule:
-    """Length in code points, an RE2 pattern anchored at both ends, reserved values.
+    """Length in code points, an RE2 pattern anchored at both ends, reserved values,
+    and no NUL character (not a contract rule: PostgreSQL text cannot store it, and
+    `sensormesh_core.validation` refuses it everywhere).
 
     Strings that passed are remembered (sensor and measurement names repeat in
     every batch), up to `cache_size` of them.
@@ -68,6 +71,8 @@ class StringRule:
         if len(value) < self.min_len or (self.max_len is not None and len(value) > self.max_len):
             return False
         if value in self.not_in or (self.pattern is not None and self.pattern.fullmatch(value) is None):
+            return False
+        if "\x00" in value:
             return False
         if len(self._passed) >= self.cache_size:
             self._passed.clear()

@@ -31,6 +31,7 @@ from ingest_service.observability import instrument_asyncpg
 from ingest_service.service import IngestServicer
 from ingest_service.settings import IngestSettings
 from sensormesh_core.grpc_errors import ErrorMappingInterceptor
+from sensormesh_core.grpc_options import metadata_options
 from sensormesh_core.storage import migrate
 from sensormesh_core.storage.database import Database, open_database
 from sensormesh_core.telemetry import Telemetry, configure_telemetry
@@ -76,7 +77,7 @@ class IngestServer:
 
 
 def server_options(settings: IngestSettings) -> list[tuple[str, int]]:
-    """Message limits, keepalive and connection age (so streams rebalance across replicas)."""
+    """Message and metadata limits, keepalive and connection age (so streams rebalance across replicas)."""
     ms = 1000
     return [
         ("grpc.max_receive_message_length", settings.ingest_max_message_bytes),
@@ -92,6 +93,7 @@ def server_options(settings: IngestSettings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10 * ms),
         ("grpc.http2.max_pings_without_data", 0),
+        *metadata_options(),
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -16,6 +17,8 @@ from sensormesh_core.storage.device_details import device_details
 from sensormesh_core.validation import validate
 
 log = logging.getLogger(__name__)
+# The contracts' device id pattern: a ListDevices cursor is always one.
+DEVICE_ID = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
@@ -55,7 +58,9 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         parameters = {"status": int(request.status), "type": int(request.type)}
         after = None
         if request.page_token:
-            after = str(page_tokens.decode(request.page_token, "devices", parameters).get("after", ""))
+            after = page_tokens.decode(request.page_token, "devices", parameters).get("after")
+            if not isinstance(after, str) or DEVICE_ID.fullmatch(after) is None:
+                raise page_tokens.invalid()  # a forged cursor: not a device id
         size = request.page_size or self._default_page_size
         async with self._pool.acquire() as conn:
             records = await registry.list_devices(

@@ -45,6 +45,37 @@ def _from_micros(value: int) -> datetime:
     return EPOCH + timedelta(microseconds=value)
 
 
+_MICROS_RANGE = (_micros(datetime.min.replace(tzinfo=UTC)), _micros(datetime.max.replace(tzinfo=UTC)))
+
+
+def _is_micros(value: Any) -> bool:
+    return type(value) is int and _MICROS_RANGE[0] <= value <= _MICROS_RANGE[1]
+
+
+def _checked_cursor(cursor: dict[str, Any]) -> dict[str, Any]:
+    """The cursor of a readings token, if it has the shape `list_readings` issues:
+    `s`, `e` (the range), optionally `q` (the series: [sensor, quantity]) with `a`
+    (the last [time, sequence]) or `b` (the next bucket's start)."""
+    series = cursor.get("q", ["", ""])
+    after = cursor.get("a", [0, 0])
+    shaped = (
+        _is_micros(cursor.get("s"))
+        and _is_micros(cursor.get("e"))
+        and isinstance(series, list)
+        and len(series) == 2
+        and all(isinstance(name, str) for name in series)
+        and isinstance(after, list)
+        and len(after) == 2
+        and _is_micros(after[0])
+        and type(after[1]) is int
+        and 0 <= after[1] < 1 << 63  # a sequence (bigint)
+        and _is_micros(cursor.get("b", 0))
+    )
+    if not shaped or cursor["s"] >= cursor["e"]:
+        raise page_tokens.invalid()
+    return cursor
+
+
 @dataclass
 class _Page:
     """The page being filled and where the next one resumes."""
@@ -136,13 +167,15 @@ async def list_readings(
     """One page of a device's readings; raises InvalidArgument or NotFound."""
     validate_with(
         request,
-        filter_violations(request.sensors, request.quantities)
-        + interval_violations(request.interval if request.HasField("interval") else None),
+        lambda: (
+            filter_violations(request.sensors, request.quantities)
+            + interval_violations(request.interval if request.HasField("interval") else None)
+        ),
     )
     parameters = _token_parameters(request)
     cursor: dict[str, Any] = {}
     if request.page_token:
-        cursor = page_tokens.decode(request.page_token, _PAGE_KIND, parameters)
+        cursor = _checked_cursor(page_tokens.decode(request.page_token, _PAGE_KIND, parameters))
         start, end = _from_micros(int(cursor["s"])), _from_micros(int(cursor["e"]))
     else:
         start, end = time_range(

@@ -34,22 +34,30 @@ def encode(kind: str, parameters: dict[str, Any], cursor: dict[str, Any]) -> str
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def _invalid(description: str) -> InvalidArgument:
+NOT_ISSUED = "not a page token issued by this service"
+
+
+def invalid(description: str = NOT_ISSUED) -> InvalidArgument:
+    """The error for a bad `page_token` (callers raise it for a cursor of the wrong shape)."""
     return InvalidArgument(f"invalid page_token: {description}", [FieldViolation("page_token", description)])
 
 
 def decode(token: str, kind: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    """The cursor in `token`; raises InvalidArgument naming `page_token`."""
+    """The cursor in `token`; raises InvalidArgument naming `page_token`.
+
+    The cursor's own fields are the caller's to check (`invalid()` when they do
+    not have the shape it issued): the fingerprint is no signature, so a client
+    can forge a token for the right parameters with any cursor."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         payload = json.loads(raw)
     except (binascii.Error, ValueError) as exc:
-        raise _invalid("not a page token issued by this service") from exc
+        raise invalid() from exc
     if not isinstance(payload, dict) or payload.get("v") != _VERSION or payload.get("k") != kind:
-        raise _invalid("not a page token issued by this service")
+        raise invalid()
     if payload.get("f") != fingerprint(parameters):
-        raise _invalid("the request's parameters differ from those of the call that issued this token")
+        raise invalid("the request's parameters differ from those of the call that issued this token")
     cursor = payload.get("c")
     if not isinstance(cursor, dict):
-        raise _invalid("not a page token issued by this service")
+        raise invalid()
     return cursor

@@ -51,7 +51,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     async def GetLatestReadings(
         self, request: query_pb2.GetLatestReadingsRequest, context: Context
     ) -> query_pb2.GetLatestReadingsResponse:
-        validate_with(request, filter_violations(request.sensors, request.quantities))
+        validate_with(request, lambda: filter_violations(request.sensors, request.quantities))
         async with self._pool.acquire() as conn:
             rows = await latest_values(conn, request.device_id, request.sensors, request.quantities)
             if not rows and not await device_exists(conn, request.device_id):
@@ -70,8 +70,10 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         start = request.start_time if request.HasField("start_time") else None
         validate_with(
             request,
-            filter_violations(request.sensors, request.quantities)
-            + replay_violations(start, self._settings.replay_max_age, datetime.now(UTC)),
+            lambda: (
+                filter_violations(request.sensors, request.quantities)
+                + replay_violations(start, self._settings.replay_max_age, datetime.now(UTC))
+            ),
         )
         async with self._pool.acquire() as conn:
             if not await device_exists(conn, request.device_id):

@@ -9,7 +9,7 @@ second, a replay too far back) is checked here, all violations at once.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
@@ -50,9 +50,11 @@ def raise_if(request: Message, found: list[FieldViolation]) -> None:
         raise InvalidArgument(f"invalid {request.DESCRIPTOR.name}: {fields}", found)
 
 
-def validate_with(request: Message, extra: list[FieldViolation]) -> None:
-    """The proto's rules and `extra`, reported together."""
-    raise_if(request, validation.violations(request) + extra)
+def validate_with(request: Message, extra: Callable[[], list[FieldViolation]]) -> None:
+    """The proto's rules and the `extra` checks, reported together. `extra` runs only
+    once the request's times and durations are well-formed (it converts them)."""
+    raise_if(request, validation.form_violations(request))
+    raise_if(request, validation.violations(request) + extra())
 
 
 def to_datetime(stamp: Timestamp) -> datetime:
@@ -62,10 +64,12 @@ def to_datetime(stamp: Timestamp) -> datetime:
 def time_range(
     start: Timestamp | None, end: Timestamp | None, default_span: timedelta, now: datetime
 ) -> tuple[datetime, datetime]:
-    """[start, end) with the defaults: end = now, start = end - default_span."""
+    """[start, end) with the defaults: end = now, start = end - default_span (never before year 1)."""
     end_time = to_datetime(end) if end is not None else now
-    start_time = to_datetime(start) if start is not None else end_time - default_span
-    return start_time, end_time
+    if start is not None:
+        return to_datetime(start), end_time
+    earliest = datetime.min.replace(tzinfo=UTC)
+    return (end_time - default_span if end_time - earliest > default_span else earliest), end_time
 
 
 def interval_violations(interval: Duration | None) -> list[FieldViolation]:

@@ -21,6 +21,7 @@ from query_service.live.hub import LiveHub
 from query_service.query_service import QueryServicer
 from query_service.settings import QuerySettings
 from sensormesh_core.grpc_errors import ErrorMappingInterceptor
+from sensormesh_core.grpc_options import metadata_options
 from sensormesh_core.storage.database import Database, open_database
 from sensormesh_core.storage.maintenance import storage_backend
 from sensormesh_core.telemetry import Telemetry
@@ -67,6 +68,8 @@ def _options(settings: QuerySettings) -> list[tuple[str, Any]]:
         return int(value.total_seconds() * 1000)
 
     return [
+        ("grpc.max_receive_message_length", settings.query_max_message_bytes),
+        *metadata_options(),
         ("grpc.max_connection_age_ms", ms(settings.max_connection_age)),
         ("grpc.max_connection_age_grace_ms", ms(settings.max_connection_age_grace)),
         ("grpc.keepalive_time_ms", ms(settings.keepalive_time)),

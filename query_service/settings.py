@@ -20,6 +20,11 @@ class QuerySettings(StorageSettings):
         default="127.0.0.1:50052",
         description="host:port the gRPC server binds; port 0 picks a free one (tests).",
     )
+    query_max_message_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest gRPC request accepted; larger ones fail with RESOURCE_EXHAUSTED naming both sizes.",
+    )
     readings_page_size: int = Field(
         default=10_000, ge=1, le=100_000, description="ListReadings points per page when page_size is 0."
     )

@@ -14,6 +14,7 @@ import copy
 import importlib
 import json
 import logging
+import re
 import subprocess
 import tempfile
 import time
@@ -89,7 +90,21 @@ def render_config(options: EnvoyOptions, base: dict[str, Any] | None = None) -> 
     if options.requests_per_second is not None:
         bucket = filters["envoy.filters.http.local_ratelimit"]["token_bucket"]
         bucket["max_tokens"] = bucket["tokens_per_fill"] = options.requests_per_second
+        _rate_limit_reply(config, options.requests_per_second)
     return config
+
+
+def _rate_limit_reply(config: dict[str, Any], requests_per_second: int) -> None:
+    """The 429 body REST clients get names the limit: keep it equal to the bucket's."""
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for mapper in manager.get("local_reply_config", {}).get("mappers", []):
+        body = mapper["body_format_override"]["json_format"]
+        (info, *_) = body["details"]
+        if info.get("reason") == "RATE_LIMITED":
+            body["message"] = re.sub(
+                r"at most \d+ requests", f"at most {requests_per_second} requests", body["message"]
+            )
+            info["metadata"]["requests_per_second"] = str(requests_per_second)
 
 
 def envoy_binary() -> str:

@@ -55,10 +55,61 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class ClientMetadataEncoding(logging.Filter):
+    """grpc logs an error with a traceback, several times per call, for each metadata
+    value that is not UTF-8: bad client input any caller can repeat at will, which the
+    service answers like any other bad credential. One info line per record instead,
+    without the value (it may be a credential)."""
+
+    PREFIX = "Invalid encoding on "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(self.PREFIX):
+            length = len(record.getMessage()) - len(self.PREFIX)
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "event=client_metadata_not_utf8 shown_length=%d",
+                (length,),
+                None,
+                None,
+            )
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+class StreamContextDetach(logging.Filter):
+    """OpenTelemetry's grpc aio server interceptor keeps a span current across a server
+    stream's `yield`; when a client leaves a stream early (a live feed closed during its
+    replay) the generator is closed in another context and detaching fails, logged as an
+    error with two tracebacks (opentelemetry-python-contrib#2357, open). Nothing else goes
+    wrong: the span ends, the call is over. A client leaving is ordinary, so this becomes
+    one debug line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if (
+            record.name == "opentelemetry.context"
+            and record.getMessage() == "Failed to detach context"
+            and isinstance(error, ValueError)
+            and "was created in a different Context" in str(error)
+        ):
+            if not logging.getLogger().isEnabledFor(logging.DEBUG):
+                return False
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "event=otel_context_detach_failed cause=stream_closed_early",
+                (),
+                None,
+                None,
+            )
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
 def configure_logging(level: str = "INFO", fmt: LogFormat = "logfmt") -> None:
     """Send the root logger to stderr in `fmt`; quiet chatty libraries."""
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    handler.addFilter(ClientMetadataEncoding())
+    handler.addFilter(StreamContextDetach())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

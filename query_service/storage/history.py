@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from query_service.storage.coverage import ALWAYS, NEVER, Level, Span, plan
+from query_service.storage.coverage import ALWAYS, NEVER, Level, Piece, Span, plan
 from query_service.storage.series import SeriesRef
 from sensormesh_core.storage.maintenance import Backend
 from sensormesh_core.storage.schema import ROLLUP_WIDTHS
@@ -161,6 +161,25 @@ async def _coverage(
     return levels, stale
 
 
+def _window_end(start: datetime, end: datetime, interval: timedelta, limit: int) -> datetime:
+    """`limit` intervals from `start`'s bucket, or `end` if sooner, or if those bounds lie
+    outside the years 1 to 9999 that a datetime holds (the range is then read whole; the
+    query's LIMIT still bounds the buckets returned)."""
+    try:
+        return min(end, floor_to(start, interval) + limit * interval)
+    except OverflowError:
+        return end
+
+
+def _pieces(start: datetime, end: datetime, levels: list[Level], stale: list[Span]) -> list[Piece]:
+    """`plan`'s pieces; a range whose rollup bucket edges would fall outside the years a
+    datetime holds (near year 1 or 9999) is read from the raw table instead."""
+    try:
+        return plan(start, end, levels, stale)
+    except OverflowError:
+        return [Piece(None, start, end)]
+
+
 async def buckets(
     conn: asyncpg.Connection,
     ref: SeriesRef,
@@ -176,10 +195,10 @@ async def buckets(
     Only `limit` intervals of time from `start`'s bucket are read; a caller
     wanting more continues from the returned end (see `next_time`).
     """
-    window_end = min(end, floor_to(start, interval) + limit * interval)
+    window_end = _window_end(start, end, interval, limit)
     levels, stale = await _coverage(conn, ref, backend, interval, start, window_end)
     spans: dict[str | None, tuple[list[datetime], list[datetime]]] = {w: ([], []) for w in (None, "1m", "1h")}
-    for piece in plan(start, window_end, levels, stale):
+    for piece in _pieces(start, window_end, levels, stale):
         spans[piece.source][0].append(piece.start)
         spans[piece.source][1].append(piece.end)
     rows = await conn.fetch(

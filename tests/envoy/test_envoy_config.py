@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,11 @@ def test_rendering_changes_only_addresses_paths_and_limits(tmp_path: Path) -> No
     undone_filters["envoy.filters.http.local_ratelimit"]["token_bucket"] = _filters(base)[
         "envoy.filters.http.local_ratelimit"
     ]["token_bucket"]
+    manager = undone["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    base_manager = base["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    replies = json.dumps(manager["local_reply_config"])
+    assert "at most 50 requests per second" in replies  # the 429 names the limit
+    manager["local_reply_config"] = base_manager["local_reply_config"]
     assert undone == base
 
 

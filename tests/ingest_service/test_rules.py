@@ -7,7 +7,8 @@ decode.py) and sends only the readings it flags through protovalidate. So:
 - no needless slow path: whatever protovalidate passes, the fast path passes,
   except readings the service treats specially anyway (a Timestamp whose
   nanos lie outside 0..999,999,999 or within the microsecond after the
-  bound, a disk size beyond PostgreSQL's bigint).
+  bound, a disk size beyond PostgreSQL's bigint, a NUL character in a name,
+  which PostgreSQL text cannot store).
 
 Hypothesis generates readings around every rule's edges.
 """
@@ -141,6 +142,8 @@ def ordinary(item: reading_pb2.SequencedReading) -> bool:
         return False
     if from_unix(stamp.seconds, stamp.nanos) == from_unix(*RULES.time_after):
         return False  # within the bound's microsecond: the fast path counts in microseconds
+    if "\x00" in reading.sensor + reading.measurement.name + reading.measurement.unit:
+        return False
     system = reading.system
     return not (reading.HasField("system") and max(system.disk_used_bytes, system.disk_free_bytes) >= 2**63)
 

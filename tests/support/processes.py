@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-# `event=query_serving ... port=N`, `event=ingest_listening ... port=N`
+# `event=query_serving ... port=N` (query) or `event=ingest_listening ... port=N` (ingest).
 _SERVING = re.compile(r"event=\w+_(?:serving|listening) .*port=(\d+)")
 
 

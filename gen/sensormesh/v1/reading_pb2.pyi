@@ -239,7 +239,10 @@ class Measurement(_message.Message):
     series name means one thing: send those as typed payloads.
     """
     value: _builtins.float
-    """The value. Must be finite."""
+    """The value: finite, and at most 2^53 (9,007,199,254,740,992) either way.
+    Every integer up to 2^53 is exact in a double, and sums of many such values
+    (a bucket's mean, a rollup) stay finite; beyond it a sum can overflow.
+    """
     unit: _builtins.str
     """The unit, UCUM style where one exists ("A", "%", "Cel", "By"), at most
     32 characters; empty for a dimensionless count. The first unit seen for a
