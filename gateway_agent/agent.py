@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +25,7 @@ from gateway_agent.inputs.base import Input
 from gateway_agent.scheduler import ReadingSink, Scheduler
 from gateway_agent.status import StatusBoard
 from gateway_agent.uplink import Uplink
+from sensormesh_core.stop_signals import stop_on_signals
 from sensormesh_core.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,5 @@ class Agent:
 
 async def run_until_signalled(agent: Agent) -> None:
     """Run `agent` until SIGTERM or SIGINT, then stop it in order."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, agent.request_stop)
-    await agent.run()
+    with stop_on_signals(agent.request_stop):
+        await agent.run()

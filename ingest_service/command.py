@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
+
+from sensormesh_core.stop_signals import stop_on_signals
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,15 +28,13 @@ async def _serve(args: argparse.Namespace) -> int:
     settings = IngestSettings(**({"ingest_listen": args.listen} if args.listen else {}))
     telemetry = configure_telemetry("sensormesh-ingest")
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    handle = await start(settings, telemetry=telemetry)
-    try:
-        await stop.wait()
-    finally:
-        await handle.stop(settings.ingest_shutdown_grace.total_seconds())
-        telemetry.shutdown()
+    with stop_on_signals(stop.set):
+        handle = await start(settings, telemetry=telemetry)
+        try:
+            await stop.wait()
+        finally:
+            await handle.stop(settings.ingest_shutdown_grace.total_seconds())
+            telemetry.shutdown()
     return 0
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import signal
+
+from sensormesh_core.stop_signals import stop_on_signals
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,14 +37,12 @@ async def _serve(args: argparse.Namespace) -> None:
     # its pause, which stalls every live feed of the process, stays short.
     gc.freeze()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop(args.grace)
-        telemetry.shutdown()
+    with stop_on_signals(stop.set):
+        try:
+            await stop.wait()
+        finally:
+            await server.stop(args.grace)
+            telemetry.shutdown()
 
 
 def run(args: argparse.Namespace) -> int:

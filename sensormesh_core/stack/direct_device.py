@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from gateway_agent.backoff import Backoff
 from gateway_agent.inputs import simulated
 from gateway_agent.readings import Reading
 from sensormesh_core.logs import configure_logging
+from sensormesh_core.stop_signals import stop_on_signals
 
 log = logging.getLogger("sensormesh.direct_device")
 
@@ -104,9 +104,15 @@ class DirectDevice:
 async def run(url: str, device_id: str, token: str, sample_s: float, write_s: float) -> None:
     """Sample and write until SIGTERM/SIGINT; transient failures are retried with backoff."""
     stop = asyncio.Event()
+    with stop_on_signals(stop.set):
+        await _sample_and_write(url, device_id, token, (sample_s, write_s), stop)
+
+
+async def _sample_and_write(
+    url: str, device_id: str, token: str, intervals: tuple[float, float], stop: asyncio.Event
+) -> None:
+    sample_s, write_s = intervals
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     headers = {"authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
         device = DirectDevice(client, device_id)
