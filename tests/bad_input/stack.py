@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -135,6 +136,18 @@ def committed(db: psycopg.Connection, device_id: str) -> int:
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def wait_for(condition: Callable[[], bool], what: str, within: float = 15.0) -> None:
+    """Return once `condition()` holds; fail naming `what` at the deadline.
+
+    A stream cut by an error ends at once, while the batches it had already
+    received may still be committing in a transaction of their own."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {within} s: {what}")
+        time.sleep(0.02)
 
 
 def grpc_violations(error: grpc.RpcError) -> dict[str, str]:

@@ -11,7 +11,15 @@ from grpc import StatusCode
 from sensormesh.v1 import device_pb2, ingest_pb2
 
 from tests.bad_input.messages import DEVICES, UPLOAD, WRITE, imu_reading
-from tests.bad_input.stack import Device, Stack, client_stream, committed, stored_count, unary
+from tests.bad_input.stack import (
+    Device,
+    Stack,
+    client_stream,
+    committed,
+    stored_count,
+    unary,
+    wait_for,
+)
 
 pytestmark = pytest.mark.storage
 
@@ -76,7 +84,8 @@ def test_an_oversized_batch_ends_the_stream_and_the_batches_before_it_stay(
     assert len(huge) > MESSAGE_LIMIT
     outcome = client_stream(stack.envoy_target, UPLOAD, [first, huge], device.metadata)
     assert outcome.code is StatusCode.RESOURCE_EXHAUSTED, outcome
-    assert committed(db, device.device_id) == 100 == stored_count(db, device.device_id)
+    wait_for(lambda: committed(db, device.device_id) == 100, "the batch before the oversized one committed")
+    assert stored_count(db, device.device_id) == 100
 
 
 def test_more_readings_than_a_batch_may_hold_is_invalid_argument_naming_the_limit(

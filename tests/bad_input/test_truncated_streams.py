@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -22,7 +22,7 @@ from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
 
 from tests.bad_input.messages import UPLOAD, imu_reading, payload_reading
 from tests.bad_input.raw_h2 import RawCall, grpc_frame
-from tests.bad_input.stack import Device, Stack, committed, stored_count
+from tests.bad_input.stack import Device, Stack, committed, stored_count, wait_for
 
 pytestmark = pytest.mark.storage
 
@@ -40,17 +40,9 @@ def _batch(device: Device, number: int) -> ingest_pb2.UploadReadingsRequest:
     return request
 
 
-def _wait(condition: Callable[[], bool], what: str, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {within} s: {what}")
-        time.sleep(0.02)
-
-
 def _resumes(stack: Stack, device: Device, db: psycopg.Connection, batches: int) -> None:
     """Exactly `batches` whole batches stored, and an upload from the mark completes the rest."""
-    _wait(lambda: committed(db, device.device_id) == batches * BATCH, f"mark at {batches * BATCH}")
+    wait_for(lambda: committed(db, device.device_id) == batches * BATCH, f"mark at {batches * BATCH}")
     assert stored_count(db, device.device_id) == batches * BATCH
     with grpc.insecure_channel(stack.envoy_target) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
@@ -81,7 +73,7 @@ def test_a_client_cancelling_mid_stream_keeps_what_was_committed(
         call = ingest_pb2_grpc.IngestServiceStub(channel).UploadReadings.future(
             requests(), metadata=device.metadata
         )
-        _wait(lambda: committed(db, device.device_id) == 3 * BATCH, "three batches committed")
+        wait_for(lambda: committed(db, device.device_id) == 3 * BATCH, "three batches committed")
         assert call.cancel()
         hold.set()
     _resumes(stack, device, db, 3)
@@ -98,7 +90,7 @@ def test_a_half_written_message_is_dropped_and_the_whole_ones_kept(
         grpc_frame(_batch(device, 0).SerializeToString()) + grpc_frame(_batch(device, 1).SerializeToString())
     )
     third = grpc_frame(_batch(device, 2).SerializeToString())
-    _wait(lambda: committed(db, device.device_id) == 2 * BATCH, "two batches committed")
+    wait_for(lambda: committed(db, device.device_id) == 2 * BATCH, "two batches committed")
     if cut == "message":
         call.send(third[: len(third) // 2])  # a whole DATA frame holding half a gRPC message
         call.abort()
