@@ -104,12 +104,33 @@ class StreamContextDetach(logging.Filter):
         return True
 
 
+class PoolReconnect(logging.Filter):
+    """asyncpg's pool logs a warning with a full traceback each time it fails to reconnect
+    its minimum connections, every second or so while the database is down: dozens of
+    lines per attempt for an outage the services already report and ride out. One
+    warning line per attempt instead, naming the error."""
+
+    MESSAGE = "Failed to restore the pool connection floor; retrying"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "asyncpg.pool" and record.msg == self.MESSAGE:
+            error = record.exc_info[1] if record.exc_info else None
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "event=database_pool_reconnect_failed error=%r",
+                (error,),
+                None,
+                None,
+            )
+        return True
+
+
 def configure_logging(level: str = "INFO", fmt: LogFormat = "logfmt") -> None:
     """Send the root logger to stderr in `fmt`; quiet chatty libraries."""
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
     handler.addFilter(ClientMetadataEncoding())
     handler.addFilter(StreamContextDetach())
+    handler.addFilter(PoolReconnect())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from sensormesh_core.logs import ClientMetadataEncoding, LogfmtFormatter, StreamContextDetach
+from sensormesh_core.logs import ClientMetadataEncoding, LogfmtFormatter, PoolReconnect, StreamContextDetach
 
 
 def test_grpc_metadata_encoding_errors_become_one_info_line_without_the_value() -> None:
@@ -64,3 +64,18 @@ def test_other_detach_failures_stay_errors() -> None:
         "opentelemetry.context", logging.ERROR, "x", 1, "Failed to detach context", (), None
     )
     assert StreamContextDetach().filter(record) and record.levelno == logging.ERROR
+
+
+def test_pool_reconnect_failures_are_one_warning_line_naming_the_error() -> None:
+    import sys
+
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed")
+    except ConnectionRefusedError:
+        record = logging.LogRecord(
+            "asyncpg.pool", logging.WARNING, "x", 1, PoolReconnect.MESSAGE, (), sys.exc_info()
+        )
+    assert PoolReconnect().filter(record)
+    line = LogfmtFormatter().format(record)
+    assert "level=warning" in line and "event=database_pool_reconnect_failed" in line
+    assert "Connect call failed" in line and "Traceback" not in line and "\n" not in line
