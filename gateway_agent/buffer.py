@@ -147,6 +147,9 @@ class Buffer:
         self._closed = False
         self.dropped_in_memory = 0
         self.thinned_total = 0
+        # The newest row read for the uplink: it and the rows before it may be on the server
+        # already, so thinning leaves them alone (touched on the SQLite thread only).
+        self._handed_out_id = 0
 
     @classmethod
     async def open(cls, settings: BufferSettings) -> Buffer:
@@ -244,7 +247,7 @@ class Buffer:
         started = time.monotonic()
         dropped = 0
         while used > target:
-            result = thinning.thin_oldest_half(conn)
+            result = thinning.thin_oldest_half(conn, self._handed_out_id)
             if result.dropped == 0:
                 break
             dropped += result.dropped
@@ -303,10 +306,16 @@ class Buffer:
 
     def _read(self, after_sequence: int, limit: int) -> list[Stored]:
         base = self._require_base()
-        rows = self._connection().execute(
-            "SELECT id, payload FROM readings WHERE id > ? ORDER BY id LIMIT ?",
-            (after_sequence - base, limit),
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT id, payload FROM readings WHERE id > ? ORDER BY id LIMIT ?",
+                (after_sequence - base, limit),
+            )
+            .fetchall()
         )
+        if rows:
+            self._handed_out_id = max(self._handed_out_id, rows[-1][0])
         return [Stored(row_id + base, payload) for row_id, payload in rows]
 
     async def wait_for_data(self, after_sequence: int) -> None:

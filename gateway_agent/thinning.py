@@ -73,13 +73,21 @@ def _thin_slice(conn: sqlite3.Connection, low: int, high: int) -> int:
     return int(dropped - kept)
 
 
-def thin_oldest_half(conn: sqlite3.Connection) -> ThinningPass:
-    """Drop every other reading per sensor among the oldest half of the buffered readings."""
-    count = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+def thin_oldest_half(conn: sqlite3.Connection, above_id: int = 0) -> ThinningPass:
+    """Drop every other reading per sensor among the oldest half of the buffered readings
+    numbered above `above_id`.
+
+    The buffer passes the last row it handed to the uplink: those readings may
+    already be stored on the server (a stream in flight, an acknowledgement not
+    yet received), and thinning them would report as lost readings that were not.
+    """
+    count = conn.execute("SELECT count(*) FROM readings WHERE id > ?", (above_id,)).fetchone()[0]
     if count < 4:
         return ThinningPass(0, used_bytes(conn))
-    first = conn.execute("SELECT min(id) FROM readings").fetchone()[0]
-    cut = conn.execute("SELECT id FROM readings ORDER BY id LIMIT 1 OFFSET ?", (count // 2,)).fetchone()[0]
+    first = conn.execute("SELECT min(id) FROM readings WHERE id > ?", (above_id,)).fetchone()[0]
+    cut = conn.execute(
+        "SELECT id FROM readings WHERE id > ? ORDER BY id LIMIT 1 OFFSET ?", (above_id, count // 2)
+    ).fetchone()[0]
     dropped = 0
     for low in range(first, cut, SLICE_IDS):
         dropped += _thin_slice(conn, low, min(low + SLICE_IDS, cut))

@@ -187,6 +187,27 @@ async def test_over_budget_thins_the_oldest_half_evenly_and_reports_it(tmp_path:
         await buf.close()
 
 
+async def test_readings_read_for_the_uplink_are_never_thinned(tmp_path: Path) -> None:
+    """They may be stored on the server already (a stream in flight, an ack not yet back):
+    thinning them would report as lost readings that were not."""
+    buf = await Buffer.open(BufferSettings(path=tmp_path / "b.sqlite3", disk_budget=2 * 1024 * 1024))
+    await buf.bind_sequence(0)
+    try:
+        buf.add(records(0, 5000))
+        await buf.flush()
+        in_flight = await buf.read(0, 4000)
+        for chunk in range(1, 8):  # past the budget: the oldest half of the rest is thinned, repeatedly
+            buf.add(records(chunk * 5000, 5000))
+            await buf.flush()
+        assert (await buf.stats()).thinned_total > 0
+        kept = [s.sequence for s in await buf.read(0, 1_000_000)]
+        assert kept[:4000] == [s.sequence for s in in_flight] == list(range(1, 4001))
+        (report,) = await buf.pending_thinning()
+        assert report.count == 40_000 - len(kept)
+    finally:
+        await buf.close()
+
+
 async def test_thinning_reports_are_forgotten_only_with_the_ack_of_the_batch_that_carried_them(
     tmp_path: Path,
 ) -> None:
