@@ -47,6 +47,14 @@ class EmbeddedPostgres:
         self._server = get_server(self.pgdata, cleanup_mode=mode)
         log.info("event=embedded_postgres_started pgdata=%s", self.pgdata)
 
+    @property
+    def system_user(self) -> str | None:
+        """The user the server runs as: the wheel creates one when started as root (PostgreSQL
+        refuses root), else None (the current user). Tools such as pg_ctl must run as it too."""
+        self.start()
+        user: str | None = self._server.system_user
+        return user
+
     def admin_url(self) -> str:
         """URL of the server's `postgres` maintenance database."""
         self.start()
