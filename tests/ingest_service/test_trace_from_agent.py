@@ -23,6 +23,7 @@ from gateway_agent.status import StatusBoard
 from gateway_agent.uplink import Uplink, UplinkSettings
 from ingest_service.server import IngestServer
 from sensormesh_core.telemetry import configure_telemetry
+from tests.gateway_agent.support import until
 from tests.ingest_service.conftest import Device
 
 pytestmark = pytest.mark.storage
@@ -50,9 +51,7 @@ async def _upload_through_the_agents_uplink(
     )  # fmt: skip
     task = asyncio.create_task(uplink.run())
     try:
-        async with asyncio.timeout(30):
-            while uplink.committed != READINGS:
-                await asyncio.sleep(0.02)
+        await until(lambda: uplink.committed == READINGS, seconds=30)
     finally:
         uplink.stop()
         await asyncio.wait_for(task, 30)
