@@ -269,8 +269,8 @@ def test_autoscalers_and_budgets_target_what_exists(manifests: Manifests) -> Non
         assert len(selected) == 1, f"{pdb['metadata']['name']} selects {[w.name for w in selected]}"
 
 
-def test_both_services_autoscale_and_have_budgets(manifests: Manifests) -> None:
-    for name in ("ingest", "query"):
+def test_the_services_and_envoy_autoscale_and_have_budgets(manifests: Manifests) -> None:
+    for name in ("ingest", "query", "envoy"):
         assert manifests.get("HorizontalPodAutoscaler", name)["spec"]["scaleTargetRef"]["name"] == name
         assert manifests.pods_selected(manifests.get("PodDisruptionBudget", name)["spec"]["selector"])
 
@@ -353,8 +353,8 @@ def test_production_is_larger_and_stricter_than_small(rendered: dict[str, Manife
         )
         spread = production.workload(name).pod["topologySpreadConstraints"]
         assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
-    assert small.get("Deployment", "envoy")["spec"]["replicas"] == 1
-    assert production.get("Deployment", "envoy")["spec"]["replicas"] >= 2
+    assert small.get("HorizontalPodAutoscaler", "envoy")["spec"]["minReplicas"] == 1
+    assert production.get("HorizontalPodAutoscaler", "envoy")["spec"]["minReplicas"] >= 2
     assert production.has("PodDisruptionBudget", "timescaledb")
     assert production.get("Service", "envoy")["spec"]["type"] == "LoadBalancer"
 

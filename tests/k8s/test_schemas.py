@@ -84,5 +84,6 @@ def test_every_kind_the_issue_asks_for_is_deployed(rendered: dict[str, Manifests
             assert manifests.has("HorizontalPodAutoscaler", service)
             assert manifests.has("PodDisruptionBudget", service)
         assert manifests.has("Deployment", "envoy")
+        assert manifests.has("HorizontalPodAutoscaler", "envoy")
         assert manifests.has("Deployment", "otel-collector")
         assert manifests.has("NetworkPolicy", "default-deny")
