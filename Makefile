@@ -19,11 +19,11 @@ PYTEST_TMP := --basetemp=$(CURDIR)/.pytest-tmp
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sensormesh needs Python 3.11 or newer; set PYTHON=python3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[server,agent,local,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[server,agent,local,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install sensormesh with every extra
@@ -59,9 +59,12 @@ run: $(STAMP) ## start the local stack; Ctrl-C stops it, data stays in .sensorme
 bench: $(STAMP) ## run every benchmark and print one table of figures and targets
 	$(BIN)/sensormesh bench all
 
-breaking: $(STAMP) ## buf breaking against the contracts on main
-	@git show main:gen/sensormesh/descriptor_set.binpb > $(VENV)/main-descriptor.binpb 2>/dev/null \
-		|| { echo "main has no descriptor set yet: nothing to compare"; exit 0; }; \
+breaking: $(STAMP) ## buf breaking against the contracts on main (or origin/main)
+	@ref=$$(git rev-parse --verify --quiet main || git rev-parse --verify --quiet origin/main) \
+		|| { echo "make breaking: no main or origin/main branch to compare with" >&2; exit 2; }; \
+	if ! git cat-file -e $$ref:gen/sensormesh/descriptor_set.binpb 2>/dev/null; then \
+		echo "main has no descriptor set yet: nothing to compare"; exit 0; fi; \
+	git show $$ref:gen/sensormesh/descriptor_set.binpb > $(VENV)/main-descriptor.binpb && \
 	$(BIN)/buf breaking gen/sensormesh/descriptor_set.binpb --against $(VENV)/main-descriptor.binpb \
 		--path sensormesh/v1
 
