@@ -4,10 +4,12 @@ Two phases, each with the real agent in its own process (`sensormesh agent`)
 and simulated sensors (IMU at 100 Hz, environment at 1 Hz, system every 10 s):
 
 1. Steady: after a warm-up, the agent's resident memory (VmRSS, peak over the
-   period; MiB) and CPU (user + system time over wall time, % of one core),
-   read from /proc while it reads and uploads. Two baselines measured in the
-   same run put them in proportion: the memory of a process that only imports
-   what the agent imports, and the CPU of a bare asyncio loop waking at 100 Hz.
+   period) and CPU (user + system time over wall time, % of one core), read
+   from /proc while it reads and uploads. `rss_mb` is in MB (10^6 bytes), as
+   the target is stated; `rss_mib` is the same in MiB, as ps and top count.
+   Two baselines measured in the same run put them in proportion: the memory
+   of a process that only imports what the agent imports, and the CPU of a
+   bare asyncio loop waking at 100 Hz.
 2. Drain: a buffer pre-filled with a backlog (as after an outage) is handed
    to a fresh agent, which uploads it while its inputs keep taking new
    readings. The rate is the server's committed sequence over time, polled
@@ -15,16 +17,15 @@ and simulated sensors (IMU at 100 Hz, environment at 1 Hz, system every 10 s):
    acknowledge, all done by the agent process.
 
 The ingest endpoint is `--target` (a running ingest service, with
-`--device-id` and `--token` of a registered device), or by default the
-in-memory IngestService double from tests/gateway_agent/ingest_double.py,
-served in a separate process (needs a source checkout).
+`--device-id` and `--token` of a registered device), or by default a real
+`sensormesh ingest` process on a temporary embedded PostgreSQL, started here
+(needs the `server` extra), with a device registered for each phase.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -37,12 +38,10 @@ from typing import Any
 from sensormesh_core.bench_command import Target
 
 TARGETS = [
-    Target("rss_mb", "<=", 60),
+    Target("rss_mb", "<", 60),
     Target("cpu_pct_of_core", "<=", 5),
     Target("drain_readings_per_s", ">=", 50_000),
 ]
-ROOT = Path(__file__).resolve().parent.parent
-DOUBLE_TOKEN = "sm_bench_token"  # noqa: S105  (the test double's token, not a secret; a real ingest needs --token)
 
 CONFIG = """
 device_id = "{device_id}"
@@ -67,29 +66,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="steady measurement period (default 30)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (default 5)")
     parser.add_argument("--backlog", type=int, default=500_000, help="readings to drain (default 500,000)")
-    parser.add_argument("--target", help="host:port of a running ingest service (default: the test double)")
-    parser.add_argument("--device-id", default="bench-pi", help="the device for --target (default bench-pi)")
-    parser.add_argument("--token", default=DOUBLE_TOKEN, help="the device's token for --target")
+    parser.add_argument(
+        "--target",
+        help="host:port of a running ingest service (default: one started here, embedded database)",
+    )
+    parser.add_argument("--device-id", default="bench-pi", help="a registered device, for --target")
+    parser.add_argument("--token", help="the device's token, for --target")
 
 
 @dataclass
 class Endpoint:
+    """Where the agent uploads, and as which device."""
+
     target: str
     description: str
-    process: asyncio.subprocess.Process | None
+    device_id: str
+    token: str
 
 
-async def _start_double(device_id: str, token: str) -> Endpoint:
-    if not (ROOT / "tests" / "gateway_agent" / "ingest_double.py").exists():
-        raise SystemExit("sensormesh bench agent: no test double here (not a source checkout); pass --target")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.gateway_agent.ingest_double", "--device-id", device_id, "--token", token,
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stdout is not None
-    port = int(await asyncio.wait_for(process.stdout.readline(), 30))
-    description = "in-memory IngestService double (tests/gateway_agent/ingest_double.py), separate process"
-    return Endpoint(f"127.0.0.1:{port}", description, process)
+class LocalIngest:
+    """A `sensormesh ingest` process on a temporary embedded PostgreSQL, for the default run."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._embedded: Any = None
+        self._service: Any = None
+        self._url = ""
+
+    async def start(self) -> None:
+        try:
+            from ingest_service.bench_phases import IngestProcess
+            from sensormesh_core.storage import migrate
+            from sensormesh_core.storage.embedded import EmbeddedPostgres
+        except ImportError as error:  # an agent-only install (a Pi): measure against a server instead
+            raise SystemExit(f"sensormesh bench agent: {error.name} is missing; pass --target") from error
+        self._embedded = EmbeddedPostgres(self._folder / "postgres", delete_on_exit=True)
+        self._url = await asyncio.to_thread(self._embedded.url, "sensormesh_bench_agent")
+        await asyncio.to_thread(migrate.upgrade, self._url)
+        self._service = IngestProcess({"SENSORMESH_DATABASE_URL": self._url})
+        await self._service.start()
+
+    async def endpoint(self, device_id: str) -> Endpoint:
+        """A newly registered device on this ingest service."""
+        import asyncpg
+
+        from sensormesh_core.storage.registry import create_device
+
+        conn = await asyncpg.connect(self._url)
+        try:
+            record, token = await create_device(conn, device_id)
+        finally:
+            await conn.close()
+        description = "sensormesh ingest on an embedded PostgreSQL, same machine"
+        return Endpoint(f"127.0.0.1:{self._service.port}", description, record.device_id, token)
+
+    async def stop(self) -> None:
+        if self._service is not None:
+            await self._service.stop()
+        if self._embedded is not None:
+            await asyncio.to_thread(self._embedded.stop)
 
 
 async def _stop(process: asyncio.subprocess.Process | None, sig: int = signal.SIGTERM) -> None:
@@ -204,11 +239,11 @@ async def _until_uploading(probe: OffsetProbe, before: int, agent: asyncio.subpr
 async def _steady(args: argparse.Namespace, endpoint: Endpoint, folder: Path) -> dict[str, Any]:
     config = folder / "steady.toml"
     config.write_text(
-        CONFIG.format(device_id=args.device_id, target=endpoint.target, buffer=folder / "steady.sqlite3")
+        CONFIG.format(device_id=endpoint.device_id, target=endpoint.target, buffer=folder / "steady.sqlite3")
     )
-    probe = OffsetProbe(endpoint.target, args.device_id, args.token)
+    probe = OffsetProbe(endpoint.target, endpoint.device_id, endpoint.token)
     before = await probe.committed()
-    agent = await _start_agent(config, args.token)
+    agent = await _start_agent(config, endpoint.token)
     try:
         await _until_uploading(probe, before, agent)
         await asyncio.sleep(args.warmup)  # a fixed warm-up period is the measurement's definition
@@ -226,10 +261,11 @@ async def _steady(args: argparse.Namespace, endpoint: Endpoint, folder: Path) ->
     floor = await _import_floor_kib()
     bare_cpu = await _bare_loop_cpu_pct(min(args.seconds, 10.0))
     return {
-        "rss_mb": round(peak["VmRSS"] / 1024, 1),
-        "rss_import_floor_mb": round(floor / 1024, 1),
-        "rss_over_import_floor_mb": round((peak["VmRSS"] - floor) / 1024, 1),
-        "rss_anon_mb": round(peak["RssAnon"] / 1024, 1),
+        "rss_mb": round(peak["VmRSS"] * 1024 / 1e6, 1),
+        "rss_mib": round(peak["VmRSS"] / 1024, 1),
+        "rss_import_floor_mb": round(floor * 1024 / 1e6, 1),
+        "rss_over_import_floor_mb": round((peak["VmRSS"] - floor) * 1024 / 1e6, 1),
+        "rss_anon_mb": round(peak["RssAnon"] * 1024 / 1e6, 1),
         "cpu_pct_of_core": round(100 * cpu / wall, 2),
         "cpu_pct_bare_100hz_asyncio_loop": bare_cpu,
         "steady_seconds": round(wall, 1),
@@ -261,10 +297,10 @@ async def _drain(args: argparse.Namespace, endpoint: Endpoint, folder: Path) -> 
     buffer_path = folder / "backlog.sqlite3"
     size = await _prefill(buffer_path, args.backlog)
     config = folder / "drain.toml"
-    config.write_text(CONFIG.format(device_id=args.device_id, target=endpoint.target, buffer=buffer_path))
-    probe = OffsetProbe(endpoint.target, args.device_id, args.token)
+    config.write_text(CONFIG.format(device_id=endpoint.device_id, target=endpoint.target, buffer=buffer_path))
+    probe = OffsetProbe(endpoint.target, endpoint.device_id, endpoint.token)
     base = await probe.committed()  # a fresh buffer is numbered after the server's mark
-    agent = await _start_agent(config, args.token)
+    agent = await _start_agent(config, endpoint.token)
     try:
         first_time = first_mark = None
         deadline = time.monotonic() + 120 + args.backlog / 5_000
@@ -292,18 +328,27 @@ async def _drain(args: argparse.Namespace, endpoint: Endpoint, folder: Path) -> 
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.target and not args.token:
+        raise SystemExit(
+            "sensormesh bench agent: --target needs --token (and --device-id) of a registered device"
+        )
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="sensormesh-bench-agent-") as tmp:
         folder = Path(tmp)
-        for phase in (_steady, _drain):
-            if args.target:
-                endpoint = Endpoint(args.target, f"ingest service at {args.target}", None)
-            else:
-                endpoint = await _start_double(args.device_id, args.token)
-            try:
+        local = None if args.target else LocalIngest(folder)
+        try:
+            if local is not None:
+                await local.start()
+            for phase in (_steady, _drain):
+                if local is not None:
+                    endpoint = await local.endpoint(f"bench-pi-{phase.__name__.strip('_')}")
+                else:
+                    endpoint = Endpoint(
+                        args.target, f"ingest service at {args.target}", args.device_id, args.token
+                    )
                 figures |= await phase(args, endpoint, folder)
-            finally:
-                with contextlib.suppress(ProcessLookupError):
-                    await _stop(endpoint.process)
-            figures["ingest"] = endpoint.description
+                figures["ingest"] = endpoint.description
+        finally:
+            if local is not None:
+                await local.stop()
     return figures

@@ -52,8 +52,11 @@ class UplinkSettings(BaseModel):
     tls: bool = Field(default=True, description="TLS to the ingest service; false only for loopback.")
     ca_file: Path | None = Field(default=None, description="PEM CA bundle; unset uses the system's roots.")
     gzip: bool = Field(default=False, description="Compress uploads (worth it on metered cellular links).")
+    # Steady readings go out by age (100 Hz for 1 s: 100 a batch); the count caps a backlog's
+    # batches, and each batch is a transaction on the server: 5,000 drains a local backlog at
+    # about 80,000 readings/s where 1,000 managed 50,000 (sensormesh bench agent).
     batch_max_readings: int = Field(
-        default=1000, ge=1, le=10_000, description="A batch is sent when it holds this many readings..."
+        default=5000, ge=1, le=10_000, description="A batch is sent when it holds this many readings..."
     )
     batch_max_age: Duration = Field(
         default=timedelta(seconds=1), description="...or when its oldest reading has waited this long."

@@ -32,14 +32,16 @@ class Target:
     """A figure's goal, e.g. Target("samples_per_s", ">=", 300_000)."""
 
     figure: str
-    op: Literal[">=", "<="]
+    op: Literal[">=", "<=", "<"]
     value: float
 
     def met(self, figures: dict[str, Any]) -> bool | None:
         got = figures.get(self.figure)
         if not isinstance(got, int | float):
             return None
-        return got >= self.value if self.op == ">=" else got <= self.value
+        if self.op == ">=":
+            return got >= self.value
+        return got <= self.value if self.op == "<=" else got < self.value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
