@@ -56,7 +56,11 @@ class StorageSettings(SensormeshSettings):
     )
     retention: timedelta = Field(
         default=timedelta(days=30),
-        description="Raw readings older than this are dropped (whole chunks or partitions).",
+        ge=timedelta(days=2),
+        description=(
+            "Raw readings older than this are dropped (whole chunks or partitions) and refused by "
+            "ingest; at least 2 days (the rollups' refresh window ends a day inside it)."
+        ),
     )
     rollup_1m_retention: timedelta = Field(
         default=timedelta(days=365), description="How long 1-minute rollups stay."

@@ -22,13 +22,27 @@ from sensormesh_core.storage.schema import READING_TABLES, ROLLUP_WIDTHS
 
 log = logging.getLogger(__name__)
 
-# Refresh windows of the continuous aggregates: wide enough to pick up an
-# agent's backlog after an outage of a few days, narrow enough to stay cheap.
-ROLLUP_REFRESH: dict[str, tuple[timedelta, timedelta, timedelta]] = {
-    # width: (start_offset, end_offset, schedule_interval)
-    "1m": (timedelta(days=3), timedelta(minutes=1), timedelta(minutes=1)),
-    "1h": (timedelta(days=7), timedelta(hours=1), timedelta(minutes=30)),
+# When the continuous aggregates refresh, and how close to now: (end_offset, schedule_interval).
+ROLLUP_SCHEDULE: dict[str, tuple[timedelta, timedelta]] = {
+    "1m": (timedelta(minutes=1), timedelta(minutes=1)),
+    "1h": (timedelta(hours=1), timedelta(minutes=30)),
 }
+# How far inside the raw retention a refresh window starts. Ingest accepts readings as old as
+# the retention, so the window must reach back nearly that far, or an agent's backlog after a
+# long outage would never reach the rollups; but a refresh over raw chunks the retention job has
+# dropped deletes their buckets from the aggregate (TimescaleDB, "Data retention with continuous
+# aggregates"), so it stops a day short of the horizon, room for a refresh that ran late.
+REFRESH_MARGIN = timedelta(days=1)
+
+
+def rollup_refresh_window(width: str, settings: StorageSettings) -> tuple[timedelta, timedelta, timedelta]:
+    """(start_offset, end_offset, schedule_interval) of the `width` continuous aggregates' policy.
+
+    Refreshes only re-materialize what the invalidation log marks as changed, so a
+    window of weeks costs little once the aggregate has been materialized.
+    """
+    end, every = ROLLUP_SCHEDULE[width]
+    return settings.retention - REFRESH_MARGIN, end, every
 
 
 class Backend(StrEnum):
@@ -71,7 +85,7 @@ async def apply_timescale_policies(conn: asyncpg.Connection, settings: StorageSe
         applied += [f"{table}:retention", f"{table}:compression"]
         for width in ROLLUP_WIDTHS:
             view = f"{table}_{width}"
-            start, end, every = ROLLUP_REFRESH[width]
+            start, end, every = rollup_refresh_window(width, settings)
             keep = settings.rollup_1m_retention if width == "1m" else settings.rollup_1h_retention
             await conn.execute("SELECT remove_continuous_aggregate_policy($1, if_exists => true)", view)
             await conn.execute(

@@ -71,5 +71,13 @@ async def test_hypertables_rollups_and_policies(empty_database_url: str) -> None
             "SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name LIKE 'policy_%'"
         )
         assert jobs == len(READING_TABLES) * 6
+        starts = {
+            r["start_offset"]
+            for r in await conn.fetch(
+                "SELECT config->>'start_offset' AS start_offset FROM timescaledb_information.jobs "
+                "WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+            )
+        }
+        assert starts == {"29 days"}  # back to a day inside the 30-day raw retention
     finally:
         await conn.close()
