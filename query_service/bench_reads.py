@@ -90,6 +90,13 @@ async def measure_reads(
         grpc_minute = await timed(args.iterations, lambda: stub.ListReadings(minute))
     figures |= _figures("latest", grpc_latest) | _figures("range_day_raw", grpc_raw)
     figures |= _figures("range_day_1m", grpc_minute)
+    envoy_target = rest_url.removeprefix("http://")
+    async with grpc.aio.insecure_channel(envoy_target) as channel:
+        stub = query_pb2_grpc.QueryServiceStub(channel)
+        await stub.ListReadings(minute)
+        envoy_latest = await timed(args.iterations, lambda: stub.GetLatestReadings(latest))
+        envoy_minute = await timed(args.iterations, lambda: stub.ListReadings(minute))
+    figures |= _figures("envoy_grpc_latest", envoy_latest) | _figures("envoy_grpc_range_day_1m", envoy_minute)
 
     path = f"/v1/devices/{device}/readings"
     params = {
