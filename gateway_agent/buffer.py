@@ -86,7 +86,11 @@ class BufferSettings(BaseModel):
         description="Group commit: readings are written together at most this often...",
     )
     commit_max_readings: int = Field(default=2000, ge=1, description="...or as soon as this many wait.")
-    max_uncommitted: int = Field(default=200_000, ge=1000, description="Readings held in memory at most.")
+    max_uncommitted: int = Field(
+        default=200_000,
+        ge=1000,
+        description="Readings held in memory at most while the disk stalls; beyond, reported upstream as lost.",
+    )
     synchronous: Literal["full", "normal"] = Field(
         default="full", description="SQLite synchronous mode: full survives power loss, normal only a crash."
     )
@@ -111,7 +115,8 @@ class Stored:
 
 @dataclass(frozen=True)
 class Thinned:
-    """Readings of one sensor dropped by thinning, not yet acknowledged upstream."""
+    """Readings of one sensor the agent discarded (thinned to stay within the disk budget, or
+    refused in memory while the disk stalled), not yet acknowledged upstream."""
 
     ids: tuple[int, ...]
     sensor: str
@@ -147,6 +152,9 @@ class Buffer:
         self._closed = False
         self.dropped_in_memory = 0
         self.thinned_total = 0
+        # Readings refused while the disk stalled, per sensor: (count, first, last sample time),
+        # written to the thinning reports with the next commit.
+        self._dropped: dict[str, tuple[int, int, int]] = {}
         # The newest row read for the uplink: it and the rows before it may be on the server
         # already, so thinning leaves them alone (touched on the SQLite thread only).
         self._handed_out_id = 0
@@ -184,22 +192,41 @@ class Buffer:
     def add(self, records: Iterable[Record]) -> None:
         """Queue readings for the next group commit. Never blocks; see the module doc for durability."""
         records = list(records)
-        room = self.settings.max_uncommitted - len(self._uncommitted)
+        room = max(self.settings.max_uncommitted - len(self._uncommitted), 0)
         if len(records) > room:
-            # The disk has stalled for a long time: refuse what does not fit, loudly.
-            dropped = len(records) - max(room, 0)
-            self.dropped_in_memory += dropped
-            log.error("event=buffer_overflow dropped=%d reason=disk_not_keeping_up", dropped)
-            records = records[: max(room, 0)]
+            # The disk has stalled for a long time: refuse what does not fit, loudly, and
+            # report it upstream with the next commit, as thinning is.
+            for record in records[room:]:
+                self._note_dropped(record)
+            self.dropped_in_memory += len(records) - room
+            log.error("event=buffer_overflow dropped=%d reason=disk_not_keeping_up", len(records) - room)
+            records = records[:room]
         self._uncommitted.extend(records)
         if len(self._uncommitted) >= self.settings.commit_max_readings:
             self._wake_writer.set()
 
+    def _note_dropped(self, record: Record) -> None:
+        count, first, last = self._dropped.get(
+            record.sensor, (0, record.sample_time_ns, record.sample_time_ns)
+        )
+        self._dropped[record.sensor] = (
+            count + 1, min(first, record.sample_time_ns), max(last, record.sample_time_ns)
+        )  # fmt: skip
+
     async def flush(self) -> int:
-        """Commit what is queued now; returns the last row id committed."""
+        """Commit what is queued now; returns the last row id committed. If the commit
+        fails, the readings stay queued (in front of newer ones) for the next try."""
         records, self._uncommitted = self._uncommitted, []
-        if records:
-            self._last_id = await self._run(self._commit, records)
+        dropped, self._dropped = self._dropped, {}
+        if records or dropped:
+            try:
+                self._last_id = await self._run(self._commit, records, dropped)
+            except BaseException:
+                self._uncommitted[:0] = records
+                for sensor, (count, first, last) in dropped.items():
+                    now = self._dropped.get(sensor, (0, first, last))
+                    self._dropped[sensor] = (now[0] + count, min(now[1], first), max(now[2], last))
+                raise
             self._changed.set()
         return self._last_id
 
@@ -223,7 +250,7 @@ class Buffer:
             sensor_id = self._sensor_ids[name] = int(cursor.lastrowid or 0)
         return sensor_id
 
-    def _commit(self, records: list[Record]) -> int:
+    def _commit(self, records: list[Record], dropped: dict[str, tuple[int, int, int]]) -> int:
         conn = self._connection()
         try:
             with conn:
@@ -231,12 +258,17 @@ class Buffer:
                 conn.executemany(
                     "INSERT INTO readings (sensor_id, sample_time_ns, payload) VALUES (?, ?, ?)", rows
                 )
+                conn.executemany(
+                    "INSERT INTO thinned (sensor, count, first_sample_time_ns, last_sample_time_ns)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(sensor, *summary) for sensor, summary in dropped.items()],
+                )
         except sqlite3.Error:
             self._sensor_ids = dict(conn.execute("SELECT name, id FROM sensors").fetchall())
             raise
-        last_id = int(conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()[0])
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
         self._enforce_budget(conn)
-        return last_id
+        return self._last_id if row is None else int(row[0])
 
     def _enforce_budget(self, conn: sqlite3.Connection) -> None:
         budget = int(self.settings.disk_budget)

@@ -51,9 +51,21 @@ class ReadingSink:
             unit="{reading}",
             description="Readings handed to the buffer, by input.",
         )
+        meter.create_observable_counter(
+            "sensormesh.agent.readings.discarded",
+            callbacks=[self._observe_discarded],
+            unit="{reading}",
+            description="Readings the buffer discarded, by reason (reported upstream as thinned).",
+        )
 
     def _observe(self, _options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
         return [metrics.Observation(count, {"input": name}) for name, count in self.taken.items()]
+
+    def _observe_discarded(self, _options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        return [
+            metrics.Observation(self._buffer.thinned_total, {"reason": "disk_budget"}),
+            metrics.Observation(self._buffer.dropped_in_memory, {"reason": "disk_stalled"}),
+        ]
 
     def emit(self, input_name: str, readings: Sequence[Reading]) -> None:
         if not readings:

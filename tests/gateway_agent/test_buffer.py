@@ -208,6 +208,47 @@ async def test_readings_read_for_the_uplink_are_never_thinned(tmp_path: Path) ->
         await buf.close()
 
 
+async def test_readings_of_a_failed_commit_stay_queued_and_commit_with_the_next(
+    buffer: Buffer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit = buffer._commit
+    failures = iter([sqlite3.OperationalError("disk I/O error")])
+
+    def failing_once(*args: object) -> int:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return commit(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(buffer, "_commit", failing_once)
+    buffer.add(records(0, 10))
+    with pytest.raises(sqlite3.OperationalError):
+        await buffer.flush()
+    buffer.add(records(10, 5))
+    assert await buffer.flush() == 15
+    kept = await buffer.read(0, 100)
+    assert [int.from_bytes(s.payload[:8], "big") for s in kept] == list(range(15))  # in order, none lost
+
+
+async def test_readings_refused_while_the_disk_stalls_are_reported_upstream(tmp_path: Path) -> None:
+    buf = await Buffer.open(
+        BufferSettings(path=tmp_path / "b.sqlite3", max_uncommitted=1000, commit_interval=timedelta(hours=1))
+    )
+    await buf.bind_sequence(0)
+    try:
+        buf.add(records(0, 900, "imu"))
+        buf.add(records(900, 150, "imu") + records(0, 20, "env", 10**9))  # 70 do not fit
+        assert buf.dropped_in_memory == 70
+        await buf.flush()
+        (env, imu) = await buf.pending_thinning()
+        assert (env.sensor, env.count, imu.sensor, imu.count) == ("env", 20, "imu", 50)
+        assert imu.first_sample_time_ns == 10**18 + 1000 * 10_000_000
+        assert env.last_sample_time_ns == 10**18 + 19 * 10**9
+        assert len(await buf.read(0, 10_000)) == 1000
+    finally:
+        await buf.close()
+
+
 async def test_thinning_reports_are_forgotten_only_with_the_ack_of_the_batch_that_carried_them(
     tmp_path: Path,
 ) -> None:
