@@ -157,8 +157,8 @@ class Device(_message.Message):
 
     @_builtins.property
     def thinned(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinnedTotal]:
-        """Readings the device reported thinned (discarded to stay within its disk
-        budget), summed per sensor.
+        """Readings the device reported discarded (thinned to stay within its disk
+        budget, or refused while its storage stalled), summed per sensor.
         """
 
     def __init__(

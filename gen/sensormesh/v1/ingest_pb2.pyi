@@ -78,8 +78,9 @@ class UploadReadingsRequest(_message.Message):
 
     @_builtins.property
     def thinned(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinningReport]:
-        """Readings the device dropped to stay within its disk budget, so the loss
-        is visible on the server. Stored once, with the batch.
+        """Readings the device discarded (to stay within its disk budget, or because
+        its storage stalled), so the loss is visible on the server. Stored once,
+        with the batch.
         """
 
     @_builtins.property
@@ -318,8 +319,9 @@ Global___RejectedReading: _TypeAlias = RejectedReading  # noqa: Y015
 
 @_typing.final
 class ThinningReport(_message.Message):
-    """Readings a device discarded, oldest first and evenly in time, to stay
-    within its disk budget during a long outage.
+    """Readings a device discarded: thinned, oldest first and evenly in time, to
+    stay within its disk budget during a long outage, or refused while its
+    storage stalled.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
