@@ -20,6 +20,7 @@ from sensormesh.v1 import query_pb2_grpc
 
 from sensormesh_core.storage.registry import create_device
 from tests.envoy.conftest import Stack, module_database_url, stack  # noqa: F401 - fixtures
+from tests.soak.conftest import SUMMARY
 from tests.soak.load import RealTimeGateway, Tally, read_until, upload_until, watch
 
 SECONDS = float(os.environ.get("SENSORMESH_SOAK_SECONDS", "150"))
@@ -106,13 +107,13 @@ async def test_memory_stays_flat_and_nothing_fails_under_steady_load(stack: Stac
     assert tally.missed == 0
     assert tally.reads > 10 * SECONDS / 60
     growth = {name: round(_growth_mib(samples), 2) for name, samples in memory.items()}
-    print(f"soak: {SECONDS:.0f} s, {uploaded} readings uploaded and delivered live, {tally.reads} reads, "
-          f"RSS growth MiB {growth}")  # fmt: skip
+    SUMMARY.append(
+        f"{SECONDS:.0f} s: {uploaded} readings uploaded, committed and delivered live once and in order, "
+        f"{tally.reads} read rounds, RSS growth after warm-up (MiB) {growth}"
+    )
     for name, samples in memory.items():
-        tenths = [round(samples[len(samples) * i // 10][1], 1) for i in range(10)] + [
-            round(samples[-1][1], 1)
-        ]
-        print(f"soak: {name} RSS MiB at each tenth of the run: {tenths}")
+        tenths = [round(samples[len(samples) * i // 10][1], 1) for i in range(10)]
+        SUMMARY.append(f"{name} RSS (MiB) at each tenth of the run: {[*tenths, round(samples[-1][1], 1)]}")
     for name, mib in growth.items():
         assert mib < FLAT_MIB, (name, memory[name])
 
