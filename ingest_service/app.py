@@ -147,6 +147,8 @@ class IngestApp:
             await asyncio.sleep(interval.total_seconds())
             try:
                 await self.maintain()
+            except RETRYABLE_DATABASE_ERRORS as exc:  # an outage, reported once per run, not a bug
+                log.warning("event=maintenance_failed reason=database_unavailable error=%r", exc)
             except Exception:  # keep ingesting; the next run retries
                 log.exception("event=maintenance_failed")
 
@@ -167,6 +169,8 @@ class IngestApp:
                 await self.refresh_rollups()
             except asyncpg.LockNotAvailableError:
                 log.warning("event=rollup_refresh_skipped reason=gate_busy")
+            except RETRYABLE_DATABASE_ERRORS as exc:
+                log.warning("event=rollup_refresh_failed reason=database_unavailable error=%r", exc)
             except Exception:  # keep ingesting; the next run goes on from the watermarks
                 log.exception("event=rollup_refresh_failed")
 

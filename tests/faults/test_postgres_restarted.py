@@ -30,7 +30,13 @@ async def test_every_reading_is_stored_once_across_database_restarts(
     own_postgres: tuple[OwnPostgres, str], tmp_path: Path, fault_report: Callable[[int, list[Account]], None]
 ) -> None:
     server, url = own_postgres
-    ingest = Ingest(url, tmp_path / "ingest")
+    # Maintenance and the rollup refresher run every half second, so they meet the outage too.
+    ingest = Ingest(
+        url,
+        tmp_path / "ingest",
+        ingest_maintenance_interval="PT0.5S",
+        ingest_rollup_refresh_interval="PT0.5S",
+    )
     ingest.folder.mkdir()
     await ingest.start()
     fleet = Fleet(url, ingest.target, tmp_path / "agents")
@@ -57,4 +63,5 @@ async def test_every_reading_is_stored_once_across_database_restarts(
         account.assert_exact()
     log = ingest.log_text()
     assert "event=database_unavailable" in log  # the outage was seen, and told to the agents ...
+    assert "event=rollup_refresh_failed reason=database_unavailable" in log
     assert "Traceback" not in log and "level=error" not in log, log[-3000:]  # ... as expected events
