@@ -48,7 +48,8 @@ def limits(now_unix: float, settings: IngestSettings, rules: ReadingRules | None
 def upload_head_violations(
     request: ingest_pb2.UploadReadingsRequest, settings: IngestSettings
 ) -> list[FieldViolation]:
-    """The batch's own fields (not its readings): device id, range, size, reports."""
+    """The batch's own fields (not its readings): device id, range, size, reports. The contract's
+    rules keep sequence numbers and counts within the database's bigint."""
     head = ingest_pb2.UploadReadingsRequest(
         device_id=request.device_id,
         first_sequence=request.first_sequence,
@@ -62,18 +63,6 @@ def upload_head_violations(
         violations.append(
             FieldViolation("readings", f"at most {limit} readings per batch, got {len(request.readings)}")
         )
-    if request.last_sequence > BIGINT_MAX:
-        violations.append(FieldViolation("last_sequence", f"must be at most {BIGINT_MAX}"))
-    violations += [
-        FieldViolation(f"thinned[{i}].count", f"must be at most {BIGINT_MAX}")
-        for i, t in enumerate(request.thinned)
-        if t.count > BIGINT_MAX
-    ]
-    violations += [
-        FieldViolation(f"input_statuses[{i}].error_count", f"must be at most {BIGINT_MAX}")
-        for i, s in enumerate(request.input_statuses)
-        if s.error_count > BIGINT_MAX
-    ]
     return violations
 
 

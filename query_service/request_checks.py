@@ -22,7 +22,6 @@ from sensormesh_core.errors import FieldViolation, InvalidArgument
 # The names a Reading may carry (reading.proto): a filter outside these matches nothing ever.
 SENSOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
 QUANTITY_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
-MIN_INTERVAL = timedelta(seconds=1)
 
 
 def filter_violations(sensors: Sequence[str], quantities: Sequence[str]) -> list[FieldViolation]:
@@ -73,11 +72,9 @@ def time_range(
 
 
 def interval_violations(interval: Duration | None) -> list[FieldViolation]:
+    """What query.proto cannot say of an interval (its rules bound it to zero or 1 s to 31 days)."""
     if interval is None:
         return []
-    value = interval.ToTimedelta()
-    if value and value < MIN_INTERVAL:
-        return [FieldViolation("interval", "must be at least 1 second, or zero for raw points")]
     if interval.nanos % 1000:
         return [FieldViolation("interval", "must be a whole number of microseconds")]
     return []

@@ -28,6 +28,10 @@ BATCH_DEFECTS = {
     "after the last sequence": (StatusCode.INVALID_ARGUMENT, "readings[{i}].sequence"),
     "thinned nothing": (StatusCode.INVALID_ARGUMENT, "thinned[0].count"),
     "thinned without times": (StatusCode.INVALID_ARGUMENT, "thinned[0].first_sample_time"),
+    "thinned backwards in time": (StatusCode.INVALID_ARGUMENT, "thinned[0]"),
+    "thinned beyond bigint": (StatusCode.INVALID_ARGUMENT, "thinned[0].count"),
+    "input errors beyond bigint": (StatusCode.INVALID_ARGUMENT, "input_statuses[0].error_count"),
+    "last sequence beyond bigint": (StatusCode.INVALID_ARGUMENT, "last_sequence"),
     "unknown input state": (StatusCode.INVALID_ARGUMENT, "input_statuses[0].state"),
     "input without time": (StatusCode.INVALID_ARGUMENT, "input_statuses[0].observe_time"),
     "input error too long": (StatusCode.INVALID_ARGUMENT, "input_statuses[0].last_error"),
@@ -39,6 +43,10 @@ HEAD_DEFECTS = {  # found by the batch's own checks, before authorization and th
     "last before first",
     "thinned nothing",
     "thinned without times",
+    "thinned backwards in time",
+    "thinned beyond bigint",
+    "input errors beyond bigint",
+    "last sequence beyond bigint",
     "unknown input state",
     "input without time",
     "input error too long",
@@ -113,6 +121,12 @@ def _reports(request: ingest_pb2.UploadReadingsRequest, defect: str | None) -> N
         thinned.count = 0
     elif defect == "thinned without times":
         thinned.ClearField("first_sample_time")
+    elif defect == "thinned backwards in time":
+        thinned.first_sample_time.CopyFrom(now_stamp(-700))
+    elif defect == "thinned beyond bigint":
+        thinned.count = 2**63
+    elif defect == "input errors beyond bigint":
+        status.error_count = 2**63
     elif defect == "unknown input state":
         status.state = 7  # type: ignore[assignment]
     elif defect == "input without time":
@@ -134,11 +148,7 @@ def materialize_batch(
     request = ingest_pb2.UploadReadingsRequest(device_id=device_id, first_sequence=first, last_sequence=last)
     for number, reading in zip(sequences, case.readings, strict=True):
         request.readings.add(sequence=number, reading=reading.reading)
-    if (
-        case.reports
-        or case.defect in ("thinned nothing", "thinned without times")
-        or "input" in (case.defect or "")
-    ):
+    if case.reports or (case.defect or "").startswith(("thinned", "input")):
         _reports(request, case.defect)
     index = _spoil_numbers(request, case.defect, device_id, other_device_id)
     return request, sequences, index
@@ -156,6 +166,8 @@ def _spoil_numbers(
         request.first_sequence = 0
     elif defect == "last before first":
         request.last_sequence = request.first_sequence - 1
+    elif defect == "last sequence beyond bigint":
+        request.last_sequence = 2**63
     elif defect == "out of order":
         index = len(readings) - 1
         readings[index - 1].sequence, readings[index].sequence = (

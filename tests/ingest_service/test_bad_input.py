@@ -165,12 +165,34 @@ def _malformed_device(request: ingest_pb2.UploadReadingsRequest) -> None:
     request.device_id = "Greenhouse_Pi"
 
 
+def _thinned_backwards(request: ingest_pb2.UploadReadingsRequest) -> None:
+    report = request.thinned.add(sensor="imu", count=5)
+    report.first_sample_time.CopyFrom(request.readings[9].reading.sample_time)
+    report.last_sample_time.CopyFrom(request.readings[0].reading.sample_time)
+
+
+def _last_beyond_bigint(request: ingest_pb2.UploadReadingsRequest) -> None:
+    request.last_sequence = 2**63  # PostgreSQL's bigint ends at 2^63-1
+
+
+def _input_errors_beyond_bigint(request: ingest_pb2.UploadReadingsRequest) -> None:
+    status = request.input_statuses.add(input="bme280", state=2, error_count=2**63)
+    status.observe_time.CopyFrom(request.readings[0].reading.sample_time)
+
+
 BAD_BATCHES = {
     "out of order": (_out_of_order, "readings[3].sequence", "greater than 3"),
     "after last_sequence": (_after_last, "readings[9].sequence", "after the batch's last_sequence 10"),
     "before first_sequence": (_before_first, "readings[0].sequence", "greater than 1"),
     "last before first": (_last_before_first, "last_sequence", ""),
     "malformed device id": (_malformed_device, "device_id", "pattern"),
+    "thinned backwards in time": (_thinned_backwards, "thinned[0]", "must not be before first_sample_time"),
+    "last beyond bigint": (_last_beyond_bigint, "last_sequence", "less than or equal to 9223372036854775807"),
+    "input errors beyond bigint": (
+        _input_errors_beyond_bigint,
+        "input_statuses[0].error_count",
+        "9223372036854775807",
+    ),
 }
 
 

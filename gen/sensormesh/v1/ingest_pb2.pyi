@@ -63,12 +63,13 @@ class UploadReadingsRequest(_message.Message):
     """
     first_sequence: _builtins.int
     """The first sequence number this batch covers. Every reading's sequence
-    lies in [first_sequence, last_sequence]. Must be at least 1.
+    lies in [first_sequence, last_sequence]. From 1 to 2^63-1 (the
+    database's bigint).
     """
     last_sequence: _builtins.int
     """The last sequence number this batch covers. Once the batch is committed
     the device's mark is at least this, even when the last numbers were
-    thinned on the device and never sent.
+    thinned on the device and never sent. From 1 to 2^63-1.
     """
     @_builtins.property
     def readings(self) -> _containers.RepeatedCompositeFieldContainer[_reading_pb2.SequencedReading]:
@@ -333,7 +334,7 @@ class ThinningReport(_message.Message):
     sensor: _builtins.str
     """The sensor whose readings were discarded."""
     count: _builtins.int
-    """How many readings were discarded. At least 1."""
+    """How many readings were discarded. From 1 to 2^63-1."""
     @_builtins.property
     def first_sample_time(self) -> _timestamp_pb2.Timestamp:
         """The sample time of the oldest discarded reading."""
@@ -378,7 +379,7 @@ class InputStatus(_message.Message):
     characters.
     """
     error_count: _builtins.int
-    """Failed reads since the agent started."""
+    """Failed reads since the agent started, at most 2^63-1."""
     @_builtins.property
     def observe_time(self) -> _timestamp_pb2.Timestamp:
         """When the agent observed this state."""
