@@ -10,6 +10,7 @@ tests never see each other's rows.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -48,12 +49,8 @@ def _drop_database(admin_url: str, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-@pytest.fixture(scope="session")
-def migrated_template(postgres_admin_url: str) -> Iterator[str]:
-    """Name of a database migrated to head, used as the template for per-test copies."""
-    name = f"sensormesh_template_{uuid.uuid4().hex[:8]}"
-    ensure_database(postgres_admin_url, name)
-    url = with_database(postgres_admin_url, name)
+def migrate_with_partitions(url: str) -> None:
+    """Migrate the database at `url` to head and create the partitions around today."""
     migrate.upgrade(url)
 
     async def create_partitions() -> None:
@@ -63,9 +60,15 @@ def migrated_template(postgres_admin_url: str) -> Iterator[str]:
         finally:
             await conn.close()
 
-    import asyncio
-
     asyncio.run(create_partitions())
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_admin_url: str) -> Iterator[str]:
+    """Name of a database migrated to head, used as the template for per-test copies."""
+    name = f"sensormesh_template_{uuid.uuid4().hex[:8]}"
+    ensure_database(postgres_admin_url, name)
+    migrate_with_partitions(with_database(postgres_admin_url, name))
     try:
         yield name
     finally:

@@ -7,8 +7,7 @@ import contextlib
 import subprocess
 from pathlib import Path
 
-import asyncpg
-
+from tests.conftest import migrate_with_partitions
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 
@@ -68,21 +67,8 @@ class OwnPostgres:
 
     def start(self) -> str:
         """Start it and return the URL of a database migrated to head, partitions created."""
-        from sensormesh_core.config import StorageSettings
-        from sensormesh_core.storage import migrate
-        from sensormesh_core.storage.maintenance import maintain
-
         url = self._server.url("faults")
-        migrate.upgrade(url)
-
-        async def partitions() -> None:
-            conn = await asyncpg.connect(url)
-            try:
-                await maintain(conn, StorageSettings())
-            finally:
-                await conn.close()
-
-        asyncio.run(partitions())
+        migrate_with_partitions(url)
         return url
 
     def _pg_ctl(self, *args: str) -> None:
