@@ -197,7 +197,7 @@ class Buffer:
             # The disk has stalled for a long time: refuse what does not fit, loudly, and
             # report it upstream with the next commit, as thinning is.
             for record in records[room:]:
-                self._note_dropped(record)
+                self._note_dropped(record.sensor, 1, record.sample_time_ns, record.sample_time_ns)
             self.dropped_in_memory += len(records) - room
             log.error("event=buffer_overflow dropped=%d reason=disk_not_keeping_up", len(records) - room)
             records = records[:room]
@@ -205,13 +205,12 @@ class Buffer:
         if len(self._uncommitted) >= self.settings.commit_max_readings:
             self._wake_writer.set()
 
-    def _note_dropped(self, record: Record) -> None:
-        count, first, last = self._dropped.get(
-            record.sensor, (0, record.sample_time_ns, record.sample_time_ns)
-        )
-        self._dropped[record.sensor] = (
-            count + 1, min(first, record.sample_time_ns), max(last, record.sample_time_ns)
-        )  # fmt: skip
+    def _note_dropped(self, sensor: str, count: int, first_ns: int, last_ns: int) -> None:
+        """Add `count` refused readings of `sensor`, sampled from `first_ns` to `last_ns`."""
+        known = self._dropped.get(sensor)
+        if known is not None:
+            count, first_ns, last_ns = known[0] + count, min(known[1], first_ns), max(known[2], last_ns)
+        self._dropped[sensor] = (count, first_ns, last_ns)
 
     async def flush(self) -> int:
         """Commit what is queued now; returns the last row id committed. If the commit
@@ -223,9 +222,8 @@ class Buffer:
                 self._last_id = await self._run(self._commit, records, dropped)
             except BaseException:
                 self._uncommitted[:0] = records
-                for sensor, (count, first, last) in dropped.items():
-                    now = self._dropped.get(sensor, (0, first, last))
-                    self._dropped[sensor] = (now[0] + count, min(now[1], first), max(now[2], last))
+                for sensor, summary in dropped.items():
+                    self._note_dropped(sensor, *summary)
                 raise
             self._changed.set()
         return self._last_id

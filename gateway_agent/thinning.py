@@ -81,10 +81,9 @@ def thin_oldest_half(conn: sqlite3.Connection, above_id: int = 0) -> ThinningPas
     already be stored on the server (a stream in flight, an acknowledgement not
     yet received), and thinning them would report as lost readings that were not.
     """
-    count = conn.execute("SELECT count(*) FROM readings WHERE id > ?", (above_id,)).fetchone()[0]
+    count, first = conn.execute("SELECT count(*), min(id) FROM readings WHERE id > ?", (above_id,)).fetchone()
     if count < 4:
         return ThinningPass(0, used_bytes(conn))
-    first = conn.execute("SELECT min(id) FROM readings WHERE id > ?", (above_id,)).fetchone()[0]
     cut = conn.execute(
         "SELECT id FROM readings WHERE id > ? ORDER BY id LIMIT 1 OFFSET ?", (above_id, count // 2)
     ).fetchone()[0]

@@ -14,8 +14,10 @@ import asyncio
 import importlib
 import inspect
 import json
+import operator
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "query": "query_service.bench",
     "agent": "gateway_agent.bench",
 }
+_COMPARE: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,7 @@ class Target:
         got = figures.get(self.figure)
         if not isinstance(got, int | float):
             return None
-        if self.op == ">=":
-            return got >= self.value
-        return got <= self.value if self.op == "<=" else got < self.value
+        return _COMPARE[self.op](got, self.value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,6 +28,8 @@ class Stack:
     ingest_port: int
     query_port: int
     database_url: str
+    ingest_pid: int
+    query_pid: int
 
     @property
     def url(self) -> str:
@@ -85,7 +87,9 @@ def stack(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
             health_check_interval_s=1.0,
         )
         envoy = start_envoy(options, log_dir=Path(logs))
-        yield Stack(envoy, ingest_port, query_port, module_database_url)
+        yield Stack(
+            envoy, ingest_port, query_port, module_database_url, ingest.process.pid, query.process.pid
+        )
     finally:
         if envoy is not None:
             envoy.stop()

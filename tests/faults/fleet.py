@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import asyncpg
 from sensormesh_core.storage.registry import create_device
 from tests.faults.accounting import Account, account
 from tests.faults.ledger import LedgerTap, install_ledger
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,15 +58,6 @@ stop_timeout = "10s"
   sensor = "soil-probe"
   interval = "100ms"
 """
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool]], what: str, within: float = 60.0) -> None:
-    """Return once `condition()` holds; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {within} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -169,37 +159,37 @@ class Fleet:
         for agent in self.agents:
             agent.start()
 
-    async def marks(self) -> dict[str, int]:
+    async def _marks(self, conn: asyncpg.Connection) -> dict[str, int]:
         """Each device's committed sequence on the server."""
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            rows = await conn.fetch(
-                "SELECT device_id, committed_sequence FROM upload_offsets WHERE device_id = ANY($1)",
-                [a.device_id for a in self.agents],
-            )
-        finally:
-            await conn.close()
+        rows = await conn.fetch(
+            "SELECT device_id, committed_sequence FROM upload_offsets WHERE device_id = ANY($1)",
+            [a.device_id for a in self.agents],
+        )
         return {r["device_id"]: int(r["committed_sequence"]) for r in rows}
 
+    async def _all_reached(self, conn: asyncpg.Connection, targets: dict[str, int]) -> bool:
+        now = await self._marks(conn)
+        return all(now[d] >= mark for d, mark in targets.items())
+
     async def wait_for_progress(self, readings: int, within: float = 60.0) -> None:
-        """Until every device's mark has moved `readings` past where it is now."""
-        start = await self.marks()
-
-        async def moved() -> bool:
-            now = await self.marks()
-            return all(now[d] >= start[d] + readings for d in start)
-
-        await wait_until(moved, f"every device committed {readings} more readings", within)
+        """Until every device's mark has moved `readings` past where it is now (one connection polls)."""
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            targets = {d: mark + readings for d, mark in (await self._marks(conn)).items()}
+            what = f"every device committed {readings} more readings"
+            await wait_until(lambda: self._all_reached(conn, targets), within, what)
+        finally:
+            await conn.close()
 
     async def wait_for_delivery(self, within: float = 60.0) -> None:
         """Until every device's mark has reached what its agent had taken when this was called."""
         targets = {a.device_id: a.tap.last_id() + a.tap.sequence_base() for a in self.agents}
-
-        async def delivered() -> bool:
-            now = await self.marks()
-            return all(now[d] >= targets[d] for d in targets)
-
-        await wait_until(delivered, f"every device's backlog delivered: {targets}", within)
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            what = f"every device's backlog delivered: {targets}"
+            await wait_until(lambda: self._all_reached(conn, targets), within, what)
+        finally:
+            await conn.close()
 
     async def stop_and_account(self) -> list[Account]:
         """Stop every agent in order, then account for every reading each one took."""

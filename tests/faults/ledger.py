@@ -72,10 +72,6 @@ class LedgerTap:
                 known = self.taken.setdefault(row_id, payload)
                 assert known == payload, f"row {row_id} of {self.path} changed its bytes"
 
-    def count(self) -> int:
-        with self._lock:
-            return len(self.taken)
-
     def last_id(self) -> int:
         """The newest row id taken so far (0 before the first)."""
         with self._lock:

@@ -3,8 +3,6 @@ migrated database, in-memory telemetry, registered devices."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -122,12 +120,3 @@ def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
     bad_request = details(error).get("BadRequest")
     assert isinstance(bad_request, error_details_pb2.BadRequest), f"no BadRequest in {error}"
     return {v.field: v.description for v in bad_request.field_violations}
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Poll `condition` until it holds; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)

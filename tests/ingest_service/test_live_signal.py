@@ -13,8 +13,9 @@ from sensormesh.v1 import ingest_pb2_grpc
 
 from ingest_service.notifier import CommitNotifier
 from sensormesh_core.storage.live_signal import CHANNEL, CommitSignal
-from tests.ingest_service.conftest import Device, wait_until
+from tests.ingest_service.conftest import Device
 from tests.ingest_service.readings import START, batch, batches, stream
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.storage
 

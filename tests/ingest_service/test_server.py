@@ -19,7 +19,7 @@ from ingest_service.server import SERVICE_NAME, IngestServer, server_options, st
 from ingest_service.settings import IngestSettings
 from sensormesh_core.storage.embedded import ensure_database
 from sensormesh_core.telemetry import Telemetry
-from tests.ingest_service.conftest import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.storage
 

@@ -17,8 +17,9 @@ import pytest
 from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
 
 from ingest_service.server import IngestServer
-from tests.ingest_service.conftest import Device, details, wait_until
+from tests.ingest_service.conftest import Device, details
 from tests.ingest_service.readings import batch, batches, expected, mark, stored
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.storage
 

@@ -17,14 +17,12 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
 from sensormesh.v1 import query_pb2, query_pb2_grpc
 
-from sensormesh_core.storage.registry import create_device
 from tests.support.processes import ServiceProcess
-from tests.support.uploads import Gateway, sequence_of
+from tests.support.uploads import Gateway, register_gateways, sequence_of
 
 pytestmark = [pytest.mark.storage, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -70,18 +68,6 @@ def processes(
         assert codes == [0] * len(everything), "a service did not shut down cleanly on SIGTERM"
 
 
-async def _register(database_url: str) -> list[Gateway]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        found = []
-        for number in range(DEVICES):
-            record, token = await create_device(conn, f"pi-{number}")
-            found.append(Gateway(record.device_id, token))
-        return found
-    finally:
-        await conn.close()
-
-
 async def _upload_alternating(gateway: Gateway, channels: list[grpc.aio.Channel]) -> list[int]:
     """Every batch on its own stream, through the ingest processes in turn; the numbers sent."""
     sent: list[int] = []
@@ -112,7 +98,7 @@ async def test_uploads_through_either_ingest_process_reach_both_query_processes_
 ) -> None:
     ingest, query = processes
     assert len({p.port for p in (*ingest, *query)}) == 4
-    gateways = await _register(database_url)
+    gateways = await register_gateways(database_url, "pi", DEVICES)
     ingest_channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p.port}") for p in ingest]
     query_channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p.port}") for p in query]
     try:

@@ -69,11 +69,10 @@ async def upload_until(
                 yield gateway.batch(sent + 1, last)
                 sent = last
 
+    stub = ingest_pb2_grpc.IngestServiceStub(channel)
     while time.monotonic() < stop:
         try:
-            response = await ingest_pb2_grpc.IngestServiceStub(channel).UploadReadings(
-                batches(), metadata=gateway.metadata, timeout=30
-            )
+            response = await stub.UploadReadings(batches(), metadata=gateway.metadata, timeout=30)
         except grpc.aio.AioRpcError as error:
             tally.errors.append(f"upload {gateway.device_id}: {error.code().name} {error.details()}")
             return

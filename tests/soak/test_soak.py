@@ -11,17 +11,16 @@ import statistics
 import time
 from pathlib import Path
 
-import asyncpg
 import grpc
 import httpx
 import psutil
 import pytest
 from sensormesh.v1 import query_pb2_grpc
 
-from sensormesh_core.storage.registry import create_device
 from tests.envoy.conftest import Stack, module_database_url, stack  # noqa: F401 - fixtures
 from tests.soak.conftest import SUMMARY
 from tests.soak.load import RealTimeGateway, Tally, read_until, upload_until, watch
+from tests.support.uploads import register_gateways
 
 SECONDS = float(os.environ.get("SENSORMESH_SOAK_SECONDS", "150"))
 GATEWAYS = 20
@@ -34,18 +33,6 @@ WARM_UP = 0.4
 FLAT_MIB = 2.5
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(SECONDS + 240)]
-
-
-async def _register(database_url: str) -> list[RealTimeGateway]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        gateways = []
-        for number in range(GATEWAYS):
-            record, token = await create_device(conn, f"soak-{number}")
-            gateways.append(RealTimeGateway(record.device_id, token))
-        return gateways
-    finally:
-        await conn.close()
 
 
 async def _sample_memory(pids: dict[str, int], stop: float) -> dict[str, list[tuple[float, float]]]:
@@ -68,11 +55,11 @@ def _growth_mib(samples: list[tuple[float, float]]) -> float:
 
 
 async def test_memory_stays_flat_and_nothing_fails_under_steady_load(stack: Stack, tmp_path: Path) -> None:  # noqa: F811
-    gateways = await _register(stack.database_url)
+    gateways = await register_gateways(stack.database_url, "soak", GATEWAYS, RealTimeGateway)
     tally = Tally()
     pids = {
-        "ingest": _pid(stack.ingest_port),
-        "query": _pid(stack.query_port),
+        "ingest": stack.ingest_pid,
+        "query": stack.query_pid,
         "envoy": stack.envoy.process.pid,
     }
     ingest = grpc.aio.insecure_channel(f"127.0.0.1:{stack.ingest_port}")
@@ -119,15 +106,6 @@ async def test_memory_stays_flat_and_nothing_fails_under_steady_load(stack: Stac
 
 
 RATE_FLOOR = 90  # readings a second per gateway actually uploaded (of 100 taken)
-
-
-def _pid(port: int) -> int:
-    """The process listening on `port` (the services were started by the stack fixture)."""
-    for connection in psutil.net_connections("tcp"):
-        if connection.laddr and connection.laddr.port == port and connection.status == psutil.CONN_LISTEN:
-            assert connection.pid is not None
-            return connection.pid
-    raise AssertionError(f"nothing listens on {port}")
 
 
 async def _until_delivered(tally: Tally, within: float = 30.0) -> None:

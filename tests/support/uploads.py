@@ -14,12 +14,16 @@ otherwise:   an IMU reading of sensor "mpu" (angular rate x n % 10,000, accelera
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
+import asyncpg
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc, reading_pb2
+
+from sensormesh_core.storage.registry import create_device
 
 STEP_NANOS = 50_000_000
 
@@ -103,3 +107,24 @@ def sequence_of(reading: reading_pb2.Reading) -> int:
     if kind == "measurement":
         return round(reading.measurement.value)
     return round(reading.imu.acceleration_x_mps2) * 10_000 + round(reading.imu.angular_rate_x_dps)
+
+
+G = TypeVar("G", bound=Gateway)
+
+
+async def register_gateways(
+    database_url: str,
+    prefix: str,
+    count: int,
+    make: Callable[[str, str], G] = Gateway,
+) -> list[G]:
+    """Register devices `<prefix>-0` .. `<prefix>-<count-1>`; a gateway (`make(id, token)`) for each."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        gateways = []
+        for number in range(count):
+            record, token = await create_device(conn, f"{prefix}-{number}")
+            gateways.append(make(record.device_id, token))
+        return gateways
+    finally:
+        await conn.close()
