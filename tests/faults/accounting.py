@@ -140,7 +140,7 @@ async def _server_side(
     return stored, int(mark or 0), rejected, reports
 
 
-def _unsent_reports(buffer: Path, mark: int) -> Counter[str]:
+def unsent_reports(buffer: Path, mark: int) -> Counter[str]:
     """Thinning the buffer recorded that no acknowledged batch has carried yet."""
     reports: Counter[str] = Counter()
     with sqlite3.connect(buffer) as conn:
@@ -181,7 +181,7 @@ async def account(conn: asyncpg.Connection, device_id: str, tap: LedgerTap) -> A
             rejected_count += 1
         else:
             thinned[row[1]] += 1  # checked against the reports below
-    reports += _unsent_reports(tap.path, mark)
+    reports += unsent_reports(tap.path, mark)
     for sensor in set(thinned) | set(reports):
         lost += max(0, thinned[sensor] - reports[sensor])
     return Account(

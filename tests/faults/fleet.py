@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 
 from sensormesh_core.storage.registry import create_device
-from tests.faults.accounting import Account, account
+from tests.faults.accounting import Account, account, unsent_reports
 from tests.faults.ledger import LedgerTap, install_ledger
 from tests.support.waiting import wait_until
 
@@ -188,6 +188,19 @@ class Fleet:
         try:
             what = f"every device's backlog delivered: {targets}"
             await wait_until(lambda: self._all_reached(conn, targets), within, what)
+        finally:
+            await conn.close()
+
+    async def _reports_sent(self, conn: asyncpg.Connection) -> bool:
+        marks = await self._marks(conn)
+        return not any(unsent_reports(a.tap.path, marks[a.device_id]) for a in self.agents)
+
+    async def wait_for_reports(self, within: float = 30.0) -> None:
+        """Until every thinning report in the agents' buffers has gone out with an acknowledged batch
+        (the last thinning of a drain is reported with the batch after it)."""
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            await wait_until(lambda: self._reports_sent(conn), within, "every thinning report acknowledged")
         finally:
             await conn.close()
 

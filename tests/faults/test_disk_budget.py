@@ -58,6 +58,7 @@ async def test_thinning_in_a_long_outage_is_reported_and_everything_else_stored_
     await asyncio.sleep(OUTAGE_S)
     await ingest.start()
     await fleet.wait_for_delivery(within=90)
+    await fleet.wait_for_reports()  # so the server's record below is whole
 
     accounts = await fleet.stop_and_account()
     fault_report(1, accounts)
