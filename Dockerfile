@@ -23,10 +23,12 @@ RUN python -m venv --without-pip /opt/sensormesh \
     && python -m pip install --upgrade "pip>=25"
 
 WORKDIR /src
-# Only what the package is built from (see also .dockerignore).
+# Only what the package is built from (see also .dockerignore); not the benchmarks
+# (sensormesh_bench/), which run on a developer's machine.
 COPY pyproject.toml README.md ./
 COPY gen/ gen/
 COPY sensormesh_core/ sensormesh_core/
+COPY sensormesh_cli/ sensormesh_cli/
 COPY ingest_service/ ingest_service/
 COPY query_service/ query_service/
 COPY gateway_agent/ gateway_agent/

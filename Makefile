@@ -37,11 +37,12 @@ k8s-envoy: $(STAMP) ## regenerate k8s/base/config/envoy.yaml (the cluster's Envo
 readme: $(STAMP) ## regenerate README.md's settings tables and examples from the code
 	$(PY) tools/readme.py
 
-lint: $(STAMP) ## ruff, buf lint, mypy
+lint: $(STAMP) ## ruff, buf lint, mypy, import-linter (the layers)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/buf lint gen/sensormesh/descriptor_set.binpb --path sensormesh/v1
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .

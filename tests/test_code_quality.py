@@ -1,4 +1,4 @@
-"""ruff and mypy are part of the suite, so CI fails on what `make lint` would."""
+"""ruff, mypy and import-linter are part of the suite, so CI fails on what `make lint` would."""
 
 from __future__ import annotations
 
@@ -27,3 +27,11 @@ def test_ruff_format_is_clean() -> None:
 def test_mypy_is_clean() -> None:
     result = _run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_layers_hold() -> None:
+    """import-linter's contracts in pyproject.toml: layers, independent programs, an agent free
+    of server-only packages, no import circle."""
+    result = _run("lint-imports", "--no-cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout

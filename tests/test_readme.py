@@ -2,7 +2,7 @@
 route Envoy's transcoder serves, with parameters and body fields the request has.
 
 (The local stack's examples are also run as printed against a running stack, in
-tests/stack/test_up.py.)
+tests/sensormesh_cli/stack/test_up.py.)
 """
 
 from __future__ import annotations

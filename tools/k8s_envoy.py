@@ -24,7 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sensormesh_core.envoy_proxy import EnvoyOptions, load_base_config, render_config  # noqa: E402
+from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, load_base_config, render_config  # noqa: E402
 
 OUT = ROOT / "k8s" / "base" / "config" / "envoy.yaml"
 DESCRIPTOR = Path("/etc/envoy/descriptors/descriptor_set.binpb")

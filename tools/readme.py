@@ -33,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 from gateway_agent.config import AgentSettings  # noqa: E402
 from ingest_service.settings import IngestSettings  # noqa: E402
 from query_service.settings import QuerySettings  # noqa: E402
-from sensormesh_core.client import ClientSettings  # noqa: E402
+from sensormesh_cli.client import ClientSettings  # noqa: E402
+from sensormesh_cli.stack.examples import Endpoints, Paths, render  # noqa: E402
+from sensormesh_cli.stack.settings import StackSettings  # noqa: E402
 from sensormesh_core.config import ENV_PREFIX, StorageSettings  # noqa: E402
-from sensormesh_core.stack.examples import Endpoints, Paths, render  # noqa: E402
-from sensormesh_core.stack.settings import StackSettings  # noqa: E402
 
 README = ROOT / "README.md"
 SECTION = re.compile(

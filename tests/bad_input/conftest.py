@@ -22,7 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
 
-from sensormesh_core.envoy_proxy import EnvoyOptions, start_envoy
+from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, start_envoy
 from sensormesh_core.storage.database import with_database
 from sensormesh_core.storage.embedded import ensure_database
 from tests.bad_input.messages import imu_reading

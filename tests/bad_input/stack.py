@@ -17,7 +17,7 @@ import psycopg
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from sensormesh_core.envoy_proxy import EnvoyProcess
+from sensormesh_cli.stack.envoy_proxy import EnvoyProcess
 from tests.support.processes import ServiceProcess
 
 # What a handler's unexpected exception leaves in a service's log (sensormesh_core.grpc_errors),

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from sensormesh.v1 import device_pb2, device_pb2_grpc
 
-from sensormesh_core.envoy_proxy import EnvoyOptions, start_envoy
+from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, start_envoy
 from tests.bad_input.messages import FLOAT_FIELDS
 from tests.bad_input.stack import Device, Stack, committed, rest_violations, stored_count
 from tests.support.ports import free_port

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sensormesh_core.envoy_proxy import EnvoyOptions, EnvoyProcess, start_envoy
+from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, EnvoyProcess, start_envoy
 from sensormesh_core.storage.database import with_database
 from sensormesh_core.storage.embedded import ensure_database
 from tests.conftest import _drop_database

@@ -106,7 +106,7 @@ async def _watch(
 async def _start_agent(config: Path, device: RestDevice, log: Path) -> asyncio.subprocess.Process:
     with log.open("wb") as out:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sensormesh_core", "agent", "--config", str(config),
+            sys.executable, "-m", "sensormesh_cli", "agent", "--config", str(config),
             cwd=ROOT, env={**os.environ, "SENSORMESH_AGENT_TOKEN": device.token}, stdout=out, stderr=out,
         )  # fmt: skip
 

@@ -14,7 +14,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from sensormesh.v1 import query_pb2, query_pb2_grpc
 
-from sensormesh_core.envoy_proxy import (
+from sensormesh_cli.stack.envoy_proxy import (
     CONFIG_PATH,
     EnvoyOptions,
     default_descriptor_path,

@@ -84,7 +84,7 @@ class AgentProcess:
                 [
                     sys.executable,
                     "-m",
-                    "sensormesh_core",
+                    "sensormesh_cli",
                     "agent",
                     "--config",
                     str(self.folder / "agent.toml"),

@@ -48,7 +48,7 @@ device_id = "{device_id}"
 async def start_agent(config: Path) -> asyncio.subprocess.Process:
     env = {**os.environ, "SENSORMESH_AGENT_TOKEN": TOKEN}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sensormesh_core", "agent", "--config", str(config),
+        sys.executable, "-m", "sensormesh_cli", "agent", "--config", str(config),
         cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
 
@@ -117,7 +117,7 @@ async def test_bad_configuration_exits_2_naming_the_field(tmp_path: Path) -> Non
     path = tmp_path / "agent.toml"
     path.write_text('device_id = "pi"\ntoken = "t"\n[[inputs.bme280]]\naddress = 0x40\n')
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sensormesh_core", "agent", "--config", str(path),
+        sys.executable, "-m", "sensormesh_cli", "agent", "--config", str(path),
         cwd=ROOT, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     async with asyncio.timeout(30):

@@ -86,7 +86,7 @@ async def test_sigterm_stops_sensormesh_ingest_after_committing_what_it_received
 ) -> None:
     env = {**os.environ, "SENSORMESH_DATABASE_URL": database_url, "SENSORMESH_INGEST_LISTEN": "127.0.0.1:0"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sensormesh_core", "ingest", env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "sensormesh_cli", "ingest", env=env, stderr=asyncio.subprocess.PIPE
     )
     assert process.stderr is not None
     log: list[str] = []

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from google.protobuf import descriptor_pb2
 
-from sensormesh_core.envoy_proxy import envoy_binary
+from sensormesh_cli.stack.envoy_proxy import envoy_binary
 from tests.k8s.manifests import K8S, ROOT, Manifests, container_ports
 
 CONFIG = K8S / "base" / "config" / "envoy.yaml"

@@ -30,7 +30,7 @@ from grpc_health.v1 import health, health_pb2
 from grpc_health.v1 import health_pb2_grpc as health_grpc
 from sensormesh.v1 import device_pb2, ingest_pb2, query_pb2
 
-from sensormesh_core.envoy_proxy import envoy_binary
+from sensormesh_cli.stack.envoy_proxy import envoy_binary
 from tests.k8s.test_envoy_config import CONFIG, DESCRIPTOR, transcoder_descriptor_path
 
 DEADLINE_S = 20.0

@@ -21,7 +21,7 @@ class ServiceProcess:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sensormesh_core", *command],
+            [sys.executable, "-m", "sensormesh_cli", *command],
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,40 @@
+"""What `sensormesh up` prints once everything runs: where to look, and what to try."""
+
+from __future__ import annotations
+
+from sensormesh_cli.stack.examples import default_paths, display_path, reachable, render
+from sensormesh_cli.stack.stack import Running, StackOptions
+
+
+def banner(options: StackOptions, running: Running) -> str:
+    e = options.endpoints
+    database = running.database
+    where = [
+        ("REST, gRPC, gRPC-Web", f"http://{reachable(e.http)}  (Envoy)"),
+        ("Envoy admin", f"http://{reachable(e.admin)}  (/stats, /clusters)"),
+        ("ingest (gRPC, devices)", reachable(e.ingest)),
+        ("query (gRPC)", reachable(e.query)),
+    ]
+    if database is not None:
+        where.append(
+            (
+                "PostgreSQL",
+                database.url
+                if database.embedded
+                else "the configured database (--database-url / SENSORMESH_DATABASE_URL)",
+            )
+        )
+    where.append(("logs", f"{display_path(options.log_dir)}/  (one file per program)"))
+    if running.tokens:
+        where.append(("device tokens", f"{display_path(options.data_dir / 'devices')}/  (0600)"))
+    width = max(len(name) for name, _ in where)
+    lines = ["", "sensormesh is up.", ""]
+    lines += [f"  {name:<{width}}  {value}" for name, value in where]
+    if running.devices:
+        lines += [
+            "",
+            "Simulated devices: " + ", ".join(t.device.device_id for t in running.tokens if t.usable),
+        ]
+    lines += ["", "Try (copy and paste):", "", render(e, default_paths(options.data_dir), indent="    ")]
+    lines += ["Ctrl-C stops everything; the data stays for the next start."]
+    return "\n".join(lines)

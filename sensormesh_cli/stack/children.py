@@ -1,0 +1,116 @@
+"""Child processes of `sensormesh up`: one program each, its output in a log file.
+
+Each child runs in its own process group, so Ctrl-C at the terminal reaches
+only `sensormesh up`, which then stops the children in order (agents before
+the services they talk to, the database last). On Linux a child also gets
+SIGTERM if `sensormesh up` dies without stopping it (kill -9), so nothing is
+left running.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[[int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    prctl: Callable[[int, int], int] = libc.prctl
+    return prctl
+
+
+# Resolved here, in the parent: between fork and exec the child only calls it.
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask the kernel for SIGTERM when the parent exits (Linux; elsewhere nothing)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def sensormesh_argv(*args: str) -> list[str]:
+    """`sensormesh <args>` with this interpreter, so children use the same environment."""
+    return [sys.executable, "-m", "sensormesh_cli", *args]
+
+
+class Child:
+    """A program started by `sensormesh up`; `stop()` ends it within a deadline."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log_path: Path,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._terminated = False
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as output:
+            output.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting {name}\n".encode())
+            output.flush()
+            self.process = subprocess.Popen(  # noqa: S603 - our own programs
+                list(argv),
+                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+                preexec_fn=_die_with_parent,  # only calls prctl, resolved in the parent
+            )
+        log.info("event=child_started name=%s pid=%d log=%s", name, self.process.pid, log_path)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def exited(self) -> int | None:
+        """The exit status, or None while it runs."""
+        return self.process.poll()
+
+    def terminate(self) -> None:
+        """Send SIGTERM once (a second one could cut a service's graceful stop short)."""
+        if not self._terminated and self.process.poll() is None:
+            self._terminated = True
+            self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout_s: float) -> int:
+        """SIGTERM, then SIGKILL after `timeout_s`; returns the exit status."""
+        self.terminate()
+        if self.process.poll() is None:
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("event=child_killed name=%s pid=%d after_s=%.1f", self.name, self.pid, timeout_s)
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        log.info("event=child_stopped name=%s pid=%d status=%d", self.name, self.pid, code)
+        return code
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the child's log, for an error message."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,156 @@
+"""The copy-paste commands `sensormesh up` prints, and the README shows.
+
+One function renders them for given addresses and paths, so the commands on
+the terminal, the README's (rendered with the defaults by `make readme`) and
+the ones the end-to-end test runs are the same text.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from sensormesh_cli.stack.settings import split_host_port
+
+WATCHED = "greenhouse-pi"  # 1 s environment readings: a live feed a person can follow
+DOWNSAMPLED = "vibration-pi"  # 100 Hz: what downsampling is for
+DIRECT = "soil-node"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the stack listens, as host:port."""
+
+    http: str = "127.0.0.1:8080"
+    admin: str = "127.0.0.1:9901"
+    ingest: str = "127.0.0.1:50051"
+    query: str = "127.0.0.1:50052"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Paths the commands name, as the user should type them."""
+
+    buf: str = ".venv/bin/buf"
+    sensormesh: str = ".venv/bin/sensormesh"
+    descriptor: str = "gen/sensormesh/descriptor_set.binpb"
+    data_dir: str = ".sensormesh"
+
+
+@dataclass(frozen=True)
+class Example:
+    """A titled command; `streams` when it runs until interrupted."""
+
+    title: str
+    command: str
+    streams: bool = False
+
+
+def reachable(address: str) -> str:
+    """host:port a client on this machine can use (a wildcard bind is reached on loopback)."""
+    host, port = split_host_port(address)
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - mapping a wildcard, not binding one
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def display_path(path: Path, cwd: Path | None = None) -> str:
+    """`path` relative to the working directory when inside it, else absolute."""
+    cwd = (cwd or Path.cwd()).resolve()
+    absolute = path.resolve() if path.is_absolute() else (cwd / path).resolve()
+    try:
+        return str(absolute.relative_to(cwd))
+    except ValueError:
+        return str(absolute)
+
+
+def rest_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
+    base = f"http://{reachable(endpoints.http)}"
+    token = shlex.quote(f"{paths.data_dir}/devices/{DIRECT}.token")
+    reading = (
+        '{"readings": [{"sensor": "by-hand", "sampleTime": "\'"$(date -u +%FT%TZ)"\'", '
+        '"measurement": {"name": "soil_moisture", "value": 41.5, "unit": "%"}}]}'
+    )
+    return [
+        Example("devices", f"curl -s {base}/v1/devices"),
+        Example("one device: sensors, series, input states", f"curl -s {base}/v1/devices/{WATCHED}"),
+        Example("latest value of every series", f"curl -s {base}/v1/devices/{WATCHED}/readings:latest"),
+        Example(
+            "the last hour of one axis at 100 Hz, downsampled to 10 s buckets (min, max, mean, count)",
+            f"curl -s '{base}/v1/devices/{DOWNSAMPLED}/readings?quantities=acceleration_z&interval=10s'",
+        ),
+        Example(
+            "live feed: a JSON array that grows as readings commit (Ctrl-C ends it)",
+            f"curl -sN {base}/v1/devices/{WATCHED}/readings:watch",
+            streams=True,
+        ),
+        Example(
+            f"write a reading as {DIRECT}, a direct device, with its token",
+            f'curl -s -H "authorization: Bearer $(cat {token})" '
+            f"-d '{reading}' {base}/v1/devices/{DIRECT}/readings:write",
+        ),
+    ]
+
+
+def grpc_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
+    buf = f"{shlex.quote(paths.buf)} curl --protocol grpc --http2-prior-knowledge"
+    envoy = f"http://{reachable(endpoints.http)}"
+    query = f"http://{reachable(endpoints.query)}"
+    ingest = f"http://{reachable(endpoints.ingest)}"
+    return [
+        Example(
+            "through Envoy, schema from the descriptor set",
+            f'{buf} --schema {shlex.quote(paths.descriptor)} -d \'{{"deviceId": "{WATCHED}"}}\' '
+            f"{envoy}/sensormesh.v1.QueryService/GetLatestReadings",
+        ),
+        Example("the query service's methods, by server reflection", f"{buf} --list-methods {query}"),
+        Example(
+            "a call straight to the query service, schema by reflection",
+            f"{buf} -d '{{\"pageSize\": 10}}' {query}/sensormesh.v1.DeviceService/ListDevices",
+        ),
+        Example(
+            "the ingest service's health",
+            f'{buf} -d \'{{"service": "sensormesh.v1.IngestService"}}\' {ingest}/grpc.health.v1.Health/Check',
+        ),
+    ]
+
+
+def cli_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
+    sensormesh = shlex.quote(paths.sensormesh)
+    server = "" if endpoints.http == Endpoints.http else f" --server {reachable(endpoints.http)}"
+    return [
+        Example("a live view of a device's readings", f"{sensormesh} watch {WATCHED}{server}", streams=True),
+        Example("the registry", f"{sensormesh} devices list{server}"),
+    ]
+
+
+def default_paths(data_dir: Path, cwd: Path | None = None) -> Paths:
+    """Paths of this installation: the tools next to this interpreter, the installed descriptor set."""
+    from sensormesh_cli.stack.envoy_proxy import default_descriptor_path
+
+    bin_dir = Path(os.path.dirname(os.path.abspath(sys.executable)))  # the venv's bin, unresolved
+    return Paths(
+        buf=display_path(bin_dir / "buf", cwd),
+        sensormesh=display_path(bin_dir / "sensormesh", cwd),
+        descriptor=display_path(default_descriptor_path(), cwd),
+        data_dir=display_path(data_dir, cwd),
+    )
+
+
+def render(endpoints: Endpoints, paths: Paths, *, indent: str = "    ") -> str:
+    """The examples as text: a `#` line with the title, the command below it."""
+    sections = [
+        ("REST through Envoy", rest_examples(endpoints, paths)),
+        ("gRPC (buf curl)", grpc_examples(endpoints, paths)),
+        ("command line", cli_examples(endpoints, paths)),
+    ]
+    lines: list[str] = []
+    for heading, examples in sections:
+        lines.append(f"{indent}## {heading}")
+        for example in examples:
+            lines += [f"{indent}# {example.title}", f"{indent}{example.command}"]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,185 @@
+"""`sensormesh up` end to end, as a user runs it: a real subprocess on free ports in a fresh folder.
+
+Start (embedded PostgreSQL, migrations, ingest, query, Envoy, three simulated
+devices), run the commands it prints exactly as printed, stop with Ctrl-C,
+check that no process is left, start again and find the data, devices and
+tokens of the first run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.sensormesh_cli.stack.up_process import Ports, UpProcess, gone, postmaster
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+
+START_TIMEOUT_S = 180  # the first start initialises PostgreSQL; on a busy 2-core machine that takes a while
+
+
+def _run(command: str, cwd: Path) -> str:
+    """A printed command through bash, exactly as printed."""
+    result = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def _first_output(command: str, cwd: Path, fragment: str, timeout: float = 30.0) -> str:
+    """Start a streaming command, read until `fragment` appears, stop it. A live feed through
+    Envoy is one JSON array without line breaks, so this reads whatever bytes arrive."""
+    process = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=cwd, stdout=subprocess.PIPE)
+    seen = ""
+    deadline = time.monotonic() + timeout
+    try:
+        assert process.stdout is not None
+        fd = process.stdout.fileno()
+        while fragment not in seen and (remaining := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([fd], [], [], remaining)
+            chunk = os.read(fd, 65536) if readable else b""
+            if not chunk:
+                break
+            seen += chunk.decode(errors="replace")
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert fragment in seen, f"{command} printed:\n{seen}"
+    return seen
+
+
+def _pick(commands: list[str], *fragments: str) -> str:
+    matches = [c for c in commands if all(f in c for f in fragments)]
+    assert len(matches) == 1, (fragments, commands)
+    return matches[0]
+
+
+def _temperature_points(base: str, start: datetime, end: datetime) -> int:
+    params = {
+        "quantities": "temperature",
+        "startTime": start.isoformat().replace("+00:00", "Z"),
+        "endTime": end.isoformat().replace("+00:00", "Z"),
+        "pageSize": "100000",
+    }
+    body = httpx.get(f"{base}/v1/devices/greenhouse-pi/readings", params=params, timeout=30).json()
+    return sum(len(series["points"]) for series in body["series"])
+
+
+def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
+    commands = up.commands()
+    listed = json.loads(
+        _run(next(c for c in commands if c.startswith("curl") and c.endswith("/v1/devices")), cwd)
+    )
+    assert {d["deviceId"] for d in listed["devices"]} == {"greenhouse-pi", "vibration-pi", "soil-node"}
+    device = json.loads(_run(next(c for c in commands if c.endswith("/v1/devices/greenhouse-pi")), cwd))
+    assert {s["name"] for s in device["device"]["sensors"]} >= {"sim-environment"}
+    latest = json.loads(_run(_pick(commands, "curl", "readings:latest"), cwd))
+    assert {v["quantity"] for v in latest["values"]} >= {"temperature", "relative_humidity", "pressure"}
+    buckets = json.loads(_run(_pick(commands, "curl", "interval=10s"), cwd))["series"][0]["buckets"]
+    assert buckets and int(buckets[-1]["count"]) > 0
+    written = json.loads(_run(_pick(commands, "curl", "readings:write"), cwd))
+    assert written["acceptedCount"] == "1"
+    _first_output(_pick(commands, "curl", "readings:watch"), cwd, '"sim-environment"')
+    assert '"values"' in _run(_pick(commands, "buf curl", "--schema"), cwd)
+    assert "sensormesh.v1.QueryService/WatchReadings" in _run(_pick(commands, "--list-methods"), cwd)
+    assert "soil-node" in _run(_pick(commands, "buf curl", "ListDevices"), cwd)
+    assert "SERVING" in _run(_pick(commands, "Health/Check"), cwd)
+    assert "3 devices" in _run(_pick(commands, "devices list"), cwd)
+    _first_output(_pick(commands, "watch greenhouse-pi"), cwd, "temperature=")
+
+
+def test_up_serves_the_printed_commands_stops_cleanly_and_resumes_with_its_data(tmp_path: Path) -> None:
+    cwd = tmp_path / "fresh-clone"
+    cwd.mkdir()
+    ports = Ports()
+    base = f"http://127.0.0.1:{ports.http}"
+    up = UpProcess(cwd, ports.flags())
+    try:
+        up.wait_for("Ctrl-C stops everything", START_TIMEOUT_S)
+        assert "greenhouse-pi (created)" in up.output
+        assert "first readings stored  3 of 3 devices" in up.output
+        _check_printed_commands(up, cwd)
+
+        # A second stack on the same data folder is refused before it starts anything.
+        other = subprocess.run(
+            [*UpProcess.command(), *Ports().flags()], cwd=cwd, capture_output=True, text=True, timeout=60
+        )
+        assert other.returncode == 1 and "another `sensormesh up`" in other.stdout, (
+            other.stdout + other.stderr
+        )
+
+        first_start = datetime.now(UTC) - timedelta(minutes=5)
+        mark = datetime.now(UTC)
+        before = _temperature_points(base, first_start, mark)
+        sequence = httpx.get(f"{base}/v1/devices/vibration-pi", timeout=10).json()["device"][
+            "committedSequence"
+        ]
+        children = up.descendants()
+        server = postmaster(cwd / ".sensormesh")
+        assert server is not None and len(children) >= 6  # ingest, query, Envoy, 2 agents, direct device
+
+        assert up.interrupt() == 0, up.output
+        assert "PostgreSQL stopped" in up.output
+        assert [c for c in children if not gone(c)] == []
+        assert gone(server)
+    finally:
+        up.close()
+
+    tokens = sorted((cwd / ".sensormesh" / "devices").glob("*.token"))
+    assert [t.stat().st_mode & 0o777 for t in tokens] == [0o600] * 3
+
+    again = UpProcess(cwd, ports.flags())
+    try:
+        again.wait_for("Ctrl-C stops everything", START_TIMEOUT_S)
+        assert "greenhouse-pi (reused), vibration-pi (reused), soil-node (reused)" in again.output
+        assert len(httpx.get(f"{base}/v1/devices", timeout=10).json()["devices"]) == 3
+        assert _temperature_points(base, first_start, mark) >= before > 0
+        resumed = httpx.get(f"{base}/v1/devices/vibration-pi", timeout=10).json()["device"][
+            "committedSequence"
+        ]
+        assert int(resumed) > int(sequence)
+        assert again.interrupt() == 0, again.output
+    finally:
+        again.close()
+
+
+def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path) -> None:
+    ports = Ports()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports.http))
+        taken.listen()
+        result = subprocess.run(
+            [*UpProcess.command(), *ports.flags()], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 1
+    assert f"port {ports.http} (Envoy) is taken" in result.stdout and "--http" in result.stdout
+    assert not (tmp_path / ".sensormesh" / "postgres").exists()
+
+
+@pytest.mark.storage
+def test_up_with_a_database_url_and_no_agent_leaves_that_server_running(
+    database_url: str, tmp_path: Path
+) -> None:
+    ports = Ports()
+    up = UpProcess(tmp_path, [*ports.flags(), "--no-agent", "--database-url", database_url])
+    try:
+        up.wait_for("Ctrl-C stops everything", START_TIMEOUT_S)
+        assert "the configured database" in up.output and "simulated" not in up.output
+        listed = httpx.get(f"http://127.0.0.1:{ports.http}/v1/devices", timeout=10).json()
+        assert listed["devices"] == []
+        assert up.interrupt() == 0, up.output
+        assert "database released" in up.output
+    finally:
+        up.close()
+    assert not (tmp_path / ".sensormesh" / "postgres").exists()
+    with psycopg.connect(database_url) as conn:  # the server we were given still runs
+        assert conn.execute("SELECT 1").fetchone() == (1,)
