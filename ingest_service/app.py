@@ -41,6 +41,9 @@ RETRYABLE_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.TransactionRollbackError,  # serialization failure, deadlock
     asyncpg.AdminShutdownError,
+    # A pooled connection caught mid-operation by the server's shutdown: asyncpg's protocol
+    # reports its own state ("cannot switch to state ..."); the next run gets a fresh one.
+    asyncpg.InternalClientError,
 )
 
 
