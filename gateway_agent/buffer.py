@@ -34,14 +34,14 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
-from pathlib import Path
-from typing import Literal, TypeVar
-
-from pydantic import BaseModel, ByteSize, ConfigDict, Field
+from typing import TypeVar
 
 from gateway_agent import thinning
-from gateway_agent.durations import Duration
+from gateway_agent.buffer_settings import BufferSettings
+
+# BufferSettings lives in gateway_agent/buffer_settings.py; it is named here too, so whoever
+# opens a buffer imports the buffer and its settings from one place.
+__all__ = ["Buffer", "BufferSettings", "BufferStats", "Record", "Stored", "Thinned"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,36 +64,6 @@ CREATE TABLE IF NOT EXISTS thinned (
     sent_with_sequence INTEGER
 );
 """
-
-
-class BufferSettings(BaseModel):
-    """Where the buffer lives, how much disk it may use and how it commits."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: Path = Field(
-        default=Path("/var/lib/sensormesh-agent/buffer.sqlite3"),
-        description="The SQLite buffer (created on first run).",
-    )
-    disk_budget: ByteSize = Field(
-        default=ByteSize(512 * 1024 * 1024),
-        gt=1024 * 1024,
-        description="Disk the buffer may use; beyond it the oldest half is thinned and the loss reported.",
-    )
-    thin_to: float = Field(default=0.9, gt=0.1, lt=1.0, description="Thin to this fraction of the budget.")
-    commit_interval: Duration = Field(
-        default=timedelta(milliseconds=250),
-        description="Group commit: readings are written together at most this often...",
-    )
-    commit_max_readings: int = Field(default=2000, ge=1, description="...or as soon as this many wait.")
-    max_uncommitted: int = Field(
-        default=200_000,
-        ge=1000,
-        description="Readings held in memory at most while the disk stalls; beyond, reported upstream as lost.",
-    )
-    synchronous: Literal["full", "normal"] = Field(
-        default="full", description="SQLite synchronous mode: full survives power loss, normal only a crash."
-    )
 
 
 @dataclass(frozen=True)

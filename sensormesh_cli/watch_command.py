@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from sensormesh_cli.client import client_arguments
 
 if TYPE_CHECKING:
-    from sensormesh.v1 import query_pb2
+    from sensormesh.v1 import query_pb2, reading_pb2
 
     from sensormesh_cli.client import ClientSettings
     from sensormesh_cli.watch_view import DeviceView
@@ -135,15 +135,12 @@ async def _stream(
 
     from gateway_agent.backoff import Backoff
     from sensormesh_cli.client import open_aio_channel
-    from sensormesh_cli.watch_view import line, sample_time
+    from sensormesh_cli.watch_view import sample_time
 
     backoff = Backoff(0.5, 10.0)
     last: datetime | None = start
     while True:
-        if last is not None and datetime.now(UTC) - last < REPLAY_LIMIT:
-            request.start_time.FromDatetime(last + timedelta(microseconds=1) if last != start else last)
-        else:
-            request.ClearField("start_time")
+        _replay_from(request, last, start)
         try:
             async with open_aio_channel(settings) as channel:
                 call = query_pb2_grpc.QueryServiceStub(channel).WatchReadings(request)
@@ -152,17 +149,7 @@ async def _stream(
                 backoff.reset()
                 _notify(refresh)
                 async for message in call:
-                    readings = list(message.readings)
-                    if count is not None:
-                        readings = readings[: count - view.readings]
-                    view.add(readings, message.missed_count)
-                    if refresh is None:
-                        if message.missed_count:
-                            print(f"# {message.missed_count} readings missed (this output did not keep up)")
-                        if readings:
-                            print("\n".join(line(r, view.only) for r in readings), flush=True)
-                    else:
-                        refresh()
+                    readings = _show(message, view, count, refresh)
                     if readings:
                         last = max(sample_time(r) for r in readings)
                     if count is not None and view.readings >= count:
@@ -177,6 +164,42 @@ async def _stream(
             print(f"# {view.state}", file=sys.stderr)
         _notify(refresh)
         await asyncio.sleep(backoff.next_delay())
+
+
+def _replay_from(
+    request: query_pb2.WatchReadingsRequest, last: datetime | None, start: datetime | None
+) -> None:
+    """Ask for what follows the last reading shown (from `start` itself until one was), so a
+    reconnect neither repeats nor skips readings; past the service's replay window, only new ones."""
+    if last is not None and datetime.now(UTC) - last < REPLAY_LIMIT:
+        request.start_time.FromDatetime(last + timedelta(microseconds=1) if last != start else last)
+    else:
+        request.ClearField("start_time")
+
+
+def _show(
+    message: query_pb2.WatchReadingsResponse,
+    view: DeviceView,
+    count: int | None,
+    refresh: Callable[[], None] | None,
+) -> list[reading_pb2.Reading]:
+    """Take one message's readings into the view, no more than `count` in all, and show them: as
+    lines in a pipe, by redrawing the table on a terminal. Returns the readings taken, whose
+    newest sample time is where a reconnect resumes."""
+    from sensormesh_cli.watch_view import line
+
+    readings = list(message.readings)
+    if count is not None:
+        readings = readings[: count - view.readings]
+    view.add(readings, message.missed_count)
+    if refresh is None:
+        if message.missed_count:
+            print(f"# {message.missed_count} readings missed (this output did not keep up)")
+        if readings:
+            print("\n".join(line(r, view.only) for r in readings), flush=True)
+    else:
+        refresh()
+    return readings
 
 
 def _notify(refresh: Callable[[], None] | None) -> None:
