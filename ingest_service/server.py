@@ -104,6 +104,35 @@ async def _database(settings: IngestSettings) -> Database:
     return database
 
 
+async def _open_app(settings: IngestSettings, telemetry: Telemetry) -> tuple[Database, IngestApp]:
+    """The database and the app on it; the database is closed again if the app cannot open."""
+    database = await _database(settings)
+    try:
+        app = await IngestApp.open(settings, database.url, telemetry)
+    except BaseException:
+        await asyncio.to_thread(database.close)
+        raise
+    return database, app
+
+
+def _grpc_server(
+    settings: IngestSettings, telemetry: Telemetry, app: IngestApp
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """The server with IngestService, health and reflection added, not yet bound or started."""
+    server = grpc.aio.server(
+        interceptors=[*telemetry.server_interceptors(), ErrorMappingInterceptor()],
+        options=server_options(settings),
+    )
+    ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(app), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    return server, health_servicer
+
+
 async def start(
     settings: IngestSettings | None = None, *, telemetry: Telemetry | None = None
 ) -> IngestServer:
@@ -117,23 +146,8 @@ async def start(
     if telemetry is None:
         telemetry = configure_telemetry("sensormesh-ingest", set_global=False)
     instrument_asyncpg(telemetry.tracer_provider)
-    database = await _database(settings)
-    try:
-        app = await IngestApp.open(settings, database.url, telemetry)
-    except BaseException:
-        await asyncio.to_thread(database.close)
-        raise
-    server = grpc.aio.server(
-        interceptors=[*telemetry.server_interceptors(), ErrorMappingInterceptor()],
-        options=server_options(settings),
-    )
-    ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(app), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-        server,
-    )
+    database, app = await _open_app(settings, telemetry)
+    server, health_servicer = _grpc_server(settings, telemetry, app)
     try:
         port = server.add_insecure_port(settings.ingest_listen)
         await server.start()

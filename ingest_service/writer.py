@@ -194,7 +194,21 @@ class BatchWriter:
     async def _write(
         self, conn: asyncpg.Connection, batch: PreparedBatch, trimmed: Trimmed, late: list[LateRange]
     ) -> None:
+        """Steps 3 and 4 of the module's transaction: the rows and refused
+        readings by COPY, then the rest and the mark in one statement."""
         device_id = batch.device_id
+        await self._copy_rows(conn, trimmed)
+        if trimmed.rejected:
+            await conn.copy_records_to_table(
+                "dead_letters",
+                records=[(device_id, r.sequence, r.field, r.reason, r.reading) for r in trimmed.rejected],
+                columns=DEAD_LETTER_COLUMNS,
+            )
+        await self._record(conn, batch, trimmed, late)
+
+    async def _copy_rows(self, conn: asyncpg.Connection, trimmed: Trimmed) -> None:
+        """One binary COPY per reading table, each in its own client span, so a
+        trace shows which table a batch's time went to."""
         for table, rows in trimmed.rows.items():
             with self._tracer.start_as_current_span(
                 f"COPY {table}",
@@ -207,26 +221,19 @@ class BatchWriter:
                 },
             ):
                 await conn.copy_records_to_table(table, records=rows, columns=COLUMNS[table])
-        if trimmed.rejected:
-            await conn.copy_records_to_table(
-                "dead_letters",
-                records=[(device_id, r.sequence, r.field, r.reason, r.reading) for r in trimmed.rejected],
-                columns=DEAD_LETTER_COLUMNS,
-            )
+
+    async def _record(
+        self, conn: asyncpg.Connection, batch: PreparedBatch, trimmed: Trimmed, late: list[LateRange]
+    ) -> None:
+        """Latest values, thinning reports, input states, late ranges (behind
+        the gate) and the mark: one statement, one round trip (`_RECORD_BATCH`)."""
         latest = trimmed.latest
         thinned = list(dict.fromkeys(batch.thinned))  # the same report twice in one batch is one report
         inputs = batch.inputs
-        late_columns: tuple[list[object], ...] = ()
-        if self._gated:
-            late_columns = (
-                [r.table for r in late],
-                [r.key for r in late],
-                [r.first_time for r in late],
-                [r.last_time for r in late],
-            )
+        late_columns = _late_columns(late) if self._gated else ()
         await conn.execute(
             self._record_sql,
-            device_id,
+            batch.device_id,
             trimmed.mark,
             [v.series_id for v in latest],
             [v.time for v in latest],
@@ -244,6 +251,16 @@ class BatchWriter:
             batch.last_sequence,
             *late_columns,
         )
+
+
+def _late_columns(late: list[LateRange]) -> tuple[list[object], ...]:
+    """The late ranges as the gated statement's last four arrays ($17-$20)."""
+    return (
+        [r.table for r in late],
+        [r.key for r in late],
+        [r.first_time for r in late],
+        [r.last_time for r in late],
+    )
 
 
 def _signal(batch: PreparedBatch, mark: int, trimmed: Trimmed) -> CommitSignal | None:

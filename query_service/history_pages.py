@@ -155,6 +155,57 @@ async def _fill_buckets(
         page.cursor = {"q": list(ref.order_key), "b": _micros(start)}
 
 
+def _resolve(
+    request: query_pb2.ListReadingsRequest,
+    parameters: dict[str, Any],
+    default_span: timedelta,
+    now: datetime,
+) -> tuple[dict[str, Any], datetime, datetime]:
+    """The page token's cursor (empty on a first page) and the time range. A
+    later page takes the range the first page resolved, from its token, so a
+    defaulted end time of "now" stays the same on every page."""
+    if request.page_token:
+        cursor = _checked_cursor(page_tokens.decode(request.page_token, _PAGE_KIND, parameters))
+        return cursor, _from_micros(int(cursor["s"])), _from_micros(int(cursor["e"]))
+    start, end = time_range(
+        request.start_time if request.HasField("start_time") else None,
+        request.end_time if request.HasField("end_time") else None,
+        default_span,
+        now,
+    )
+    return {}, start, end
+
+
+async def _fill_page(
+    conn: asyncpg.Connection,
+    backend: Backend,
+    page: _Page,
+    series: list[SeriesRef],
+    cursor: dict[str, Any],
+    window: tuple[datetime, datetime],
+    interval: timedelta,
+) -> None:
+    """Fill `page` from `series` in order, resuming at the cursor's series and
+    point or bucket. Stops at the first series that leaves a cursor, or before
+    the next series once the page is full (the cursor then names that series)."""
+    start, end = window
+    resume_key = tuple(cursor["q"]) if "q" in cursor else None
+    for ref in series:
+        if resume_key is not None and ref.order_key < resume_key:
+            continue
+        resuming = resume_key is not None and ref.order_key == resume_key
+        if page.remaining == 0:
+            page.cursor = {"q": list(ref.order_key)}
+            break
+        if interval:
+            series_start = max(start, _from_micros(cursor["b"])) if resuming and "b" in cursor else start
+            await _fill_buckets(conn, page, ref, backend, (series_start, end), interval)
+        else:
+            await _fill_raw(conn, page, ref, start, end, cursor.get("a") if resuming else None)
+        if page.cursor is not None:
+            break
+
+
 async def list_readings(
     conn: asyncpg.Connection,
     backend: Backend,
@@ -173,37 +224,13 @@ async def list_readings(
         ),
     )
     parameters = _token_parameters(request)
-    cursor: dict[str, Any] = {}
-    if request.page_token:
-        cursor = _checked_cursor(page_tokens.decode(request.page_token, _PAGE_KIND, parameters))
-        start, end = _from_micros(int(cursor["s"])), _from_micros(int(cursor["e"]))
-    else:
-        start, end = time_range(
-            request.start_time if request.HasField("start_time") else None,
-            request.end_time if request.HasField("end_time") else None,
-            default_span,
-            now,
-        )
+    cursor, start, end = _resolve(request, parameters, default_span, now)
     interval = request.interval.ToTimedelta() if request.HasField("interval") else timedelta(0)
     series = await device_series(conn, request.device_id, request.sensors, request.quantities)
     if not series and not await device_exists(conn, request.device_id):
         raise NotFound(f"device {request.device_id!r} does not exist")
     page = _Page(query_pb2.ListReadingsResponse(), request.page_size or default_page_size)
-    resume_key = tuple(cursor["q"]) if "q" in cursor else None
-    for ref in series:
-        if resume_key is not None and ref.order_key < resume_key:
-            continue
-        resuming = resume_key is not None and ref.order_key == resume_key
-        if page.remaining == 0:
-            page.cursor = {"q": list(ref.order_key)}
-            break
-        if interval:
-            series_start = max(start, _from_micros(cursor["b"])) if resuming and "b" in cursor else start
-            await _fill_buckets(conn, page, ref, backend, (series_start, end), interval)
-        else:
-            await _fill_raw(conn, page, ref, start, end, cursor.get("a") if resuming else None)
-        if page.cursor is not None:
-            break
+    await _fill_page(conn, backend, page, series, cursor, (start, end), interval)
     if page.cursor is not None:
         page.cursor.update(s=_micros(start), e=_micros(end))
         page.response.next_page_token = page_tokens.encode(_PAGE_KIND, parameters, page.cursor)

@@ -219,32 +219,9 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
     and age out with the rollup retention. Raises NotFound.
     """
     async with conn.transaction():
-        await conn.execute("SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device_id)
-        locked = await conn.fetchval(
-            "SELECT device_id FROM devices WHERE device_id = $1 FOR UPDATE", device_id
-        )
-        if locked is None:
-            raise NotFound(f"device {device_id!r} does not exist")
-        sensor_ids = [
-            r["sensor_id"]
-            for r in await conn.fetch("SELECT sensor_id FROM sensors WHERE device_id = $1", device_id)
-        ]
-        series_ids = [
-            r["series_id"]
-            for r in await conn.fetch(
-                "SELECT series_id FROM series WHERE sensor_id = ANY($1::int[])", sensor_ids
-            )
-        ]
-        deleted = 0
-        for table in TYPED_TABLES:
-            status = await conn.execute(
-                f"DELETE FROM {table.table} WHERE sensor_id = ANY($1::int[])", sensor_ids
-            )
-            deleted += _row_count(status)
-        status = await conn.execute(
-            f"DELETE FROM {MEASUREMENTS_TABLE} WHERE series_id = ANY($1::int[])", series_ids
-        )
-        deleted += _row_count(status)
+        await _lock_device(conn, device_id)
+        sensor_ids, series_ids = await _device_keys(conn, device_id)
+        deleted = await _delete_readings(conn, sensor_ids, series_ids)
         if await has_rollup_tables(conn):
             await forget_keys(conn, sensor_ids, series_ids)
         await conn.execute("DELETE FROM devices WHERE device_id = $1", device_id)
@@ -252,6 +229,42 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
         # notify queue's commit lock (see live_signal) costs nothing here.
         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, DeviceDeleted(device_id).encode())
     return deleted
+
+
+async def _lock_device(conn: asyncpg.Connection, device_id: str) -> None:
+    """Lock the device's upload offset, then its row, in ingest's order (see
+    `delete_device`: the other order deadlocks with a batch). Raises NotFound."""
+    await conn.execute("SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device_id)
+    locked = await conn.fetchval("SELECT device_id FROM devices WHERE device_id = $1 FOR UPDATE", device_id)
+    if locked is None:
+        raise NotFound(f"device {device_id!r} does not exist")
+
+
+async def _device_keys(conn: asyncpg.Connection, device_id: str) -> tuple[list[int], list[int]]:
+    """The device's sensor ids and series ids: the keys its readings and
+    rollup buckets are stored under, read before the cascade deletes them."""
+    sensor_ids = [
+        r["sensor_id"]
+        for r in await conn.fetch("SELECT sensor_id FROM sensors WHERE device_id = $1", device_id)
+    ]
+    series_ids = [
+        r["series_id"]
+        for r in await conn.fetch("SELECT series_id FROM series WHERE sensor_id = ANY($1::int[])", sensor_ids)
+    ]
+    return sensor_ids, series_ids
+
+
+async def _delete_readings(conn: asyncpg.Connection, sensor_ids: list[int], series_ids: list[int]) -> int:
+    """Delete the readings of these sensors and series from every reading
+    table (no foreign key cascades there); returns how many were deleted."""
+    deleted = 0
+    for table in TYPED_TABLES:
+        status = await conn.execute(f"DELETE FROM {table.table} WHERE sensor_id = ANY($1::int[])", sensor_ids)
+        deleted += _row_count(status)
+    status = await conn.execute(
+        f"DELETE FROM {MEASUREMENTS_TABLE} WHERE series_id = ANY($1::int[])", series_ids
+    )
+    return deleted + _row_count(status)
 
 
 def _row_count(status: str) -> int:
