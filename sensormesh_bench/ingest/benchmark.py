@@ -193,31 +193,18 @@ async def _ingest(
     profiling: Path | None,
     profile: dict[str, Any] | None,
 ) -> tuple[Measurement, dict[str, Any] | None]:
+    """One ingest phase: a fresh service process, the fleet's batches through it, and
+    the live-feed notifications it sent counted; a new profile if `profiling`, else `profile`."""
     max_message = max(8 * 1024 * 1024, args.batch_size * 512)
-    server = IngestProcess(
-        {
-            "SENSORMESH_DATABASE_URL": url,
-            "SENSORMESH_INGEST_NOTIFY": "true" if notify else "false",
-            "SENSORMESH_POOL_MAX_SIZE": str(pool_size),
-            "SENSORMESH_POOL_MIN_SIZE": str(min(2, pool_size)),
-            "SENSORMESH_INGEST_MAX_MESSAGE_BYTES": str(max_message),
-            "SENSORMESH_INGEST_MAX_BATCH_READINGS": str(max(10_000, args.batch_size)),
-        }
-    )
+    server = IngestProcess(_server_env(url, notify, pool_size, args.batch_size, max_message))
     await server.start()
     heard: list[str] = []
-    listener = await asyncpg.connect(url)
-    await listener.add_listener(CHANNEL, lambda *args: heard.append(args[3]))
+    listener = await _listen(url, heard)
     streams = [(token, workload.serialized(fleet.batches, device_id)) for device_id, token in devices]
     spy: asyncio.subprocess.Process | None = None
     raw = profiling / "ingest.raw" if profiling else None
     try:
-        command = profile_command(server.pid, raw) if raw else None
-        if raw is not None and command is not None:
-            raw.parent.mkdir(parents=True, exist_ok=True)
-            spy = await asyncio.create_subprocess_exec(
-                *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-            )
+        spy = await _start_profiler(server.pid, raw)
         measured = await measure_ingest(
             server,
             streams,
@@ -228,17 +215,59 @@ async def _ingest(
             postmaster,
         )
     finally:
-        if spy is not None:
-            spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
-            await spy.wait()
+        await _stop_profiler(spy)
         await server.stop()  # flushes the last signals
-        await listener.execute("SELECT 1")  # notifications sent before this have arrived
-        await listener.close()
+        await _close_listener(listener)
     measured.extra["notifications"] = len(heard)
     measured.extra["batches"] = len(fleet.batches) * len(devices)
     if raw is not None and raw.exists():
         profile = summarize_profile(raw)
     return measured, profile
+
+
+def _server_env(url: str, notify: bool, pool_size: int, batch_size: int, max_message: int) -> dict[str, str]:
+    """The service's settings for a phase: the pool the copy phase is sized by, and
+    limits that let every batch of `batch_size` readings through in one message."""
+    return {
+        "SENSORMESH_DATABASE_URL": url,
+        "SENSORMESH_INGEST_NOTIFY": "true" if notify else "false",
+        "SENSORMESH_POOL_MAX_SIZE": str(pool_size),
+        "SENSORMESH_POOL_MIN_SIZE": str(min(2, pool_size)),
+        "SENSORMESH_INGEST_MAX_MESSAGE_BYTES": str(max_message),
+        "SENSORMESH_INGEST_MAX_BATCH_READINGS": str(max(10_000, batch_size)),
+    }
+
+
+async def _listen(url: str, heard: list[str]) -> asyncpg.Connection:
+    """A connection that collects the service's live-feed notifications into `heard`,
+    so the report can show the NOTIFY phase really sent them."""
+    listener = await asyncpg.connect(url)
+    await listener.add_listener(CHANNEL, lambda *args: heard.append(args[3]))
+    return listener
+
+
+async def _close_listener(listener: asyncpg.Connection) -> None:
+    """Close the listener once the notifications the stopped service sent have all been heard."""
+    await listener.execute("SELECT 1")  # notifications sent before this have arrived
+    await listener.close()
+
+
+async def _start_profiler(pid: int, raw: Path | None) -> asyncio.subprocess.Process | None:
+    """py-spy sampling the service into `raw`, if a profile was asked for and py-spy is installed."""
+    command = profile_command(pid, raw) if raw else None
+    if raw is None or command is None:
+        return None
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    return await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+
+
+async def _stop_profiler(spy: asyncio.subprocess.Process | None) -> None:
+    """Stop py-spy, if it runs, the one way that makes it write what it recorded."""
+    if spy is not None:
+        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        await spy.wait()
 
 
 # Where a batch's server time goes, by the functions that contain it.
@@ -300,9 +329,29 @@ def _report(
     embedded: bool,
     profile: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    """The figures `sensormesh bench ingest` prints: each phase's best round (noise
+    only ever slows a run down), then every round, for judging the spread."""
     best = {phase: max(found, key=lambda m: m.samples_per_s) for phase, found in results.items()}
-    ingest, copy = best["ingest"], best["copy"]
-    report: dict[str, Any] = {
+    report = _throughput_figures(args, best, pool_size)
+    report |= _run_figures(args, best["ingest"], backend, embedded)
+    report |= _cpu_figures(best["ingest"], best["copy"])
+    if "ingest-no-notify" in best:
+        report |= _notify_figures(best, results)
+    report["all_rounds_samples_per_s"] = {
+        phase: [round(m.samples_per_s) for m in found] for phase, found in results.items()
+    }
+    if profile is not None:
+        report["profile"] = profile
+    return report
+
+
+def _throughput_figures(
+    args: argparse.Namespace, best: dict[str, Measurement], pool_size: int
+) -> dict[str, Any]:
+    """Ingest's throughput against the COPY limit on as many connections as the
+    service may use, and on one connection."""
+    ingest, copy, one = best["ingest"], best["copy"], best["copy-one-connection"]
+    return {
         "samples_per_s": round(ingest.samples_per_s),
         "rows_per_s": round(ingest.rows_per_s),
         "copy_limit_samples_per_s": round(copy.samples_per_s),
@@ -314,8 +363,16 @@ def _report(
         "rows": ingest.rows,
         "seconds": round(ingest.seconds, 3),
         "copy_connections": min(args.devices, pool_size),
-        "copy_one_connection_samples_per_s": round(best["copy-one-connection"].samples_per_s),
-        "ratio_to_one_connection": round(ingest.samples_per_s / best["copy-one-connection"].samples_per_s, 3),
+        "copy_one_connection_samples_per_s": round(one.samples_per_s),
+        "ratio_to_one_connection": round(ingest.samples_per_s / one.samples_per_s, 3),
+    }
+
+
+def _run_figures(
+    args: argparse.Namespace, ingest: Measurement, backend: str, embedded: bool
+) -> dict[str, Any]:
+    """How the run was set up, and what the best ingest round sent, for reading the figures."""
+    return {
         "client_processes": args.clients,
         "rounds": args.rounds,
         "database": f"{'embedded' if embedded else 'given'} PostgreSQL, {backend}",
@@ -323,7 +380,12 @@ def _report(
         "notifications": ingest.extra.get("notifications"),
         "batches": ingest.extra.get("batches"),
     }
+
+
+def _cpu_figures(ingest: Measurement, copy: Measurement) -> dict[str, float]:
+    """CPU microseconds per reading of each process whose CPU time could be read."""
     per_row = 1e6 / ingest.rows
+    figures = {}
     for name, value in (
         ("server_cpu_us_per_reading", ingest.server_cpu),
         ("postgres_cpu_us_per_reading", ingest.postgres_cpu),
@@ -331,20 +393,21 @@ def _report(
         ("copy_postgres_cpu_us_per_reading", copy.postgres_cpu),
     ):
         if value is not None:
-            report[name] = round(value * per_row, 2)
-    if "ingest-no-notify" in best:
-        quiet = best["ingest-no-notify"]
-        report["samples_per_s_without_notify"] = round(quiet.samples_per_s)
-        report["notify_cost"] = round(1 - ingest.samples_per_s / quiet.samples_per_s, 3)
-        with_notify = [c for m in results["ingest"] if (c := _cpu_per_reading(m)) is not None]
-        without = [c for m in results["ingest-no-notify"] if (c := _cpu_per_reading(m)) is not None]
-        if with_notify and without:
-            # CPU is steadier than throughput on a shared machine: compare the medians.
-            difference = statistics.median(with_notify) - statistics.median(without)
-            report["notify_cpu_us_per_reading"] = round(difference, 3)
-    report["all_rounds_samples_per_s"] = {
-        phase: [round(m.samples_per_s) for m in found] for phase, found in results.items()
+            figures[name] = round(value * per_row, 2)
+    return figures
+
+
+def _notify_figures(best: dict[str, Measurement], results: dict[str, list[Measurement]]) -> dict[str, Any]:
+    """What the live-feed NOTIFY costs: in throughput (best rounds) and in CPU per reading."""
+    ingest, quiet = best["ingest"], best["ingest-no-notify"]
+    figures: dict[str, Any] = {
+        "samples_per_s_without_notify": round(quiet.samples_per_s),
+        "notify_cost": round(1 - ingest.samples_per_s / quiet.samples_per_s, 3),
     }
-    if profile is not None:
-        report["profile"] = profile
-    return report
+    with_notify = [c for m in results["ingest"] if (c := _cpu_per_reading(m)) is not None]
+    without = [c for m in results["ingest-no-notify"] if (c := _cpu_per_reading(m)) is not None]
+    if with_notify and without:
+        # CPU is steadier than throughput on a shared machine: compare the medians.
+        difference = statistics.median(with_notify) - statistics.median(without)
+        figures["notify_cpu_us_per_reading"] = round(difference, 3)
+    return figures

@@ -37,11 +37,15 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sensormesh_bench.query.timing import latency_figures
 from sensormesh_bench.targets import Target
+
+if TYPE_CHECKING:
+    from sensormesh_bench.ingest.phases import IngestProcess
 
 TARGETS: list[Target] = [
     Target("latest_p50_ms", "<=", 5),
@@ -121,36 +125,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _run(args: argparse.Namespace, url: str, folder: Path) -> dict[str, Any]:
-    import asyncpg
     import grpc
 
-    from sensormesh_bench.ingest.phases import IngestProcess
-    from sensormesh_bench.query.live import measure_live
-    from sensormesh_bench.query.load import (
-        GatewayLoad,
-        day_end,
-        register,
-        samples_per_gateway_second,
-        seed_history,
-    )
-    from sensormesh_bench.query.reads import bring_rollups_up_to_date, measure_minute_read, measure_reads
-    from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, start_envoy
+    from sensormesh_bench.query.load import day_end, seed_history
 
     device, probe = f"bench-{uuid.uuid4().hex[:6]}", "bench-probe"
-    gateways = [
-        f"gateway-{i}" for i in range(max(1, round(args.load_samples_per_s / samples_per_gateway_second())))
-    ]
-    conn = await asyncpg.connect(url)
-    try:
-        tokens = await register(conn, [device, probe, *gateways])
-    finally:
-        await conn.close()
-    ingest = IngestProcess(
-        # The bench refreshes the rollups itself, between the two minute reads; the
-        # service's own refresher (every minute by default) would race it.
-        {"SENSORMESH_DATABASE_URL": url, "SENSORMESH_INGEST_ROLLUP_REFRESH_INTERVAL": "PT1H"}
-        | ({"SENSORMESH_INGEST_NOTIFY_WINDOW": args.notify_window} if args.notify_window else {})
-    )
+    gateways = _gateway_names(args.load_samples_per_s)
+    tokens = await _register(url, [device, probe, *gateways])
+    ingest = _ingest_process(url, args.notify_window)
     await ingest.start()
     query = _QueryProcess(url, folder)
     try:
@@ -158,44 +140,117 @@ async def _run(args: argparse.Namespace, url: str, folder: Path) -> dict[str, An
         end = day_end()
         async with grpc.aio.insecure_channel(ingest_address) as channel:
             await seed_history(channel, device, tokens[device], end)
-        unrolled, from_raw = await measure_minute_read(args, query_address, device, end)
-        figures = await bring_rollups_up_to_date(url)
-        _, from_rollups = await measure_minute_read(None, query_address, device, end)
-        figures["rollup_read_identical"] = from_raw == from_rollups
-        envoy = start_envoy(
-            EnvoyOptions(
-                listen_port=_free_port(),
-                admin_port=_free_port(),
-                query=("127.0.0.1", int(query_address.rsplit(":", 1)[1])),
-                ingest=("127.0.0.1", ingest.port),
-                requests_per_second=1_000_000,
-            ),
-            log_dir=folder,
-        )
-        try:
-            figures |= await measure_reads(args, query_address, envoy.base_url, device, end)
-            figures |= latency_figures("range_day_1m_unrolled", unrolled)
-            figures["rollup_speedup"] = round(
-                figures["range_day_1m_unrolled_p50_ms"] / figures["range_day_1m_p50_ms"], 2
-            )
-        finally:
-            envoy.stop()
-        load = GatewayLoad(ingest_address, query_address, args.load_processes)
+        unrolled, figures = await _rollup_figures(args, url, query_address, device, end)
+        figures |= await _reads_through_envoy(args, folder, query_address, ingest.port, device, end)
+        figures |= _unrolled_figures(unrolled, figures["range_day_1m_p50_ms"])
         cpu = _cpu_readers(ingest.pid, query.process.pid, folder)
-        figures["machine_load_1m"] = round(os.getloadavg()[0], 2)  # other work on the machine
-        figures |= await measure_live(
+        figures |= await _live_figures(
             args,
             ingest_address,
             query_address,
             (probe, tokens[probe]),
             {g: tokens[g] for g in gateways},
-            load,
             cpu,
         )
     finally:
         query.stop()
         await ingest.stop()
     return figures
+
+
+def _gateway_names(samples_per_s: float) -> list[str]:
+    """As many simulated gateways as make up `samples_per_s` in real time (at least one)."""
+    from sensormesh_bench.query.load import samples_per_gateway_second
+
+    return [f"gateway-{i}" for i in range(max(1, round(samples_per_s / samples_per_gateway_second())))]
+
+
+async def _register(url: str, device_ids: list[str]) -> dict[str, str]:
+    """Register the seeded device, the probe and the gateways in the database; their tokens."""
+    import asyncpg
+
+    from sensormesh_bench.query.load import register
+
+    conn = await asyncpg.connect(url)
+    try:
+        return await register(conn, device_ids)
+    finally:
+        await conn.close()
+
+
+def _ingest_process(url: str, notify_window: str | None) -> IngestProcess:
+    """`sensormesh ingest` for the bench, not yet started. The bench refreshes the
+    rollups itself, between the two minute reads; the service's own refresher
+    (every minute by default) would race it."""
+    from sensormesh_bench.ingest.phases import IngestProcess
+
+    return IngestProcess(
+        {"SENSORMESH_DATABASE_URL": url, "SENSORMESH_INGEST_ROLLUP_REFRESH_INTERVAL": "PT1H"}
+        | ({"SENSORMESH_INGEST_NOTIFY_WINDOW": notify_window} if notify_window else {})
+    )
+
+
+async def _rollup_figures(
+    args: argparse.Namespace, url: str, query_address: str, device: str, end: datetime
+) -> tuple[list[float], dict[str, Any]]:
+    """The downsampled day read before the rollups are refreshed (its timings) and
+    after; the rollup figures, with whether both reads returned the same bytes."""
+    from sensormesh_bench.query.reads import bring_rollups_up_to_date, measure_minute_read
+
+    unrolled, from_raw = await measure_minute_read(args, query_address, device, end)
+    figures = await bring_rollups_up_to_date(url)
+    _, from_rollups = await measure_minute_read(None, query_address, device, end)
+    figures["rollup_read_identical"] = from_raw == from_rollups
+    return unrolled, figures
+
+
+async def _reads_through_envoy(
+    args: argparse.Namespace, folder: Path, query_address: str, ingest_port: int, device: str, end: datetime
+) -> dict[str, Any]:
+    """The read figures, with an Envoy in front of the query service for the ones
+    through it; Envoy is stopped again before the live measurement, which does not use it."""
+    from sensormesh_bench.query.reads import measure_reads
+    from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, start_envoy
+
+    envoy = start_envoy(
+        EnvoyOptions(
+            listen_port=_free_port(),
+            admin_port=_free_port(),
+            query=("127.0.0.1", int(query_address.rsplit(":", 1)[1])),
+            ingest=("127.0.0.1", ingest_port),
+            requests_per_second=1_000_000,
+        ),
+        log_dir=folder,
+    )
+    try:
+        return await measure_reads(args, query_address, envoy.base_url, device, end)
+    finally:
+        envoy.stop()
+
+
+def _unrolled_figures(unrolled: list[float], rolled_p50_ms: float) -> dict[str, float]:
+    """The downsampled read's latency without rollups, and how many times faster they make it."""
+    figures = latency_figures("range_day_1m_unrolled", unrolled)
+    figures["rollup_speedup"] = round(figures["range_day_1m_unrolled_p50_ms"] / rolled_p50_ms, 2)
+    return figures
+
+
+async def _live_figures(
+    args: argparse.Namespace,
+    ingest_address: str,
+    query_address: str,
+    probe: tuple[str, str],
+    gateways: dict[str, str],
+    cpu: dict[str, Callable[[], float | None]],
+) -> dict[str, Any]:
+    """Live-feed latency under the gateways' load, after the machine's load average,
+    since other work on the machine skews the live figures."""
+    from sensormesh_bench.query.live import measure_live
+    from sensormesh_bench.query.load import GatewayLoad
+
+    load = GatewayLoad(ingest_address, query_address, args.load_processes)
+    figures: dict[str, Any] = {"machine_load_1m": round(os.getloadavg()[0], 2)}  # other work on the machine
+    return figures | await measure_live(args, ingest_address, query_address, probe, gateways, load, cpu)
 
 
 def _cpu_readers(ingest_pid: int, query_pid: int, folder: Path) -> dict[str, Callable[[], float | None]]:

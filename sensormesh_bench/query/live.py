@@ -82,10 +82,7 @@ async def measure_live(
         grpc.aio.insecure_channel(ingest_address) as ingest_channel,
         grpc.aio.insecure_channel(query_address) as query_channel,
     ):
-        stream = query_pb2_grpc.QueryServiceStub(query_channel).WatchReadings(
-            query_pb2.WatchReadingsRequest(device_id=probe[0])
-        )
-        await stream.initial_metadata()
+        stream = await _watch(query_channel, probe[0])
         receiver = asyncio.create_task(_receive(stream, received))
         load.go(time.time())
         try:
@@ -100,11 +97,33 @@ async def measure_live(
             results = await load.finish()
         finally:
             receiver.cancel()
+    figures = _probe_figures(sent, acknowledged, received)
+    figures["live_load_gateways"] = len(gateways)
+    return figures | steadiness(results, math.ceil(window_start), math.floor(window_end) - 1) | cpu_used
+
+
+async def _watch(channel: grpc.aio.Channel, device_id: str) -> grpc.aio.UnaryStreamCall:
+    """The probe device's live feed, once the query service has answered, so the
+    feed is open before the first probe reading is written."""
+    stream = query_pb2_grpc.QueryServiceStub(channel).WatchReadings(
+        query_pb2.WatchReadingsRequest(device_id=device_id)
+    )
+    await stream.initial_metadata()
+    return stream
+
+
+def _probe_figures(
+    sent: dict[tuple[int, int], float],
+    acknowledged: dict[tuple[int, int], float],
+    received: dict[tuple[int, int], float],
+) -> dict[str, Any]:
+    """Probe latencies from ingest's answer and from the send (an upper bound that
+    includes the write), and how many probe readings never reached the feed."""
     latencies = [(received[key] - at) * 1000 for key, at in acknowledged.items() if key in received]
     from_send = [(received[key] - at) * 1000 for key, at in sent.items() if key in received]
     if not latencies:
         raise RuntimeError("no probe reading reached its subscriber")
-    figures = {
+    return {
         "live_p50_ms": round(percentile(latencies, 0.5), 3),
         "live_p99_ms": round(percentile(latencies, 0.99), 3),
         "live_max_ms": round(max(latencies), 3),
@@ -112,9 +131,7 @@ async def measure_live(
         "live_from_send_p99_ms": round(percentile(from_send, 0.99), 3),
         "live_probe_readings": len(acknowledged),
         "live_probe_lost": len(acknowledged) - len(latencies),
-        "live_load_gateways": len(gateways),
     }
-    return figures | steadiness(results, math.ceil(window_start), math.floor(window_end) - 1) | cpu_used
 
 
 def _cpu_percent(

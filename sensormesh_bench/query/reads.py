@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -69,58 +70,100 @@ def _stamp(moment: datetime) -> Timestamp:
     return value
 
 
+@dataclass(frozen=True)
+class _Reads:
+    """The three reads the bench times, as gRPC requests: the same requests go
+    direct and through Envoy, so the two sets of figures compare like for like."""
+
+    latest: query_pb2.GetLatestReadingsRequest
+    raw: query_pb2.ListReadingsRequest
+    minute: query_pb2.ListReadingsRequest
+
+    @classmethod
+    def of(cls, device: str, end: datetime) -> _Reads:
+        day = _day_requests(device, end)
+        return cls(
+            latest=query_pb2.GetLatestReadingsRequest(device_id=device),
+            raw=query_pb2.ListReadingsRequest(**day, page_size=100_000),
+            minute=query_pb2.ListReadingsRequest(**day, interval=Duration(seconds=60)),
+        )
+
+
 async def measure_reads(
     args: argparse.Namespace, grpc_target: str, rest_url: str, device: str, end: datetime
 ) -> dict[str, Any]:
-
-    start = end - timedelta(days=1)
-    day = _day_requests(device, end)
-    raw = query_pb2.ListReadingsRequest(**day, page_size=100_000)
-    minute = query_pb2.ListReadingsRequest(**day, interval=Duration(seconds=60))
-    latest = query_pb2.GetLatestReadingsRequest(device_id=device)
-    figures: dict[str, Any] = {}
-    async with grpc.aio.insecure_channel(grpc_target) as channel:
-        stub = query_pb2_grpc.QueryServiceStub(channel)
-        check = await stub.ListReadings(raw)
-        points = sum(len(s.points) for s in check.series)
-        if points != 86_400 or check.next_page_token:
-            raise RuntimeError(f"the seeded day reads back as {points} points")
-        grpc_latest = await timed(args.iterations, lambda: stub.GetLatestReadings(latest))
-        grpc_raw = await timed(args.raw_iterations, lambda: stub.ListReadings(raw))
-        grpc_minute = await timed(args.iterations, lambda: stub.ListReadings(minute))
-    figures |= latency_figures("latest", grpc_latest) | latency_figures("range_day_raw", grpc_raw)
-    figures |= latency_figures("range_day_1m", grpc_minute)
-    envoy_target = rest_url.removeprefix("http://")
-    async with grpc.aio.insecure_channel(envoy_target) as channel:
-        stub = query_pb2_grpc.QueryServiceStub(channel)
-        await stub.ListReadings(minute)
-        envoy_latest = await timed(args.iterations, lambda: stub.GetLatestReadings(latest))
-        envoy_minute = await timed(args.iterations, lambda: stub.ListReadings(minute))
-    figures |= latency_figures("envoy_grpc_latest", envoy_latest) | latency_figures(
-        "envoy_grpc_range_day_1m", envoy_minute
-    )
-
-    path = f"/v1/devices/{device}/readings"
-    params = {
-        "startTime": start.isoformat().replace("+00:00", "Z"),
-        "endTime": end.isoformat().replace("+00:00", "Z"),
-    }
-    params["quantities"] = "temperature"
-    async with httpx.AsyncClient(base_url=rest_url, timeout=60) as http:
-
-        async def get(url: str, query: dict[str, str]) -> None:
-            response = await http.get(url, params=query)
-            response.raise_for_status()
-            response.json()
-
-        rest_latest = await timed(args.iterations, lambda: get(f"{path}:latest", {}))
-        rest_raw = await timed(args.raw_iterations, lambda: get(path, {**params, "pageSize": "100000"}))
-        rest_minute = await timed(args.iterations, lambda: get(path, {**params, "interval": "60s"}))
-    figures |= latency_figures("rest_latest", rest_latest) | latency_figures("rest_range_day_raw", rest_raw)
-    figures |= latency_figures("rest_range_day_1m", rest_minute)
+    """Latencies of the latest, raw-day and minute-day reads: direct gRPC, gRPC
+    through Envoy and REST through Envoy, so REST's cost shows against both."""
+    reads = _Reads.of(device, end)
+    figures: dict[str, Any] = await _direct_grpc_figures(args, grpc_target, reads)
+    figures |= await _envoy_grpc_figures(args, rest_url.removeprefix("http://"), reads)
+    figures |= await _rest_figures(args, rest_url, device, end)
     figures["rest_grpc_ratio"] = round(
         figures["rest_range_day_1m_p50_ms"] / figures["range_day_1m_p50_ms"], 3
     )
     figures["rest_grpc_ratio_latest"] = round(figures["rest_latest_p50_ms"] / figures["latest_p50_ms"], 3)
     figures["range_day_1m_buckets"] = 1440
     return figures
+
+
+async def _direct_grpc_figures(args: argparse.Namespace, target: str, reads: _Reads) -> dict[str, float]:
+    """The three reads straight to the query service: the baseline the others are compared with."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = query_pb2_grpc.QueryServiceStub(channel)
+        await _check_raw_day(stub, reads.raw)
+        latest = await timed(args.iterations, lambda: stub.GetLatestReadings(reads.latest))
+        raw = await timed(args.raw_iterations, lambda: stub.ListReadings(reads.raw))
+        minute = await timed(args.iterations, lambda: stub.ListReadings(reads.minute))
+    figures = latency_figures("latest", latest) | latency_figures("range_day_raw", raw)
+    return figures | latency_figures("range_day_1m", minute)
+
+
+async def _check_raw_day(stub: query_pb2_grpc.QueryServiceStub, raw: query_pb2.ListReadingsRequest) -> None:
+    """Fail unless the raw read returns the whole seeded day in one page: otherwise
+    range_day_raw_* would time less than the day they are named after."""
+    check = await stub.ListReadings(raw)
+    points = sum(len(s.points) for s in check.series)
+    if points != 86_400 or check.next_page_token:
+        raise RuntimeError(f"the seeded day reads back as {points} points")
+
+
+async def _envoy_grpc_figures(args: argparse.Namespace, target: str, reads: _Reads) -> dict[str, float]:
+    """The latest and minute-day reads as gRPC through Envoy: what Envoy alone adds, before REST transcoding."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = query_pb2_grpc.QueryServiceStub(channel)
+        await stub.ListReadings(reads.minute)
+        latest = await timed(args.iterations, lambda: stub.GetLatestReadings(reads.latest))
+        minute = await timed(args.iterations, lambda: stub.ListReadings(reads.minute))
+    return latency_figures("envoy_grpc_latest", latest) | latency_figures("envoy_grpc_range_day_1m", minute)
+
+
+async def _rest_figures(
+    args: argparse.Namespace, rest_url: str, device: str, end: datetime
+) -> dict[str, float]:
+    """The three reads as REST through Envoy, the way a web client makes them."""
+    path = f"/v1/devices/{device}/readings"
+    params = {
+        "startTime": _rest_time(end - timedelta(days=1)),
+        "endTime": _rest_time(end),
+        "quantities": "temperature",
+    }
+    async with httpx.AsyncClient(base_url=rest_url, timeout=60) as http:
+        latest = await timed(args.iterations, lambda: _rest_get(http, f"{path}:latest", {}))
+        raw = await timed(
+            args.raw_iterations, lambda: _rest_get(http, path, {**params, "pageSize": "100000"})
+        )
+        minute = await timed(args.iterations, lambda: _rest_get(http, path, {**params, "interval": "60s"}))
+    figures = latency_figures("rest_latest", latest) | latency_figures("rest_range_day_raw", raw)
+    return figures | latency_figures("rest_range_day_1m", minute)
+
+
+async def _rest_get(http: httpx.AsyncClient, url: str, query: dict[str, str]) -> None:
+    """One REST read, its body parsed: decoding the JSON is part of what a REST client pays."""
+    response = await http.get(url, params=query)
+    response.raise_for_status()
+    response.json()
+
+
+def _rest_time(moment: datetime) -> str:
+    """A UTC moment as the REST API writes timestamps (RFC 3339, with Z)."""
+    return moment.isoformat().replace("+00:00", "Z")
