@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from ingest_service.auth import Authenticator
 from ingest_service.batch import PreparedBatch
 from ingest_service.catalog import SensorCatalog, StaleCatalog
 from ingest_service.notifier import CommitNotifier
@@ -23,6 +22,7 @@ from ingest_service.prepare import Preparer
 from ingest_service.rules import UnsupportedRules, load_rules
 from ingest_service.settings import IngestSettings
 from ingest_service.writer import BatchWriter, Commit
+from sensormesh_core.access.device_tokens import DeviceTokens
 from sensormesh_core.errors import NotFound, Unavailable
 from sensormesh_core.storage.maintenance import Backend, maintain, storage_backend
 from sensormesh_core.storage.partitions import PartitionManager
@@ -81,7 +81,8 @@ class IngestApp:
         self.notifier = notifier
         self.catalog = SensorCatalog()
         self.partitions = PartitionManager() if backend is Backend.PARTITIONED else None
-        self.auth = Authenticator(pool, settings.ingest_token_cache_ttl.total_seconds())
+        self.auth = DeviceTokens(pool, settings.credential_cache_ttl.total_seconds())
+        self.recheck_interval = settings.stream_recheck_interval.total_seconds()
         try:
             rules = load_rules()
         except UnsupportedRules as exc:

@@ -30,6 +30,7 @@ from ingest_service.health import DatabaseHealth
 from ingest_service.observability import instrument_asyncpg
 from ingest_service.service import IngestServicer
 from ingest_service.settings import IngestSettings
+from sensormesh_core.access.interceptor import AccessInterceptor
 from sensormesh_core.grpc_errors import ErrorMappingInterceptor
 from sensormesh_core.grpc_options import metadata_options
 from sensormesh_core.storage import migrate
@@ -120,7 +121,11 @@ def _grpc_server(
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """The server with IngestService, health and reflection added, not yet bound or started."""
     server = grpc.aio.server(
-        interceptors=[*telemetry.server_interceptors(), ErrorMappingInterceptor()],
+        interceptors=[
+            *telemetry.server_interceptors(),
+            ErrorMappingInterceptor(),
+            AccessInterceptor([SERVICE_NAME], devices=app.auth, recheck_interval=app.recheck_interval),
+        ],
         options=server_options(settings),
     )
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(app), server)

@@ -1,4 +1,8 @@
-"""IngestService: authenticate, check, hand over to the domain code, answer.
+"""IngestService: check, hand over to the domain code, answer.
+
+The access interceptor has authenticated the device (the contract's access
+rule: a device token) before a handler runs; handlers check that it writes
+only as itself.
 
 Errors are raised as `sensormesh_core.errors` exceptions; the server's
 ErrorMappingInterceptor turns them into status codes with details.
@@ -24,6 +28,7 @@ from ingest_service.upload import (
     rejected_reading,
 )
 from sensormesh_core import validation
+from sensormesh_core.access.principal import current_caller
 from sensormesh_core.errors import InvalidArgument
 
 
@@ -38,7 +43,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         request_iterator: AsyncIterator[ingest_pb2.UploadReadingsRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> ingest_pb2.UploadReadingsResponse:
-        owner = await self._app.auth.authenticate(context.invocation_metadata())
+        owner = current_caller()
         self._app.metrics.active_streams.add(1)
         try:
             return await UploadStream(self._app, owner).run(request_iterator)
@@ -48,7 +53,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def GetUploadOffset(  # noqa: N802 - named by the contract
         self, request: ingest_pb2.GetUploadOffsetRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> ingest_pb2.GetUploadOffsetResponse:
-        owner = await self._app.auth.authenticate(context.invocation_metadata())
+        owner = current_caller()
         validation.validate(request)
         self._app.auth.authorize(owner, request.device_id)
         mark, moved = await self._app.read_mark(request.device_id)
@@ -61,7 +66,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self, request: ingest_pb2.WriteReadingsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> ingest_pb2.WriteReadingsResponse:
         app = self._app
-        owner = await app.auth.authenticate(context.invocation_metadata())
+        owner = current_caller()
         head = app.preparer.write_head_violations(request)
         if head:
             raise InvalidArgument("invalid request: " + ", ".join(v.field for v in head), head)

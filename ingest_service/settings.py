@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import Field, field_validator
 
-from sensormesh_core.config import StorageSettings
+from sensormesh_core.config import ServiceSettings
 
 
-class IngestSettings(StorageSettings):
+class IngestSettings(ServiceSettings):
     """Settings of `sensormesh ingest`; see README "Ingest service" for the table."""
 
     ingest_listen: str = Field(
@@ -71,10 +71,6 @@ class IngestSettings(StorageSettings):
         default=timedelta(seconds=20),
         description="Close a connection whose ping is unanswered for this long.",
     )
-    ingest_token_cache_ttl: timedelta = Field(
-        default=timedelta(seconds=10),
-        description="How long a token lookup is trusted; a disabled device is refused within this.",
-    )
     ingest_pipeline_depth: int = Field(
         default=2,
         ge=1,
@@ -114,7 +110,6 @@ class IngestSettings(StorageSettings):
         "ingest_notify_window",
         "ingest_future_tolerance",
         "ingest_keepalive_timeout",
-        "ingest_token_cache_ttl",
     )
     @classmethod
     def _not_negative(cls, value: timedelta) -> timedelta:

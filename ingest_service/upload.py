@@ -28,8 +28,8 @@ from sensormesh.v1 import ingest_pb2
 from ingest_service.app import IngestApp
 from ingest_service.batch import PreparedBatch, Rejection
 from ingest_service.writer import Commit
+from sensormesh_core.access.principal import Principal
 from sensormesh_core.errors import FieldViolation, InvalidArgument, Unavailable
-from sensormesh_core.storage.registry import TokenOwner
 
 # Rejected readings described in one response (the contract's limit).
 MAX_REPORTED_REJECTIONS = 100
@@ -91,7 +91,7 @@ def end_batch_span(span: trace.Span, commit: Commit) -> None:
 class UploadStream:
     """Runs one UploadReadings call for the device `owner` authenticated as."""
 
-    def __init__(self, app: IngestApp, owner: TokenOwner) -> None:
+    def __init__(self, app: IngestApp, owner: Principal) -> None:
         self._app = app
         self._owner = owner
         self._device_id: str | None = None

@@ -1,4 +1,10 @@
-"""DeviceService: the device registry over gRPC (and REST through Envoy)."""
+"""DeviceService: the device registry over gRPC (and REST through Envoy).
+
+The access interceptor has checked the caller's role before a handler runs;
+handlers keep a scoped key to its devices (others are NOT_FOUND, as if they
+did not exist) and check the one rule that depends on a field: re-registering
+a deleted device's id needs the admin role.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ from sensormesh.v1 import device_pb2, device_pb2_grpc
 
 from query_service import page_tokens
 from query_service.device_messages import changes_from, create_arguments, device_message
+from sensormesh_core.access.principal import ROLE_ADMIN, current_caller
+from sensormesh_core.errors import NotFound, PermissionDenied
 from sensormesh_core.storage import registry
 from sensormesh_core.storage.device_details import device_details
 from sensormesh_core.validation import validate
@@ -33,13 +41,33 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         self, request: device_pb2.CreateDeviceRequest, context: Context
     ) -> device_pb2.CreateDeviceResponse:
         validate(request)
+        caller = current_caller()
+        if request.reregister and not caller.has_role(ROLE_ADMIN):
+            raise PermissionDenied(
+                f"re-registering a deleted device's id needs the admin role; {caller.actor} has the "
+                f"{caller.role_name} role",
+                reason="ROLE_REQUIRED",
+            )
+        if caller.scope is not None and not caller.scope.allows(
+            request.device.device_id, request.device.labels
+        ):
+            raise PermissionDenied(
+                f"{caller.actor} is scoped to {caller.scope.describe()}; the new device would be outside it",
+                reason="OUT_OF_SCOPE",
+            )
         async with self._pool.acquire() as conn:
             record, token = await registry.create_device(
                 conn,
                 request.device.device_id,
+                reregister=request.reregister,
                 **create_arguments(request.device),  # type: ignore[arg-type]
             )
-        log.info("event=device_created device_id=%s type=%d", record.device_id, record.device_type)
+        log.info(
+            "event=device_created device_id=%s type=%d by=%s",
+            record.device_id,
+            record.device_type,
+            caller.actor,
+        )
         return device_pb2.CreateDeviceResponse(device=device_message(record), token=token)
 
     async def GetDevice(
@@ -47,6 +75,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
     ) -> device_pb2.GetDeviceResponse:
         validate(request)
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            await _require_visible(conn, request.device_id)
             record = await registry.get_device(conn, request.device_id)
             details = await device_details(conn, request.device_id)
         return device_pb2.GetDeviceResponse(device=device_message(record, details))
@@ -64,7 +93,12 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         size = request.page_size or self._default_page_size
         async with self._pool.acquire() as conn:
             records = await registry.list_devices(
-                conn, after=after, limit=size + 1, status=request.status, device_type=request.type
+                conn,
+                after=after,
+                limit=size + 1,
+                status=request.status,
+                device_type=request.type,
+                scope=current_caller().scope,
             )
         response = device_pb2.ListDevicesResponse(devices=[device_message(r) for r in records[:size]])
         if len(records) > size:
@@ -79,6 +113,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         validate(request)
         changes = changes_from(request)
         async with self._pool.acquire() as conn:
+            await _require_visible(conn, request.device.device_id)
             record = await registry.update_device(conn, request.device.device_id, changes)
         log.info("event=device_updated device_id=%s status=%d", record.device_id, record.status)
         return device_pb2.UpdateDeviceResponse(device=device_message(record))
@@ -88,6 +123,23 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
     ) -> device_pb2.DeleteDeviceResponse:
         validate(request)
         async with self._pool.acquire() as conn:
+            await _require_visible(conn, request.device_id)
             deleted = await registry.delete_device(conn, request.device_id)
         log.info("event=device_deleted device_id=%s deleted_readings=%d", request.device_id, deleted)
         return device_pb2.DeleteDeviceResponse(deleted_reading_count=deleted)
+
+    async def RotateDeviceToken(
+        self, request: device_pb2.RotateDeviceTokenRequest, context: Context
+    ) -> device_pb2.RotateDeviceTokenResponse:
+        validate(request)
+        async with self._pool.acquire() as conn:
+            await _require_visible(conn, request.device_id)
+            token = await registry.rotate_token(conn, request.device_id)
+        log.info("event=device_token_rotated device_id=%s by=%s", request.device_id, current_caller().actor)
+        return device_pb2.RotateDeviceTokenResponse(token=token)
+
+
+async def _require_visible(conn: asyncpg.Connection, device_id: str) -> None:
+    """Raise NotFound unless the device exists and is in the caller's scope (the same answer either way)."""
+    if not await registry.device_visible(conn, device_id, current_caller().scope):
+        raise NotFound(f"device {device_id!r} does not exist")

@@ -14,12 +14,26 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sensormesh.v1 import device_pb2, device_pb2_grpc, query_pb2, query_pb2_grpc
+from sensormesh.v1 import (
+    access_pb2,
+    access_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    device_pb2,
+    device_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+)
 
+from query_service.access_service import AccessServicer
+from query_service.audit_service import AuditServicer
 from query_service.device_service import DeviceServicer
 from query_service.live.hub import LiveHub
 from query_service.query_service import QueryServicer
 from query_service.settings import QuerySettings
+from sensormesh_core.access.api_keys import ApiKeys
+from sensormesh_core.access.audit_log import AuditLog
+from sensormesh_core.access.interceptor import AccessInterceptor
 from sensormesh_core.grpc_errors import ErrorMappingInterceptor
 from sensormesh_core.grpc_options import metadata_options
 from sensormesh_core.storage.database import Database, open_database
@@ -31,6 +45,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     device_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name,
     query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
+    access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 
 
@@ -102,12 +118,29 @@ async def start_query_server(
         order_wait=settings.live_order_wait.total_seconds(),
     )
     await hub.start()
-    interceptors = [*(telemetry.server_interceptors() if telemetry else []), ErrorMappingInterceptor()]
+    access = AccessInterceptor(
+        SERVICE_NAMES,
+        keys=ApiKeys(pool, settings.credential_cache_ttl.total_seconds()),
+        audit=AuditLog(pool),
+        recheck_interval=settings.stream_recheck_interval.total_seconds(),
+    )
+    interceptors = [
+        *(telemetry.server_interceptors() if telemetry else []),
+        ErrorMappingInterceptor(),
+        access,
+    ]
     server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
     device_pb2_grpc.add_DeviceServiceServicer_to_server(
         DeviceServicer(pool, default_page_size=settings.devices_page_size), server
     )
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(pool, hub, backend, settings), server)
+    page_size = settings.devices_page_size
+    access_pb2_grpc.add_AccessServiceServicer_to_server(
+        AccessServicer(pool, default_page_size=page_size), server
+    )
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(
+        AuditServicer(pool, default_page_size=page_size), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -10,10 +10,10 @@ from datetime import timedelta
 
 from pydantic import Field
 
-from sensormesh_core.config import StorageSettings
+from sensormesh_core.config import ServiceSettings
 
 
-class QuerySettings(StorageSettings):
+class QuerySettings(ServiceSettings):
     """Listen address, page sizes, live-feed limits and connection ageing."""
 
     query_listen: str = Field(

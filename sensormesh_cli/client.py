@@ -1,5 +1,9 @@
-"""What the operator's commands (`sensormesh devices`, `sensormesh watch`) share: where the
-server is, the channel to it, and how its errors read.
+"""What the operator's commands (`sensormesh devices`, `keys`, `audit`, `watch`) share: where
+the server is, the channel to it, the operator's API key, and how errors read.
+
+The key comes from SENSORMESH_API_KEY, or else from the file SENSORMESH_API_KEY_FILE names
+(by default `.sensormesh/admin.key`, which `sensormesh up` writes on its first start), and is
+sent as `authorization: Bearer <key>` with every call.
 
 They speak gRPC to DeviceService and QueryService: through Envoy (the
 default: the front door of `sensormesh up` and of a cluster) or straight to
@@ -12,8 +16,9 @@ import argparse
 from pathlib import Path
 
 import grpc
-from pydantic import Field
+from pydantic import Field, SecretStr
 
+from sensormesh_cli.bearer import aio_interceptors, with_key
 from sensormesh_core.config import SensormeshSettings
 
 
@@ -30,11 +35,34 @@ class ClientSettings(SensormeshSettings):
     server_ca_file: Path | None = Field(
         default=None, description="PEM CA bundle for the server's TLS certificate (implies TLS)."
     )
+    api_key: SecretStr | None = Field(
+        default=None, description="Operator API key for the CLI's calls (wins over api_key_file)."
+    )
+    api_key_file: Path = Field(
+        default=Path(".sensormesh/admin.key"),
+        description="File holding the CLI's API key when api_key is unset (`sensormesh up` writes this one).",
+    )
+
+    def key(self) -> str | None:
+        """The API key to send: api_key, else the file's first line, else None (calls will be refused)."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value().strip() or None
+        try:
+            text = self.api_key_file.read_text().strip()
+        except OSError:
+            return None
+        return text.splitlines()[0].strip() if text else None
 
 
 def client_arguments() -> argparse.ArgumentParser:
     """The connection flags, as a parent parser for each subcommand."""
     parser = argparse.ArgumentParser(add_help=False)
+    add_client_arguments(parser)
+    return parser
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the connection flags to `parser` (a command without subcommands)."""
     group = parser.add_argument_group("server")
     group.add_argument(
         "--server", help="host:port of Envoy or a query service (SENSORMESH_SERVER, 127.0.0.1:8080)"
@@ -43,7 +71,12 @@ def client_arguments() -> argparse.ArgumentParser:
     group.add_argument(
         "--ca-file", type=Path, help="PEM CA bundle, implies --tls (SENSORMESH_SERVER_CA_FILE)"
     )
-    return parser
+    group.add_argument(
+        "--api-key-file",
+        type=Path,
+        help="file with the operator API key (SENSORMESH_API_KEY_FILE, .sensormesh/admin.key; "
+        "SENSORMESH_API_KEY wins)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> ClientSettings:
@@ -53,6 +86,7 @@ def settings_from(args: argparse.Namespace) -> ClientSettings:
         "server": getattr(args, "server", None),
         "server_tls": getattr(args, "tls", None),
         "server_ca_file": getattr(args, "ca_file", None),
+        "api_key_file": getattr(args, "api_key_file", None),
     }
     return settings.model_copy(update={k: v for k, v in updates.items() if v is not None})
 
@@ -68,16 +102,19 @@ def open_channel(settings: ClientSettings) -> grpc.Channel:
     """A blocking channel to the server."""
     credentials = _credentials(settings)
     if credentials is None:
-        return grpc.insecure_channel(settings.server)
-    return grpc.secure_channel(settings.server, credentials)
+        channel = grpc.insecure_channel(settings.server)
+    else:
+        channel = grpc.secure_channel(settings.server, credentials)
+    return with_key(channel, settings.key())
 
 
 def open_aio_channel(settings: ClientSettings) -> grpc.aio.Channel:
     """The asyncio twin of `open_channel` (live feeds)."""
     credentials = _credentials(settings)
+    interceptors = aio_interceptors(settings.key())
     if credentials is None:
-        return grpc.aio.insecure_channel(settings.server)
-    return grpc.aio.secure_channel(settings.server, credentials)
+        return grpc.aio.insecure_channel(settings.server, interceptors=interceptors)
+    return grpc.aio.secure_channel(settings.server, credentials, interceptors=interceptors)
 
 
 def describe_error(error: grpc.RpcError, server: str) -> str:
@@ -88,6 +125,11 @@ def describe_error(error: grpc.RpcError, server: str) -> str:
     code = error.code()
     if code == grpc.StatusCode.UNAVAILABLE:
         return f"cannot reach {server}: {error.details()} (is the stack running? see --server)"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return (
+            f"{code.name}: {error.details()}\n  give an operator API key: SENSORMESH_API_KEY, "
+            "or a file with --api-key-file / SENSORMESH_API_KEY_FILE (`sensormesh up` writes .sensormesh/admin.key)"
+        )
     lines = [f"{code.name}: {error.details()}"]
     status = rpc_status.from_call(error)
     for detail in status.details if status is not None else ():

@@ -1,4 +1,5 @@
-"""`sensormesh devices create|list|get|update|delete`: the device registry over DeviceService.
+"""`sensormesh devices create|list|get|update|delete|rotate-token`: the device registry over
+DeviceService, with the operator's API key (see `sensormesh_cli.client`).
 
 Every action calls the DeviceService gRPC API (through Envoy by default,
 `--server` or SENSORMESH_SERVER for another address), so it works against
@@ -42,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--database-url",
         help="bootstrap: write to this PostgreSQL directly instead of calling DeviceService",
     )
+    create.add_argument(
+        "--reregister",
+        action="store_true",
+        help="take the id of a device that was deleted (admin; the old device's token stays dead)",
+    )
 
     listing = actions.add_parser("list", parents=[client, output], help="list devices (all pages)")
     listing.add_argument("--status", choices=sorted(STATUSES), help="only devices of this status")
@@ -63,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     delete = actions.add_parser("delete", parents=[client], help="delete a device and all its readings")
     delete.add_argument("device_id")
     delete.add_argument("--yes", action="store_true", help="do not ask (required when not on a terminal)")
+
+    rotate = actions.add_parser(
+        "rotate-token", parents=[client], help="issue a new token; the old one stops within 10 s"
+    )
+    rotate.add_argument("device_id")
+    rotate.add_argument("--token-file", type=Path, help="also write the token to this file (mode 0600)")
 
 
 def _device_fields(parser: argparse.ArgumentParser) -> None:
@@ -132,7 +144,11 @@ def _call(args: argparse.Namespace, settings: ClientSettings) -> int:
     with open_channel(settings) as channel:
         stub = device_pb2_grpc.DeviceServiceStub(channel)
         if args.action == "create":
-            return out.created(stub, _device(args), args.token_file, as_json=args.json)
+            return out.created(
+                stub, _device(args), args.token_file, as_json=args.json, reregister=args.reregister
+            )
+        if args.action == "rotate-token":
+            return out.rotated(stub, args.device_id, args.token_file)
         if args.action == "list":
             status = STATUSES.get(args.status or "", 0)
             return out.listed(stub, status, TYPES.get(args.type or "", 0), as_json=args.json)
@@ -181,12 +197,12 @@ def _create_directly(args: argparse.Namespace) -> int:
 
     device = _device(args)
     validation.validate(device)
-    token = asyncio.run(_insert(args.database_url, device))
+    token = asyncio.run(_insert(args.database_url, device, args.reregister))
     out.print_token(device.device_id, token, args.token_file)
     return 0
 
 
-async def _insert(url: str, device: device_pb2.Device) -> str:
+async def _insert(url: str, device: device_pb2.Device, args_reregister: bool) -> str:
     import asyncpg
 
     from sensormesh_core.storage.registry import create_device
@@ -196,6 +212,7 @@ async def _insert(url: str, device: device_pb2.Device) -> str:
         _, token = await create_device(
             conn,
             device.device_id,
+            reregister=args_reregister,
             display_name=device.display_name,
             description=device.description,
             device_type=device.type or TYPES["gateway"],

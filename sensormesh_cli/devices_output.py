@@ -57,14 +57,29 @@ def created(
     token_file: Path | None,
     *,
     as_json: bool,
+    reregister: bool = False,
 ) -> int:
-    response = stub.CreateDevice(device_pb2.CreateDeviceRequest(device=device), timeout=TIMEOUT_S)
+    request = device_pb2.CreateDeviceRequest(device=device, reregister=reregister)
+    response = stub.CreateDevice(request, timeout=TIMEOUT_S)
     if as_json:
         if token_file is not None:
             write_token_file(token_file, response.token)
         print(_json(response))
     else:
         print_token(response.device.device_id, response.token, token_file)
+    return 0
+
+
+def rotated(stub: device_pb2_grpc.DeviceServiceStub, device_id: str, token_file: Path | None) -> int:
+    response = stub.RotateDeviceToken(
+        device_pb2.RotateDeviceTokenRequest(device_id=device_id), timeout=TIMEOUT_S
+    )
+    if token_file is not None:
+        write_token_file(token_file, response.token)
+        print(f"device {device_id}: new token in {token_file} (mode 0600); the old one stops within 10 s:")
+    else:
+        print(f"device {device_id}: new token (shown only now); the old one stops within 10 s:")
+    print(response.token)
     return 0
 
 

@@ -26,7 +26,12 @@ class Command(Protocol):
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("sensormesh_cli.db_command", "migrate the database schema and apply storage policies"),
-    "devices": ("sensormesh_cli.devices_command", "the device registry: create, list, get, update, delete"),
+    "devices": (
+        "sensormesh_cli.devices_command",
+        "the device registry: create, list, get, update, delete, rotate-token",
+    ),
+    "keys": ("sensormesh_cli.keys_command", "operator API keys: create, list, revoke (admin)"),
+    "audit": ("sensormesh_cli.audit_command", "the audit log: who changed what, when, with what outcome"),
     "bench": ("sensormesh_bench.command", "measure throughput and latency against their targets"),
     "ingest": ("ingest_service.command", "run the device-facing ingest service (gRPC)"),
     "query": ("query_service.command", "run the query service (devices, history, latest values, live feeds)"),

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sensormesh_cli.client import client_arguments
+from sensormesh_cli.client import add_client_arguments
 
 if TYPE_CHECKING:
     from sensormesh.v1 import query_pb2, reading_pb2
@@ -31,9 +31,7 @@ RETRYABLE = ("UNAVAILABLE", "INTERNAL", "UNKNOWN", "DEADLINE_EXCEEDED")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for action in client_arguments()._actions:
-        if action.option_strings:
-            parser._add_action(action)
+    add_client_arguments(parser)
     parser.add_argument("device_id", metavar="DEVICE")
     parser.add_argument("--sensor", action="append", default=[], help="only this sensor; repeat for more")
     parser.add_argument(

@@ -92,3 +92,30 @@ class StorageSettings(SensormeshSettings):
     def database_dsn(self) -> str | None:
         """The configured URL in clear text, or None for the embedded server."""
         return None if self.database_url is None else self.database_url.get_secret_value()
+
+
+# A revoked key, a rotated token or a deleted device is refused within this; the docs promise it.
+MAX_CREDENTIAL_DELAY = timedelta(seconds=10)
+
+
+class ServiceSettings(StorageSettings):
+    """What every service shares beyond storage: how long credentials are trusted."""
+
+    credential_cache_ttl: timedelta = Field(
+        default=timedelta(seconds=5),
+        ge=timedelta(0),
+        le=MAX_CREDENTIAL_DELAY,
+        description=(
+            "How long a looked-up API key or device token is trusted (unknown ones too); a revoked "
+            "key, a rotated token or a disabled or deleted device is refused within this, at most 10 s."
+        ),
+    )
+    stream_recheck_interval: timedelta = Field(
+        default=timedelta(seconds=5),
+        ge=timedelta(seconds=1),
+        le=timedelta(seconds=5),
+        description=(
+            "How often an open stream's credential is checked again; a live feed or upload opened "
+            "with a key or token that stops being valid ends within this plus the cache's time."
+        ),
+    )

@@ -1,6 +1,9 @@
-"""Device tokens: issued once, stored only as a hash, sent as a bearer token.
+"""Bearer credentials: device tokens and operator API keys, issued once,
+stored only as a hash, sent as `authorization: Bearer <credential>`.
 
-Tokens are 256 random bits, so a plain SHA-256 is enough to store them (no
+Each kind has its own prefix, so a leaked one is recognisable (in a log, a
+commit, a secret scanner's rules) and a service can tell which kind it was
+handed before any lookup. Both are 256 random bits, so a plain SHA-256 is enough to store them (no
 salt or slow hash is needed against guessing), and the hash doubles as the
 lookup key: authenticating a call is one indexed read, cached by ingest.
 """
@@ -14,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 TOKEN_PREFIX = "smdt_"  # noqa: S105 - "sensormesh device token": recognisable in logs and secret scanners
+API_KEY_PREFIX = "smak_"  # "sensormesh API key"
 AUTHORIZATION_KEY = "authorization"
 
 
@@ -22,8 +26,23 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+def new_api_key() -> str:
+    """A fresh operator API key."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def is_device_token(credential: str) -> bool:
+    """Whether `credential` has the device tokens' prefix."""
+    return credential.startswith(TOKEN_PREFIX)
+
+
+def is_api_key(credential: str) -> bool:
+    """Whether `credential` has the API keys' prefix."""
+    return credential.startswith(API_KEY_PREFIX)
+
+
 def hash_token(token: str) -> bytes:
-    """What the database stores for `token`."""
+    """What the database stores for `token` (a device token or an API key)."""
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 

@@ -25,6 +25,13 @@ def banner(options: StackOptions, running: Running) -> str:
             )
         )
     where.append(("logs", f"{display_path(options.log_dir)}/  (one file per program)"))
+    if running.admin_key is not None:
+        where.append(
+            (
+                "admin API key",
+                f"{display_path(running.admin_key.path)}  (0600; the CLI reads it, curl sends it as below)",
+            )
+        )
     if running.tokens:
         where.append(("device tokens", f"{display_path(options.data_dir / 'devices')}/  (0600)"))
     width = max(len(name) for name, _ in where)

@@ -9,8 +9,11 @@ Three devices, one of each kind a fleet has:
 
 On the first start each is created with CreateDevice and its token is kept in
 `<data>/devices/<id>.token` (mode 0600, folder 0700); later starts reuse it.
-The tokens are checked against the ingest service, so a data folder pointed
-at another database is reported instead of failing in the agents' logs.
+The tokens are checked against the ingest service: a token file that is gone
+or refused (another database, a rotation) gets a new token by
+RotateDeviceToken; a disabled device is reported instead of simulated. The
+stack calls DeviceService with its own admin key, so a demo device that was
+deleted is registered again (`reregister`, an audited admin act).
 """
 
 from __future__ import annotations
@@ -81,8 +84,8 @@ class TokenState(enum.StrEnum):
 
     CREATED = "created"  # registered now; token written
     REUSED = "reused"  # registered before; the kept token authenticates
-    MISSING = "missing"  # registered, but the token file is gone
-    REFUSED = "refused"  # the kept token does not authenticate (another database?)
+    ROTATED = "rotated"  # registered, but its token file was gone or refused: a new token now
+    DISABLED = "disabled"  # registered and disabled: not simulated
 
 
 @dataclass(frozen=True)
@@ -93,17 +96,14 @@ class DeviceToken:
 
     @property
     def usable(self) -> bool:
-        return self.state in (TokenState.CREATED, TokenState.REUSED)
+        return self.state is not TokenState.DISABLED
 
     def problem(self) -> str:
         """What is wrong and how to fix it, for a device that cannot be simulated."""
-        fix = (
-            f"delete it (`sensormesh devices delete {self.device.device_id}`) and its token file "
-            "to let the next start create it again"
+        return (
+            f"{self.device.device_id} is disabled, so it is not simulated; "
+            f"`sensormesh devices update {self.device.device_id} --status active` enables it again"
         )
-        if self.state is TokenState.MISSING:
-            return f"{self.device.device_id} is registered but {self.token_path} is gone: {fix}"
-        return f"{self.device.device_id}: the token in {self.token_path} is refused by this database: {fix}"
 
 
 def token_folder(data_dir: Path) -> Path:
@@ -123,15 +123,16 @@ def _exists(devices: device_pb2_grpc.DeviceServiceStub, device_id: str) -> bool:
     return True
 
 
-def _authenticates(ingest: ingest_pb2_grpc.IngestServiceStub, device_id: str, token: str) -> bool:
+def _token_answer(ingest: ingest_pb2_grpc.IngestServiceStub, device_id: str, token: str) -> grpc.StatusCode:
+    """OK, UNAUTHENTICATED (unknown token) or PERMISSION_DENIED (the device is disabled)."""
     request = ingest_pb2.GetUploadOffsetRequest(device_id=device_id)
     try:
         ingest.GetUploadOffset(request, metadata=(("authorization", f"Bearer {token}"),), timeout=10)
     except grpc.RpcError as error:
         if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            return False
+            return error.code()
         raise
-    return True
+    return grpc.StatusCode.OK
 
 
 def ensure_device(
@@ -140,29 +141,36 @@ def ensure_device(
     devices: device_pb2_grpc.DeviceServiceStub,
     ingest: ingest_pb2_grpc.IngestServiceStub,
 ) -> DeviceToken:
-    """Create `device` unless it exists; report whether its kept token still works."""
+    """Create `device` unless it exists; give it a new token if its kept one does not work."""
     path = folder / f"{device.device_id}.token"
     if not _exists(devices, device.device_id):
         created = devices.CreateDevice(
             device_pb2.CreateDeviceRequest(
+                reregister=True,  # a demo device deleted by hand comes back on the next start
                 device=device_pb2.Device(
                     device_id=device.device_id,
                     display_name=device.display_name,
                     description=device.description,
                     type=device.type,  # type: ignore[arg-type]
                     labels=LABELS,
-                )
+                ),
             ),
             timeout=10,
         )
         write_token_file(path, created.token)
         log.info("event=demo_device_created device_id=%s token_file=%s", device.device_id, path)
         return DeviceToken(device, TokenState.CREATED, path)
-    if not path.exists():
-        return DeviceToken(device, TokenState.MISSING, path)
-    if not _authenticates(ingest, device.device_id, path.read_text().strip()):
-        return DeviceToken(device, TokenState.REFUSED, path)
-    return DeviceToken(device, TokenState.REUSED, path)
+    answer = _token_answer(ingest, device.device_id, path.read_text().strip()) if path.exists() else None
+    if answer is grpc.StatusCode.OK:
+        return DeviceToken(device, TokenState.REUSED, path)
+    if answer is grpc.StatusCode.PERMISSION_DENIED:
+        return DeviceToken(device, TokenState.DISABLED, path)
+    rotated = devices.RotateDeviceToken(
+        device_pb2.RotateDeviceTokenRequest(device_id=device.device_id), timeout=10
+    )
+    write_token_file(path, rotated.token)
+    log.info("event=demo_device_token_rotated device_id=%s token_file=%s", device.device_id, path)
+    return DeviceToken(device, TokenState.ROTATED, path)
 
 
 def agent_config(device: DemoDevice, token_path: Path, ingest_target: str, folder: Path) -> Path:

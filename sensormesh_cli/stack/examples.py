@@ -67,25 +67,36 @@ def display_path(path: Path, cwd: Path | None = None) -> str:
         return str(absolute)
 
 
+def admin_header(paths: Paths) -> str:
+    """The curl / buf curl flag that sends the stack's admin key."""
+    return f'-H "authorization: Bearer $(cat {shlex.quote(f"{paths.data_dir}/admin.key")})"'
+
+
 def rest_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
     base = f"http://{reachable(endpoints.http)}"
+    key = admin_header(paths)
     token = shlex.quote(f"{paths.data_dir}/devices/{DIRECT}.token")
     reading = (
         '{"readings": [{"sensor": "by-hand", "sampleTime": "\'"$(date -u +%FT%TZ)"\'", '
         '"measurement": {"name": "soil_moisture", "value": 41.5, "unit": "%"}}]}'
     )
     return [
-        Example("devices", f"curl -s {base}/v1/devices"),
-        Example("one device: sensors, series, input states", f"curl -s {base}/v1/devices/{WATCHED}"),
-        Example("latest value of every series", f"curl -s {base}/v1/devices/{WATCHED}/readings:latest"),
+        Example("devices (with the admin key; without one: 401)", f"curl -s {key} {base}/v1/devices"),
+        Example("one device: sensors, series, input states", f"curl -s {key} {base}/v1/devices/{WATCHED}"),
+        Example("latest value of every series", f"curl -s {key} {base}/v1/devices/{WATCHED}/readings:latest"),
         Example(
             "the last hour of one axis at 100 Hz, downsampled to 10 s buckets (min, max, mean, count)",
-            f"curl -s '{base}/v1/devices/{DOWNSAMPLED}/readings?quantities=acceleration_z&interval=10s'",
+            f"curl -s {key} '{base}/v1/devices/{DOWNSAMPLED}/readings?quantities=acceleration_z&interval=10s'",
         ),
         Example(
             "live feed: a JSON array that grows as readings commit (Ctrl-C ends it)",
-            f"curl -sN {base}/v1/devices/{WATCHED}/readings:watch",
+            f"curl -sN {key} {base}/v1/devices/{WATCHED}/readings:watch",
             streams=True,
+        ),
+        Example(
+            "a read-only key for a dashboard, shown once",
+            f'curl -s {key} -d \'{{"apiKey": {{"name": "dashboard", "role": "ROLE_VIEWER"}}}}\' '
+            f"{base}/v1/apiKeys",
         ),
         Example(
             f"write a reading as {DIRECT}, a direct device, with its token",
@@ -96,7 +107,7 @@ def rest_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
 
 
 def grpc_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
-    buf = f"{shlex.quote(paths.buf)} curl --protocol grpc --http2-prior-knowledge"
+    buf = f"{shlex.quote(paths.buf)} curl --protocol grpc --http2-prior-knowledge {admin_header(paths)}"
     envoy = f"http://{reachable(endpoints.http)}"
     query = f"http://{reachable(endpoints.query)}"
     ingest = f"http://{reachable(endpoints.ingest)}"
@@ -123,7 +134,9 @@ def cli_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
     server = "" if endpoints.http == Endpoints.http else f" --server {reachable(endpoints.http)}"
     return [
         Example("a live view of a device's readings", f"{sensormesh} watch {WATCHED}{server}", streams=True),
-        Example("the registry", f"{sensormesh} devices list{server}"),
+        Example("the registry (the CLI reads the admin key file)", f"{sensormesh} devices list{server}"),
+        Example("operator API keys", f"{sensormesh} keys list{server}"),
+        Example("who changed what", f"{sensormesh} audit{server}"),
     ]
 
 

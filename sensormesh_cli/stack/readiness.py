@@ -9,6 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sensormesh.v1 import query_pb2, query_pb2_grpc
 
+from sensormesh_cli.bearer import with_key
 from sensormesh_cli.stack.children import Child
 from sensormesh_cli.stack.status import StepFailed
 
@@ -43,11 +44,13 @@ def wait_serving(target: str, service: str, child: Child, timeout_s: float) -> N
     raise StepFailed(f"{child.name} did not report SERVING within {timeout_s:.0f} s; see {child.log_path}")
 
 
-def wait_first_readings(query_target: str, device_ids: Iterable[str], timeout_s: float) -> list[str]:
-    """Wait until each device has a latest value; returns the devices still without one."""
+def wait_first_readings(
+    query_target: str, device_ids: Iterable[str], timeout_s: float, *, key: str | None
+) -> list[str]:
+    """Wait until each device has a latest value (asking with the admin `key`); returns the devices still without one."""
     waiting = list(device_ids)
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(query_target) as channel:
+    with with_key(grpc.insecure_channel(query_target), key) as channel:
         stub = query_pb2_grpc.QueryServiceStub(channel)
         while waiting and time.monotonic() < deadline:
             for device_id in list(waiting):

@@ -1,7 +1,8 @@
 """`sensormesh up`: start every piece of a deployment on this machine, in order, and stop them in reverse.
 
 Start: database (embedded under the data folder, or the one given) ->
-migrations and maintenance -> ingest -> query -> Envoy -> the simulated
+migrations and maintenance -> the admin key (`<data>/admin.key`, made on the
+first start) -> ingest -> query -> Envoy -> the simulated
 devices' registration -> their agents and the direct device. Each program is
 its own process (`sensormesh ingest`, `sensormesh query`, `sensormesh agent`,
 Envoy's binary), so the stack behaves like a deployment, and each writes its
@@ -27,7 +28,9 @@ from typing import Any
 
 import grpc
 
+from sensormesh_cli.bearer import with_key
 from sensormesh_cli.stack import demo
+from sensormesh_cli.stack.admin_key import AdminKey, ensure_admin_key
 from sensormesh_cli.stack.children import Child, sensormesh_argv
 from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, EnvoyProcess
 from sensormesh_cli.stack.examples import Endpoints, reachable
@@ -76,6 +79,7 @@ class Running:
     envoy: EnvoyProcess | None = None
     devices: list[Child] = field(default_factory=list)
     tokens: list[demo.DeviceToken] = field(default_factory=list)
+    admin_key: AdminKey | None = None
 
     def children(self) -> list[Child]:
         return [*self.devices, *self.services]
@@ -106,6 +110,7 @@ class LocalStack:
         o.log_dir.mkdir(parents=True, exist_ok=True)
         url = self._start_database()
         self._migrate(url)
+        self._admin_key(url)
         env = {**o.extra_env, "SENSORMESH_DATABASE_URL": url, "SENSORMESH_DATA_DIR": str(o.data_dir)}
         self._start_service("ingest", o.endpoints.ingest, "sensormesh.v1.IngestService", env)
         self._start_service("query", o.endpoints.query, "sensormesh.v1.QueryService", env)
@@ -139,6 +144,14 @@ class LocalStack:
             details.append(f"{report.backend.value} backend")
             if report.partitions_created:
                 details.append(f"{len(report.partitions_created)} partitions created")
+
+    def _admin_key(self, url: str) -> None:
+        with self.status.step("admin API key") as details:
+            self.running.admin_key = key = ensure_admin_key(url, self.options.data_dir)
+            details.append(f"{'created' if key.created else 'kept'} in {key.path} (0600)")
+
+    def _key(self) -> str | None:
+        return self.running.admin_key.key if self.running.admin_key else None
 
     def _start_service(self, name: str, address: str, service: str, env: dict[str, str]) -> None:
         with self.status.step(f"{name} service on {address}"):
@@ -174,7 +187,7 @@ class LocalStack:
         folder = demo.token_folder(self.options.data_dir)
         with (
             self.status.step("simulated devices registered (DeviceService)") as details,
-            grpc.insecure_channel(reachable(self.options.endpoints.query)) as query,
+            with_key(grpc.insecure_channel(reachable(self.options.endpoints.query)), self._key()) as query,
             grpc.insecure_channel(reachable(self.options.endpoints.ingest)) as ingest,
         ):
             from sensormesh.v1 import device_pb2_grpc, ingest_pb2_grpc
@@ -221,7 +234,7 @@ class LocalStack:
             return
         with self.status.step("first readings stored") as details:
             missing = wait_first_readings(
-                reachable(self.options.endpoints.query), ids, FIRST_READINGS_TIMEOUT_S
+                reachable(self.options.endpoints.query), ids, FIRST_READINGS_TIMEOUT_S, key=self._key()
             )
             details.append(f"{len(ids) - len(missing)} of {len(ids)} devices")
         for device_id in missing:

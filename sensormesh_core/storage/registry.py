@@ -15,7 +15,8 @@ from datetime import datetime
 
 import asyncpg
 
-from sensormesh_core.errors import AlreadyExists, NotFound
+from sensormesh_core.device_scope import DeviceScope
+from sensormesh_core.errors import AlreadyExists, FailedPrecondition, NotFound
 from sensormesh_core.storage.live_signal import CHANNEL, DeviceDeleted
 from sensormesh_core.storage.rollups import forget_keys, has_rollup_tables
 from sensormesh_core.storage.schema import MEASUREMENTS_TABLE, TYPED_TABLES
@@ -85,15 +86,28 @@ async def create_device(
     device_type: int = DEVICE_TYPE_GATEWAY,
     status: int = DEVICE_STATUS_ACTIVE,
     labels: dict[str, str] | None = None,
+    reregister: bool = False,
 ) -> tuple[DeviceRecord, str]:
     """Register a device with its upload offset; returns it and its new token.
 
-    Raises AlreadyExists if the id is taken. The id's format is checked by the
+    Raises AlreadyExists if the id is taken, FailedPrecondition if it belonged
+    to a deleted device and `reregister` is not set (whoever may set it is the
+    caller's decision: the admin role). The id's format is checked by the
     caller (protovalidate) and again by a CHECK constraint.
     """
     token = new_token()
     try:
         async with conn.transaction():
+            retired = await conn.fetchval(
+                "DELETE FROM retired_device_ids WHERE device_id = $1 RETURNING delete_time", device_id
+            )
+            if retired is not None and not reregister:
+                raise FailedPrecondition(
+                    f"device {device_id!r} was deleted at {retired.isoformat()}; registering its id again "
+                    "is an explicit admin act (CreateDevice with reregister, `sensormesh devices create "
+                    "--reregister`)",
+                    reason="DEVICE_ID_RETIRED",
+                )
             row = await conn.fetchrow(
                 f"INSERT INTO devices (device_id, display_name, description, device_type, status, labels, "
                 f"token_hash) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7) RETURNING {DEVICE_COLUMNS}",
@@ -110,6 +124,22 @@ async def create_device(
         raise AlreadyExists(f"device {device_id!r} already exists") from exc
     assert row is not None
     return DeviceRecord.from_row(row), token
+
+
+async def rotate_token(conn: asyncpg.Connection, device_id: str) -> str:
+    """Give the device a new token and return it; the old one matches nothing from now on.
+
+    Raises NotFound.
+    """
+    token = new_token()
+    updated = await conn.fetchval(
+        "UPDATE devices SET token_hash = $2, update_time = now() WHERE device_id = $1 RETURNING device_id",
+        device_id,
+        hash_token(token),
+    )
+    if updated is None:
+        raise NotFound(f"device {device_id!r} does not exist")
+    return token
 
 
 async def token_owner(conn: asyncpg.Connection, token: str) -> TokenOwner | None:
@@ -140,6 +170,34 @@ async def device_exists(conn: asyncpg.Connection, device_id: str) -> bool:
     return bool(await conn.fetchval("SELECT 1 FROM devices WHERE device_id = $1", device_id))
 
 
+# A device is in a scope ($n: ids, $n+1: labels as jsonb) if the scope lists its id,
+# or its labels contain the selector's. No scope: both parameters NULL.
+_IN_SCOPE = (
+    "(({ids}::text[] IS NULL AND {labels}::jsonb IS NULL) OR "
+    "(cardinality({ids}::text[]) > 0 AND d.device_id = ANY({ids}::text[])) OR "
+    "(cardinality({ids}::text[]) = 0 AND d.labels @> {labels}::jsonb))"
+)
+
+
+def _scope_parameters(scope: DeviceScope | None) -> tuple[list[str] | None, str | None]:
+    if scope is None:
+        return None, None
+    return sorted(scope.device_ids), json.dumps(dict(scope.labels))
+
+
+async def device_visible(conn: asyncpg.Connection, device_id: str, scope: DeviceScope | None) -> bool:
+    """Whether the device exists and is in `scope` (None: every device)."""
+    ids, labels = _scope_parameters(scope)
+    return bool(
+        await conn.fetchval(
+            "SELECT 1 FROM devices d WHERE d.device_id = $1 AND " + _IN_SCOPE.format(ids="$2", labels="$3"),
+            device_id,
+            ids,
+            labels,
+        )
+    )
+
+
 async def list_devices(
     conn: asyncpg.Connection,
     *,
@@ -147,16 +205,21 @@ async def list_devices(
     limit: int,
     status: int = 0,
     device_type: int = 0,
+    scope: DeviceScope | None = None,
 ) -> list[DeviceRecord]:
-    """Up to `limit` devices with ids after `after`, in id order; 0 filters mean any."""
+    """Up to `limit` devices in `scope` with ids after `after`, in id order; 0 filters mean any."""
+    ids, labels = _scope_parameters(scope)
     rows = await conn.fetch(
         f"{_SELECT_DEVICE} WHERE ($1::text IS NULL OR d.device_id > $1) "
         "AND ($2::smallint = 0 OR d.status = $2) AND ($3::smallint = 0 OR d.device_type = $3) "
+        f"AND {_IN_SCOPE.format(ids='$5', labels='$6')} "
         "ORDER BY d.device_id LIMIT $4",
         after,
         status,
         device_type,
         limit,
+        ids,
+        labels,
     )
     return [DeviceRecord.from_row(row) for row in rows]
 
@@ -212,7 +275,8 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
     keys take a share lock on the device row; locking the device row first
     would deadlock with it. On plain PostgreSQL the device's rollup buckets go
     in the same transaction. Live feeds of the device on every query process
-    hear `DeviceDeleted` when the transaction commits, and end.
+    hear `DeviceDeleted` when the transaction commits, and end. The id is
+    retired: `create_device` takes it again only with `reregister`.
 
     Sensor and series ids are identities and never reused, so rows that
     TimescaleDB's continuous aggregates still hold for them are unreachable
@@ -225,6 +289,11 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
         if await has_rollup_tables(conn):
             await forget_keys(conn, sensor_ids, series_ids)
         await conn.execute("DELETE FROM devices WHERE device_id = $1", device_id)
+        await conn.execute(
+            "INSERT INTO retired_device_ids (device_id) VALUES ($1) "
+            "ON CONFLICT (device_id) DO UPDATE SET delete_time = now()",
+            device_id,
+        )
         # Inside the transaction: heard only if it commits. Deletes are rare, so the
         # notify queue's commit lock (see live_signal) costs nothing here.
         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, DeviceDeleted(device_id).encode())

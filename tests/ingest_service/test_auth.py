@@ -12,7 +12,8 @@ import grpc
 import pytest
 from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
 
-from ingest_service.auth import Authenticator
+from sensormesh_core.access.device_tokens import DeviceTokens
+from sensormesh_core.access.principal import Principal
 from ingest_service.server import IngestServer
 from sensormesh_core.errors import PermissionDenied, Unauthenticated
 from sensormesh_core.storage.registry import DEVICE_STATUS_DISABLED
@@ -148,20 +149,17 @@ async def test_token_lookups_are_cached_for_the_ttl(
     ingest: IngestServer, device: Device, db: asyncpg.Connection
 ) -> None:
     now = [0.0]
-    auth = Authenticator(ingest.app.pool, ttl=10, clock=lambda: now[0])
-    metadata = (("authorization", f"Bearer {device.token}"),)
-    assert (await auth.authenticate(metadata)).device_id == device.device_id
+    auth = DeviceTokens(ingest.app.pool, ttl=10, clock=lambda: now[0])
+    assert (await auth.authenticate(device.token)).device_id == device.device_id
     await db.execute("UPDATE devices SET token_hash = 'rotated' WHERE device_id = $1", device.device_id)
 
     now[0] = 9.0
-    assert (await auth.authenticate(metadata)).device_id == device.device_id  # from the cache
+    assert (await auth.authenticate(device.token)).device_id == device.device_id  # from the cache
     now[0] = 10.5
     with pytest.raises(Unauthenticated):
-        await auth.authenticate(metadata)
+        await auth.authenticate(device.token)
 
 
 def test_authorize_names_both_devices() -> None:
-    from sensormesh_core.storage.registry import TokenOwner
-
     with pytest.raises(PermissionDenied, match="'pi-a', not 'pi-b'"):
-        Authenticator.authorize(TokenOwner("pi-a", 1), "pi-b")
+        DeviceTokens.authorize(Principal("device", "pi-a"), "pi-b")

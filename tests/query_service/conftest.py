@@ -13,7 +13,9 @@ from sensormesh.v1 import device_pb2_grpc, query_pb2_grpc
 
 from query_service.server import QueryServer, start_query_server
 from query_service.settings import QuerySettings
+from sensormesh_cli.bearer import aio_interceptors
 from sensormesh_core.storage.registry import create_device
+from tests.support.access import make_key
 from tests.support.reading_writer import ReadingWriter
 
 
@@ -43,8 +45,16 @@ async def query_server(database_url: str, query_settings: QuerySettings) -> Asyn
 
 
 @pytest.fixture
-async def channel(query_server: QueryServer) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{query_server.port}") as chan:
+async def admin_key(database_url: str) -> str:
+    """An admin API key on the test database."""
+    return await make_key(database_url, "test-admin")
+
+
+@pytest.fixture
+async def channel(query_server: QueryServer, admin_key: str) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to the query server whose calls carry the admin key."""
+    address = f"127.0.0.1:{query_server.port}"
+    async with grpc.aio.insecure_channel(address, interceptors=aio_interceptors(admin_key)) as chan:
         yield chan
 
 

@@ -218,8 +218,11 @@ async def test_delete_removes_registry_rows_and_readings_of_that_device_only(
         await queries.GetLatestReadings(query_pb2.GetLatestReadingsRequest(device_id=device))
     assert gone.value.code() is grpc.StatusCode.NOT_FOUND
 
+    with pytest.raises(grpc.aio.AioRpcError) as retired:  # no silent take-over of a deleted identity
+        await devices.CreateDevice(device_pb2.CreateDeviceRequest(device=device_pb2.Device(device_id=device)))
+    assert retired.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     again = await devices.CreateDevice(
-        device_pb2.CreateDeviceRequest(device=device_pb2.Device(device_id=device))
+        device_pb2.CreateDeviceRequest(device=device_pb2.Device(device_id=device), reregister=True)
     )
     assert again.device.committed_sequence == 0
     fresh = await devices.GetDevice(device_pb2.GetDeviceRequest(device_id=device))

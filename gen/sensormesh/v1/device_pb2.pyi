@@ -298,6 +298,11 @@ class CreateDeviceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_FIELD_NUMBER: _builtins.int
+    REREGISTER_FIELD_NUMBER: _builtins.int
+    reregister: _builtins.bool
+    """Register an id that belonged to a device which was deleted. Needs the
+    admin role; without it such an id answers FAILED_PRECONDITION.
+    """
     @_builtins.property
     def device(self) -> Global___Device:
         """The device to create. `device_id` is required; output-only fields are
@@ -308,10 +313,11 @@ class CreateDeviceRequest(_message.Message):
         self,
         *,
         device: Global___Device | None = ...,
+        reregister: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "reregister", b"reregister"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -556,3 +562,47 @@ class DeleteDeviceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteDeviceResponse: _TypeAlias = DeleteDeviceResponse  # noqa: Y015
+
+@_typing.final
+class RotateDeviceTokenRequest(_message.Message):
+    """Request for RotateDeviceToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """The device's id."""
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateDeviceTokenRequest: _TypeAlias = RotateDeviceTokenRequest  # noqa: Y015
+
+@_typing.final
+class RotateDeviceTokenResponse(_message.Message):
+    """Response for RotateDeviceToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The device's new bearer token, shown only this once."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateDeviceTokenResponse: _TypeAlias = RotateDeviceTokenResponse  # noqa: Y015

@@ -27,6 +27,13 @@ if _version_not_supported:
 
 class DeviceServiceStub:
     """The device registry: gateways and devices that write readings.
+
+    Every RPC takes an operator credential (`authorization: Bearer <API key>`,
+    or a single sign-on identity forwarded by Envoy) with the role its access
+    rule names, and answers UNAUTHENTICATED without a valid one and
+    PERMISSION_DENIED for a role below it or a device token. A key scoped to
+    some devices sees only those: others are left out of lists and answer
+    NOT_FOUND, as if they did not exist.
     """
 
     def __init__(self, channel):
@@ -60,18 +67,32 @@ class DeviceServiceStub:
                 request_serializer=sensormesh_dot_v1_dot_device__pb2.DeleteDeviceRequest.SerializeToString,
                 response_deserializer=sensormesh_dot_v1_dot_device__pb2.DeleteDeviceResponse.FromString,
                 _registered_method=True)
+        self.RotateDeviceToken = channel.unary_unary(
+                '/sensormesh.v1.DeviceService/RotateDeviceToken',
+                request_serializer=sensormesh_dot_v1_dot_device__pb2.RotateDeviceTokenRequest.SerializeToString,
+                response_deserializer=sensormesh_dot_v1_dot_device__pb2.RotateDeviceTokenResponse.FromString,
+                _registered_method=True)
 
 
 class DeviceServiceServicer:
     """The device registry: gateways and devices that write readings.
+
+    Every RPC takes an operator credential (`authorization: Bearer <API key>`,
+    or a single sign-on identity forwarded by Envoy) with the role its access
+    rule names, and answers UNAUTHENTICATED without a valid one and
+    PERMISSION_DENIED for a role below it or a device token. A key scoped to
+    some devices sees only those: others are left out of lists and answer
+    NOT_FOUND, as if they did not exist.
     """
 
     def CreateDevice(self, request, context):
         """Registers a device and issues its token. The token is returned only
         here, once; the service keeps only its hash.
 
-        Returns ALREADY_EXISTS if the id is taken, INVALID_ARGUMENT with
-        BadRequest field violations for a bad id or field.
+        Returns ALREADY_EXISTS if the id is taken, FAILED_PRECONDITION if the
+        id belonged to a deleted device and `reregister` is not set,
+        PERMISSION_DENIED for `reregister` without the admin role,
+        INVALID_ARGUMENT with BadRequest field violations for a bad id or field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,7 +130,20 @@ class DeviceServiceServicer:
 
     def DeleteDevice(self, request, context):
         """Deletes a device, its token, sensors, series, latest values, offsets and
-        readings. Its id may then be registered again.
+        readings. Its id stays reserved: registering it again is an explicit
+        admin act (CreateDevice with `reregister`), so nobody can take over a
+        device's identity by deleting and re-creating it.
+
+        Returns NOT_FOUND if the device does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateDeviceToken(self, request, context):
+        """Issues a new token for a device and returns it, once; the old token
+        stops working within 10 seconds (the services' credential caches), and
+        an upload stream open with it is ended with UNAUTHENTICATED.
 
         Returns NOT_FOUND if the device does not exist.
         """
@@ -145,6 +179,11 @@ def add_DeviceServiceServicer_to_server(servicer, server):
                     request_deserializer=sensormesh_dot_v1_dot_device__pb2.DeleteDeviceRequest.FromString,
                     response_serializer=sensormesh_dot_v1_dot_device__pb2.DeleteDeviceResponse.SerializeToString,
             ),
+            'RotateDeviceToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateDeviceToken,
+                    request_deserializer=sensormesh_dot_v1_dot_device__pb2.RotateDeviceTokenRequest.FromString,
+                    response_serializer=sensormesh_dot_v1_dot_device__pb2.RotateDeviceTokenResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'sensormesh.v1.DeviceService', rpc_method_handlers)
@@ -155,6 +194,13 @@ def add_DeviceServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class DeviceService:
     """The device registry: gateways and devices that write readings.
+
+    Every RPC takes an operator credential (`authorization: Bearer <API key>`,
+    or a single sign-on identity forwarded by Envoy) with the role its access
+    rule names, and answers UNAUTHENTICATED without a valid one and
+    PERMISSION_DENIED for a role below it or a device token. A key scoped to
+    some devices sees only those: others are left out of lists and answer
+    NOT_FOUND, as if they did not exist.
     """
 
     @staticmethod
@@ -282,6 +328,33 @@ class DeviceService:
             '/sensormesh.v1.DeviceService/DeleteDevice',
             sensormesh_dot_v1_dot_device__pb2.DeleteDeviceRequest.SerializeToString,
             sensormesh_dot_v1_dot_device__pb2.DeleteDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateDeviceToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sensormesh.v1.DeviceService/RotateDeviceToken',
+            sensormesh_dot_v1_dot_device__pb2.RotateDeviceTokenRequest.SerializeToString,
+            sensormesh_dot_v1_dot_device__pb2.RotateDeviceTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

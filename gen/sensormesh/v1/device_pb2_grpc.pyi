@@ -27,7 +27,15 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class DeviceServiceStub:
-    """The device registry: gateways and devices that write readings."""
+    """The device registry: gateways and devices that write readings.
+
+    Every RPC takes an operator credential (`authorization: Bearer <API key>`,
+    or a single sign-on identity forwarded by Envoy) with the role its access
+    rule names, and answers UNAUTHENTICATED without a valid one and
+    PERMISSION_DENIED for a role below it or a device token. A key scoped to
+    some devices sees only those: others are left out of lists and answer
+    NOT_FOUND, as if they did not exist.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -37,8 +45,10 @@ class DeviceServiceStub:
     """Registers a device and issues its token. The token is returned only
     here, once; the service keeps only its hash.
 
-    Returns ALREADY_EXISTS if the id is taken, INVALID_ARGUMENT with
-    BadRequest field violations for a bad id or field.
+    Returns ALREADY_EXISTS if the id is taken, FAILED_PRECONDITION if the
+    id belonged to a deleted device and `reregister` is not set,
+    PERMISSION_DENIED for `reregister` without the admin role,
+    INVALID_ARGUMENT with BadRequest field violations for a bad id or field.
     """
     GetDevice: _grpc.UnaryUnaryMultiCallable[_device_pb2.GetDeviceRequest, _device_pb2.GetDeviceResponse]
     """Returns a device with its sensors, series and input states.
@@ -60,22 +70,41 @@ class DeviceServiceStub:
     """
     DeleteDevice: _grpc.UnaryUnaryMultiCallable[_device_pb2.DeleteDeviceRequest, _device_pb2.DeleteDeviceResponse]
     """Deletes a device, its token, sensors, series, latest values, offsets and
-    readings. Its id may then be registered again.
+    readings. Its id stays reserved: registering it again is an explicit
+    admin act (CreateDevice with `reregister`), so nobody can take over a
+    device's identity by deleting and re-creating it.
+
+    Returns NOT_FOUND if the device does not exist.
+    """
+    RotateDeviceToken: _grpc.UnaryUnaryMultiCallable[_device_pb2.RotateDeviceTokenRequest, _device_pb2.RotateDeviceTokenResponse]
+    """Issues a new token for a device and returns it, once; the old token
+    stops working within 10 seconds (the services' credential caches), and
+    an upload stream open with it is ended with UNAUTHENTICATED.
 
     Returns NOT_FOUND if the device does not exist.
     """
 
 @_typing.type_check_only
 class DeviceServiceAsyncStub(DeviceServiceStub):
-    """The device registry: gateways and devices that write readings."""
+    """The device registry: gateways and devices that write readings.
+
+    Every RPC takes an operator credential (`authorization: Bearer <API key>`,
+    or a single sign-on identity forwarded by Envoy) with the role its access
+    rule names, and answers UNAUTHENTICATED without a valid one and
+    PERMISSION_DENIED for a role below it or a device token. A key scoped to
+    some devices sees only those: others are left out of lists and answer
+    NOT_FOUND, as if they did not exist.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateDevice: _aio.UnaryUnaryMultiCallable[_device_pb2.CreateDeviceRequest, _device_pb2.CreateDeviceResponse]  # type: ignore[assignment]
     """Registers a device and issues its token. The token is returned only
     here, once; the service keeps only its hash.
 
-    Returns ALREADY_EXISTS if the id is taken, INVALID_ARGUMENT with
-    BadRequest field violations for a bad id or field.
+    Returns ALREADY_EXISTS if the id is taken, FAILED_PRECONDITION if the
+    id belonged to a deleted device and `reregister` is not set,
+    PERMISSION_DENIED for `reregister` without the admin role,
+    INVALID_ARGUMENT with BadRequest field violations for a bad id or field.
     """
     GetDevice: _aio.UnaryUnaryMultiCallable[_device_pb2.GetDeviceRequest, _device_pb2.GetDeviceResponse]  # type: ignore[assignment]
     """Returns a device with its sensors, series and input states.
@@ -97,13 +126,30 @@ class DeviceServiceAsyncStub(DeviceServiceStub):
     """
     DeleteDevice: _aio.UnaryUnaryMultiCallable[_device_pb2.DeleteDeviceRequest, _device_pb2.DeleteDeviceResponse]  # type: ignore[assignment]
     """Deletes a device, its token, sensors, series, latest values, offsets and
-    readings. Its id may then be registered again.
+    readings. Its id stays reserved: registering it again is an explicit
+    admin act (CreateDevice with `reregister`), so nobody can take over a
+    device's identity by deleting and re-creating it.
+
+    Returns NOT_FOUND if the device does not exist.
+    """
+    RotateDeviceToken: _aio.UnaryUnaryMultiCallable[_device_pb2.RotateDeviceTokenRequest, _device_pb2.RotateDeviceTokenResponse]  # type: ignore[assignment]
+    """Issues a new token for a device and returns it, once; the old token
+    stops working within 10 seconds (the services' credential caches), and
+    an upload stream open with it is ended with UNAUTHENTICATED.
 
     Returns NOT_FOUND if the device does not exist.
     """
 
 class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The device registry: gateways and devices that write readings."""
+    """The device registry: gateways and devices that write readings.
+
+    Every RPC takes an operator credential (`authorization: Bearer <API key>`,
+    or a single sign-on identity forwarded by Envoy) with the role its access
+    rule names, and answers UNAUTHENTICATED without a valid one and
+    PERMISSION_DENIED for a role below it or a device token. A key scoped to
+    some devices sees only those: others are left out of lists and answer
+    NOT_FOUND, as if they did not exist.
+    """
 
     @_abc_1.abstractmethod
     def CreateDevice(
@@ -114,8 +160,10 @@ class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
         """Registers a device and issues its token. The token is returned only
         here, once; the service keeps only its hash.
 
-        Returns ALREADY_EXISTS if the id is taken, INVALID_ARGUMENT with
-        BadRequest field violations for a bad id or field.
+        Returns ALREADY_EXISTS if the id is taken, FAILED_PRECONDITION if the
+        id belonged to a deleted device and `reregister` is not set,
+        PERMISSION_DENIED for `reregister` without the admin role,
+        INVALID_ARGUMENT with BadRequest field violations for a bad id or field.
         """
 
     @_abc_1.abstractmethod
@@ -161,7 +209,22 @@ class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_device_pb2.DeleteDeviceResponse, _abc.Awaitable[_device_pb2.DeleteDeviceResponse]]:
         """Deletes a device, its token, sensors, series, latest values, offsets and
-        readings. Its id may then be registered again.
+        readings. Its id stays reserved: registering it again is an explicit
+        admin act (CreateDevice with `reregister`), so nobody can take over a
+        device's identity by deleting and re-creating it.
+
+        Returns NOT_FOUND if the device does not exist.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateDeviceToken(
+        self,
+        request: _device_pb2.RotateDeviceTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_device_pb2.RotateDeviceTokenResponse, _abc.Awaitable[_device_pb2.RotateDeviceTokenResponse]]:
+        """Issues a new token for a device and returns it, once; the old token
+        stops working within 10 seconds (the services' credential caches), and
+        an upload stream open with it is ended with UNAUTHENTICATED.
 
         Returns NOT_FOUND if the device does not exist.
         """

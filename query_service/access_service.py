@@ -1,0 +1,116 @@
+"""AccessService: operator API keys over gRPC (and REST through Envoy); admin only.
+
+Hosted by the query process, beside the other user-facing services; the
+interceptor has checked the admin role before a handler runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
+
+import asyncpg
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from sensormesh.v1 import access_pb2, access_pb2_grpc, access_rule_pb2
+
+from query_service import page_tokens
+from sensormesh_core.access.principal import current_caller
+from sensormesh_core.device_scope import DeviceScope
+from sensormesh_core.storage import api_keys
+from sensormesh_core.validation import validate
+
+log = logging.getLogger(__name__)
+KEY_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+def _stamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def api_key_message(record: api_keys.ApiKeyRecord) -> access_pb2.ApiKey:
+    """The contract's ApiKey for a stored key (never the key itself)."""
+    message = access_pb2.ApiKey(
+        name=record.name,
+        role=access_rule_pb2.Role.ValueType(record.role),
+        creator=record.creator,
+        create_time=_stamp(record.create_time),
+    )
+    if record.scope is not None:
+        message.device_scope.device_ids.extend(sorted(record.scope.device_ids))
+        message.device_scope.labels.update(record.scope.labels)
+    if record.expire_time is not None:
+        message.expire_time.CopyFrom(_stamp(record.expire_time))
+    if record.revoke_time is not None:
+        message.revoke_time.CopyFrom(_stamp(record.revoke_time))
+    return message
+
+
+def _expiry(request: access_pb2.CreateApiKeyRequest) -> datetime | None:
+    if request.HasField("ttl"):
+        return datetime.now(UTC) + request.ttl.ToTimedelta()
+    if request.api_key.HasField("expire_time"):
+        return request.api_key.expire_time.ToDatetime(tzinfo=UTC)
+    return None
+
+
+class AccessServicer(access_pb2_grpc.AccessServiceServicer):
+    """Validates, calls the key store, maps the result."""
+
+    def __init__(self, pool: asyncpg.Pool, *, default_page_size: int) -> None:
+        self._pool = pool
+        self._default_page_size = default_page_size
+
+    async def CreateApiKey(
+        self, request: access_pb2.CreateApiKeyRequest, context: Context
+    ) -> access_pb2.CreateApiKeyResponse:
+        validate(request)
+        key = request.api_key
+        scope = DeviceScope.of(key.device_scope.device_ids, dict(key.device_scope.labels))
+        async with self._pool.acquire() as conn:
+            record, secret = await api_keys.create_key(
+                conn,
+                key.name,
+                key.role,
+                creator=current_caller().actor,
+                scope=scope,
+                expire_time=_expiry(request),
+            )
+        log.info("event=api_key_created name=%s role=%d by=%s", record.name, record.role, record.creator)
+        return access_pb2.CreateApiKeyResponse(api_key=api_key_message(record), key=secret)
+
+    async def ListApiKeys(
+        self, request: access_pb2.ListApiKeysRequest, context: Context
+    ) -> access_pb2.ListApiKeysResponse:
+        validate(request)
+        parameters = {"show_revoked": request.show_revoked}
+        after = None
+        if request.page_token:
+            after = page_tokens.decode(request.page_token, "api_keys", parameters).get("after")
+            if not isinstance(after, str) or KEY_NAME.fullmatch(after) is None:
+                raise page_tokens.invalid()
+        size = request.page_size or self._default_page_size
+        async with self._pool.acquire() as conn:
+            records = await api_keys.list_keys(
+                conn, after=after, limit=size + 1, show_revoked=request.show_revoked
+            )
+        response = access_pb2.ListApiKeysResponse(api_keys=[api_key_message(r) for r in records[:size]])
+        if len(records) > size:
+            response.next_page_token = page_tokens.encode(
+                "api_keys", parameters, {"after": records[size - 1].name}
+            )
+        return response
+
+    async def RevokeApiKey(
+        self, request: access_pb2.RevokeApiKeyRequest, context: Context
+    ) -> access_pb2.RevokeApiKeyResponse:
+        validate(request)
+        async with self._pool.acquire() as conn:
+            record = await api_keys.revoke_key(conn, request.name)
+        log.info("event=api_key_revoked name=%s by=%s", record.name, current_caller().actor)
+        return access_pb2.RevokeApiKeyResponse(api_key=api_key_message(record))
