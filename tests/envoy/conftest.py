@@ -1,10 +1,12 @@
 """The real Envoy binary in front of a real `sensormesh ingest` and a real
 `sensormesh query` process, over one migrated database, shared by the tests
 of a module: Envoy's and the services' start-up are paid once. Tests use
-their own device ids, registered over REST with their own tokens."""
+their own device ids, registered over REST with their own tokens; operator calls
+carry the module's admin key (`http` sends it by default)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, EnvoyProcess, start_e
 from sensormesh_core.storage.database import with_database
 from sensormesh_core.storage.embedded import ensure_database
 from tests.conftest import _drop_database
+from tests.support.access import make_key
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 
@@ -30,6 +33,11 @@ class Stack:
     database_url: str
     ingest_pid: int
     query_pid: int
+    admin_key: str
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.admin_key}"}
 
     @property
     def url(self) -> str:
@@ -87,8 +95,15 @@ def stack(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
             health_check_interval_s=1.0,
         )
         envoy = start_envoy(options, log_dir=Path(logs))
+        admin_key = asyncio.run(make_key(module_database_url, "module-admin"))
         yield Stack(
-            envoy, ingest_port, query_port, module_database_url, ingest.process.pid, query.process.pid
+            envoy,
+            ingest_port,
+            query_port,
+            module_database_url,
+            ingest.process.pid,
+            query.process.pid,
+            admin_key,
         )
     finally:
         if envoy is not None:
@@ -100,7 +115,8 @@ def stack(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.url, timeout=20) as client:
+    """A client of Envoy whose requests carry the admin key (a request's own authorization header wins)."""
+    async with httpx.AsyncClient(base_url=stack.url, timeout=20, headers=stack.admin_headers) as client:
         yield client
 
 

@@ -20,6 +20,7 @@ import pytest
 from google.protobuf import json_format
 from sensormesh.v1 import device_pb2, device_pb2_grpc, query_pb2, query_pb2_grpc
 
+from sensormesh_cli.bearer import aio_interceptors
 from tests.envoy.conftest import RestDevice, Stack, register
 from tests.envoy.json_stream import json_array_items
 
@@ -181,7 +182,9 @@ async def test_an_agent_uploads_through_envoy_and_everything_reads_back_over_res
     assert total == committed
 
     # The same over gRPC through Envoy.
-    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+    async with grpc.aio.insecure_channel(
+        stack.grpc_target, interceptors=aio_interceptors(stack.admin_key)
+    ) as channel:
         queries = query_pb2_grpc.QueryServiceStub(channel)
         request = query_pb2.ListReadingsRequest(device_id=device.device_id, page_size=100_000)
         json_format.ParseDict(window, request)

@@ -16,6 +16,7 @@ import pytest
 from google.protobuf import json_format
 from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc, reading_pb2
 
+from sensormesh_cli.bearer import aio_interceptors
 from tests.envoy.conftest import RestDevice, Stack, register, unique_device, write
 from tests.envoy.json_stream import json_array_items
 
@@ -58,7 +59,9 @@ async def upload(stack: Stack, device: RestDevice, readings: list[dict[str, Any]
     async def requests() -> AsyncIterator[ingest_pb2.UploadReadingsRequest]:
         yield request
 
-    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+    async with grpc.aio.insecure_channel(
+        stack.grpc_target, interceptors=aio_interceptors(stack.admin_key)
+    ) as channel:
         response = await ingest_pb2_grpc.IngestServiceStub(channel).UploadReadings(
             requests(), metadata=device.metadata, timeout=20
         )
@@ -161,7 +164,9 @@ async def test_readings_read_back_over_rest_and_grpc_agree(stack: Stack, http: h
     latest = (await http.get(f"{readings_path}:latest", params={"sensors": "bme280"})).json()
     assert [(v["quantity"], v["value"]) for v in latest["values"]] == [("temperature", 179)]
 
-    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+    async with grpc.aio.insecure_channel(
+        stack.grpc_target, interceptors=aio_interceptors(stack.admin_key)
+    ) as channel:
         through_envoy = await query_pb2_grpc.QueryServiceStub(channel).ListReadings(
             query_pb2.ListReadingsRequest(
                 device_id=device.device_id,
@@ -206,7 +211,9 @@ async def test_live_feed_over_rest_is_a_streamed_json_array(stack: Stack, http: 
 
 async def test_live_feed_over_grpc_through_envoy(stack: Stack, http: httpx.AsyncClient) -> None:
     device = await register(http, "grpc")
-    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+    async with grpc.aio.insecure_channel(
+        stack.grpc_target, interceptors=aio_interceptors(stack.admin_key)
+    ) as channel:
         stream = query_pb2_grpc.QueryServiceStub(channel).WatchReadings(
             query_pb2.WatchReadingsRequest(device_id=device.device_id)
         )

@@ -10,7 +10,12 @@ from sensormesh_core.storage.api_keys import LOCAL_CREATOR, create_key
 
 
 async def make_key(
-    database_url: str, name: str, role: int = ROLE_ADMIN, *, scope: DeviceScope | None = None, **kwargs: object
+    database_url: str,
+    name: str,
+    role: int = ROLE_ADMIN,
+    *,
+    scope: DeviceScope | None = None,
+    **kwargs: object,
 ) -> str:
     """Create an API key in the database at `database_url`; returns the key."""
     conn = await asyncpg.connect(database_url)
