@@ -59,7 +59,7 @@ def test_a_method_without_the_option_is_refused_by_the_rule_reader() -> None:
     service = file.service.add(name="Open")
     service.method.add(name="Anything", input_type=".probe.Empty", output_type=".probe.Empty")
     pool.Add(file)
-    with pytest.raises(MissingAccessRule, match="probe.Open.Anything"):
+    with pytest.raises(MissingAccessRule, match=r"probe\.Open\.Anything"):
         rule_of(pool.FindServiceByName("probe.Open").methods[0])
 
 

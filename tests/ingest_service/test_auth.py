@@ -12,9 +12,9 @@ import grpc
 import pytest
 from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
 
+from ingest_service.server import IngestServer
 from sensormesh_core.access.device_tokens import DeviceTokens
 from sensormesh_core.access.principal import Principal
-from ingest_service.server import IngestServer
 from sensormesh_core.errors import PermissionDenied, Unauthenticated
 from sensormesh_core.storage.registry import DEVICE_STATUS_DISABLED
 from tests.ingest_service.conftest import Device, details
