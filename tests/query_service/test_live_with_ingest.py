@@ -18,6 +18,7 @@ from sensormesh.v1 import device_pb2, device_pb2_grpc, ingest_pb2, query_pb2, qu
 from ingest_service.server import IngestServer, start
 from ingest_service.settings import IngestSettings
 from query_service.server import QueryServer, start_query_server
+from sensormesh_cli.bearer import aio_interceptors
 from sensormesh_core.storage.registry import create_device
 from tests.query_service.conftest import settings_for_tests
 from tests.support.uploads import Gateway, sequence_of
@@ -65,7 +66,7 @@ async def query(database_url: str) -> AsyncIterator[QueryServer]:
 
 
 async def test_a_signal_that_never_comes_is_waited_for_then_reported_as_missed(
-    database_url: str, query: QueryServer, gateway: Gateway
+    admin_key: str, database_url: str, query: QueryServer, gateway: Gateway
 ) -> None:
     """Replica A commits 1..50 but its signal is lost (here: A sends none); replica
     B commits 51..100. The feed waits `live_order_wait` for A's signal, then
@@ -76,7 +77,9 @@ async def test_a_signal_that_never_comes_is_waited_for_then_reported_as_missed(
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{silent.port}") as to_silent,
             grpc.aio.insecure_channel(f"127.0.0.1:{loud.port}") as to_loud,
-            grpc.aio.insecure_channel(f"127.0.0.1:{query.port}") as to_query,
+            grpc.aio.insecure_channel(
+                f"127.0.0.1:{query.port}", interceptors=aio_interceptors(admin_key)
+            ) as to_query,
         ):
             feed = query_pb2_grpc.QueryServiceStub(to_query).WatchReadings(
                 query_pb2.WatchReadingsRequest(device_id=gateway.device_id)
@@ -113,7 +116,7 @@ async def _until(condition: Callable[[], Awaitable[bool]], within: float = 10.0)
 
 
 async def test_deleting_a_device_while_a_batch_commits_waits_for_it_and_deletes_its_rows(
-    database_url: str, db: asyncpg.Connection, query: QueryServer, gateway: Gateway
+    admin_key: str, database_url: str, db: asyncpg.Connection, query: QueryServer, gateway: Gateway
 ) -> None:
     """DeleteDevice and an ingest batch that carries a new input status meet on the
     device's rows: the batch holds the upload offset and then needs a share lock on
@@ -123,7 +126,9 @@ async def test_deleting_a_device_while_a_batch_commits_waits_for_it_and_deletes_
     try:
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{ingest.port}") as to_ingest,
-            grpc.aio.insecure_channel(f"127.0.0.1:{query.port}") as to_query,
+            grpc.aio.insecure_channel(
+                f"127.0.0.1:{query.port}", interceptors=aio_interceptors(admin_key)
+            ) as to_query,
         ):
             await gateway.upload(to_ingest, [gateway.batch(1, 10)])
             # Hold the batch inside its transaction, after it locked the offset: keep
@@ -161,7 +166,7 @@ async def test_deleting_a_device_while_a_batch_commits_waits_for_it_and_deletes_
 
 
 async def test_feeds_of_a_deleted_device_end_with_not_found_on_every_query_process(
-    database_url: str, db: asyncpg.Connection, query: QueryServer, gateway: Gateway
+    admin_key: str, database_url: str, db: asyncpg.Connection, query: QueryServer, gateway: Gateway
 ) -> None:
     """The device is deleted through one query process; feeds on both end (the
     deletion is heard through PostgreSQL). Registered again, it starts from
@@ -171,8 +176,12 @@ async def test_feeds_of_a_deleted_device_end_with_not_found_on_every_query_proce
     try:
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{ingest.port}") as to_ingest,
-            grpc.aio.insecure_channel(f"127.0.0.1:{query.port}") as to_query,
-            grpc.aio.insecure_channel(f"127.0.0.1:{other.port}") as to_other,
+            grpc.aio.insecure_channel(
+                f"127.0.0.1:{query.port}", interceptors=aio_interceptors(admin_key)
+            ) as to_query,
+            grpc.aio.insecure_channel(
+                f"127.0.0.1:{other.port}", interceptors=aio_interceptors(admin_key)
+            ) as to_other,
         ):
             request = query_pb2.WatchReadingsRequest(device_id=gateway.device_id)
             feeds = [query_pb2_grpc.QueryServiceStub(c).WatchReadings(request) for c in (to_query, to_other)]
@@ -208,7 +217,7 @@ async def test_feeds_of_a_deleted_device_end_with_not_found_on_every_query_proce
 
 
 async def test_replay_and_live_part_meet_exactly_while_a_gateway_uploads(
-    database_url: str, query: QueryServer, gateway: Gateway
+    admin_key: str, database_url: str, query: QueryServer, gateway: Gateway
 ) -> None:
     """A feed with start_time opens while the gateway keeps uploading through ingest
     (signals after commit, coalesced): every reading from start_time on arrives once,
@@ -218,7 +227,9 @@ async def test_replay_and_live_part_meet_exactly_while_a_gateway_uploads(
     try:
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{ingest.port}") as to_ingest,
-            grpc.aio.insecure_channel(f"127.0.0.1:{query.port}") as to_query,
+            grpc.aio.insecure_channel(
+                f"127.0.0.1:{query.port}", interceptors=aio_interceptors(admin_key)
+            ) as to_query,
         ):
             for request in batches[:10]:
                 await gateway.upload(to_ingest, [request])

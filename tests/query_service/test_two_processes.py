@@ -21,6 +21,7 @@ import grpc
 import pytest
 from sensormesh.v1 import query_pb2, query_pb2_grpc
 
+from sensormesh_cli.bearer import aio_interceptors
 from tests.support.processes import ServiceProcess
 from tests.support.uploads import Gateway, register_gateways, sequence_of
 
@@ -94,13 +95,16 @@ async def _collect(stream: grpc.aio.UnaryStreamCall, count: int) -> tuple[list[q
 
 
 async def test_uploads_through_either_ingest_process_reach_both_query_processes_complete_and_in_order(
-    processes: tuple[list[ServiceProcess], list[ServiceProcess]], database_url: str
+    processes: tuple[list[ServiceProcess], list[ServiceProcess]], database_url: str, admin_key: str
 ) -> None:
     ingest, query = processes
     assert len({p.port for p in (*ingest, *query)}) == 4
     gateways = await register_gateways(database_url, "pi", DEVICES)
     ingest_channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p.port}") for p in ingest]
-    query_channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p.port}") for p in query]
+    query_channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{p.port}", interceptors=aio_interceptors(admin_key))
+        for p in query
+    ]
     try:
         feeds: dict[tuple[int, str, str], grpc.aio.UnaryStreamCall] = {}
         for q, channel in enumerate(query_channels):

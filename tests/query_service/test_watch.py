@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sensormesh.v1 import query_pb2, query_pb2_grpc
 
 from query_service.server import QueryServer, start_query_server
+from sensormesh_cli.bearer import aio_interceptors
 from tests.query_service.conftest import settings_for_tests
 from tests.query_service.rpc_errors import field_violations
 from tests.support.reading_writer import ReadingWriter, environment, imu, measurement
@@ -143,7 +144,7 @@ async def _server(database_url: str, **overrides: object) -> QueryServer:
 
 
 async def test_a_slow_subscriber_is_told_what_it_missed_and_stalls_nobody(
-    database_url: str, writer: ReadingWriter, device: str
+    admin_key: str, database_url: str, writer: ReadingWriter, device: str
 ) -> None:
     server = await _server(database_url, subscriber_queue_size=4)
     try:
@@ -151,8 +152,12 @@ async def test_a_slow_subscriber_is_told_what_it_missed_and_stalls_nobody(
         # its unread messages back up into the server's queue instead of its socket.
         slow_options = [("grpc.http2.bdp_probe", 0)]
         async with (
-            grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as fast_channel,
-            grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=slow_options) as slow_channel,
+            grpc.aio.insecure_channel(
+                f"127.0.0.1:{server.port}", interceptors=aio_interceptors(admin_key)
+            ) as fast_channel,
+            grpc.aio.insecure_channel(
+                f"127.0.0.1:{server.port}", options=slow_options, interceptors=aio_interceptors(admin_key)
+            ) as slow_channel,
         ):
             request = query_pb2.WatchReadingsRequest(device_id=device)
             slow = query_pb2_grpc.QueryServiceStub(slow_channel).WatchReadings(request)
@@ -189,10 +194,12 @@ async def test_a_slow_subscriber_is_told_what_it_missed_and_stalls_nobody(
         await server.stop(0.5)
 
 
-async def test_idle_feeds_get_heartbeats(database_url: str, device: str) -> None:
+async def test_idle_feeds_get_heartbeats(admin_key: str, database_url: str, device: str) -> None:
     server = await _server(database_url, heartbeat_interval=timedelta(milliseconds=200))
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{server.port}", interceptors=aio_interceptors(admin_key)
+        ) as channel:
             stream = query_pb2_grpc.QueryServiceStub(channel).WatchReadings(
                 query_pb2.WatchReadingsRequest(device_id=device)
             )
@@ -205,10 +212,12 @@ async def test_idle_feeds_get_heartbeats(database_url: str, device: str) -> None
         await server.stop(0.5)
 
 
-async def test_subscribers_over_the_limit_are_refused(database_url: str, device: str) -> None:
+async def test_subscribers_over_the_limit_are_refused(admin_key: str, database_url: str, device: str) -> None:
     server = await _server(database_url, max_subscribers=2)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{server.port}", interceptors=aio_interceptors(admin_key)
+        ) as channel:
             stub = query_pb2_grpc.QueryServiceStub(channel)
             request = query_pb2.WatchReadingsRequest(device_id=device)
             kept = [stub.WatchReadings(request) for _ in range(2)]
@@ -226,9 +235,11 @@ async def test_subscribers_over_the_limit_are_refused(database_url: str, device:
         await server.stop(0.5)
 
 
-async def test_shutdown_ends_feeds_with_unavailable(database_url: str, device: str) -> None:
+async def test_shutdown_ends_feeds_with_unavailable(admin_key: str, database_url: str, device: str) -> None:
     server = await _server(database_url)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{server.port}", interceptors=aio_interceptors(admin_key)
+    ) as channel:
         stream = query_pb2_grpc.QueryServiceStub(channel).WatchReadings(
             query_pb2.WatchReadingsRequest(device_id=device)
         )
