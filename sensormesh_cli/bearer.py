@@ -23,12 +23,9 @@ def _with_bearer(metadata: Any, key: str) -> list[tuple[str, str | bytes]]:
     return pairs
 
 
-class _AioBearer(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class _AioBearer:
+    """What the four asyncio interceptors share: the key, and call details that carry it."""
+
     def __init__(self, key: str) -> None:
         self._key = key
 
@@ -41,21 +38,31 @@ class _AioBearer(
             details.wait_for_ready,
         )
 
+
+# One class per kind of call: grpc.aio files each channel interceptor under the first kind it
+# is an instance of (an if/elif chain), so one object of all four kinds would see unary calls only.
+class _AioUnaryUnary(_AioBearer, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], details: Any, request: Any
     ) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _AioUnaryStream(_AioBearer, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], details: Any, request: Any
     ) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _AioStreamUnary(_AioBearer, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(
         self, continuation: Callable[..., Any], details: Any, requests: Any
     ) -> Any:
         return await continuation(self._details(details), requests)
 
+
+class _AioStreamStream(_AioBearer, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(
         self, continuation: Callable[..., Any], details: Any, requests: Any
     ) -> Any:
@@ -99,7 +106,9 @@ class _SyncBearer(
 
 def aio_interceptors(key: str | None) -> list[grpc.aio.ClientInterceptor]:
     """Interceptors for `grpc.aio.*_channel(..., interceptors=...)`; none without a key."""
-    return [] if key is None else [_AioBearer(key)]
+    if key is None:
+        return []
+    return [_AioUnaryUnary(key), _AioUnaryStream(key), _AioStreamUnary(key), _AioStreamStream(key)]
 
 
 def with_key(channel: grpc.Channel, key: str | None) -> grpc.Channel:

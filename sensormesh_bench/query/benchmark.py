@@ -24,6 +24,10 @@ Figures (milliseconds unless named otherwise):
   simulated gateways upload `--load-samples-per-s` samples/s through the same
   ingest process and watch their own feeds; live_load_* say how steady that
   load was (per-second samples sent and delivered, send lag, completeness).
+
+Every call to DeviceService and QueryService sends an admin API key the bench
+makes on its database, as a deployment's clients send theirs; devices send
+their own tokens.
 """
 
 from __future__ import annotations
@@ -131,7 +135,7 @@ async def _run(args: argparse.Namespace, url: str, folder: Path) -> dict[str, An
 
     device, probe = f"bench-{uuid.uuid4().hex[:6]}", "bench-probe"
     gateways = _gateway_names(args.load_samples_per_s)
-    tokens = await _register(url, [device, probe, *gateways])
+    tokens, key = await _register(url, [device, probe, *gateways])
     ingest = _ingest_process(url, args.notify_window)
     await ingest.start()
     query = _QueryProcess(url, folder)
@@ -140,14 +144,15 @@ async def _run(args: argparse.Namespace, url: str, folder: Path) -> dict[str, An
         end = day_end()
         async with grpc.aio.insecure_channel(ingest_address) as channel:
             await seed_history(channel, device, tokens[device], end)
-        unrolled, figures = await _rollup_figures(args, url, query_address, device, end)
-        figures |= await _reads_through_envoy(args, folder, query_address, ingest.port, device, end)
+        unrolled, figures = await _rollup_figures(args, url, query_address, key, device, end)
+        figures |= await _reads_through_envoy(args, folder, query_address, ingest.port, key, device, end)
         figures |= _unrolled_figures(unrolled, figures["range_day_1m_p50_ms"])
         cpu = _cpu_readers(ingest.pid, query.process.pid, folder)
         figures |= await _live_figures(
             args,
             ingest_address,
             query_address,
+            key,
             (probe, tokens[probe]),
             {g: tokens[g] for g in gateways},
             cpu,
@@ -165,15 +170,20 @@ def _gateway_names(samples_per_s: float) -> list[str]:
     return [f"gateway-{i}" for i in range(max(1, round(samples_per_s / samples_per_gateway_second())))]
 
 
-async def _register(url: str, device_ids: list[str]) -> dict[str, str]:
-    """Register the seeded device, the probe and the gateways in the database; their tokens."""
+async def _register(url: str, device_ids: list[str]) -> tuple[dict[str, str], str]:
+    """Register the seeded device, the probe and the gateways in the database, and make the
+    bench's admin API key there; the devices' tokens, and the key."""
     import asyncpg
 
     from sensormesh_bench.query.load import register
+    from sensormesh_core.access.principal import ROLE_ADMIN
+    from sensormesh_core.storage.api_keys import LOCAL_CREATOR, create_key
 
     conn = await asyncpg.connect(url)
     try:
-        return await register(conn, device_ids)
+        tokens = await register(conn, device_ids)
+        _, key = await create_key(conn, "bench-admin", ROLE_ADMIN, creator=LOCAL_CREATOR)
+        return tokens, key
     finally:
         await conn.close()
 
@@ -191,21 +201,27 @@ def _ingest_process(url: str, notify_window: str | None) -> IngestProcess:
 
 
 async def _rollup_figures(
-    args: argparse.Namespace, url: str, query_address: str, device: str, end: datetime
+    args: argparse.Namespace, url: str, query_address: str, key: str, device: str, end: datetime
 ) -> tuple[list[float], dict[str, Any]]:
     """The downsampled day read before the rollups are refreshed (its timings) and
     after; the rollup figures, with whether both reads returned the same bytes."""
     from sensormesh_bench.query.reads import bring_rollups_up_to_date, measure_minute_read
 
-    unrolled, from_raw = await measure_minute_read(args, query_address, device, end)
+    unrolled, from_raw = await measure_minute_read(args, query_address, key, device, end)
     figures = await bring_rollups_up_to_date(url)
-    _, from_rollups = await measure_minute_read(None, query_address, device, end)
+    _, from_rollups = await measure_minute_read(None, query_address, key, device, end)
     figures["rollup_read_identical"] = from_raw == from_rollups
     return unrolled, figures
 
 
 async def _reads_through_envoy(
-    args: argparse.Namespace, folder: Path, query_address: str, ingest_port: int, device: str, end: datetime
+    args: argparse.Namespace,
+    folder: Path,
+    query_address: str,
+    ingest_port: int,
+    key: str,
+    device: str,
+    end: datetime,
 ) -> dict[str, Any]:
     """The read figures, with an Envoy in front of the query service for the ones
     through it; Envoy is stopped again before the live measurement, which does not use it."""
@@ -223,7 +239,7 @@ async def _reads_through_envoy(
         log_dir=folder,
     )
     try:
-        return await measure_reads(args, query_address, envoy.base_url, device, end)
+        return await measure_reads(args, query_address, envoy.base_url, key, device, end)
     finally:
         envoy.stop()
 
@@ -239,6 +255,7 @@ async def _live_figures(
     args: argparse.Namespace,
     ingest_address: str,
     query_address: str,
+    key: str,
     probe: tuple[str, str],
     gateways: dict[str, str],
     cpu: dict[str, Callable[[], float | None]],
@@ -248,9 +265,9 @@ async def _live_figures(
     from sensormesh_bench.query.live import measure_live
     from sensormesh_bench.query.load import GatewayLoad
 
-    load = GatewayLoad(ingest_address, query_address, args.load_processes)
+    load = GatewayLoad(ingest_address, query_address, key, args.load_processes)
     figures: dict[str, Any] = {"machine_load_1m": round(os.getloadavg()[0], 2)}  # other work on the machine
-    return figures | await measure_live(args, ingest_address, query_address, probe, gateways, load, cpu)
+    return figures | await measure_live(args, ingest_address, query_address, key, probe, gateways, load, cpu)
 
 
 def _cpu_readers(ingest_pid: int, query_pid: int, folder: Path) -> dict[str, Callable[[], float | None]]:

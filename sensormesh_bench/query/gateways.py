@@ -33,6 +33,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sensormesh.v1 import ingest_pb2, query_pb2, query_pb2_grpc, reading_pb2
 
 from sensormesh_bench.workload import SYSTEM_EVERY_S, device_readings
+from sensormesh_cli.bearer import aio_interceptors
 
 SAMPLES = {"imu": 6, "environment": 3, "system": 3, "measurement": 1}
 
@@ -41,6 +42,7 @@ SAMPLES = {"imu": 6, "environment": 3, "system": 3, "measurement": 1}
 class GatewayJob:
     ingest_address: str
     query_address: str
+    api_key: str  # the feeds' API key (viewer or higher)
     gateways: list[tuple[str, str, float]]  # device id, token, phase in the second (s)
     seconds: float  # how long to upload
 
@@ -144,7 +146,7 @@ async def _run(job: GatewayJob, pipe: Connection) -> GatewayResult:
     templates = _Templates()
     async with (
         grpc.aio.insecure_channel(job.ingest_address) as ingest,
-        grpc.aio.insecure_channel(job.query_address) as query,
+        grpc.aio.insecure_channel(job.query_address, interceptors=aio_interceptors(job.api_key)) as query,
     ):
         await ingest.channel_ready()
         stub = query_pb2_grpc.QueryServiceStub(query)

@@ -26,6 +26,7 @@ from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
 
 from sensormesh_bench.query.load import GatewayLoad, steadiness
 from sensormesh_bench.query.timing import percentile
+from sensormesh_cli.bearer import aio_interceptors
 
 PROBE_PERIOD_S = 0.02
 WARM_UP_S = 2.0
@@ -69,18 +70,20 @@ async def measure_live(
     args: argparse.Namespace,
     ingest_address: str,
     query_address: str,
+    key: str,
     probe: tuple[str, str],
     gateways: dict[str, str],
     load: GatewayLoad,
     cpu: dict[str, Callable[[], float | None]],
 ) -> dict[str, Any]:
-    """Live figures; `cpu` names processes and reads their CPU seconds (for where the time goes)."""
+    """Live figures; `key` is the API key the feed is opened with; `cpu` names processes and
+    reads their CPU seconds (for where the time goes)."""
 
     received: dict[tuple[int, int], float] = {}
     await load.prepare(gateways, WARM_UP_S + args.live_seconds + 1)
     async with (
         grpc.aio.insecure_channel(ingest_address) as ingest_channel,
-        grpc.aio.insecure_channel(query_address) as query_channel,
+        grpc.aio.insecure_channel(query_address, interceptors=aio_interceptors(key)) as query_channel,
     ):
         stream = await _watch(query_channel, probe[0])
         receiver = asyncio.create_task(_receive(stream, received))

@@ -83,9 +83,10 @@ def samples_per_gateway_second() -> float:
 class GatewayLoad:
     """Simulated gateways uploading in real time from `processes` processes."""
 
-    def __init__(self, ingest_address: str, query_address: str, processes: int) -> None:
+    def __init__(self, ingest_address: str, query_address: str, api_key: str, processes: int) -> None:
         self._ingest = ingest_address
         self._query = query_address
+        self._api_key = api_key
         self._processes = processes
         self._pipes: list[Any] = []
         self._workers: list[Any] = []
@@ -100,7 +101,7 @@ class GatewayLoad:
             worker = context.Process(target=bench_gateways.main, args=(child,), daemon=True)
             worker.start()
             job = bench_gateways.GatewayJob(
-                self._ingest, self._query, phased[number :: self._processes], seconds
+                self._ingest, self._query, self._api_key, phased[number :: self._processes], seconds
             )
             parent.send(job)
             self._pipes.append(parent)

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sensormesh.v1 import query_pb2, query_pb2_grpc
 
 from sensormesh_bench.query.timing import latency_figures, timed
+from sensormesh_cli.bearer import aio_interceptors
 
 
 async def bring_rollups_up_to_date(url: str) -> dict[str, Any]:
@@ -47,13 +48,13 @@ def _day_requests(device: str, end: datetime) -> dict[str, Any]:
 
 
 async def measure_minute_read(
-    args: argparse.Namespace | None, grpc_target: str, device: str, end: datetime
+    args: argparse.Namespace | None, grpc_target: str, key: str, device: str, end: datetime
 ) -> tuple[list[float], bytes]:
     """Milliseconds of the day downsampled to 1 minute as things stand (none
-    without `args`), and the response, serialized."""
+    without `args`), and the response, serialized. Calls send the API key `key`."""
 
     minute = query_pb2.ListReadingsRequest(**_day_requests(device, end), interval=Duration(seconds=60))
-    async with grpc.aio.insecure_channel(grpc_target) as channel:
+    async with grpc.aio.insecure_channel(grpc_target, interceptors=aio_interceptors(key)) as channel:
         stub = query_pb2_grpc.QueryServiceStub(channel)
         got = await stub.ListReadings(minute)
         if sum(len(s.buckets) for s in got.series) != 1440:
@@ -90,14 +91,15 @@ class _Reads:
 
 
 async def measure_reads(
-    args: argparse.Namespace, grpc_target: str, rest_url: str, device: str, end: datetime
+    args: argparse.Namespace, grpc_target: str, rest_url: str, key: str, device: str, end: datetime
 ) -> dict[str, Any]:
     """Latencies of the latest, raw-day and minute-day reads: direct gRPC, gRPC
-    through Envoy and REST through Envoy, so REST's cost shows against both."""
+    through Envoy and REST through Envoy, so REST's cost shows against both.
+    Every call sends the API key `key`, as gRPC metadata or the HTTP header."""
     reads = _Reads.of(device, end)
-    figures: dict[str, Any] = await _direct_grpc_figures(args, grpc_target, reads)
-    figures |= await _envoy_grpc_figures(args, rest_url.removeprefix("http://"), reads)
-    figures |= await _rest_figures(args, rest_url, device, end)
+    figures: dict[str, Any] = await _direct_grpc_figures(args, grpc_target, key, reads)
+    figures |= await _envoy_grpc_figures(args, rest_url.removeprefix("http://"), key, reads)
+    figures |= await _rest_figures(args, rest_url, key, device, end)
     figures["rest_grpc_ratio"] = round(
         figures["rest_range_day_1m_p50_ms"] / figures["range_day_1m_p50_ms"], 3
     )
@@ -106,9 +108,11 @@ async def measure_reads(
     return figures
 
 
-async def _direct_grpc_figures(args: argparse.Namespace, target: str, reads: _Reads) -> dict[str, float]:
+async def _direct_grpc_figures(
+    args: argparse.Namespace, target: str, key: str, reads: _Reads
+) -> dict[str, float]:
     """The three reads straight to the query service: the baseline the others are compared with."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.insecure_channel(target, interceptors=aio_interceptors(key)) as channel:
         stub = query_pb2_grpc.QueryServiceStub(channel)
         await _check_raw_day(stub, reads.raw)
         latest = await timed(args.iterations, lambda: stub.GetLatestReadings(reads.latest))
@@ -127,9 +131,11 @@ async def _check_raw_day(stub: query_pb2_grpc.QueryServiceStub, raw: query_pb2.L
         raise RuntimeError(f"the seeded day reads back as {points} points")
 
 
-async def _envoy_grpc_figures(args: argparse.Namespace, target: str, reads: _Reads) -> dict[str, float]:
+async def _envoy_grpc_figures(
+    args: argparse.Namespace, target: str, key: str, reads: _Reads
+) -> dict[str, float]:
     """The latest and minute-day reads as gRPC through Envoy: what Envoy alone adds, before REST transcoding."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.insecure_channel(target, interceptors=aio_interceptors(key)) as channel:
         stub = query_pb2_grpc.QueryServiceStub(channel)
         await stub.ListReadings(reads.minute)
         latest = await timed(args.iterations, lambda: stub.GetLatestReadings(reads.latest))
@@ -138,7 +144,7 @@ async def _envoy_grpc_figures(args: argparse.Namespace, target: str, reads: _Rea
 
 
 async def _rest_figures(
-    args: argparse.Namespace, rest_url: str, device: str, end: datetime
+    args: argparse.Namespace, rest_url: str, key: str, device: str, end: datetime
 ) -> dict[str, float]:
     """The three reads as REST through Envoy, the way a web client makes them."""
     path = f"/v1/devices/{device}/readings"
@@ -147,7 +153,8 @@ async def _rest_figures(
         "endTime": _rest_time(end),
         "quantities": "temperature",
     }
-    async with httpx.AsyncClient(base_url=rest_url, timeout=60) as http:
+    headers = {"authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=rest_url, headers=headers, timeout=60) as http:
         latest = await timed(args.iterations, lambda: _rest_get(http, f"{path}:latest", {}))
         raw = await timed(
             args.raw_iterations, lambda: _rest_get(http, path, {**params, "pageSize": "100000"})

@@ -99,14 +99,20 @@ async def test_device_credentials_map_to_401_and_403(http: httpx.AsyncClient) ->
     reading = {"readings": [environment("bme280", NOW, 20.0)]}
     offset_path = f"/v1/devices/{device.device_id}/uploadOffset"
 
-    for headers in (
-        {},
-        {"authorization": "Basic dXNlcjpwYXNz"},
-        {"authorization": "Bearer smdt_not-a-token"},
-    ):
-        assert (await http.get(offset_path, headers=headers)).status_code == 401
-        refused = await http.post(write_path(device.device_id), json=reading, headers=headers)
-        assert refused.status_code == 401 and refused.json()["code"] == 16
+    # `http` sends the admin key by default; these requests must carry only what they name.
+    async with httpx.AsyncClient(base_url=http.base_url, timeout=20) as anonymous:
+        for headers in (
+            {},
+            {"authorization": "Basic dXNlcjpwYXNz"},
+            {"authorization": "Bearer smdt_not-a-token"},
+        ):
+            assert (await anonymous.get(offset_path, headers=headers)).status_code == 401
+            refused = await anonymous.post(write_path(device.device_id), json=reading, headers=headers)
+            assert refused.status_code == 401 and refused.json()["code"] == 16
+
+    # An operator's API key, even an admin's, is not a device's token.
+    as_operator = await http.post(write_path(device.device_id), json=reading)
+    assert as_operator.status_code == 403 and as_operator.json()["code"] == 7
 
     # A device's token acting as another device.
     foreign = await http.post(write_path(other.device_id), json=reading, headers=device.headers)

@@ -11,9 +11,12 @@ import grpc
 import pytest
 from sensormesh.v1 import device_pb2, device_pb2_grpc
 
+from sensormesh_cli.bearer import aio_interceptors
+from sensormesh_core.access.principal import ROLE_VIEWER
 from tests.faults.accounting import Account
 from tests.faults.fleet import Fleet
 from tests.faults.services import Ingest
+from tests.support.access import make_key
 from tests.support.processes import ServiceProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -47,7 +50,11 @@ def query(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
 
 
 async def test_thinning_in_a_long_outage_is_reported_and_everything_else_stored_once(
-    ingest: Ingest, fleet: Fleet, query: ServiceProcess, fault_report: Callable[[int, list[Account]], None]
+    database_url: str,
+    ingest: Ingest,
+    fleet: Fleet,
+    query: ServiceProcess,
+    fault_report: Callable[[int, list[Account]], None],
 ) -> None:
     fleet.disk_budget = "1100KiB"
     fleet.extra_inputs = CHATTY
@@ -62,7 +69,10 @@ async def test_thinning_in_a_long_outage_is_reported_and_everything_else_stored_
 
     accounts = await fleet.stop_and_account()
     fault_report(1, accounts)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{query.port}") as channel:
+    viewer = await make_key(database_url, "faults-viewer", ROLE_VIEWER)  # reading a device needs a viewer
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{query.port}", interceptors=aio_interceptors(viewer)
+    ) as channel:
         stub = device_pb2_grpc.DeviceServiceStub(channel)
         for account in accounts:
             account.assert_exact()

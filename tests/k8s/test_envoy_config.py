@@ -22,6 +22,8 @@ SERVING_COMPONENT = {
     "sensormesh.v1.IngestService": "ingest",
     "sensormesh.v1.DeviceService": "query",
     "sensormesh.v1.QueryService": "query",
+    "sensormesh.v1.AccessService": "query",
+    "sensormesh.v1.AuditService": "query",
 }
 
 

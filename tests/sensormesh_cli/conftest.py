@@ -1,8 +1,11 @@
 """Real `sensormesh ingest` and `sensormesh query` processes over one migrated database, shared by
-a module's tests (each test uses its own device ids), for the operator's commands."""
+a module's tests (each test uses its own device ids), for the operator's commands, with an admin
+API key made on that database (in `admin_key`, and written to `admin_key_file` as `sensormesh up`
+writes `.sensormesh/admin.key`)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sensormesh_core.storage.database import with_database
 from sensormesh_core.storage.embedded import ensure_database
+from sensormesh_core.tokens import write_token_file
 from tests.conftest import _drop_database
+from tests.support.access import make_key
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 
@@ -25,6 +30,8 @@ class Services:
     database_url: str
     ingest: str  # host:port
     query: str
+    admin_key: str
+    admin_key_file: Path
 
 
 def _wait_serving(target: str, service: ServiceProcess, timeout: float = 60.0) -> None:
@@ -49,6 +56,8 @@ def services(
     ensure_database(postgres_admin_url, name, template=migrated_template)
     url = with_database(postgres_admin_url, name)
     logs = Path(tmp_path_factory.mktemp("services"))
+    admin_key = asyncio.run(make_key(url, "cli-tests-admin"))
+    write_token_file(logs / "admin.key", admin_key)
     ingest, query = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {"SENSORMESH_DATABASE_URL": url, "SENSORMESH_INGEST_NOTIFY_WINDOW": "PT0S"}
     started = [
@@ -58,7 +67,7 @@ def services(
     try:
         for target, process in zip((ingest, query), started, strict=True):
             _wait_serving(target, process)
-        yield Services(url, ingest, query)
+        yield Services(url, ingest, query, admin_key, logs / "admin.key")
     finally:
         for process in started:
             process.stop()

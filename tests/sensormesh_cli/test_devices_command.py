@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.storage, pytest.mark.timeout(120)]
 
 
 def _devices(services: Services, *args: str) -> list[str]:
-    return ["devices", *args, "--server", services.query]
+    return ["devices", *args, "--server", services.query, "--api-key-file", str(services.admin_key_file)]
 
 
 def test_create_writes_a_private_token_file_that_authenticates_with_ingest(
@@ -90,6 +90,16 @@ def test_delete_without_yes_off_a_terminal_deletes_nothing(services: Services) -
     )  # fmt: skip
     assert result.returncode == 1 and "--yes" in result.stderr
     assert main(_devices(services, "get", "cmd-pi-4")) == 0
+
+
+def test_a_call_without_an_api_key_is_refused_and_says_where_a_key_goes(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SENSORMESH_API_KEY", raising=False)
+    argv = ["devices", "list", "--server", services.query, "--api-key-file", str(tmp_path / "absent.key")]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert "UNAUTHENTICATED" in error and "SENSORMESH_API_KEY" in error and "--api-key-file" in error
 
 
 def test_an_unreachable_server_is_named(capsys: pytest.CaptureFixture[str]) -> None:

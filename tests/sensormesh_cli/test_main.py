@@ -16,8 +16,8 @@ def test_db_migrate_then_current(empty_database_url: str, monkeypatch, capsys) -
     assert main(["db", "migrate"]) == 0
     assert main(["db", "current"]) == 0
     out = capsys.readouterr().out
-    assert "schema at revision 0003" in out
-    assert out.strip().endswith("0003")
+    assert "schema at revision 0004" in out
+    assert out.strip().endswith("0004")
 
 
 def test_db_refresh_rollups_catches_up(database_url: str, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]

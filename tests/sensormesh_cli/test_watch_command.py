@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sensormesh.v1 import device_pb2, device_pb2_grpc, ingest_pb2, ingest_pb2_grpc, reading_pb2
 
 from tests.sensormesh_cli.conftest import Services
+from tests.support.access import bearer
 
 pytestmark = [pytest.mark.storage, pytest.mark.timeout(120)]
 
@@ -19,7 +21,9 @@ pytestmark = [pytest.mark.storage, pytest.mark.timeout(120)]
 def _register(services: Services, device_id: str) -> str:
     with grpc.insecure_channel(services.query) as channel:
         created = device_pb2_grpc.DeviceServiceStub(channel).CreateDevice(
-            device_pb2.CreateDeviceRequest(device=device_pb2.Device(device_id=device_id)), timeout=10
+            device_pb2.CreateDeviceRequest(device=device_pb2.Device(device_id=device_id)),
+            metadata=bearer(services.admin_key),
+            timeout=10,
         )
     return created.token
 
@@ -46,9 +50,11 @@ def _environment(temperature: float) -> reading_pb2.Reading:
 
 
 def _watch(services: Services, *args: str) -> subprocess.Popen[str]:
+    """`sensormesh watch` with the admin key in SENSORMESH_API_KEY (the devices tests use the file)."""
+    env = {**os.environ, "SENSORMESH_API_KEY": services.admin_key}
     return subprocess.Popen(
         [sys.executable, "-m", "sensormesh_cli", "watch", *args, "--server", services.query],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ import psutil
 import pytest
 from sensormesh.v1 import query_pb2_grpc
 
+from sensormesh_cli.bearer import aio_interceptors
 from tests.envoy.conftest import Stack, module_database_url, stack  # noqa: F401 - fixtures
 from tests.soak.conftest import SUMMARY
 from tests.soak.load import RealTimeGateway, Tally, read_until, upload_until, watch
@@ -63,11 +64,13 @@ async def test_memory_stays_flat_and_nothing_fails_under_steady_load(stack: Stac
         "envoy": stack.envoy.process.pid,
     }
     ingest = grpc.aio.insecure_channel(f"127.0.0.1:{stack.ingest_port}")
-    query = grpc.aio.insecure_channel(f"127.0.0.1:{stack.query_port}")
+    query = grpc.aio.insecure_channel(
+        f"127.0.0.1:{stack.query_port}", interceptors=aio_interceptors(stack.admin_key)
+    )
     stub = query_pb2_grpc.QueryServiceStub(query)
     feeds = [asyncio.create_task(watch(stub, g.device_id, tally)) for g in gateways]
     try:
-        async with httpx.AsyncClient(base_url=stack.url, timeout=20) as http:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=20, headers=stack.admin_headers) as http:
             stop = time.monotonic() + SECONDS
             memory, *_ = await asyncio.gather(
                 _sample_memory(pids, stop),

@@ -2,8 +2,9 @@
 
 Start (embedded PostgreSQL, migrations, ingest, query, Envoy, three simulated
 devices), run the commands it prints exactly as printed, stop with Ctrl-C,
-check that no process is left, start again and find the data, devices and
-tokens of the first run.
+check that no process is left, start again and find the data, devices,
+tokens and admin key of the first run. The test's own REST calls send the
+admin key `sensormesh up` wrote, as the printed commands do.
 """
 
 from __future__ import annotations
@@ -63,23 +64,30 @@ def _pick(commands: list[str], *fragments: str) -> str:
     return matches[0]
 
 
-def _temperature_points(base: str, start: datetime, end: datetime) -> int:
+def _admin(data_dir: Path) -> dict[str, str]:
+    """Headers with the admin key `sensormesh up` wrote in `data_dir`."""
+    return {"authorization": f"Bearer {(data_dir / 'admin.key').read_text().strip()}"}
+
+
+def _temperature_points(base: str, headers: dict[str, str], start: datetime, end: datetime) -> int:
     params = {
         "quantities": "temperature",
         "startTime": start.isoformat().replace("+00:00", "Z"),
         "endTime": end.isoformat().replace("+00:00", "Z"),
         "pageSize": "100000",
     }
-    body = httpx.get(f"{base}/v1/devices/greenhouse-pi/readings", params=params, timeout=30).json()
+    body = httpx.get(
+        f"{base}/v1/devices/greenhouse-pi/readings", params=params, headers=headers, timeout=30
+    ).json()
     return sum(len(series["points"]) for series in body["series"])
 
 
 def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
     commands = up.commands()
-    listed = json.loads(
-        _run(next(c for c in commands if c.startswith("curl") and c.endswith("/v1/devices")), cwd)
-    )
+    list_devices = next(c for c in commands if c.startswith("curl") and c.endswith("/v1/devices"))
+    listed = json.loads(_run(list_devices, cwd))
     assert {d["deviceId"] for d in listed["devices"]} == {"greenhouse-pi", "vibration-pi", "soil-node"}
+    assert httpx.get(list_devices.split()[-1], timeout=10).status_code == 401  # as its title says, keyless
     device = json.loads(_run(next(c for c in commands if c.endswith("/v1/devices/greenhouse-pi")), cwd))
     assert {s["name"] for s in device["device"]["sensors"]} >= {"sim-environment"}
     latest = json.loads(_run(_pick(commands, "curl", "readings:latest"), cwd))
@@ -88,12 +96,17 @@ def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
     assert buckets and int(buckets[-1]["count"]) > 0
     written = json.loads(_run(_pick(commands, "curl", "readings:write"), cwd))
     assert written["acceptedCount"] == "1"
+    dashboard = json.loads(_run(_pick(commands, "curl", "/v1/apiKeys"), cwd))
+    assert dashboard["key"].startswith("smak_") and dashboard["apiKey"]["role"] == "ROLE_VIEWER"
     _first_output(_pick(commands, "curl", "readings:watch"), cwd, '"sim-environment"')
     assert '"values"' in _run(_pick(commands, "buf curl", "--schema"), cwd)
     assert "sensormesh.v1.QueryService/WatchReadings" in _run(_pick(commands, "--list-methods"), cwd)
     assert "soil-node" in _run(_pick(commands, "buf curl", "ListDevices"), cwd)
     assert "SERVING" in _run(_pick(commands, "Health/Check"), cwd)
     assert "3 devices" in _run(_pick(commands, "devices list"), cwd)
+    keys = _run(_pick(commands, "keys list"), cwd)
+    assert "local-admin" in keys and "dashboard" in keys
+    assert "AccessService/CreateApiKey" in _run(_pick(commands, "sensormesh audit"), cwd)
     _first_output(_pick(commands, "watch greenhouse-pi"), cwd, "temperature=")
 
 
@@ -117,10 +130,11 @@ def test_up_serves_the_printed_commands_stops_cleanly_and_resumes_with_its_data(
             other.stdout + other.stderr
         )
 
+        admin = _admin(cwd / ".sensormesh")
         first_start = datetime.now(UTC) - timedelta(minutes=5)
         mark = datetime.now(UTC)
-        before = _temperature_points(base, first_start, mark)
-        sequence = httpx.get(f"{base}/v1/devices/vibration-pi", timeout=10).json()["device"][
+        before = _temperature_points(base, admin, first_start, mark)
+        sequence = httpx.get(f"{base}/v1/devices/vibration-pi", headers=admin, timeout=10).json()["device"][
             "committedSequence"
         ]
         children = up.descendants()
@@ -136,14 +150,16 @@ def test_up_serves_the_printed_commands_stops_cleanly_and_resumes_with_its_data(
 
     tokens = sorted((cwd / ".sensormesh" / "devices").glob("*.token"))
     assert [t.stat().st_mode & 0o777 for t in tokens] == [0o600] * 3
+    assert (cwd / ".sensormesh" / "admin.key").stat().st_mode & 0o777 == 0o600
 
     again = UpProcess(cwd, ports.flags())
     try:
         again.wait_for("Ctrl-C stops everything", START_TIMEOUT_S)
         assert "greenhouse-pi (reused), vibration-pi (reused), soil-node (reused)" in again.output
-        assert len(httpx.get(f"{base}/v1/devices", timeout=10).json()["devices"]) == 3
-        assert _temperature_points(base, first_start, mark) >= before > 0
-        resumed = httpx.get(f"{base}/v1/devices/vibration-pi", timeout=10).json()["device"][
+        assert _admin(cwd / ".sensormesh") == admin  # the key of the first start, still accepted
+        assert len(httpx.get(f"{base}/v1/devices", headers=admin, timeout=10).json()["devices"]) == 3
+        assert _temperature_points(base, admin, first_start, mark) >= before > 0
+        resumed = httpx.get(f"{base}/v1/devices/vibration-pi", headers=admin, timeout=10).json()["device"][
             "committedSequence"
         ]
         assert int(resumed) > int(sequence)
@@ -174,7 +190,8 @@ def test_up_with_a_database_url_and_no_agent_leaves_that_server_running(
     try:
         up.wait_for("Ctrl-C stops everything", START_TIMEOUT_S)
         assert "the configured database" in up.output and "simulated" not in up.output
-        listed = httpx.get(f"http://127.0.0.1:{ports.http}/v1/devices", timeout=10).json()
+        admin = _admin(tmp_path / ".sensormesh")
+        listed = httpx.get(f"http://127.0.0.1:{ports.http}/v1/devices", headers=admin, timeout=10).json()
         assert listed["devices"] == []
         assert up.interrupt() == 0, up.output
         assert "database released" in up.output
