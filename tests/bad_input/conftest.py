@@ -7,10 +7,15 @@ SERVING, valid requests still work (a write and an offset over gRPC through
 Envoy, a list over REST), and neither service logged a failed call
 (`event=rpc_failed`, which is what an unexpected exception in a handler
 becomes) or a traceback while it ran.
+
+Operator calls carry the package's admin key (`http` sends it by default;
+`anonymous` is a client that sends no credential); device calls carry the
+device's own token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +33,7 @@ from sensormesh_core.storage.embedded import ensure_database
 from tests.bad_input.messages import imu_reading
 from tests.bad_input.stack import Device, Stack
 from tests.conftest import _drop_database
+from tests.support.access import make_key
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 
@@ -65,7 +71,8 @@ def stack(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
             requests_per_second=100_000,
         )
         envoy = start_envoy(options, log_dir=Path(logs))
-        running = Stack(ingest, query, envoy, stack_database_url)
+        admin_key = asyncio.run(make_key(stack_database_url, "bad-input-admin"))
+        running = Stack(ingest, query, envoy, stack_database_url, admin_key)
         running.wait_routable()
         yield running
     finally:
@@ -103,7 +110,7 @@ def _valid_requests_work(stack: Stack, canary: Device) -> None:
             timeout=10,
         )
     assert (written.accepted_count, written.committed_sequence) == (1, before + 1)
-    with httpx.Client(base_url=stack.url, timeout=10) as http:
+    with httpx.Client(base_url=stack.url, timeout=10, headers=stack.admin_headers) as http:
         assert http.get("/v1/devices", params={"pageSize": 1}).status_code == 200
 
 
@@ -125,6 +132,15 @@ def services_stay_up(stack: Stack, canary: Device) -> Iterator[None]:
 
 @pytest.fixture
 def http(stack: Stack) -> Iterator[httpx.Client]:
+    """A client of Envoy whose requests carry the admin key (a request's own authorization header wins)."""
+    with httpx.Client(base_url=stack.url, timeout=30, headers=stack.admin_headers) as client:
+        yield client
+
+
+@pytest.fixture
+def anonymous(stack: Stack) -> Iterator[httpx.Client]:
+    """A client of Envoy that sends no credential of its own: for calls that must carry none,
+    or only the one the test gives."""
     with httpx.Client(base_url=stack.url, timeout=30) as client:
         yield client
 

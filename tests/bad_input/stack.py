@@ -1,6 +1,11 @@
 """The running stack of the bad-input suite and what the tests ask of it:
 registering devices, counting what is stored, and reading errors the way a
-gRPC or a REST client sees them."""
+gRPC or a REST client sees them.
+
+Operator RPCs (DeviceService, QueryService) need an operator API key: the
+stack holds an admin key made on its database, and tests send it with
+`admin_headers` (REST) or `admin_metadata` (gRPC). Device RPCs take the
+device's own token, as before."""
 
 from __future__ import annotations
 
@@ -45,6 +50,15 @@ class Stack:
     query: ServiceProcess
     envoy: EnvoyProcess
     database_url: str
+    admin_key: str
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.admin_key}"}
+
+    @property
+    def admin_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.admin_key}"),)
 
     @property
     def url(self) -> str:
@@ -67,7 +81,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         with httpx.Client(base_url=self.url, timeout=5) as client:
             while True:
-                devices = client.get("/v1/devices").status_code
+                devices = client.get("/v1/devices", headers=self.admin_headers).status_code
                 offset = client.get("/v1/devices/nobody/uploadOffset").status_code
                 if devices == 200 and offset == 401:
                     return
@@ -76,13 +90,14 @@ class Stack:
                 time.sleep(0.05)
 
     def register(self, prefix: str, http: httpx.Client | None = None) -> Device:
-        """A new device registered through REST (on `http`'s connection when given)."""
+        """A new device registered through REST with the admin key (on `http`'s connection when given)."""
         device_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        body = {"deviceId": device_id}
         if http is not None:
-            response = http.post("/v1/devices", json={"deviceId": device_id})
+            response = http.post("/v1/devices", json=body, headers=self.admin_headers)
         else:
             with httpx.Client(base_url=self.url, timeout=30) as client:
-                response = client.post("/v1/devices", json={"deviceId": device_id})
+                response = client.post("/v1/devices", json=body, headers=self.admin_headers)
         assert response.status_code == 200, response.text
         return Device(device_id, response.json()["token"])
 
@@ -213,11 +228,14 @@ def client_stream(
             return _outcome(error)
 
 
-def first_of_stream(target: str, method: str, payload: bytes, timeout: float = 3) -> Outcome:
+def first_of_stream(
+    target: str, method: str, payload: bytes, metadata: Any = (), timeout: float = 3
+) -> Outcome:
     """A server-streaming call: its first message, or its status (DEADLINE_EXCEEDED: still open, no message)."""
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_stream(method)
         try:
-            return Outcome(grpc.StatusCode.OK, response=next(iter(call(payload, timeout=timeout))))
+            stream = call(payload, metadata=metadata, timeout=timeout)
+            return Outcome(grpc.StatusCode.OK, response=next(iter(stream)))
         except grpc.RpcError as error:
             return _outcome(error)

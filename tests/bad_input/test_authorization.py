@@ -1,7 +1,12 @@
 """Malformed `authorization` metadata, over gRPC (directly and through Envoy),
 REST and hand-written HTTP/2 headers: never a write, always UNAUTHENTICATED
 (401) for credentials that identify no device, PERMISSION_DENIED (403) for
-another device's, and the device's own token in any accepted spelling works."""
+another device's, and the device's own token in any accepted spelling works.
+
+Operator RPCs likewise: without a valid operator key (none, or a malformed
+one) UNAUTHENTICATED (401), with a device token PERMISSION_DENIED (403), and
+nothing created or deleted. Anonymous CreateDevice and DeleteDevice used to
+work (issue 12); they are refused now."""
 
 from __future__ import annotations
 
@@ -10,9 +15,9 @@ import httpx
 import psycopg
 import pytest
 from grpc import StatusCode
-from sensormesh.v1 import ingest_pb2
+from sensormesh.v1 import device_pb2, ingest_pb2
 
-from tests.bad_input.messages import OFFSET, UPLOAD, WRITE, imu_reading
+from tests.bad_input.messages import DEVICES, OFFSET, UPLOAD, WRITE, imu_reading
 from tests.bad_input.raw_h2 import RawCall, grpc_frame
 from tests.bad_input.stack import Device, Stack, client_stream, committed, unary
 
@@ -125,11 +130,15 @@ REST_MALFORMED = {
 
 
 @pytest.mark.parametrize("case", REST_MALFORMED, ids=list(REST_MALFORMED))
-def test_rest_credentials_that_name_no_device_are_401(case: str, http: httpx.Client, device: Device) -> None:
+def test_rest_credentials_that_name_no_device_are_401(
+    case: str, anonymous: httpx.Client, device: Device
+) -> None:
     headers = REST_MALFORMED[case]
     for response in (
-        http.get(f"/v1/devices/{device.device_id}/uploadOffset", headers=headers),
-        http.post(f"/v1/devices/{device.device_id}/readings:write", headers=headers, json={"readings": [{}]}),
+        anonymous.get(f"/v1/devices/{device.device_id}/uploadOffset", headers=headers),
+        anonymous.post(
+            f"/v1/devices/{device.device_id}/readings:write", headers=headers, json={"readings": [{}]}
+        ),
     ):
         assert response.status_code == 401, response.text
         assert response.json()["code"] == 16
@@ -152,3 +161,100 @@ def test_grpc_refuses_credentials_of_a_disabled_device(
         outcome = unary(stack.envoy_target, WRITE, _write_request(device), device.metadata)
     assert outcome.code is StatusCode.PERMISSION_DENIED, outcome
     assert committed(db, device.device_id) == 0
+
+
+def _malformed_keys(key: str) -> dict[str, list[tuple[str, str | bytes]]]:
+    """Operator credentials that identify no operator: missing, misspelt, or a real key spoiled."""
+    return {
+        "none": [],
+        "empty": [("authorization", "")],
+        "scheme only": [("authorization", "Bearer")],
+        "basic": [("authorization", "Basic dXNlcjpwYXNz")],
+        "key without scheme": [("authorization", key)],
+        "other scheme": [("authorization", f"Token {key}")],
+        "key with a suffix": [("authorization", f"Bearer {key}x")],
+        "key cut short": [("authorization", f"Bearer {key[:-1]}")],
+        "two keys": [("authorization", f"Bearer {key} {key}")],
+        "a wrong key first": [("authorization", "Bearer smak_wrong"), ("authorization", f"Bearer {key}")],
+        "binary header": [("authorization-bin", f"Bearer {key}".encode())],
+        "a 20 KB key": [("authorization", "Bearer smak_" + "x" * 20_000)],
+    }
+
+
+def _operator_calls(device: Device, fresh_id: str) -> list[tuple[str, bytes]]:
+    """A read (viewer), a create (operator) and a delete (admin) of DeviceService."""
+    return [
+        (DEVICES + "GetDevice", device_pb2.GetDeviceRequest(device_id=device.device_id).SerializeToString()),
+        (
+            DEVICES + "CreateDevice",
+            device_pb2.CreateDeviceRequest(device=device_pb2.Device(device_id=fresh_id)).SerializeToString(),
+        ),
+        (
+            DEVICES + "DeleteDevice",
+            device_pb2.DeleteDeviceRequest(device_id=device.device_id).SerializeToString(),
+        ),
+    ]
+
+
+def _exists(http: httpx.Client, device_id: str) -> bool:
+    status = http.get(f"/v1/devices/{device_id}").status_code
+    assert status in (200, 404), status
+    return status == 200
+
+
+@pytest.mark.parametrize("via", ["envoy", "direct"])
+def test_operator_rpcs_without_a_valid_operator_key_are_unauthenticated(
+    via: str, stack: Stack, http: httpx.Client, device: Device
+) -> None:
+    target = stack.envoy_target if via == "envoy" else stack.query_target
+    fresh_id = f"anon-{device.device_id}"
+    for case, metadata in _malformed_keys(stack.admin_key).items():
+        outcomes = [
+            unary(target, method, payload, metadata) for method, payload in _operator_calls(device, fresh_id)
+        ]
+        assert [o.code for o in outcomes] == [StatusCode.UNAUTHENTICATED] * 3, (
+            case,
+            [str(o) for o in outcomes],
+        )
+    assert _exists(http, device.device_id) and not _exists(http, fresh_id)
+
+
+@pytest.mark.parametrize("via", ["envoy", "direct"])
+def test_a_device_token_on_operator_rpcs_is_permission_denied(
+    via: str, stack: Stack, http: httpx.Client, device: Device
+) -> None:
+    """A device may not read, register or delete devices, itself included."""
+    target = stack.envoy_target if via == "envoy" else stack.query_target
+    fresh_id = f"bydevice-{device.device_id}"
+    outcomes = [
+        unary(target, method, payload, device.metadata)
+        for method, payload in _operator_calls(device, fresh_id)
+    ]
+    assert [o.code for o in outcomes] == [StatusCode.PERMISSION_DENIED] * 3, [str(o) for o in outcomes]
+    assert _exists(http, device.device_id) and not _exists(http, fresh_id)
+
+
+REST_OPERATOR_REFUSALS = {
+    "no credential": ({}, 401, 16),
+    "an unknown key": ({"authorization": "Bearer smak_nobody"}, 401, 16),
+    "a device token": (None, 403, 7),  # the device's own token
+}
+
+
+@pytest.mark.parametrize("case", REST_OPERATOR_REFUSALS, ids=list(REST_OPERATOR_REFUSALS))
+def test_rest_create_and_delete_device_need_an_operator_key(
+    case: str, anonymous: httpx.Client, http: httpx.Client, device: Device
+) -> None:
+    """Issue 12: anyone who could reach Envoy could register a device or delete one (and then
+    register its id again, taking it over). Now a call without an operator key is refused."""
+    given, status, code = REST_OPERATOR_REFUSALS[case]
+    headers = device.headers if given is None else given
+    fresh_id = f"rest-{device.device_id}"
+    for response in (
+        anonymous.post("/v1/devices", headers=headers, json={"deviceId": fresh_id}),
+        anonymous.delete(f"/v1/devices/{device.device_id}", headers=headers),
+        anonymous.get(f"/v1/devices/{device.device_id}", headers=headers),
+    ):
+        assert response.status_code == status, (response.request.method, response.text)
+        assert response.json()["code"] == code
+    assert _exists(http, device.device_id) and not _exists(http, fresh_id)

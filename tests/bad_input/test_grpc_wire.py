@@ -1,7 +1,8 @@
 """Requests no client library would send: strings that are not UTF-8 and bytes
 that are not a protobuf message. Protobuf refuses to parse them, before any
 handler runs; the answer must still be INVALID_ARGUMENT naming the field, on
-both services, directly and through Envoy."""
+both services, directly and through Envoy. Device RPCs carry the device's
+token, operator RPCs the stack's admin key."""
 
 from __future__ import annotations
 
@@ -102,6 +103,11 @@ UNARY = {
 }
 
 
+def _credential(stack: Stack, device: Device, method: str) -> tuple[tuple[str, str], ...]:
+    """The device's token for an ingest RPC, the admin key for an operator one."""
+    return device.metadata if method.startswith(INGEST) else stack.admin_metadata
+
+
 def _assert_names(outcome: Outcome, field: str) -> None:
     assert outcome.code is StatusCode.INVALID_ARGUMENT, outcome
     assert outcome.violations is not None and field in outcome.violations, outcome
@@ -119,12 +125,14 @@ def test_invalid_utf8_in_a_string_is_invalid_argument_naming_the_field(
         stack.envoy_target,
         stack.ingest_target if method.startswith(INGEST) else stack.query_target,
     ):
-        _assert_names(unary(target, method, payload, device.metadata), field)
+        _assert_names(unary(target, method, payload, _credential(stack, device, method)), field)
 
 
 def test_invalid_utf8_in_a_watch_request_is_invalid_argument(stack: Stack, device: Device) -> None:
     request = query_pb2.WatchReadingsRequest(device_id=device.device_id, sensors=[BAD])
-    outcome = first_of_stream(stack.envoy_target, QUERY + "WatchReadings", with_invalid_utf8(request, BAD))
+    outcome = first_of_stream(
+        stack.envoy_target, QUERY + "WatchReadings", with_invalid_utf8(request, BAD), stack.admin_metadata
+    )
     _assert_names(outcome, "sensors[0]")
 
 
@@ -179,10 +187,11 @@ def test_an_undecodable_batch_ends_the_stream_and_keeps_the_batches_before_it(
 )
 def test_bytes_that_are_not_a_message_are_invalid_argument(method: str, stack: Stack, device: Device) -> None:
     garbage = b"\xff\xff\xff\xff\x0f"  # a varint that never ends
+    credential = _credential(stack, device, method)
     if method == UPLOAD:
-        outcome = client_stream(stack.envoy_target, method, [garbage], device.metadata)
+        outcome = client_stream(stack.envoy_target, method, [garbage], credential)
     else:
-        outcome = unary(stack.envoy_target, method, garbage, device.metadata)
+        outcome = unary(stack.envoy_target, method, garbage, credential)
     assert outcome.code is StatusCode.INVALID_ARGUMENT, outcome
     assert "not a valid sensormesh.v1." in outcome.details
 

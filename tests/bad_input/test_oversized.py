@@ -1,7 +1,8 @@
 """Messages over the configured limits, over gRPC: over the 8 MiB message size
 (both services, directly and through Envoy) RESOURCE_EXHAUSTED naming both
 sizes; over 10,000 readings INVALID_ARGUMENT naming the limit; a stream keeps
-the batches it committed before the oversized one."""
+the batches it committed before the oversized one. Device calls carry the
+device's token, DeviceService calls the stack's admin key."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def test_a_message_over_the_limit_is_resource_exhausted_naming_both_sizes(
         device=device_pb2.Device(device_id="huge", description="x" * (MESSAGE_LIMIT + 10))
     )
     target = stack.envoy_target if via == "envoy" else stack.query_target
-    outcome = unary(target, DEVICES + "CreateDevice", device_request.SerializeToString())
+    outcome = unary(
+        target, DEVICES + "CreateDevice", device_request.SerializeToString(), stack.admin_metadata
+    )
     assert outcome.code is StatusCode.RESOURCE_EXHAUSTED and f"vs. {MESSAGE_LIMIT}" in outcome.details, (
         outcome
     )
@@ -60,7 +63,9 @@ def test_a_message_under_the_limit_is_judged_on_its_fields(stack: Stack, device:
     request = device_pb2.CreateDeviceRequest(
         device=device_pb2.Device(device_id="big", description="x" * 5_000_000)
     )
-    outcome = unary(stack.envoy_target, DEVICES + "CreateDevice", request.SerializeToString())
+    outcome = unary(
+        stack.envoy_target, DEVICES + "CreateDevice", request.SerializeToString(), stack.admin_metadata
+    )
     assert outcome.code is StatusCode.INVALID_ARGUMENT and "device.description" in (
         outcome.violations or {}
     ), outcome

@@ -311,8 +311,9 @@ def _without_malformed_times(case: WriteCase) -> ingest_pb2.WriteReadingsRequest
 @examples(120)
 @given(case=write_cases())
 def test_write_readings_bodies(
-    case: WriteCase, device: Device, other: Device, http: httpx.Client, db: psycopg.Connection
+    case: WriteCase, device: Device, other: Device, anonymous: httpx.Client, db: psycopg.Connection
 ) -> None:
+    """A device's call: it carries only the credential the case gives (none when "missing")."""
     since = datetime.now(UTC) - timedelta(days=3)  # valid readings are of the last two days
     mark, stored, letters = (
         committed(db, device.device_id),
@@ -331,7 +332,7 @@ def test_write_readings_bodies(
         "other device's": other.headers,
     }[case.auth]
 
-    response = http.post(f"/v1/devices/{path_device}/readings:write", headers=headers, json=body)
+    response = anonymous.post(f"/v1/devices/{path_device}/readings:write", headers=headers, json=body)
 
     grpc_expected = expect_write(case, mark)
     if malformed is not None:

@@ -1,7 +1,8 @@
 """Query requests at the edges, over gRPC: times a Timestamp cannot hold,
 durations out of range, page tokens that were never issued (garbage, forged
 with a valid fingerprint, taken from another query), and filters far beyond
-their limits. Each is INVALID_ARGUMENT naming the field, never INTERNAL."""
+their limits. Each is INVALID_ARGUMENT naming the field, never INTERNAL.
+Every query carries the stack's admin key."""
 
 from __future__ import annotations
 
@@ -31,7 +32,15 @@ MALFORMED_TIMES = {
 
 
 def _list(stack: Stack, request: Message) -> Outcome:
-    return unary(stack.envoy_target, QUERY + "ListReadings", request.SerializeToString())
+    return unary(
+        stack.envoy_target, QUERY + "ListReadings", request.SerializeToString(), stack.admin_metadata
+    )
+
+
+def _watch(stack: Stack, request: Message) -> Outcome:
+    return first_of_stream(
+        stack.envoy_target, QUERY + "WatchReadings", request.SerializeToString(), stack.admin_metadata
+    )
 
 
 def _refused(outcome: Outcome, field: str) -> None:
@@ -51,9 +60,7 @@ def test_times_a_timestamp_cannot_hold_are_invalid_argument(case: str, stack: St
         _list(stack, query_pb2.ListReadingsRequest(device_id=device.device_id, end_time=stamp)), "end_time"
     )
     watch = query_pb2.WatchReadingsRequest(device_id=device.device_id, start_time=stamp)
-    _refused(
-        first_of_stream(stack.envoy_target, QUERY + "WatchReadings", watch.SerializeToString()), "start_time"
-    )
+    _refused(_watch(stack, watch), "start_time")
 
 
 @pytest.mark.parametrize(
@@ -154,6 +161,7 @@ def test_forged_device_page_tokens_are_invalid_argument(cursor: dict[str, object
         stack.envoy_target,
         DEVICES + "ListDevices",
         device_pb2.ListDevicesRequest(page_token=token).SerializeToString(),
+        stack.admin_metadata,
     )
     _refused(outcome, "page_token")
 
@@ -168,10 +176,8 @@ def test_huge_repeated_filters_are_refused_by_their_limit(count: int, stack: Sta
         ),
         ("GetLatestReadings", query_pb2.GetLatestReadingsRequest(device_id=device.device_id, sensors=names)),
     ):
-        outcome = unary(stack.envoy_target, QUERY + method, request.SerializeToString())
+        outcome = unary(stack.envoy_target, QUERY + method, request.SerializeToString(), stack.admin_metadata)
         _refused(outcome, "sensors")
         assert "100" in outcome.violations["sensors"]  # type: ignore[index]
     watch = query_pb2.WatchReadingsRequest(device_id=device.device_id, quantities=names)
-    _refused(
-        first_of_stream(stack.envoy_target, QUERY + "WatchReadings", watch.SerializeToString()), "quantities"
-    )
+    _refused(_watch(stack, watch), "quantities")

@@ -5,7 +5,9 @@ query, and query parameters or body fields that contradict the URL path.
 
 Every answer is JSON (a google.rpc.Status), with the HTTP status that says
 what to do: 400 fix the request, 413/431 make it smaller, 401/403/404 as the
-services decide; never 429 ("retry later") or 5xx for a request that is bad."""
+services decide; never 429 ("retry later") or 5xx for a request that is bad.
+Operator calls carry the stack's admin key (`http` sends it), device calls
+the device's own token."""
 
 from __future__ import annotations
 
@@ -310,7 +312,7 @@ def test_rate_limited_rest_calls_are_429_naming_the_limit_and_grpc_keeps_its_sta
     )
     proxy = start_envoy(options, log_dir=tmp_path)
     try:
-        with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
+        with httpx.Client(base_url=proxy.base_url, timeout=10, headers=stack.admin_headers) as client:
             answers = [client.get("/v1/devices/nobody") for _ in range(6)]
         limited = [a for a in answers if a.status_code == 429]
         assert len(limited) >= 3, [a.status_code for a in answers]
@@ -322,7 +324,11 @@ def test_rate_limited_rest_calls_are_429_naming_the_limit_and_grpc_keeps_its_sta
             stub = device_pb2_grpc.DeviceServiceStub(channel)
             for _ in range(6):
                 try:
-                    stub.GetDevice(device_pb2.GetDeviceRequest(device_id="nobody"), timeout=10)
+                    stub.GetDevice(
+                        device_pb2.GetDeviceRequest(device_id="nobody"),
+                        metadata=stack.admin_metadata,
+                        timeout=10,
+                    )
                 except grpc.RpcError as error:
                     codes.append((error.code(), error.details()))  # type: ignore[attr-defined]
         assert (grpc.StatusCode.RESOURCE_EXHAUSTED, "local_rate_limited") in codes, codes

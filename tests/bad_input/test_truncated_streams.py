@@ -154,7 +154,7 @@ def test_live_feed_clients_that_leave_early_are_not_errors(stack: Stack, device:
     with grpc.insecure_channel(stack.envoy_target) as channel:
         ingest_pb2_grpc.IngestServiceStub(channel).WriteReadings(write, metadata=device.metadata, timeout=30)
     since = (datetime.now(UTC) - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    with httpx.Client(base_url=stack.url, timeout=10) as http:
+    with httpx.Client(base_url=stack.url, timeout=10, headers=stack.admin_headers) as http:
         for params in ({}, {"startTime": since}) * 15:
             with http.stream(
                 "GET", f"/v1/devices/{device.device_id}/readings:watch", params=params
@@ -165,7 +165,8 @@ def test_live_feed_clients_that_leave_early_are_not_errors(stack: Stack, device:
             call = query_pb2_grpc.QueryServiceStub(channel).WatchReadings(
                 query_pb2.WatchReadingsRequest(
                     device_id=device.device_id, start_time={"seconds": int(time.time()) - 1800}
-                )
+                ),
+                metadata=stack.admin_metadata,
             )
             call.initial_metadata()
             call.cancel()

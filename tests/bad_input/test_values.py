@@ -226,7 +226,7 @@ DEVICE_REQUESTS = {
 @pytest.mark.parametrize("case", DEVICE_REQUESTS, ids=list(DEVICE_REQUESTS))
 def test_device_requests_with_unknown_enums_or_nul_are_invalid_argument(case: str, stack: Stack) -> None:
     method, request, field = DEVICE_REQUESTS[case]
-    outcome = unary(stack.envoy_target, DEVICES + method, request.SerializeToString())
+    outcome = unary(stack.envoy_target, DEVICES + method, request.SerializeToString(), stack.admin_metadata)
     assert outcome.code is StatusCode.INVALID_ARGUMENT, outcome
     assert outcome.violations is not None and field in outcome.violations, outcome
 
@@ -253,7 +253,9 @@ def test_measurement_values_beyond_two_to_the_53_are_refused_and_the_rest_downsa
     assert "9007199254740992" in response.rejected[0].reason
     for seconds in (60, 3600):
         request = query_pb2.ListReadingsRequest(device_id=device.device_id, interval={"seconds": seconds})
-        outcome = unary(stack.envoy_target, QUERY + "ListReadings", request.SerializeToString())
+        outcome = unary(
+            stack.envoy_target, QUERY + "ListReadings", request.SerializeToString(), stack.admin_metadata
+        )
         assert outcome.code is StatusCode.OK, outcome
         buckets = [
             b for s in query_pb2.ListReadingsResponse.FromString(outcome.response).series for b in s.buckets
