@@ -7,6 +7,10 @@ which the uplink calls before every retry: when a device's token is rotated
 the file and the running agent picks it up, with no restart and nothing lost
 from its buffer. A file that is briefly missing or empty (being replaced)
 keeps the token already held. The token itself is never logged.
+
+A systemd credential (`/run/credentials/<unit>/...`) is a copy systemd makes
+when the service starts: there the new token goes to the credential's source
+and the service is restarted (the buffer is kept either way).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import logging
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+SYSTEMD_CREDENTIALS = Path("/run/credentials")
 
 
 class TokenSource:
@@ -54,6 +60,11 @@ class TokenSource:
 
     def how_to_replace(self) -> str:
         """What an operator does to give this agent a new token, for log lines."""
+        if self.path is not None and self.path.is_relative_to(SYSTEMD_CREDENTIALS):
+            return (
+                f"put the device's new token in the file {self.path.name!r} is loaded from (LoadCredential=; "
+                "/etc/sensormesh/device-token in the shipped unit) and restart the service; the buffer is kept"
+            )
         if self.path is not None:
             return (
                 f"write the device's new token to {self.path} (read again on every retry, no restart needed)"
