@@ -48,7 +48,7 @@ class Agent:
         cls, settings: AgentSettings, telemetry: Telemetry, inputs: Sequence[Input] | None = None
     ) -> Agent:
         """Open the buffer and build the parts; `run()` then does the work."""
-        token = settings.device_token()
+        token = settings.token_source()
         built = list(inputs) if inputs is not None else build_inputs(settings.inputs)
         buffer = await Buffer.open(settings.buffer)
         statuses = StatusBoard()
@@ -105,10 +105,9 @@ class Agent:
         await self.buffer.close()
         await self.channel.close()
         log.info(
-            "event=agent_stopped device_id=%s committed_sequence=%s",
-            self.settings.device_id,
-            self.uplink.committed,
-        )
+            "event=agent_stopped device_id=%s committed_sequence=%s uplink=%s",
+            self.settings.device_id, self.uplink.committed, self.uplink.state.value,
+        )  # fmt: skip
 
 
 async def run_until_signalled(agent: Agent) -> None:

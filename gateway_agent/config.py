@@ -24,6 +24,7 @@ from gateway_agent import inputs as registry
 from gateway_agent.buffer import BufferSettings
 from gateway_agent.durations import Duration
 from gateway_agent.inputs.base import Input
+from gateway_agent.token_source import TokenSource
 from gateway_agent.uplink import UplinkSettings
 from sensormesh_core.config import SensormeshSettings
 
@@ -59,7 +60,9 @@ class AgentSettings(SensormeshSettings):
         description="This gateway's id, as registered.",
     )
     token: SecretStr | None = Field(default=None, description="The device token; prefer token_file.")
-    token_file: Path | None = Field(default=None, description="A file holding the device token.")
+    token_file: Path | None = Field(
+        default=None, description="A file holding the device token; read again when the server refuses it."
+    )
     uplink: UplinkSettings = Field(default_factory=UplinkSettings)
     buffer: BufferSettings = Field(default_factory=BufferSettings)
     input_retry_initial: Duration = Field(
@@ -116,6 +119,11 @@ class AgentSettings(SensormeshSettings):
         if not token:
             raise ConfigError(f"token_file: {self.token_file} is empty")
         return token
+
+    def token_source(self) -> TokenSource:
+        """The token as `device_token()` reads it now; a `token_file` is read again on every retry
+        of a refused upload, so a rotated token written there is used without a restart."""
+        return TokenSource(self.device_token(), self.token_file if self.token is None else None)
 
 
 def build_inputs(configured: dict[str, list[dict[str, Any]]]) -> list[Input]:

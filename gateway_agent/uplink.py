@@ -13,6 +13,16 @@ readings. Failures back off exponentially with jitter and resume from the
 server's offset; anything sent but not acknowledged is simply sent again
 (the server drops numbers at or below its mark).
 
+A refusal of the device itself (PERMISSION_DENIED: disabled; UNAUTHENTICATED:
+deleted or its token rotated; NOT_FOUND: deleted) is not an outage: the
+uplink keeps every reading, logs the server's reason and the fix once
+(gateway_agent/refusal.py), re-reads a token file before every retry
+(gateway_agent/token_source.py) and asks again on the slower
+`refused_backoff_*` schedule until the device is allowed again; then it
+resumes from the server's offset like after any failure. `state` says which
+of these the uplink is in, and the `sensormesh.agent.upload.refused` gauge
+exports it.
+
 Each stream is a span, each batch a child span, and the gRPC client
 interceptor carries the trace into the ingest service.
 """
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -38,7 +49,9 @@ from gateway_agent.backoff import Backoff
 from gateway_agent.batches import build_batch
 from gateway_agent.buffer import Buffer, Stored
 from gateway_agent.durations import Duration
+from gateway_agent.refusal import Refusal, RefusalWatch, is_refusal
 from gateway_agent.status import StatusBoard
+from gateway_agent.token_source import TokenSource
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +91,22 @@ class UplinkSettings(BaseModel):
     backoff_max: Duration = Field(
         default=timedelta(seconds=60), description="Longest wait before reconnecting."
     )
+    refused_backoff_initial: Duration = Field(
+        default=timedelta(seconds=10),
+        description="While the server refuses the device (disabled, deleted, token rotated): first wait...",
+    )
+    refused_backoff_max: Duration = Field(
+        default=timedelta(seconds=60),
+        description="...and longest wait before asking again; readings stay buffered meanwhile.",
+    )
+
+
+class UplinkState(enum.StrEnum):
+    """What the uplink is doing, for logs, metrics and tests."""
+
+    CONNECTING = "connecting"  # before the first answer, or waiting to retry after a failure
+    UPLOADING = "uploading"  # the server answered GetUploadOffset; streams are flowing
+    REFUSED = "refused"  # the server refuses the device until an operator acts (see refusal.py)
 
 
 @dataclass
@@ -97,7 +126,7 @@ class Uplink:
         self,
         settings: UplinkSettings,
         device_id: str,
-        token: str,
+        token: str | TokenSource,
         buffer: Buffer,
         statuses: StatusBoard,
         channel: grpc.aio.Channel,
@@ -106,7 +135,8 @@ class Uplink:
     ) -> None:
         self.settings = settings
         self.device_id = device_id
-        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._token = token if isinstance(token, TokenSource) else TokenSource(token)
+        self._metadata = self._bearer()
         self._buffer = buffer
         self._statuses = statuses
         self._stub = IngestServiceStub(channel)
@@ -117,11 +147,44 @@ class Uplink:
         self._failures = meter.create_counter(
             "sensormesh.agent.upload.failures", unit="{failure}", description="Failed uploads by status code."
         )
+        meter.create_observable_gauge(
+            "sensormesh.agent.upload.refused",
+            callbacks=[self._observe_refused],
+            unit="1",
+            description="1 while the server refuses this device (the code says why); readings stay buffered.",
+        )
+        self._refusals = RefusalWatch(device_id)
+        self._backoff = Backoff(
+            settings.backoff_initial.total_seconds(), settings.backoff_max.total_seconds()
+        )
+        self._refused_backoff = Backoff(
+            settings.refused_backoff_initial.total_seconds(), settings.refused_backoff_max.total_seconds()
+        )
         self._batch_limit = settings.batch_max_readings
         self._acked_status_version = 0
         self.committed: int | None = None
         self.connected = asyncio.Event()
         self._stopping = asyncio.Event()
+
+    @property
+    def state(self) -> UplinkState:
+        if self._refusals.refused:
+            return UplinkState.REFUSED
+        return UplinkState.UPLOADING if self.connected.is_set() else UplinkState.CONNECTING
+
+    @property
+    def refusal(self) -> Refusal | None:
+        """The server's answer while it refuses the device, else None."""
+        return self._refusals.current
+
+    def _bearer(self) -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {self._token.token}"),)
+
+    def _observe_refused(self, _options: metrics.CallbackOptions) -> list[metrics.Observation]:
+        refusal = self._refusals.current
+        if refusal is None:
+            return [metrics.Observation(0)]
+        return [metrics.Observation(1, {"code": refusal.code.name})]
 
     def stop(self) -> None:
         """Finish the current stream without waiting for more data (its ack lets the buffer forget),
@@ -129,39 +192,57 @@ class Uplink:
         self._stopping.set()
 
     async def run(self) -> None:
-        s = self.settings
-        backoff = Backoff(s.backoff_initial.total_seconds(), s.backoff_max.total_seconds())
         while not self._stopping.is_set():
             try:
                 committed = await self._resume()
                 while not self._stopping.is_set():
                     committed = await self._stream(committed)
-                    backoff.reset()
                 return
             except grpc.aio.AioRpcError as error:
-                self._on_rpc_error(error)
+                await self._on_rpc_error(error)
             except sqlite3.Error:
                 log.exception("event=upload_failed device_id=%s reason=buffer_error", self.device_id)
             self.connected.clear()
             if self._stopping.is_set():
                 return
-            delay = await backoff.sleep()
-            log.info("event=upload_retry device_id=%s after_seconds=%.2f", self.device_id, delay)
+            await self._wait_to_retry()
 
-    def _on_rpc_error(self, error: grpc.aio.AioRpcError) -> None:
+    async def _wait_to_retry(self) -> None:
+        """Back off (slowly while refused, unless a new token just arrived), then re-read the token."""
+        if self._refusals.refused and not self._reload_token():
+            delay = self._refused_backoff.next_delay()
+            log.debug(
+                "event=upload_retry device_id=%s after_seconds=%.2f refused=true", self.device_id, delay
+            )
+        else:
+            delay = self._backoff.next_delay()
+            log.info("event=upload_retry device_id=%s after_seconds=%.2f", self.device_id, delay)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._stopping.wait()
+        self._reload_token()
+
+    def _reload_token(self) -> bool:
+        changed = self._token.reload()
+        if changed:
+            self._metadata = self._bearer()
+        return changed
+
+    async def _on_rpc_error(self, error: grpc.aio.AioRpcError) -> None:
         code = error.code()
         self._failures.add(1, {"code": code.name})
-        level = logging.WARNING
-        if code in (
-            grpc.StatusCode.UNAUTHENTICATED,
-            grpc.StatusCode.PERMISSION_DENIED,
-            grpc.StatusCode.NOT_FOUND,
-        ):
-            level = logging.ERROR  # the configuration is wrong: someone has to act
+        if is_refusal(code):
+            if self._refusals.is_news(error):
+                self._refusals.refuse(
+                    error,
+                    buffered=(await self._buffer.stats()).pending,
+                    retry_s=self.settings.refused_backoff_max.total_seconds(),
+                    new_token=self._token.how_to_replace(),
+                )
+            return
         if code == grpc.StatusCode.INVALID_ARGUMENT and self._batch_limit > 1:
             self._batch_limit = max(1, self._batch_limit // 2)  # e.g. a server with a lower batch limit
-        log.log(
-            level,
+        log.warning(
             "event=upload_failed device_id=%s code=%s detail=%r batch_limit=%d",
             self.device_id, code.name, error.details(), self._batch_limit,
         )  # fmt: skip
@@ -177,7 +258,10 @@ class Uplink:
         await self._buffer.bind_sequence(committed)
         await self._acknowledged(committed)
         self.connected.set()
-        log.info("event=upload_resumed device_id=%s committed_sequence=%d", self.device_id, committed)
+        # While refused, a token lookup the server still has cached may let this call through
+        # although writes are refused: only an acknowledged stream ends the refusal.
+        level = logging.DEBUG if self._refusals.refused else logging.INFO
+        log.log(level, "event=upload_resumed device_id=%s committed_sequence=%d", self.device_id, committed)
         return committed
 
     async def _acknowledged(self, committed: int) -> None:
@@ -233,6 +317,10 @@ class Uplink:
         self._acked_status_version = progress.status_version
         self._log_response(response, progress.sent)
         await self._acknowledged(int(response.committed_sequence))
+        self._backoff.reset()
+        if self._refusals.refused:
+            self._refused_backoff.reset()
+            self._refusals.allow(buffered=(await self._buffer.stats()).pending)
         return int(response.committed_sequence)
 
     async def _batches(self, progress: _StreamProgress) -> AsyncIterator[UploadReadingsRequest]:
@@ -255,10 +343,15 @@ class Uplink:
                 "sensormesh.last_sequence": request.last_sequence,
                 "sensormesh.readings": len(rows),
             }
-            with self._tracer.start_as_current_span("upload batch", attributes=attributes):
+            # Not made current: a context attached here would be detached across the yield, in
+            # another context when the call fails mid-stream (OpenTelemetry logs an error then).
+            span = self._tracer.start_span("upload batch", attributes=attributes)
+            try:
                 if thinned:
                     await self._buffer.mark_thinning_sent(thinned, request.last_sequence)
                 yield request
+            finally:
+                span.end()
             progress.reported.update(i for t in thinned for i in t.ids)
             progress.sent = request.last_sequence
             progress.status_version = new_version

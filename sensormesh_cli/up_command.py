@@ -3,8 +3,10 @@
 PostgreSQL (embedded under the data folder unless --database-url), the
 schema, the ingest and query services, Envoy and three simulated devices,
 each in its own process with its log in `<data>/logs/`. Prints where to
-look and commands to try. Ctrl-C or SIGTERM stops everything in order; the
-next start resumes with the data, the devices and their tokens.
+look and commands to try. Ctrl-C or SIGTERM stops everything in order, as
+does a service or Envoy exiting; a simulated device that exits is reported
+and restarted while the rest keeps running. The next start resumes with the
+data, the devices and their tokens.
 """
 
 from __future__ import annotations
@@ -156,8 +158,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def supervise(stack: LocalStack, signals: Signals, status: Status) -> int:
-    """Wait for a signal (0) or a child that exits on its own (1)."""
+    """Wait for a signal (0) or a service or Envoy that exits on its own (1). A simulated device
+    that exits is reported and restarted; the rest keeps running."""
+    from sensormesh_cli.stack.supervisor import DeviceSupervisor
+
+    devices = DeviceSupervisor(stack.running.devices, status)
     while not signals.requested.wait(0.5):
+        devices.check()
         crashed = stack.crashed()
         if crashed is not None:
             status.warn(

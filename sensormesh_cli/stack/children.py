@@ -62,22 +62,35 @@ class Child:
     ) -> None:
         self.name = name
         self.log_path = log_path
-        self._terminated = False
+        self._argv = list(argv)
+        self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self._cwd = cwd
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as output:
-            output.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting {name}\n".encode())
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self._terminated = False
+        with self.log_path.open("ab") as output:
+            output.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting {self.name}\n".encode())
             output.flush()
-            self.process = subprocess.Popen(  # noqa: S603 - our own programs
-                list(argv),
-                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-                cwd=cwd,
+            process = subprocess.Popen(  # noqa: S603 - our own programs
+                self._argv,
+                env=self._env,
+                cwd=self._cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 process_group=0,
                 preexec_fn=_die_with_parent,  # only calls prctl, resolved in the parent
             )
-        log.info("event=child_started name=%s pid=%d log=%s", name, self.process.pid, log_path)
+        log.info("event=child_started name=%s pid=%d log=%s", self.name, process.pid, self.log_path)
+        return process
+
+    def restart(self) -> None:
+        """Start the program again, the same way, after it exited (its log continues)."""
+        if self.process.poll() is None:
+            raise RuntimeError(f"{self.name} is still running")
+        self.process = self._spawn()
 
     @property
     def pid(self) -> int:

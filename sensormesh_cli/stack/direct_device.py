@@ -7,6 +7,11 @@ number the batch (`firstSequence` = committed sequence + 1) so that a retry
 after a lost response stores nothing twice. On start it asks
 `GET /v1/devices/{id}/uploadOffset` where to continue.
 
+When the service refuses the device (401: token unknown, the device deleted
+or its token rotated; 403: disabled; 404: deleted) it keeps sampling (the
+newest 1,000 readings, a microcontroller's RAM), logs the answer once, reads
+its token file again and asks again every minute or so, until it is allowed.
+
     python -m sensormesh_cli.stack.direct_device --url http://127.0.0.1:8080 \\
         --device-id soil-node --token-file .sensormesh/devices/soil-node.token
 """
@@ -42,8 +47,16 @@ SENSORS = (
 )
 
 
+REFUSED_RETRY_INITIAL_S = 10.0
+REFUSED_RETRY_MAX_S = 60.0
+
+
 class WriteRefused(Exception):
-    """The service answered with an error a retry cannot fix (bad token, unknown device)."""
+    """The service refuses this device (disabled, deleted, token rotated) until someone acts."""
+
+
+class WriteInvalid(Exception):
+    """The service refused the batch itself (400): a bug here, which no retry fixes."""
 
 
 class DirectDevice:
@@ -55,6 +68,7 @@ class DirectDevice:
         self._sensors = [simulated.Simulated(s) for s in SENSORS]
         self.committed = 0
         self._resumed = False
+        self._trimmed = 0  # oldest readings dropped from `pending` since the last resume
 
     async def resume(self, pending: list[Reading]) -> None:
         """Learn the committed sequence, where numbering continues. If it moved past what this
@@ -63,9 +77,15 @@ class DirectDevice:
         self._check(response)
         committed = int(response.json().get("committedSequence", 0))
         if self._resumed and committed > self.committed:
-            del pending[: committed - self.committed]
-        self.committed, self._resumed = committed, True
+            del pending[: max(0, committed - self.committed - self._trimmed)]
+        self.committed, self._resumed, self._trimmed = committed, True, 0
         log.info("event=direct_device_resumed device_id=%s committed_sequence=%d", self._device_id, committed)
+
+    def trim(self, pending: list[Reading], keep: int = 1000) -> None:
+        """Drop the oldest readings beyond `keep`: a microcontroller's RAM is small."""
+        if len(pending) > keep:
+            self._trimmed += len(pending) - keep
+            del pending[:-keep]
 
     async def sample(self) -> list[Reading]:
         readings: list[Reading] = []
@@ -96,47 +116,92 @@ class DirectDevice:
 
     @staticmethod
     def _check(response: httpx.Response) -> None:
-        if response.status_code in (400, 401, 403, 404):
+        if response.status_code == 400:
+            raise WriteInvalid(f"HTTP 400: {response.text[:500]}")
+        if response.status_code in (401, 403, 404):
             raise WriteRefused(f"HTTP {response.status_code}: {response.text[:500]}")
         response.raise_for_status()
 
 
-async def run(url: str, device_id: str, token: str, sample_s: float, write_s: float) -> None:
-    """Sample and write until SIGTERM/SIGINT; transient failures are retried with backoff."""
+class Retries:
+    """When to write next: fast backoff for outages, slow while refused (logged once per change)."""
+
+    def __init__(self, device_id: str, token_file: Path) -> None:
+        self.device_id = device_id
+        self.token_file = token_file
+        self.outage = Backoff(0.5, 10.0)
+        self.refused_backoff = Backoff(REFUSED_RETRY_INITIAL_S, REFUSED_RETRY_MAX_S)
+        self.refused: str | None = None  # the service's answer while it refuses the device
+
+    def succeeded(self) -> None:
+        self.outage.reset()
+        if self.refused is not None:
+            log.info("event=direct_device_allowed device_id=%s", self.device_id)
+            self.refused_backoff.reset()
+        self.refused = None
+
+    def failed(self, error: Exception) -> float:
+        """Seconds until the next try."""
+        if not isinstance(error, WriteRefused):
+            delay = self.outage.next_delay()
+            log.warning("event=direct_device_write_failed error=%r retry_in_s=%.1f", error, delay)
+            return delay
+        if str(error) != self.refused:
+            log.error(
+                "event=direct_device_refused device_id=%s answer=%r retry_max_s=%g action=%r",
+                self.device_id, str(error), REFUSED_RETRY_MAX_S,
+                f"re-enable the device, or write its new token to {self.token_file} (read on every retry)",
+            )  # fmt: skip
+        self.refused = str(error)
+        return self.refused_backoff.next_delay()
+
+    def token(self, current: str) -> str:
+        """The token file's token (re-read before each retry), or `current` if it cannot be read."""
+        with contextlib.suppress(OSError):
+            return self.token_file.read_text().strip() or current
+        return current
+
+
+async def run(url: str, device_id: str, token_file: Path, sample_s: float, write_s: float) -> None:
+    """Sample and write until SIGTERM/SIGINT; failures are retried with backoff, refusals slowly."""
     stop = asyncio.Event()
     with stop_on_signals(stop.set):
-        await _sample_and_write(url, device_id, token, (sample_s, write_s), stop)
+        await _sample_and_write(url, device_id, Retries(device_id, token_file), (sample_s, write_s), stop)
 
 
 async def _sample_and_write(
-    url: str, device_id: str, token: str, intervals: tuple[float, float], stop: asyncio.Event
+    url: str,
+    device_id: str,
+    retries: Retries,
+    intervals: tuple[float, float],
+    stop: asyncio.Event,
+    transport: httpx.AsyncBaseTransport | None = None,  # tests
 ) -> None:
     sample_s, write_s = intervals
     loop = asyncio.get_running_loop()
-    headers = {"authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
+    token = retries.token("")
+    async with httpx.AsyncClient(base_url=url, timeout=10, transport=transport) as client:
         device = DirectDevice(client, device_id)
-        backoff = Backoff(0.5, 10.0)
         pending: list[Reading] = []
         in_sync = False  # False at start and after a failure: ask for the mark before writing
         next_write = loop.time()  # the first batch goes out at once
         while not stop.is_set():
             pending.extend(await device.sample())
             if loop.time() >= next_write:
+                client.headers["authorization"] = f"Bearer {token}"
                 try:
                     if not in_sync:
                         await device.resume(pending)
-                        del pending[:-1000]  # a microcontroller's RAM is small: keep the newest
                         in_sync = True
                     await device.write(pending)
                     pending.clear()
-                    backoff.reset()
+                    retries.succeeded()
                     next_write = loop.time() + write_s
-                except httpx.HTTPError as error:
+                except (httpx.HTTPError, WriteRefused) as error:
                     in_sync = False
-                    delay = backoff.next_delay()
-                    log.warning("event=direct_device_write_failed error=%r retry_in_s=%.1f", error, delay)
-                    next_write = loop.time() + delay
+                    next_write = loop.time() + retries.failed(error)
+                    token = retries.token(token)
+            device.trim(pending)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), sample_s)
 
@@ -154,11 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     configure_logging()
-    token = args.token_file.read_text().strip()
     try:
-        asyncio.run(run(args.url, args.device_id, token, args.sample_interval, args.write_interval))
-    except WriteRefused as error:
-        log.error("event=direct_device_refused device_id=%s error=%s", args.device_id, error)
+        asyncio.run(run(args.url, args.device_id, args.token_file, args.sample_interval, args.write_interval))
+    except WriteInvalid as error:
+        log.error("event=direct_device_invalid device_id=%s error=%s", args.device_id, error)
         return 2
     log.info("event=direct_device_stopped device_id=%s", args.device_id)
     return 0

@@ -6,9 +6,10 @@ first start) -> ingest -> query -> Envoy -> the simulated
 devices' registration -> their agents and the direct device. Each program is
 its own process (`sensormesh ingest`, `sensormesh query`, `sensormesh agent`,
 Envoy's binary), so the stack behaves like a deployment, and each writes its
-log under `<data>/logs/`. Stop, on Ctrl-C, SIGTERM or a crashed child: the
-devices first (their last uploads still reach ingest), then Envoy, then the
-services, then the database, each with a deadline after which it is killed.
+log under `<data>/logs/`. Stop, on Ctrl-C, SIGTERM or a crashed service or
+Envoy: the devices first (their last uploads still reach ingest), then Envoy,
+then the services, then the database, each with a deadline after which it is
+killed. A device that exits stops nothing (sensormesh_cli/stack/supervisor.py).
 
 Children must be started from the main thread: on Linux they are tied to the
 thread that forked them and get SIGTERM when it ends.
@@ -245,8 +246,9 @@ class LocalStack:
     # -- run -------------------------------------------------------------------------------------
 
     def crashed(self) -> Child | None:
-        """A child that exited on its own, if any (Envoy included)."""
-        for child in self.running.children():
+        """A service that exited on its own, if any. Devices that exit end nothing (see
+        supervisor.py); Envoy is `envoy_exited()`."""
+        for child in self.running.services:
             if child.exited() is not None:
                 return child
         return None
