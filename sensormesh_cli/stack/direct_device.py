@@ -9,6 +9,9 @@ after a lost response stores nothing twice. On start it asks
 
     python -m sensormesh_cli.stack.direct_device --url http://127.0.0.1:8080 \\
         --device-id soil-node --token-file .sensormesh/devices/soil-node.token
+
+With an https URL it verifies Envoy against the system's roots, or against
+`--ca-file` (the local CA of `sensormesh up --tls`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,20 +105,28 @@ class DirectDevice:
         response.raise_for_status()
 
 
-async def run(url: str, device_id: str, token: str, sample_s: float, write_s: float) -> None:
+async def run(
+    url: str, device_id: str, token: str, sample_s: float, write_s: float, ca_file: Path | None = None
+) -> None:
     """Sample and write until SIGTERM/SIGINT; transient failures are retried with backoff."""
     stop = asyncio.Event()
+    verify: ssl.SSLContext | bool = True if ca_file is None else ssl.create_default_context(cafile=ca_file)
     with stop_on_signals(stop.set):
-        await _sample_and_write(url, device_id, token, (sample_s, write_s), stop)
+        await _sample_and_write(url, device_id, token, (sample_s, write_s), stop, verify)
 
 
 async def _sample_and_write(
-    url: str, device_id: str, token: str, intervals: tuple[float, float], stop: asyncio.Event
+    url: str,
+    device_id: str,
+    token: str,
+    intervals: tuple[float, float],
+    stop: asyncio.Event,
+    verify: ssl.SSLContext | bool,
 ) -> None:
     sample_s, write_s = intervals
     loop = asyncio.get_running_loop()
     headers = {"authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10, verify=verify) as client:
         device = DirectDevice(client, device_id)
         backoff = Backoff(0.5, 10.0)
         pending: list[Reading] = []
@@ -146,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="Envoy's base URL, e.g. http://127.0.0.1:8080")
     parser.add_argument("--device-id", required=True)
     parser.add_argument("--token-file", type=Path, required=True)
+    parser.add_argument("--ca-file", type=Path, help="PEM CA to verify an https URL against")
     parser.add_argument(
         "--sample-interval", type=float, default=1.0, help="seconds between samples (default 1)"
     )
@@ -156,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     token = args.token_file.read_text().strip()
     try:
-        asyncio.run(run(args.url, args.device_id, token, args.sample_interval, args.write_interval))
+        asyncio.run(
+            run(args.url, args.device_id, token, args.sample_interval, args.write_interval, args.ca_file)
+        )
     except WriteRefused as error:
         log.error("event=direct_device_refused device_id=%s error=%s", args.device_id, error)
         return 2
