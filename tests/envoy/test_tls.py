@@ -12,6 +12,7 @@ import os
 import signal
 import ssl
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ import asyncpg
 import grpc
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
 
-from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, EnvoyProcess, start_envoy
-from sensormesh_cli.stack.local_ca import LocalTls
+from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, EnvoyProcess, ListenerTls, start_envoy
+from sensormesh_cli.stack.local_ca import LocalTls, ensure_local_tls
 from sensormesh_cli.stack.transport import Transport
 from sensormesh_core.storage.registry import create_device
 from tests.support.ports import free_port
@@ -209,3 +212,51 @@ async def test_an_agent_uploads_to_ingest_over_tls_verifying_it_against_the_ca(
         async with asyncio.timeout(30):
             code = await agent.wait()
     assert code == 0, log.read_text()[-3000:]
+
+
+def _kubelet_secret_update(folder: Path, name: str, source: LocalTls) -> None:
+    """Write the pair the way kubelet updates a Secret volume: a new timestamped folder, then
+    `..data` swapped to it by a rename (tls.crt and tls.key are symlinks through `..data`)."""
+    version = folder / f"..{name}"
+    version.mkdir()
+    (version / "tls.crt").write_bytes(source.server_cert.read_bytes())
+    (version / "tls.key").write_bytes(source.server_key.read_bytes())
+    (folder / "..data_tmp").symlink_to(version.name)
+    (folder / "..data_tmp").rename(folder / "..data")
+    for file in ("tls.crt", "tls.key"):
+        if not (folder / file).is_symlink():
+            (folder / file).symlink_to(f"..data/{file}")
+
+
+def test_a_renewed_certificate_is_served_without_restarting_envoy(tmp_path: Path) -> None:
+    """What cert-manager and kubelet do to the production overlay's Secret, on the real Envoy."""
+    first, second = ensure_local_tls(tmp_path / "first"), ensure_local_tls(tmp_path / "second")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    _kubelet_secret_update(secret, "2026_01_01", first)
+    options = EnvoyOptions(
+        listen_port=free_port(),
+        admin_port=free_port(),
+        ingest=("127.0.0.1", free_port()),
+        query=("127.0.0.1", free_port()),
+        tls=ListenerTls(secret / "tls.crt", secret / "tls.key"),
+    )
+    proxy = start_envoy(options, log_dir=tmp_path)
+    try:
+
+        def served() -> bytes:
+            pem = ssl.get_server_certificate(("127.0.0.1", options.listen_port), timeout=5)
+            return ssl.PEM_cert_to_DER_cert(pem)
+
+        def leaf(tls: LocalTls) -> bytes:
+            """The first certificate of the chain file, DER."""
+            return x509.load_pem_x509_certificate(tls.server_cert.read_bytes()).public_bytes(Encoding.DER)
+
+        assert served() == leaf(first)
+        _kubelet_secret_update(secret, "2026_03_01", second)
+        deadline = time.monotonic() + 10
+        while served() != leaf(second) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert served() == leaf(second), proxy.log_tail()
+    finally:
+        proxy.stop()
