@@ -31,7 +31,7 @@ setup: $(STAMP) ## create .venv and install sensormesh with every extra
 proto: $(STAMP) ## regenerate gen/ (messages, stubs, .pyi, Envoy descriptor set) from proto/
 	$(PY) tools/protogen.py
 
-k8s-envoy: $(STAMP) ## regenerate k8s/base/config/envoy.yaml (the cluster's Envoy) from envoy/envoy.yaml
+k8s-envoy: $(STAMP) ## regenerate the cluster's Envoy configs (k8s/base/config, the production TLS listener) from envoy/envoy.yaml
 	$(PY) tools/k8s_envoy.py
 
 readme: $(STAMP) ## regenerate README.md's settings tables and examples from the code

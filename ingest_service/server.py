@@ -33,6 +33,7 @@ from ingest_service.settings import IngestSettings
 from sensormesh_core.access.interceptor import AccessInterceptor
 from sensormesh_core.grpc_errors import ErrorMappingInterceptor
 from sensormesh_core.grpc_options import metadata_options
+from sensormesh_core.grpc_tls import add_port
 from sensormesh_core.storage import migrate
 from sensormesh_core.storage.database import Database, open_database
 from sensormesh_core.telemetry import Telemetry, configure_telemetry
@@ -154,7 +155,7 @@ async def start(
     database, app = await _open_app(settings, telemetry)
     server, health_servicer = _grpc_server(settings, telemetry, app)
     try:
-        port = server.add_insecure_port(settings.ingest_listen)
+        port = add_port(server, settings.ingest_listen)  # TLS when SENSORMESH_TLS_* name a certificate
         await server.start()
     except BaseException:
         await app.close()

@@ -36,6 +36,7 @@ from sensormesh_core.access.audit_log import AuditLog
 from sensormesh_core.access.interceptor import AccessInterceptor
 from sensormesh_core.grpc_errors import ErrorMappingInterceptor
 from sensormesh_core.grpc_options import metadata_options
+from sensormesh_core.grpc_tls import add_port
 from sensormesh_core.storage.database import Database, open_database
 from sensormesh_core.storage.maintenance import storage_backend
 from sensormesh_core.telemetry import Telemetry
@@ -146,7 +147,7 @@ async def start_query_server(
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(settings.query_listen)
+    port = add_port(server, settings.query_listen)  # TLS when SENSORMESH_TLS_* name a certificate
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

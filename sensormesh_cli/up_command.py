@@ -2,11 +2,13 @@
 
 PostgreSQL (embedded under the data folder unless --database-url), the
 schema, the ingest and query services, Envoy and three simulated devices,
-each in its own process with its log in `<data>/logs/`. Prints where to
-look and commands to try. Ctrl-C or SIGTERM stops everything in order, as
-does a service or Envoy exiting; a simulated device that exits is reported
-and restarted while the rest keeps running. The next start resumes with the
-data, the devices and their tokens.
+each in its own process with its log in `<data>/logs/`. With --tls every
+port they serve is TLS with a certificate from a local CA kept in
+`<data>/tls/`, and the devices verify it. Prints where to look and commands
+to try. Ctrl-C or SIGTERM stops everything in order, as does a service or
+Envoy exiting; a simulated device that exits is reported and restarted while
+the rest keeps running. The next start resumes with the data, the devices
+and their tokens.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-agent", action="store_true", help="run without the simulated devices (agents and direct device)"
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve Envoy, ingest and query over TLS with a local CA (made in <data>/tls on first use)",
     )
     ports = parser.add_argument_group("addresses (PORT or HOST:PORT; defaults from SENSORMESH_* settings)")
     ports.add_argument(
@@ -114,7 +121,7 @@ def _options(args: argparse.Namespace) -> StackOptions:
         ingest=_address(args.ingest, IngestSettings().ingest_listen),
         query=_address(args.query, QuerySettings().query_listen),
     )
-    return StackOptions(storage=settings, endpoints=endpoints, simulate=not args.no_agent)
+    return StackOptions(storage=settings, endpoints=endpoints, simulate=not args.no_agent, tls=args.tls)
 
 
 def run(args: argparse.Namespace) -> int:

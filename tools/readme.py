@@ -37,6 +37,7 @@ from sensormesh_cli.client import ClientSettings  # noqa: E402
 from sensormesh_cli.stack.examples import Endpoints, Paths, render  # noqa: E402
 from sensormesh_cli.stack.settings import StackSettings  # noqa: E402
 from sensormesh_core.config import ENV_PREFIX, StorageSettings  # noqa: E402
+from sensormesh_core.grpc_tls import ServerTlsSettings  # noqa: E402
 
 README = ROOT / "README.md"
 SECTION = re.compile(
@@ -87,6 +88,7 @@ def sections() -> dict[str, str]:
         "settings-storage": settings_table(StorageSettings),
         "settings-ingest": settings_table(IngestSettings, skip=set(StorageSettings.model_fields)),
         "settings-query": settings_table(QuerySettings, skip=set(StorageSettings.model_fields)),
+        "settings-tls": settings_table(ServerTlsSettings),
         "settings-up": settings_table(StackSettings, skip=set(StorageSettings.model_fields)),
         "settings-client": settings_table(ClientSettings),
         "settings-agent": settings_table(AgentSettings, prefix="SENSORMESH_AGENT_", skip={"inputs"}),

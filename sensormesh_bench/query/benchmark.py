@@ -226,7 +226,7 @@ async def _reads_through_envoy(
     """The read figures, with an Envoy in front of the query service for the ones
     through it; Envoy is stopped again before the live measurement, which does not use it."""
     from sensormesh_bench.query.reads import measure_reads
-    from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, start_envoy
+    from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, RateLimits, start_envoy
 
     envoy = start_envoy(
         EnvoyOptions(
@@ -234,7 +234,7 @@ async def _reads_through_envoy(
             admin_port=_free_port(),
             query=("127.0.0.1", int(query_address.rsplit(":", 1)[1])),
             ingest=("127.0.0.1", ingest_port),
-            requests_per_second=1_000_000,
+            rate_limits=RateLimits.every(1_000_000),  # measure Envoy, not its limits
         ),
         log_dir=folder,
     )

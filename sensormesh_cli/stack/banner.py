@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from sensormesh_cli.stack.examples import default_paths, display_path, reachable, render
+from sensormesh_cli.stack.local_ca import LocalTls
 from sensormesh_cli.stack.stack import Running, StackOptions
 
 
 def banner(options: StackOptions, running: Running) -> str:
     e = options.endpoints
     database = running.database
+    scheme, over = ("https", ", TLS") if options.tls else ("http", "")
     where = [
-        ("REST, gRPC, gRPC-Web", f"http://{reachable(e.http)}  (Envoy)"),
+        ("REST, gRPC, gRPC-Web", f"{scheme}://{reachable(e.http)}  (Envoy)"),
         ("Envoy admin", f"http://{reachable(e.admin)}  (/stats, /clusters)"),
-        ("ingest (gRPC, devices)", reachable(e.ingest)),
-        ("query (gRPC)", reachable(e.query)),
+        ("ingest (gRPC, devices)", f"{reachable(e.ingest)}{over and '  (TLS)'}"),
+        ("query (gRPC)", f"{reachable(e.query)}{over and '  (TLS)'}"),
     ]
+    if options.tls:
+        ca = display_path(LocalTls(options.data_dir / "tls").ca_cert)
+        where.append(
+            ("TLS CA", f"{ca}  (trust it: curl --cacert, --ca-file; server certificate for localhost)")
+        )
     if database is not None:
         where.append(
             (
@@ -42,6 +49,7 @@ def banner(options: StackOptions, running: Running) -> str:
             "",
             "Simulated devices: " + ", ".join(t.device.device_id for t in running.tokens if t.usable),
         ]
-    lines += ["", "Try (copy and paste):", "", render(e, default_paths(options.data_dir), indent="    ")]
+    paths = default_paths(options.data_dir, tls=options.tls)
+    lines += ["", "Try (copy and paste):", "", render(e, paths, indent="    ")]
     lines += ["Ctrl-C stops everything; the data stays for the next start."]
     return "\n".join(lines)

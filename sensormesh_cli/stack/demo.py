@@ -173,8 +173,12 @@ def ensure_device(
     return DeviceToken(device, TokenState.ROTATED, path)
 
 
-def agent_config(device: DemoDevice, token_path: Path, ingest_target: str, folder: Path) -> Path:
-    """Write the agent TOML for a simulated gateway; returns its path (rewritten every start)."""
+def agent_config(
+    device: DemoDevice, token_path: Path, ingest_target: str, folder: Path, ca_file: Path | None = None
+) -> Path:
+    """Write the agent TOML for a simulated gateway; returns its path (rewritten every start).
+
+    With `ca_file` the agent uploads over TLS and verifies ingest against that CA."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Written by `sensormesh up` on every start; edits are overwritten.",
@@ -184,7 +188,7 @@ def agent_config(device: DemoDevice, token_path: Path, ingest_target: str, folde
         "",
         "[uplink]",
         f'target = "{ingest_target}"',
-        "tls = false",
+        *(["tls = false"] if ca_file is None else ["tls = true", f'ca_file = "{ca_file.resolve()}"']),
         "",
         "[buffer]",
         f'path = "{(folder / f"{device.device_id}.sqlite3").resolve()}"',

@@ -14,6 +14,9 @@ its token file again and asks again every minute or so, until it is allowed.
 
     python -m sensormesh_cli.stack.direct_device --url http://127.0.0.1:8080 \\
         --device-id soil-node --token-file .sensormesh/devices/soil-node.token
+
+With an https URL it verifies Envoy against the system's roots, or against
+`--ca-file` (the local CA of `sensormesh up --tls`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -162,11 +166,16 @@ class Retries:
         return current
 
 
-async def run(url: str, device_id: str, token_file: Path, sample_s: float, write_s: float) -> None:
+async def run(
+    url: str, device_id: str, token_file: Path, sample_s: float, write_s: float, ca_file: Path | None = None
+) -> None:
     """Sample and write until SIGTERM/SIGINT; failures are retried with backoff, refusals slowly."""
     stop = asyncio.Event()
+    verify: ssl.SSLContext | bool = True if ca_file is None else ssl.create_default_context(cafile=ca_file)
     with stop_on_signals(stop.set):
-        await _sample_and_write(url, device_id, Retries(device_id, token_file), (sample_s, write_s), stop)
+        await _sample_and_write(
+            url, device_id, Retries(device_id, token_file), (sample_s, write_s), stop, verify=verify
+        )
 
 
 async def _sample_and_write(
@@ -176,11 +185,12 @@ async def _sample_and_write(
     intervals: tuple[float, float],
     stop: asyncio.Event,
     transport: httpx.AsyncBaseTransport | None = None,  # tests
+    verify: ssl.SSLContext | bool = True,
 ) -> None:
     sample_s, write_s = intervals
     loop = asyncio.get_running_loop()
     token = retries.token("")
-    async with httpx.AsyncClient(base_url=url, timeout=10, transport=transport) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=10, transport=transport, verify=verify) as client:
         device = DirectDevice(client, device_id)
         pending: list[Reading] = []
         in_sync = False  # False at start and after a failure: ask for the mark before writing
@@ -211,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="Envoy's base URL, e.g. http://127.0.0.1:8080")
     parser.add_argument("--device-id", required=True)
     parser.add_argument("--token-file", type=Path, required=True)
+    parser.add_argument("--ca-file", type=Path, help="PEM CA to verify an https URL against")
     parser.add_argument(
         "--sample-interval", type=float, default=1.0, help="seconds between samples (default 1)"
     )
@@ -220,7 +231,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     try:
-        asyncio.run(run(args.url, args.device_id, args.token_file, args.sample_interval, args.write_interval))
+        asyncio.run(
+            run(
+                args.url,
+                args.device_id,
+                args.token_file,
+                args.sample_interval,
+                args.write_interval,
+                args.ca_file,
+            )
+        )
     except WriteInvalid as error:
         log.error("event=direct_device_invalid device_id=%s error=%s", args.device_id, error)
         return 2

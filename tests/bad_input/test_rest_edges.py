@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from sensormesh.v1 import device_pb2, device_pb2_grpc
 
-from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, start_envoy
+from sensormesh_cli.stack.envoy_proxy import Bucket, EnvoyOptions, RateLimits, start_envoy
 from tests.bad_input.messages import FLOAT_FIELDS
 from tests.bad_input.stack import Device, Stack, committed, rest_violations, stored_count
 from tests.support.ports import free_port
@@ -308,7 +308,7 @@ def test_rate_limited_rest_calls_are_429_naming_the_limit_and_grpc_keeps_its_sta
         admin_port=free_port(),
         ingest=("127.0.0.1", stack.ingest.port),
         query=("127.0.0.1", stack.query.port),
-        requests_per_second=2,
+        rate_limits=RateLimits(anonymous=Bucket(per_second=2, burst=2)),
     )
     proxy = start_envoy(options, log_dir=tmp_path)
     try:
@@ -317,8 +317,9 @@ def test_rate_limited_rest_calls_are_429_naming_the_limit_and_grpc_keeps_its_sta
         limited = [a for a in answers if a.status_code == 429]
         assert len(limited) >= 3, [a.status_code for a in answers]
         body = _status(limited[0], 429)
-        assert body["code"] == 8 and "at most 2 requests per second" in body["message"]
+        assert body["code"] == 8 and "(anonymous limit)" in body["message"]
         assert _reason(body) == "RATE_LIMITED"
+        assert body["details"][0]["metadata"] == {"limit": "anonymous"}
         codes = []
         with grpc.insecure_channel(f"127.0.0.1:{options.listen_port}") as channel:
             stub = device_pb2_grpc.DeviceServiceStub(channel)

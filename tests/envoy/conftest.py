@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, EnvoyProcess, start_envoy
+from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, EnvoyProcess, RateLimits, start_envoy
 from sensormesh_core.storage.database import with_database
 from sensormesh_core.storage.embedded import ensure_database
 from tests.conftest import _drop_database
@@ -93,6 +93,9 @@ def stack(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
             ingest=("127.0.0.1", ingest_port),
             query=("127.0.0.1", query_port),
             health_check_interval_s=1.0,
+            # Tests of other things send requests faster than one client may; test_rate_limits.py
+            # runs its own Envoy with envoy.yaml's figures.
+            rate_limits=RateLimits.every(100_000),
         )
         envoy = start_envoy(options, log_dir=Path(logs))
         admin_key = asyncio.run(make_key(module_database_url, "module-admin"))

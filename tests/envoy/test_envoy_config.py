@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,14 @@ from sensormesh.v1 import query_pb2, query_pb2_grpc
 
 from sensormesh_cli.stack.envoy_proxy import (
     CONFIG_PATH,
+    Bucket,
     EnvoyOptions,
+    ListenerTls,
+    RateLimits,
+    UpstreamTls,
     default_descriptor_path,
     envoy_binary,
+    listener_secret,
     load_base_config,
     render_config,
     start_envoy,
@@ -64,7 +68,7 @@ def test_rendering_changes_only_addresses_paths_and_limits(tmp_path: Path) -> No
         ingest=("ingest.sensormesh.svc", 50051),
         query=("query.sensormesh.svc", 50052),
         descriptor_path=tmp_path / "d.binpb",
-        requests_per_second=50,
+        rate_limits=RateLimits(writes=Bucket(per_second=7, burst=9), anonymous=Bucket(1, 2)),
     )
     rendered = render_config(options, base)
     assert base == load_base_config(), "rendering must not change its input"
@@ -84,6 +88,13 @@ def test_rendering_changes_only_addresses_paths_and_limits(tmp_path: Path) -> No
         "query": {"address": "query.sensormesh.svc", "port_value": 50052},
     }
     assert _filters(rendered)[TRANSCODER]["proto_descriptor"] == str((tmp_path / "d.binpb").resolve())
+    buckets = _buckets(rendered)
+    assert buckets["family=writes,credential="] == {
+        "max_tokens": 9,
+        "tokens_per_fill": 7,
+        "fill_interval": "1s",
+    }
+    assert buckets["authorization=absent"] == {"max_tokens": 2, "tokens_per_fill": 1, "fill_interval": "1s"}
 
     # Undo exactly those changes: what is left is envoy.yaml unchanged.
     undone = copy.deepcopy(rendered)
@@ -97,15 +108,67 @@ def test_rendering_changes_only_addresses_paths_and_limits(tmp_path: Path) -> No
         mine["load_assignment"] = theirs["load_assignment"]
     undone_filters = _filters(undone)
     undone_filters[TRANSCODER]["proto_descriptor"] = _filters(base)[TRANSCODER]["proto_descriptor"]
-    undone_filters["envoy.filters.http.local_ratelimit"]["token_bucket"] = _filters(base)[
-        "envoy.filters.http.local_ratelimit"
-    ]["token_bucket"]
-    manager = undone["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    base_manager = base["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    replies = json.dumps(manager["local_reply_config"])
-    assert "at most 50 requests per second" in replies  # the 429 names the limit
-    manager["local_reply_config"] = base_manager["local_reply_config"]
+    for name in ("sensormesh.rate_limit.credential", "sensormesh.rate_limit.anonymous"):
+        undone_filters[name]["descriptors"] = _filters(base)[name]["descriptors"]
     assert undone == base
+
+
+def _buckets(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every rate limit bucket by its descriptor ("family=writes,credential=")."""
+    found = {}
+    for name, typed in _filters(config).items():
+        if name.startswith("sensormesh.rate_limit."):
+            for descriptor in typed["descriptors"]:
+                key = ",".join(f"{e['key']}={e['value']}" for e in descriptor["entries"])
+                found[key] = descriptor["token_bucket"]
+    return found
+
+
+def test_the_documented_rate_limit_defaults_are_the_configured_ones() -> None:
+    """README "Rate limits" states these figures; a change here is a change there."""
+    per_second_and_burst = {
+        key: (bucket["tokens_per_fill"], bucket["max_tokens"])
+        for key, bucket in _buckets(load_base_config()).items()
+    }
+    assert {
+        key: bucket["fill_interval"] for key, bucket in _buckets(load_base_config()).items()
+    } == dict.fromkeys(per_second_and_burst, "1s")
+    assert per_second_and_burst == {
+        "remote_address=": (1000, 2000),
+        "authorization=absent": (50, 100),
+        "family=writes,credential=": (50, 100),
+        "family=reads,credential=": (100, 200),
+        "family=commands,credential=": (10, 20),
+    }
+    readme = (CONFIG_PATH.parents[1] / "README.md").read_text()
+    for row in (
+        "| per source address | every request | 1,000 | 2,000 |",
+        "| anonymous | requests without `authorization`, all together | 50 | 100 |",
+        "| writes | `IngestService`, per credential | 50 | 100 |",
+        "| reads | `DeviceService`, `QueryService`, per credential | 100 | 200 |",
+        "| commands | `CommandService` (to come), per credential | 10 | 20 |",
+    ):
+        assert row in readme, row
+
+
+def test_a_listener_certificate_adds_tls_with_alpn_for_grpc_and_http1(tmp_path: Path) -> None:
+    tls = ListenerTls(tmp_path / "server.pem", tmp_path / "server.key", sds_file=tmp_path / "sds.json")
+    rendered = render_config(EnvoyOptions(tls=tls, upstream_tls=UpstreamTls(tmp_path / "ca.pem")))
+    chain = rendered["static_resources"]["listeners"][0]["filter_chains"][0]
+    context = chain["transport_socket"]["typed_config"]["common_tls_context"]
+    assert context["alpn_protocols"] == ["h2", "http/1.1"]
+    (sds,) = context["tls_certificate_sds_secret_configs"]
+    assert sds["sds_config"]["path_config_source"]["path"] == str(tmp_path / "sds.json")
+    (secret,) = listener_secret(tls)["resources"]
+    assert secret["tls_certificate"]["watched_directory"] == {"path": str(tmp_path)}
+    for cluster in rendered["static_resources"]["clusters"]:
+        upstream = cluster["transport_socket"]["typed_config"]
+        assert upstream["common_tls_context"]["validation_context"]["trusted_ca"]["filename"] == str(
+            tmp_path / "ca.pem"
+        )
+    assert (
+        "transport_socket" not in load_base_config()["static_resources"]["listeners"][0]["filter_chains"][0]
+    )
 
 
 async def test_the_local_rate_limit_answers_429_and_resource_exhausted(tmp_path: Path) -> None:
@@ -114,7 +177,7 @@ async def test_the_local_rate_limit_answers_429_and_resource_exhausted(tmp_path:
         admin_port=free_port(),
         ingest=("127.0.0.1", free_port()),
         query=("127.0.0.1", free_port()),
-        requests_per_second=3,
+        rate_limits=RateLimits(reads=Bucket(3, 3), anonymous=Bucket(3, 3)),
     )
     proxy = start_envoy(options, log_dir=tmp_path)
     try:

@@ -164,14 +164,29 @@ def test_files_named_on_command_lines_are_mounted(manifests: Manifests) -> None:
 
 def test_secrets_referenced_are_the_documented_operator_secrets(manifests: Manifests) -> None:
     referenced = set()
+    mounted = set()
     for workload in manifests.workloads():
         for container in workload.containers():
             referenced.update(_env_sources(container)[1])
         for volume in workload.pod.get("volumes", []):
-            assert "secret" not in volume, f"{workload.name} mounts a Secret nobody documented"
+            if "secret" in volume:
+                mounted.add((workload.name, volume["secret"]["secretName"]))
+    # Only the production overlay's TLS listener mounts one: its certificate.
+    assert mounted == ({("envoy", TLS_SECRET)} if manifests.name == "production" else set())
     documented = {(name, key) for name, keys in OPERATOR_SECRETS.items() for key in keys}
     assert referenced <= documented, referenced - documented
     assert referenced == documented, f"documented but unused: {documented - referenced}"
+
+
+TLS_SECRET = "sensormesh-envoy-tls"
+
+
+def test_the_tls_secret_is_documented_with_cert_manager_and_by_hand() -> None:
+    (certificate,) = yaml.safe_load_all(
+        (K8S / "overlays" / "production" / "certificate.example.yaml").read_text()
+    )
+    assert certificate["kind"] == "Certificate" and certificate["spec"]["secretName"] == TLS_SECRET
+    assert f"create secret tls {TLS_SECRET}" in (ROOT / "README.md").read_text()
 
 
 def test_the_secret_example_and_readme_document_every_operator_secret() -> None:

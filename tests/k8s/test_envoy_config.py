@@ -16,6 +16,10 @@ from sensormesh_cli.stack.envoy_proxy import envoy_binary
 from tests.k8s.manifests import K8S, ROOT, Manifests, container_ports
 
 CONFIG = K8S / "base" / "config" / "envoy.yaml"
+PRODUCTION = K8S / "overlays" / "production" / "config"
+PRODUCTION_CONFIG = PRODUCTION / "envoy.yaml"
+# Each kustomization's Envoy config: the production overlay has its own, with the TLS listener.
+CONFIGS = {"base": CONFIG, "small": CONFIG, "production": PRODUCTION_CONFIG}
 DESCRIPTOR = ROOT / "gen" / "sensormesh" / "descriptor_set.binpb"
 # Which pods serve which gRPC service (the query service hosts the device registry).
 SERVING_COMPONENT = {
@@ -27,8 +31,8 @@ SERVING_COMPONENT = {
 }
 
 
-def load_config() -> dict[str, Any]:
-    return dict(yaml.safe_load(CONFIG.read_text()))
+def load_config(path: Path = CONFIG) -> dict[str, Any]:
+    return dict(yaml.safe_load(path.read_text()))
 
 
 def connection_manager(config: dict[str, Any]) -> dict[str, Any]:
@@ -92,17 +96,87 @@ def test_envoy_validation_rejects_a_broken_config(tmp_path: Path) -> None:
 
 
 def test_the_cluster_config_is_rendered_from_the_local_one(tmp_path: Path) -> None:
-    """envoy/envoy.yaml is the one source of the shape; this file is its cluster rendering."""
+    """envoy/envoy.yaml is the one source of the shape; these files are its cluster renderings."""
     out = tmp_path / "envoy.yaml"
+    command = [sys.executable, str(ROOT / "tools" / "k8s_envoy.py"), "--out", str(out)]
+    command += ["--production-dir", str(tmp_path / "production")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert out.read_text() == CONFIG.read_text(), "k8s/base/config/envoy.yaml is stale; run `make k8s-envoy`"
+    for name in ("envoy.yaml", "listener-tls.yaml"):
+        assert (tmp_path / "production" / name).read_text() == (PRODUCTION / name).read_text(), (
+            f"k8s/overlays/production/config/{name} is stale; run `make k8s-envoy`"
+        )
+
+
+def test_the_production_config_is_the_cluster_one_with_a_tls_listener() -> None:
+    base, production = load_config(), load_config(PRODUCTION_CONFIG)
+    (base_listener,) = base["static_resources"]["listeners"]
+    (listener,) = production["static_resources"]["listeners"]
+    (chain,) = listener["filter_chains"]
+    tls = chain.pop("transport_socket")["typed_config"]
+    assert tls["@type"].endswith("DownstreamTlsContext")
+    assert tls["common_tls_context"]["alpn_protocols"] == ["h2", "http/1.1"]
+    (sds,) = tls["common_tls_context"]["tls_certificate_sds_secret_configs"]
+    assert sds["sds_config"]["path_config_source"]["path"] == "/etc/envoy/listener-tls.yaml"
+    (secret,) = yaml.safe_load((PRODUCTION / "listener-tls.yaml").read_text())["resources"]
+    assert secret["tls_certificate"]["certificate_chain"] == {"filename": "/etc/envoy/tls/tls.crt"}
+    assert secret["tls_certificate"]["private_key"] == {"filename": "/etc/envoy/tls/tls.key"}
+    assert secret["tls_certificate"]["watched_directory"] == {"path": "/etc/envoy/tls"}
+    assert listener["address"]["socket_address"]["port_value"] == 8443
+    listener["address"] = base_listener["address"]
+    assert production == base, "only the listener's port and TLS differ"
+
+
+def test_the_production_tls_config_is_accepted_by_envoy(tmp_path: Path) -> None:
+    """Validated with a certificate of a local CA where the Secret would be mounted."""
+    from sensormesh_cli.stack.local_ca import ensure_local_tls
+
+    tls = ensure_local_tls(tmp_path)
+    secret = (PRODUCTION / "listener-tls.yaml").read_text()
+    secret = secret.replace("/etc/envoy/tls/tls.crt", str(tls.server_cert)).replace(
+        "/etc/envoy/tls/tls.key", str(tls.server_key)
+    )
+    (tmp_path / "listener-tls.yaml").write_text(secret.replace("/etc/envoy/tls", str(tls.folder)))
+    config = PRODUCTION_CONFIG.read_text().replace(transcoder_descriptor_path(load_config()), str(DESCRIPTOR))
+    (tmp_path / "envoy.yaml").write_text(
+        config.replace("/etc/envoy/listener-tls.yaml", str(tmp_path / "listener-tls.yaml"))
+    )
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "k8s_envoy.py"), "--out", str(out)],
+        [envoy_binary(), "--mode", "validate", "--disable-hot-restart", "-c", str(tmp_path / "envoy.yaml")],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
-    assert out.read_text() == CONFIG.read_text(), "k8s/base/config/envoy.yaml is stale; run `make k8s-envoy`"
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_production_load_balancer_exposes_only_tls(rendered: dict[str, Manifests]) -> None:
+    production = rendered["production"]
+    service = production.get("Service", "envoy")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}
+    ]
+    pod = production.workload("envoy").pod
+    container = pod["containers"][0]
+    assert container_ports(container) == {"https": 8443}
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/envoy/tls")
+    assert "subPath" not in mount, "a subPath mount would never see the renewed certificate"
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "sensormesh-envoy-tls"
+    assert "optional" not in volume["secret"], "production requires the certificate"
+    sds = next(m for m in container["volumeMounts"] if m.get("subPath") == "listener-tls.yaml")
+    assert sds["mountPath"] == "/etc/envoy/listener-tls.yaml"
+
+
+def test_reflection_is_not_routed_on_the_public_listener() -> None:
+    for path in (CONFIG, PRODUCTION_CONFIG, ROOT / "envoy" / "envoy.yaml"):
+        (host,) = connection_manager(load_config(path))["route_config"]["virtual_hosts"]
+        prefixes = [r["match"].get("prefix", r["match"].get("path", "")) for r in host["routes"]]
+        assert all(p.startswith("/sensormesh.v1.") for p in prefixes), (path, prefixes)
 
 
 def test_the_cluster_keeps_the_local_routes_and_filters() -> None:
@@ -128,9 +202,11 @@ def test_the_cluster_keeps_the_local_routes_and_filters() -> None:
 
 
 def test_the_config_map_carries_this_file(rendered: dict[str, Manifests]) -> None:
-    for manifests in rendered.values():
+    for name, manifests in rendered.items():
         data = manifests.config_map_data(manifests.generated("envoy-config"))
-        assert yaml.safe_load(data["envoy.yaml"]) == load_config()
+        assert yaml.safe_load(data["envoy.yaml"]) == load_config(CONFIGS[name])
+    production = rendered["production"].config_map_data(rendered["production"].generated("envoy-config"))
+    assert production["listener-tls.yaml"] == (PRODUCTION / "listener-tls.yaml").read_text()
 
 
 def test_the_descriptor_is_where_the_init_container_puts_it(manifests: Manifests) -> None:
@@ -235,12 +311,13 @@ def test_clusters_balance_per_request_over_dns_and_health(manifests: Manifests) 
 
 
 def test_listener_health_and_admin_match_the_pod(manifests: Manifests) -> None:
-    config = load_config()
+    config = load_config(CONFIGS[manifests.name])
     (listener,) = config["static_resources"]["listeners"]
     container = manifests.workload("envoy").pod["containers"][0]
-    assert listener["address"]["socket_address"]["port_value"] == container_ports(container)["http"] == 8080
+    port_name = "https" if manifests.name == "production" else "http"
+    assert listener["address"]["socket_address"]["port_value"] == container_ports(container)[port_name]
     service = manifests.get("Service", "envoy")
-    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert service["spec"]["ports"][0]["targetPort"] == port_name
     health = http_filter(config, "envoy.filters.http.health_check")
     assert health["headers"][0]["string_match"]["exact"] == container["readinessProbe"]["httpGet"]["path"]
     admin = config["admin"]["address"]["socket_address"]

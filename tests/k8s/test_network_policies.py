@@ -149,8 +149,10 @@ def test_only_envoy_is_reachable_from_outside(manifests: Manifests) -> None:
         for port in set(target.ports.values())
         if flows(manifests, INTERNET, target, port)
     }
-    envoy_port = manifests.get("Service", "envoy")["spec"]["ports"][0]["port"]
-    assert reachable == {("envoy", envoy_port)}
+    (service_port,) = manifests.get("Service", "envoy")["spec"]["ports"]
+    (envoy,) = [p for p in _pods(manifests) if p.name == "envoy"]
+    target = service_port["targetPort"]
+    assert reachable == {("envoy", envoy.ports[target] if isinstance(target, str) else target)}
 
 
 @pytest.mark.parametrize("protocol", ["UDP", "TCP"])

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from google.protobuf.timestamp_pb2 import Timestamp
 from sensormesh.v1 import reading_pb2
 
 from gateway_agent.config import AgentSettings, build_inputs
 from sensormesh_cli.stack import demo
-from sensormesh_cli.stack.examples import display_path, reachable
+from sensormesh_cli.stack.examples import Endpoints, default_paths, display_path, reachable, render
+from sensormesh_cli.stack.local_ca import RENEW_BEFORE, SERVER_VALIDITY, ensure_local_tls
 from sensormesh_cli.stack.preflight import DataFolderLock, Listener, check_ports
 from sensormesh_cli.stack.status import StepFailed
 from sensormesh_cli.watch_view import DeviceView, line, values
@@ -60,6 +62,52 @@ def test_the_generated_agent_config_is_one_the_agent_accepts(device: demo.DemoDe
     assert settings.device_id == device.device_id and settings.device_token() == "smdt_x"
     assert settings.uplink.tls is False and settings.buffer.path.parent == (tmp_path / "agents").resolve()
     assert len(build_inputs(settings.inputs)) == len(device.inputs["simulated"])
+
+
+def test_with_a_ca_the_agent_config_asks_for_tls_verified_against_it(tmp_path: Path) -> None:
+    token = tmp_path / "t.token"
+    token.write_text("smdt_x\n")
+    (gateway,) = [d for d in demo.DEMO_DEVICES if d.device_id == "greenhouse-pi"]
+    path = demo.agent_config(
+        gateway, token, "127.0.0.1:50051", tmp_path / "agents", ca_file=tmp_path / "ca.pem"
+    )
+    uplink = AgentSettings.load(path).uplink
+    assert uplink.tls is True and uplink.ca_file == (tmp_path / "ca.pem").resolve()
+
+
+def test_the_local_ca_is_made_once_with_private_keys_and_reused(tmp_path: Path) -> None:
+    tls = ensure_local_tls(tmp_path)
+    assert tls.folder.stat().st_mode & 0o777 == 0o700
+    assert [p.stat().st_mode & 0o777 for p in (tls.ca_key, tls.server_key)] == [0o600, 0o600]
+    files = {p: p.read_bytes() for p in (tls.ca_cert, tls.ca_key, tls.server_cert, tls.server_key)}
+    ensure_local_tls(tmp_path)
+    assert {p: p.read_bytes() for p in files} == files, "a later start reuses every file"
+
+    server = x509.load_pem_x509_certificate(tls.server_cert.read_bytes())
+    ca = x509.load_pem_x509_certificate(tls.ca_cert.read_bytes())
+    server.verify_directly_issued_by(ca)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert {str(a) for a in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
+
+
+def test_a_server_certificate_near_its_end_is_issued_again_by_the_same_ca(tmp_path: Path) -> None:
+    tls = ensure_local_tls(tmp_path)
+    ca, first = tls.ca_cert.read_bytes(), tls.server_cert.read_bytes()
+    later = datetime.now(UTC) + SERVER_VALIDITY - RENEW_BEFORE + timedelta(days=1)
+    ensure_local_tls(tmp_path, now=later)
+    assert tls.ca_cert.read_bytes() == ca and tls.server_cert.read_bytes() != first
+    tls.ca_key.write_text("not a key")  # a broken CA is made again, and with it the certificate
+    ensure_local_tls(tmp_path)
+    assert tls.ca_cert.read_bytes() != ca
+
+
+def test_with_tls_the_printed_commands_use_https_and_the_ca(tmp_path: Path) -> None:
+    paths = default_paths(tmp_path / ".sensormesh", cwd=tmp_path, tls=True)
+    text = render(Endpoints(), paths)
+    assert "http://" not in text and "--http2-prior-knowledge" not in text
+    assert "curl --cacert .sensormesh/tls/ca.pem -s https://127.0.0.1:8080/v1/devices" in text
+    assert "--ca-file .sensormesh/tls/ca.pem" in text
 
 
 def test_wildcard_binds_are_shown_as_loopback_and_paths_relative_when_inside(tmp_path: Path) -> None:

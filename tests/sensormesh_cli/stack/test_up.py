@@ -168,6 +168,33 @@ def test_up_serves_the_printed_commands_stops_cleanly_and_resumes_with_its_data(
         again.close()
 
 
+def test_up_with_tls_serves_every_port_over_tls_and_its_devices_verify_it(tmp_path: Path) -> None:
+    """`--tls`: a local CA made in the data folder; Envoy, ingest and query serve TLS; the agents
+    (straight to ingest) and the direct device (REST through Envoy) verify it, so their first
+    readings arriving proves it; the printed commands, all with the CA, work as printed."""
+    ports = Ports()
+    up = UpProcess(tmp_path, [*ports.flags(), "--tls"])
+    try:
+        up.wait_for("Ctrl-C stops everything", START_TIMEOUT_S)
+        assert "first readings stored  3 of 3 devices" in up.output
+        assert f"https://127.0.0.1:{ports.http}  (Envoy)" in up.output
+        assert "TLS CA" in up.output and ".sensormesh/tls/ca.pem" in up.output
+        _check_printed_commands(up, tmp_path)
+        with pytest.raises(httpx.HTTPError):  # plaintext to the TLS listener
+            httpx.get(f"http://127.0.0.1:{ports.http}/v1/devices", timeout=5)
+        assert up.interrupt() == 0, up.output
+    finally:
+        up.close()
+    folder = tmp_path / ".sensormesh" / "tls"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.glob("*.key")} == {
+        "ca.key": 0o600,
+        "server.key": 0o600,
+    }
+    agent = (tmp_path / ".sensormesh" / "agents" / "greenhouse-pi.toml").read_text()
+    assert "tls = true" in agent and str(folder / "ca.pem") in agent
+
+
 def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path) -> None:
     ports = Ports()
     with socket.socket() as taken:
