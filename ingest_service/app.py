@@ -25,26 +25,12 @@ from ingest_service.writer import BatchWriter, Commit
 from sensormesh_core.access.device_tokens import DeviceTokens
 from sensormesh_core.errors import NotFound, Unavailable
 from sensormesh_core.storage.maintenance import Backend, maintain, storage_backend
+from sensormesh_core.storage.outages import RETRYABLE_DATABASE_ERRORS
 from sensormesh_core.storage.partitions import PartitionManager
 from sensormesh_core.storage.rollups import RefreshReport, has_rollup_tables, refresh_rollups
 from sensormesh_core.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-
-# Failures worth retrying on another connection or replica: the agent gets UNAVAILABLE.
-RETRYABLE_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.TransactionRollbackError,  # serialization failure, deadlock
-    asyncpg.AdminShutdownError,
-    # A pooled connection caught mid-operation by the server's shutdown: asyncpg's protocol
-    # reports its own state ("cannot switch to state ..."); the next run gets a fresh one.
-    asyncpg.InternalClientError,
-)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -70,6 +70,7 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
         self, request: access_pb2.CreateApiKeyRequest, context: Context
     ) -> access_pb2.CreateApiKeyResponse:
         validate(request)
+        current_caller().require_unscoped("managing API keys")
         key = request.api_key
         scope = DeviceScope.of(key.device_scope.device_ids, dict(key.device_scope.labels))
         async with self._pool.acquire() as conn:
@@ -88,6 +89,7 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
         self, request: access_pb2.ListApiKeysRequest, context: Context
     ) -> access_pb2.ListApiKeysResponse:
         validate(request)
+        current_caller().require_unscoped("managing API keys")
         parameters = {"show_revoked": request.show_revoked}
         after = None
         if request.page_token:
@@ -110,6 +112,7 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
         self, request: access_pb2.RevokeApiKeyRequest, context: Context
     ) -> access_pb2.RevokeApiKeyResponse:
         validate(request)
+        current_caller().require_unscoped("managing API keys")
         async with self._pool.acquire() as conn:
             record = await api_keys.revoke_key(conn, request.name)
         log.info("event=api_key_revoked name=%s by=%s", record.name, current_caller().actor)

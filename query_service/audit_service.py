@@ -10,6 +10,7 @@ import grpc
 from sensormesh.v1 import audit_pb2, audit_pb2_grpc
 
 from query_service import page_tokens
+from sensormesh_core.access.principal import current_caller
 from sensormesh_core.storage import audit
 from sensormesh_core.validation import validate
 
@@ -41,6 +42,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.ListAuditEventsRequest, context: Context
     ) -> audit_pb2.ListAuditEventsResponse:
         validate(request)
+        current_caller().require_unscoped("reading the audit log")
         start = request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
         end = request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None
         parameters = {

@@ -8,6 +8,7 @@ against the cached record's time, so it is exact.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,9 +17,12 @@ from datetime import UTC, datetime
 import asyncpg
 
 from sensormesh_core.access.principal import Principal
-from sensormesh_core.errors import Unauthenticated
+from sensormesh_core.errors import Unauthenticated, Unavailable
 from sensormesh_core.storage.api_keys import ApiKeyRecord, find_key
+from sensormesh_core.storage.outages import RETRYABLE_DATABASE_ERRORS
 from sensormesh_core.tokens import hash_token
+
+log = logging.getLogger(__name__)
 
 MAX_CACHED_KEYS = 10_000
 
@@ -70,8 +74,14 @@ class ApiKeys:
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
             return cached[0]
-        async with self._pool.acquire() as conn:
-            record = await find_key(conn, digest)
+        try:
+            async with self._pool.acquire() as conn:
+                record = await find_key(conn, digest)
+        except RETRYABLE_DATABASE_ERRORS as exc:
+            log.warning("event=credential_lookup_unavailable error=%r", exc)
+            raise Unavailable(
+                "the database is unavailable, so the credential cannot be checked; retry"
+            ) from exc
         self._cache[digest] = (record, now + self._ttl)
         self._cache.move_to_end(digest)
         while len(self._cache) > MAX_CACHED_KEYS:

@@ -11,6 +11,7 @@ batch's transaction, so a disabled device is refused at once for writes.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,9 +19,12 @@ from collections.abc import Callable
 import asyncpg
 
 from sensormesh_core.access.principal import Principal
-from sensormesh_core.errors import PermissionDenied, Unauthenticated
+from sensormesh_core.errors import PermissionDenied, Unauthenticated, Unavailable
+from sensormesh_core.storage.outages import RETRYABLE_DATABASE_ERRORS
 from sensormesh_core.storage.registry import TokenOwner, token_owner
 from sensormesh_core.tokens import hash_token
+
+log = logging.getLogger(__name__)
 
 MAX_CACHED_TOKENS = 100_000
 
@@ -65,8 +69,14 @@ class DeviceTokens:
         cached = self._cache.get(key)
         if cached is not None and cached[1] > now:
             return cached[0]
-        async with self._pool.acquire() as conn:
-            owner = await token_owner(conn, token)
+        try:
+            async with self._pool.acquire() as conn:
+                owner = await token_owner(conn, token)
+        except RETRYABLE_DATABASE_ERRORS as exc:
+            log.warning("event=credential_lookup_unavailable error=%r", exc)
+            raise Unavailable(
+                "the database is unavailable, so the credential cannot be checked; retry"
+            ) from exc
         self._cache[key] = (owner, now + self._ttl)
         self._cache.move_to_end(key)
         while len(self._cache) > MAX_CACHED_TOKENS:

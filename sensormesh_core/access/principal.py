@@ -14,6 +14,7 @@ from typing import Literal
 from sensormesh.v1 import access_rule_pb2
 
 from sensormesh_core.device_scope import DeviceScope
+from sensormesh_core.errors import PermissionDenied
 
 ROLE_VIEWER: int = access_rule_pb2.ROLE_VIEWER
 ROLE_OPERATOR: int = access_rule_pb2.ROLE_OPERATOR
@@ -50,6 +51,15 @@ class Principal:
     @property
     def role_name(self) -> str:
         return ROLE_NAMES.get(self.role, "none")
+
+    def require_unscoped(self, what: str) -> None:
+        """Raise PermissionDenied if the caller is scoped to some devices: `what` needs the whole fleet."""
+        if self.scope is not None:
+            raise PermissionDenied(
+                f"{what} needs a key that is not scoped to some devices; {self.actor} is scoped to "
+                f"{self.scope.describe()}",
+                reason="UNSCOPED_KEY_REQUIRED",
+            )
 
     def has_role(self, role: int) -> bool:
         """Whether the caller is an operator with `role` or a higher one."""

@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from sensormesh.v1 import access_rule_pb2 as sensormesh_dot_v1_dot_access__rule__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asensormesh/v1/access.proto\x12\rsensormesh.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsensormesh/v1/access_rule.proto\"\xd9\x02\n\x06\x41piKey\x12\x38\n\x04name\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12-\n\x04role\x18\x02 \x01(\x0e\x32\x13.sensormesh.v1.RoleB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x30\n\x0c\x64\x65vice_scope\x18\x03 \x01(\x0b\x32\x1a.sensormesh.v1.DeviceScope\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63reator\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\"\x94\x04\n\x0b\x44\x65viceScope\x12H\n\ndevice_ids\x18\x01 \x03(\tB4\xbaH1\x92\x01.\x10\xe8\x07\x18\x01\"\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12t\n\x06labels\x18\x02 \x03(\x0b\x32&.sensormesh.v1.DeviceScope.LabelsEntryB<\xbaH9\x9a\x01\x36\x10 \"\x19r\x17\x10\x01\x18?2\x11^[A-Za-z0-9_.-]+$*\x17r\x15\x18?2\x11^[A-Za-z0-9_.-]*$\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:\x95\x02\xbaH\x91\x02\x1aq\n\x15\x64\x65vice_scope.one_kind\x12\"set device_ids or labels, not both\x1a\x34size(this.device_ids) == 0 || size(this.labels) == 0\x1a\x9b\x01\n\x16\x64\x65vice_scope.not_empty\x12Ma scope names device_ids or labels; leave device_scope unset for every device\x1a\x32size(this.device_ids) > 0 || size(this.labels) > 0\"\xf0\x01\n\x13\x43reateApiKeyRequest\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.ApiKeyB\x06\xbaH\x03\xc8\x01\x01\x12\x32\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\n\xbaH\x07\xaa\x01\x04\x32\x02\x08<:u\xbaHr\x1ap\n\x12ttl.or_expire_time\x12(set ttl or api_key.expire_time, not both\x1a\x30!has(this.ttl) || !has(this.api_key.expire_time)\"K\n\x14\x43reateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"g\n\x12ListApiKeysRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x14\n\x0cshow_revoked\x18\x03 \x01(\x08\"W\n\x13ListApiKeysResponse\x12\'\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x15.sensormesh.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x13RevokeApiKeyRequest\x12\x38\n\x04name\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\">\n\x14RevokeApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.ApiKey2\x81\x03\n\rAccessService\x12w\n\x0c\x43reateApiKey\x12\".sensormesh.v1.CreateApiKeyRequest\x1a#.sensormesh.v1.CreateApiKeyResponse\"\x1e\xa2\xbb\x18\x04\x08\x03\x18\x01\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/apiKeys:\x01*\x12o\n\x0bListApiKeys\x12!.sensormesh.v1.ListApiKeysRequest\x1a\".sensormesh.v1.ListApiKeysResponse\"\x19\xa2\xbb\x18\x02\x08\x03\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/apiKeys\x12\x85\x01\n\x0cRevokeApiKey\x12\".sensormesh.v1.RevokeApiKeyRequest\x1a#.sensormesh.v1.RevokeApiKeyResponse\",\xa2\xbb\x18\x04\x08\x03\x18\x01\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/apiKeys/{name}:revoke:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asensormesh/v1/access.proto\x12\rsensormesh.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsensormesh/v1/access_rule.proto\"\xe3\x02\n\x06\x41piKey\x12\x38\n\x04name\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12-\n\x04role\x18\x02 \x01(\x0e\x32\x13.sensormesh.v1.RoleB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x30\n\x0c\x64\x65vice_scope\x18\x03 \x01(\x0b\x32\x1a.sensormesh.v1.DeviceScope\x12\x39\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\xbaH\x05\xb2\x01\x02@\x01\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63reator\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\"\x94\x04\n\x0b\x44\x65viceScope\x12H\n\ndevice_ids\x18\x01 \x03(\tB4\xbaH1\x92\x01.\x10\xe8\x07\x18\x01\"\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12t\n\x06labels\x18\x02 \x03(\x0b\x32&.sensormesh.v1.DeviceScope.LabelsEntryB<\xbaH9\x9a\x01\x36\x10 \"\x19r\x17\x10\x01\x18?2\x11^[A-Za-z0-9_.-]+$*\x17r\x15\x18?2\x11^[A-Za-z0-9_.-]*$\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:\x95\x02\xbaH\x91\x02\x1aq\n\x15\x64\x65vice_scope.one_kind\x12\"set device_ids or labels, not both\x1a\x34size(this.device_ids) == 0 || size(this.labels) == 0\x1a\x9b\x01\n\x16\x64\x65vice_scope.not_empty\x12Ma scope names device_ids or labels; leave device_scope unset for every device\x1a\x32size(this.device_ids) > 0 || size(this.labels) > 0\"\xf8\x01\n\x13\x43reateApiKeyRequest\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.ApiKeyB\x06\xbaH\x03\xc8\x01\x01\x12:\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\x12\xbaH\x0f\xaa\x01\x0c\"\x06\x08\x80\xa7\xe4\xe0\x0b\x32\x02\x08<:u\xbaHr\x1ap\n\x12ttl.or_expire_time\x12(set ttl or api_key.expire_time, not both\x1a\x30!has(this.ttl) || !has(this.api_key.expire_time)\"K\n\x14\x43reateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"g\n\x12ListApiKeysRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x14\n\x0cshow_revoked\x18\x03 \x01(\x08\"W\n\x13ListApiKeysResponse\x12\'\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x15.sensormesh.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x13RevokeApiKeyRequest\x12\x38\n\x04name\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\">\n\x14RevokeApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.ApiKey2\x81\x03\n\rAccessService\x12w\n\x0c\x43reateApiKey\x12\".sensormesh.v1.CreateApiKeyRequest\x1a#.sensormesh.v1.CreateApiKeyResponse\"\x1e\xa2\xbb\x18\x04\x08\x03\x18\x01\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/apiKeys:\x01*\x12o\n\x0bListApiKeys\x12!.sensormesh.v1.ListApiKeysRequest\x1a\".sensormesh.v1.ListApiKeysResponse\"\x19\xa2\xbb\x18\x02\x08\x03\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/apiKeys\x12\x85\x01\n\x0cRevokeApiKey\x12\".sensormesh.v1.RevokeApiKeyRequest\x1a#.sensormesh.v1.RevokeApiKeyResponse\",\xa2\xbb\x18\x04\x08\x03\x18\x01\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/apiKeys/{name}:revoke:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APIKEY'].fields_by_name['name']._serialized_options = b'\272H\'r%\020\001\030?2\037^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'
   _globals['_APIKEY'].fields_by_name['role']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['role']._serialized_options = b'\272H\007\202\001\004\020\001 \000'
+  _globals['_APIKEY'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['expire_time']._serialized_options = b'\272H\005\262\001\002@\001'
   _globals['_APIKEY'].fields_by_name['create_time']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_APIKEY'].fields_by_name['revoke_time']._loaded_options = None
@@ -58,7 +60,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['api_key']._loaded_options = None
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['api_key']._serialized_options = b'\272H\003\310\001\001'
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['ttl']._loaded_options = None
-  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['ttl']._serialized_options = b'\272H\007\252\001\0042\002\010<'
+  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['ttl']._serialized_options = b'\272H\017\252\001\014\"\006\010\200\247\344\340\0132\002\010<'
   _globals['_CREATEAPIKEYREQUEST']._loaded_options = None
   _globals['_CREATEAPIKEYREQUEST']._serialized_options = b'\272Hr\032p\n\022ttl.or_expire_time\022(set ttl or api_key.expire_time, not both\0320!has(this.ttl) || !has(this.api_key.expire_time)'
   _globals['_LISTAPIKEYSREQUEST'].fields_by_name['page_size']._loaded_options = None
@@ -74,23 +76,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCESSSERVICE'].methods_by_name['RevokeApiKey']._loaded_options = None
   _globals['_ACCESSSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\242\273\030\004\010\003\030\001\202\323\344\223\002\036\"\031/v1/apiKeys/{name}:revoke:\001*'
   _globals['_APIKEY']._serialized_start=236
-  _globals['_APIKEY']._serialized_end=581
-  _globals['_DEVICESCOPE']._serialized_start=584
-  _globals['_DEVICESCOPE']._serialized_end=1116
-  _globals['_DEVICESCOPE_LABELSENTRY']._serialized_start=791
-  _globals['_DEVICESCOPE_LABELSENTRY']._serialized_end=836
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1119
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1359
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1361
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1436
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1438
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1541
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1543
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1630
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1632
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1711
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1713
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1775
-  _globals['_ACCESSSERVICE']._serialized_start=1778
-  _globals['_ACCESSSERVICE']._serialized_end=2163
+  _globals['_APIKEY']._serialized_end=591
+  _globals['_DEVICESCOPE']._serialized_start=594
+  _globals['_DEVICESCOPE']._serialized_end=1126
+  _globals['_DEVICESCOPE_LABELSENTRY']._serialized_start=801
+  _globals['_DEVICESCOPE_LABELSENTRY']._serialized_end=846
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1129
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1377
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1379
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1454
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1456
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1559
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1561
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1648
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1650
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1729
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1731
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1793
+  _globals['_ACCESSSERVICE']._serialized_start=1796
+  _globals['_ACCESSSERVICE']._serialized_end=2181
 # @@protoc_insertion_point(module_scope)

@@ -52,7 +52,7 @@ class ApiKey(_message.Message):
 
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
-        """When the key stops working; unset: never."""
+        """When the key stops working, in the future; unset: never."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -148,7 +148,7 @@ class CreateApiKeyRequest(_message.Message):
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
         """Instead of `api_key.expire_time`: the key expires this long after it is
-        created, at least 1 minute.
+        created, from 1 minute to 100 years.
         """
 
     def __init__(

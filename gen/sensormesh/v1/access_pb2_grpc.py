@@ -32,7 +32,8 @@ class AccessServiceStub:
     with `smdt_`, so a leaked one is recognisable (and secret scanners can
     match it). A revoked or expired key is refused within 10 seconds.
 
-    Every RPC needs the admin role.
+    Every RPC needs the admin role, with a key that is not scoped to some
+    devices (a scoped key could otherwise make itself an unscoped one).
     """
 
     def __init__(self, channel):
@@ -65,7 +66,8 @@ class AccessServiceServicer:
     with `smdt_`, so a leaked one is recognisable (and secret scanners can
     match it). A revoked or expired key is refused within 10 seconds.
 
-    Every RPC needs the admin role.
+    Every RPC needs the admin role, with a key that is not scoped to some
+    devices (a scoped key could otherwise make itself an unscoped one).
     """
 
     def CreateApiKey(self, request, context):
@@ -131,7 +133,8 @@ class AccessService:
     with `smdt_`, so a leaked one is recognisable (and secret scanners can
     match it). A revoked or expired key is refused within 10 seconds.
 
-    Every RPC needs the admin role.
+    Every RPC needs the admin role, with a key that is not scoped to some
+    devices (a scoped key could otherwise make itself an unscoped one).
     """
 
     @staticmethod

@@ -33,7 +33,8 @@ class AccessServiceStub:
     with `smdt_`, so a leaked one is recognisable (and secret scanners can
     match it). A revoked or expired key is refused within 10 seconds.
 
-    Every RPC needs the admin role.
+    Every RPC needs the admin role, with a key that is not scoped to some
+    devices (a scoped key could otherwise make itself an unscoped one).
     """
 
     @_typing.overload
@@ -67,7 +68,8 @@ class AccessServiceAsyncStub(AccessServiceStub):
     with `smdt_`, so a leaked one is recognisable (and secret scanners can
     match it). A revoked or expired key is refused within 10 seconds.
 
-    Every RPC needs the admin role.
+    Every RPC needs the admin role, with a key that is not scoped to some
+    devices (a scoped key could otherwise make itself an unscoped one).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -97,7 +99,8 @@ class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
     with `smdt_`, so a leaked one is recognisable (and secret scanners can
     match it). A revoked or expired key is refused within 10 seconds.
 
-    Every RPC needs the admin role.
+    Every RPC needs the admin role, with a key that is not scoped to some
+    devices (a scoped key could otherwise make itself an unscoped one).
     """
 
     @_abc_1.abstractmethod

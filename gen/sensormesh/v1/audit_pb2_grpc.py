@@ -28,7 +28,8 @@ if _version_not_supported:
 class AuditServiceStub:
     """The audit log: every call that changes something (RPCs whose access rule
     sets `audit`), with who made it, what it named, when, and its outcome,
-    refused calls included. Needs the admin role.
+    refused calls included. Needs the admin role, with a key that is not scoped
+    to some devices (the log names every device).
     """
 
     def __init__(self, channel):
@@ -47,7 +48,8 @@ class AuditServiceStub:
 class AuditServiceServicer:
     """The audit log: every call that changes something (RPCs whose access rule
     sets `audit`), with who made it, what it named, when, and its outcome,
-    refused calls included. Needs the admin role.
+    refused calls included. Needs the admin role, with a key that is not scoped
+    to some devices (the log names every device).
     """
 
     def ListAuditEvents(self, request, context):
@@ -78,7 +80,8 @@ def add_AuditServiceServicer_to_server(servicer, server):
 class AuditService:
     """The audit log: every call that changes something (RPCs whose access rule
     sets `audit`), with who made it, what it named, when, and its outcome,
-    refused calls included. Needs the admin role.
+    refused calls included. Needs the admin role, with a key that is not scoped
+    to some devices (the log names every device).
     """
 
     @staticmethod

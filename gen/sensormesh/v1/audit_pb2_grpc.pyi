@@ -29,7 +29,8 @@ GRPC_VERSION: str
 class AuditServiceStub:
     """The audit log: every call that changes something (RPCs whose access rule
     sets `audit`), with who made it, what it named, when, and its outcome,
-    refused calls included. Needs the admin role.
+    refused calls included. Needs the admin role, with a key that is not scoped
+    to some devices (the log names every device).
     """
 
     @_typing.overload
@@ -46,7 +47,8 @@ class AuditServiceStub:
 class AuditServiceAsyncStub(AuditServiceStub):
     """The audit log: every call that changes something (RPCs whose access rule
     sets `audit`), with who made it, what it named, when, and its outcome,
-    refused calls included. Needs the admin role.
+    refused calls included. Needs the admin role, with a key that is not scoped
+    to some devices (the log names every device).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -59,7 +61,8 @@ class AuditServiceAsyncStub(AuditServiceStub):
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """The audit log: every call that changes something (RPCs whose access rule
     sets `audit`), with who made it, what it named, when, and its outcome,
-    refused calls included. Needs the admin role.
+    refused calls included. Needs the admin role, with a key that is not scoped
+    to some devices (the log names every device).
     """
 
     @_abc_1.abstractmethod

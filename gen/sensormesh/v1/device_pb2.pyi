@@ -301,7 +301,8 @@ class CreateDeviceRequest(_message.Message):
     REREGISTER_FIELD_NUMBER: _builtins.int
     reregister: _builtins.bool
     """Register an id that belonged to a device which was deleted. Needs the
-    admin role; without it such an id answers FAILED_PRECONDITION.
+    admin role; without it such an id answers FAILED_PRECONDITION. Over REST
+    it is a query parameter: `POST /v1/devices?reregister=true`.
     """
     @_builtins.property
     def device(self) -> Global___Device:
