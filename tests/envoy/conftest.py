@@ -34,6 +34,7 @@ class Stack:
     ingest_pid: int
     query_pid: int
     admin_key: str
+    log_dir: Path  # the services' and Envoy's logs
 
     @property
     def admin_headers(self) -> dict[str, str]:
@@ -107,6 +108,7 @@ def stack(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
             ingest.process.pid,
             query.process.pid,
             admin_key,
+            Path(logs),
         )
     finally:
         if envoy is not None:

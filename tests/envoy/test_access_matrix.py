@@ -308,3 +308,16 @@ async def test_rest_through_envoy_answers_what_the_rule_says(
     )
 
     assert status == HTTP_STATUS[expected(rule, caller, method)], body
+
+
+def test_no_credential_reaches_a_log_line(stack: Stack, credentials: dict[str, str]) -> None:
+    """After the whole matrix (refusals included), no key and no token is in any log of the stack."""
+    logs = {
+        path.name: path.read_text(errors="replace") for path in stack.log_dir.rglob("*") if path.is_file()
+    }
+    assert {"ingest.log", "query.log"} <= set(logs)
+    assert sum(len(text) for text in logs.values()) > 10_000  # the matrix was logged
+    for name, text in logs.items():
+        for caller, key in credentials.items():
+            assert key not in text, f"the {caller} key is in {name}"
+        assert not re.search(r"sm(ak|dt)_[A-Za-z0-9_-]{20,}", text), f"a credential is in {name}"

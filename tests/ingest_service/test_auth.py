@@ -163,3 +163,40 @@ async def test_token_lookups_are_cached_for_the_ttl(
 def test_authorize_names_both_devices() -> None:
     with pytest.raises(PermissionDenied, match="'pi-a', not 'pi-b'"):
         DeviceTokens.authorize(Principal("device", "pi-a"), "pi-b")
+
+
+async def test_a_rotated_token_ends_its_open_upload_stream_within_the_bound(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
+) -> None:
+    """The old token stops within 10 s (cache and stream re-check), even on a stream it opened."""
+    import asyncio
+    import time
+
+    from sensormesh_core.config import MAX_CREDENTIAL_DELAY
+    from sensormesh_core.storage.registry import rotate_token
+
+    sent = asyncio.Event()
+
+    async def one_batch_then_wait() -> Any:
+        yield batch(device.device_id, 1, 5)
+        sent.set()
+        await asyncio.Event().wait()  # an agent between batches
+
+    call = stub.UploadReadings(one_batch_then_wait(), metadata=device.metadata)
+    await asyncio.wait_for(sent.wait(), 5)
+    for _ in range(100):  # the stream is admitted and its first batch committed
+        if await mark(db, device.device_id) == 5:
+            break
+        await asyncio.sleep(0.05)
+    new_token = await rotate_token(db, device.device_id)
+    rotated_at = time.monotonic()
+
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await asyncio.wait_for(call, MAX_CREDENTIAL_DELAY.total_seconds() + 2)
+    assert ended.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert time.monotonic() - rotated_at <= MAX_CREDENTIAL_DELAY.total_seconds() + 1
+    fresh = await stub.GetUploadOffset(
+        ingest_pb2.GetUploadOffsetRequest(device_id=device.device_id),
+        metadata=(("authorization", f"Bearer {new_token}"),),
+    )
+    assert fresh.committed_sequence == 5  # the batch sent before the rotation was kept
