@@ -106,7 +106,10 @@ def test_with_tls_the_printed_commands_use_https_and_the_ca(tmp_path: Path) -> N
     paths = default_paths(tmp_path / ".sensormesh", cwd=tmp_path, tls=True)
     text = render(Endpoints(), paths)
     assert "http://" not in text and "--http2-prior-knowledge" not in text
-    assert "curl --cacert .sensormesh/tls/ca.pem -s https://127.0.0.1:8080/v1/devices" in text
+    assert (
+        'curl --cacert .sensormesh/tls/ca.pem -s -H "authorization: Bearer $(cat .sensormesh/admin.key)" https://127.0.0.1:8080/v1/devices'
+        in text
+    )
     assert "--ca-file .sensormesh/tls/ca.pem" in text
 
 

@@ -87,7 +87,9 @@ def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
     list_devices = next(c for c in commands if c.startswith("curl") and c.endswith("/v1/devices"))
     listed = json.loads(_run(list_devices, cwd))
     assert {d["deviceId"] for d in listed["devices"]} == {"greenhouse-pi", "vibration-pi", "soil-node"}
-    assert httpx.get(list_devices.split()[-1], timeout=10).status_code == 401  # as its title says, keyless
+    url = list_devices.split()[-1]
+    verify: str | bool = str(cwd / ".sensormesh" / "tls" / "ca.pem") if url.startswith("https") else True
+    assert httpx.get(url, timeout=10, verify=verify).status_code == 401  # as its title says, keyless
     device = json.loads(_run(next(c for c in commands if c.endswith("/v1/devices/greenhouse-pi")), cwd))
     assert {s["name"] for s in device["device"]["sensors"]} >= {"sim-environment"}
     latest = json.loads(_run(_pick(commands, "curl", "readings:latest"), cwd))
