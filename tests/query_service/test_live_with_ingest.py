@@ -169,7 +169,8 @@ async def test_feeds_of_a_deleted_device_end_with_not_found_on_every_query_proce
     admin_key: str, database_url: str, db: asyncpg.Connection, query: QueryServer, gateway: Gateway
 ) -> None:
     """The device is deleted through one query process; feeds on both end (the
-    deletion is heard through PostgreSQL). Registered again, it starts from
+    deletion is heard through PostgreSQL). Registered again (an admin re-registers
+    the retired id), it starts from
     sequence 1, and a new feed delivers its readings."""
     other = await start_query_server(settings_for_tests(), database_url=database_url)
     ingest = await _ingest(database_url)
@@ -203,7 +204,7 @@ async def test_feeds_of_a_deleted_device_end_with_not_found_on_every_query_proce
                 await gateway.upload(to_ingest, [gateway.batch(31, 40)])
             assert refused.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED)
 
-            record, token = await create_device(db, gateway.device_id)
+            record, token = await create_device(db, gateway.device_id, reregister=True)  # an admin act
             again = Gateway(record.device_id, token, gateway.start_unix)
             feed = query_pb2_grpc.QueryServiceStub(to_other).WatchReadings(request)
             await feed.initial_metadata()
