@@ -29,7 +29,7 @@ from jwt.algorithms import RSAAlgorithm
 from sensormesh.v1 import device_pb2, device_pb2_grpc
 
 from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, EnvoyProcess, RateLimits, start_envoy
-from sensormesh_cli.stack.envoy_sso import SingleSignOn
+from sensormesh_cli.stack.envoy_sso import SingleSignOn, jwks_cluster, jwt_authn_filter
 from sensormesh_core.access.principal import ROLE_VIEWER
 from tests.support.access import make_key
 from tests.support.ports import free_port
@@ -239,7 +239,10 @@ async def test_a_bad_jwt_over_grpc_is_unauthenticated(sso_stack: SsoStack) -> No
 async def test_api_keys_pass_the_jwt_filter_untouched(client: httpx.AsyncClient, sso_stack: SsoStack) -> None:
     assert (await client.get("/v1/devices", headers=bearer(sso_stack.viewer_key))).status_code == 200
     unknown = await client.get("/v1/devices", headers=bearer("smak_not-a-real-key"))
-    assert unknown.status_code == 401 and "unknown API key" in unknown.json()["message"]
+    assert unknown.status_code == 401, unknown.text
+    # The service's own answer, not rewritten by Envoy's local reply for JWT refusals.
+    assert unknown.json()["message"] == "unknown API key"
+    assert unknown.json()["details"][0]["reason"] == "API_KEY_UNKNOWN", unknown.json()
     device = await client.get("/v1/devices", headers=bearer("smdt_a-device-token"))
     assert device.status_code == 403, device.text
 
@@ -308,3 +311,41 @@ async def test_the_trusting_service_believes_the_header_from_whoever_reaches_its
     async with grpc.aio.insecure_channel(f"127.0.0.1:{sso_stack.trusting_query_port}") as channel:
         stub = device_pb2_grpc.DeviceServiceStub(channel)
         await stub.ListDevices(device_pb2.ListDevicesRequest(), metadata=metadata)
+
+
+def test_single_sign_on_needs_exactly_one_jwks_source() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        SingleSignOn(ISSUER, (AUDIENCE,))
+    with pytest.raises(ValueError, match="exactly one"):
+        SingleSignOn(ISSUER, (AUDIENCE,), jwks_uri="https://x/jwks", jwks_inline="{}")
+    with pytest.raises(ValueError, match="audience"):
+        SingleSignOn(ISSUER, (), jwks_inline="{}")
+
+
+def test_a_remote_https_jwks_is_fetched_through_a_verified_cluster() -> None:
+    sso = SingleSignOn(ISSUER, (AUDIENCE,), jwks_uri="https://login.example.com/keys")
+    cluster = jwks_cluster(sso)
+    assert cluster is not None
+    address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address["socket_address"] == {"address": "login.example.com", "port_value": 443}
+    tls = cluster["transport_socket"]["typed_config"]
+    assert tls["sni"] == "login.example.com"
+    assert tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "login.example.com"}}
+    ]
+    assert jwks_cluster(SingleSignOn(ISSUER, (AUDIENCE,), jwks_inline="{}")) is None
+
+
+def test_keys_and_device_tokens_are_exempt_and_everything_else_verified_or_absent() -> None:
+    rules = jwt_authn_filter(SingleSignOn(ISSUER, (AUDIENCE,), jwks_inline="{}"))["typed_config"]["rules"]
+    exempt = [r for r in rules if "requires" not in r]
+    assert [r["match"]["headers"][0]["string_match"]["prefix"] for r in exempt] == [
+        "Bearer smak_",
+        "Bearer smdt_",
+    ]
+    (last,) = [r for r in rules if "requires" in r]
+    assert rules[-1] is last and last["match"] == {"prefix": "/"}
+    assert last["requires"]["requires_any"]["requirements"] == [
+        {"provider_name": "sso"},
+        {"allow_missing": {}},
+    ]
