@@ -26,7 +26,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
-from sensormesh.v1 import device_pb2, device_pb2_grpc
+from sensormesh.v1 import device_pb2, device_pb2_grpc, query_pb2, query_pb2_grpc
 
 from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, EnvoyProcess, RateLimits, start_envoy
 from sensormesh_cli.stack.envoy_sso import SingleSignOn, jwks_cluster, jwt_authn_filter
@@ -76,6 +76,7 @@ class IdentityProvider:
 class SsoStack:
     trusting: EnvoyProcess  # SSO Envoy -> query that trusts the forwarded identity
     ignoring: EnvoyProcess  # SSO Envoy -> query that does not
+    plain: EnvoyProcess  # Envoy without single sign-on -> the trusting query
     idp: IdentityProvider
     viewer_key: str
     admin_key: str
@@ -116,11 +117,12 @@ def _query(logs: Path, name: str, database_url: str, trust: bool) -> ServiceProc
         "SENSORMESH_QUERY_LISTEN": "127.0.0.1:0",
         "SENSORMESH_TRUST_FORWARDED_IDENTITY": str(trust).lower(),
         "SENSORMESH_SSO_ROLE_CLAIM": ROLE_CLAIM,
+        "SENSORMESH_STREAM_RECHECK_INTERVAL": "PT1S",  # live feeds re-check their caller every second
     }
     return ServiceProcess(["query"], env, logs / f"{name}.log")
 
 
-def _envoy(logs: Path, query_port: int, sso: SingleSignOn) -> EnvoyProcess:
+def _envoy(logs: Path, query_port: int, sso: SingleSignOn | None) -> EnvoyProcess:
     options = EnvoyOptions(
         listen_port=free_port(),
         admin_port=free_port(),
@@ -130,7 +132,7 @@ def _envoy(logs: Path, query_port: int, sso: SingleSignOn) -> EnvoyProcess:
         rate_limits=RateLimits.every(100_000),
         sso=sso,
     )
-    folder = logs / f"envoy-{query_port}"
+    folder = logs / f"envoy-{query_port}-{'sso' if sso else 'plain'}"
     folder.mkdir()
     return start_envoy(options, log_dir=folder)
 
@@ -150,11 +152,12 @@ def sso_stack(
         trusting_port, ignoring_port = trusting_query.wait_serving(), ignoring_query.wait_serving()
         envoys.append(_envoy(logs, trusting_port, SingleSignOn(ISSUER, (AUDIENCE,), jwks_uri=jwks_uri)))
         envoys.append(_envoy(logs, ignoring_port, SingleSignOn(ISSUER, (AUDIENCE,), jwks_inline=idp.jwks)))
+        envoys.append(_envoy(logs, trusting_port, None))
         viewer_key = asyncio.run(
             make_key(module_database_url, f"sso-viewer-{uuid.uuid4().hex[:6]}", ROLE_VIEWER)
         )
         admin_key = asyncio.run(make_key(module_database_url, f"sso-admin-{uuid.uuid4().hex[:6]}"))
-        yield SsoStack(envoys[0], envoys[1], idp, viewer_key, admin_key, trusting_port)
+        yield SsoStack(*envoys, idp, viewer_key, admin_key, trusting_port)
     finally:
         for envoy in envoys:
             envoy.stop()
@@ -265,6 +268,20 @@ async def test_a_forged_identity_header_is_not_trusted(
     ).status_code == 200
 
 
+async def test_without_single_sign_on_envoy_still_removes_a_client_sent_identity(
+    sso_stack: SsoStack,
+) -> None:
+    """jwt_authn drops a client's copy of its payload header itself; Envoy's own filter does it
+    when there is no jwt_authn, so a service told to trust the header is safe behind any config."""
+    async with httpx.AsyncClient(base_url=sso_stack.plain.base_url, timeout=20) as http:
+        device_id = await _device(http, sso_stack.admin_key)
+        alone = await http.get("/v1/devices", headers=forged("mallory", "admin"))
+        assert alone.status_code == 401, alone.text
+        with_key = {**bearer(sso_stack.viewer_key), **forged("mallory", "admin")}
+        riding = await http.delete(f"/v1/devices/{device_id}", headers=with_key)
+        assert riding.status_code == 403 and "sso:" not in riding.json()["message"], riding.text
+
+
 async def test_a_jwt_without_the_role_claim_is_refused_naming_it(
     client: httpx.AsyncClient, sso_stack: SsoStack
 ) -> None:
@@ -349,3 +366,21 @@ def test_keys_and_device_tokens_are_exempt_and_everything_else_verified_or_absen
         {"provider_name": "sso"},
         {"allow_missing": {}},
     ]
+
+
+async def test_a_live_feed_opened_with_a_jwt_outlives_its_rechecks(sso_stack: SsoStack) -> None:
+    """Streams re-check their caller every second here: a valid JWT's feed is not ended by them."""
+    async with httpx.AsyncClient(base_url=sso_stack.trusting.base_url, timeout=20) as http:
+        device_id = await _device(http, sso_stack.admin_key)
+    token = sso_stack.idp.token("vera@example.com", "viewer")
+    target = f"127.0.0.1:{sso_stack.trusting.options.listen_port}"
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = query_pb2_grpc.QueryServiceStub(channel)
+        feed = stub.WatchReadings(
+            query_pb2.WatchReadingsRequest(device_id=device_id),
+            metadata=(("authorization", f"Bearer {token}"),),
+        )
+        # No reading arrives; a refusal by a re-check would end the feed within about a second.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(feed.read(), timeout=3.5)
+        feed.cancel()
