@@ -119,3 +119,25 @@ class ServiceSettings(StorageSettings):
             "with a key or token that stops being valid ends within this plus the cache's time."
         ),
     )
+    trust_forwarded_identity: bool = Field(
+        default=False,
+        description=(
+            "Accept the single sign-on identity Envoy forwards in x-sensormesh-identity (after its "
+            "jwt_authn filter verified the JWT). Turn on only where Envoy is the only way to the "
+            "service's port (Kubernetes: the NetworkPolicies); off, the header is ignored. Operator "
+            "calls only: ingest takes device tokens alone."
+        ),
+    )
+    sso_subject_claim: str = Field(
+        default="sub",
+        min_length=1,
+        description="The forwarded JWT claim that names the caller (the audit log's `sso:<subject>`).",
+    )
+    sso_role_claim: str = Field(
+        default="sensormesh_role",
+        min_length=1,
+        description=(
+            "The forwarded JWT claim that carries the role: viewer, operator or admin (a list of "
+            "them: the highest). Missing or unknown: PERMISSION_DENIED naming the claim."
+        ),
+    )

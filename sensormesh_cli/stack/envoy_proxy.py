@@ -6,7 +6,8 @@ addresses, the ingest and query upstreams, the descriptor set's path, the
 rate limits' figures and where access logs go; and, when given a
 certificate, it adds TLS to the listener (ALPN h2 and http/1.1, so gRPC,
 gRPC-Web and REST all work over it) and, when the services serve TLS, to the
-upstreams. The listener's certificate is read through a file-based SDS
+upstreams; and, when single sign-on is configured, the jwt_authn filter
+(`envoy_sso`). The listener's certificate is read through a file-based SDS
 secret that watches the certificate's folder, so a renewed certificate (a
 Kubernetes Secret that cert-manager updates) is served without a restart.
 The binary is the one the
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from sensormesh_cli.stack.envoy_sso import SingleSignOn, add_single_sign_on
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,7 @@ class EnvoyOptions:
     health_check_interval_s: float | None = None  # None: envoy.yaml's
     tls: ListenerTls | None = None  # None: plaintext listener (envoy.yaml's)
     upstream_tls: UpstreamTls | None = None  # None: plaintext to the services
+    sso: SingleSignOn | None = None  # None: no jwt_authn filter (bearer JWTs reach the services as unknown)
 
     @property
     def scheme(self) -> str:
@@ -166,6 +170,8 @@ def render_config(options: EnvoyOptions, base: dict[str, Any] | None = None) -> 
     if options.upstream_tls is not None:
         for cluster in config["static_resources"]["clusters"]:
             cluster["transport_socket"] = _upstream_tls(options.upstream_tls)
+    if options.sso is not None:
+        add_single_sign_on(config, options.sso)
     return config
 
 

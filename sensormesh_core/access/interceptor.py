@@ -14,6 +14,12 @@ the ErrorMappingInterceptor (placed before this one) turns into statuses:
 - a device token where an operator is needed, or a key where a device is:
   PERMISSION_DENIED.
 
+With `forwarded` given (SENSORMESH_TRUST_FORWARDED_IDENTITY), an operator
+call that carries the identity Envoy verified and forwarded
+(`sensormesh_core.access.forwarded`) is that single sign-on identity, whatever
+its bearer; without it the header is ignored, and a bearer JWT is an unknown
+credential (UNAUTHENTICATED).
+
 Streams are checked again every `recheck_interval` seconds while they run,
 so a live feed or an upload stream opened with a credential that is later
 revoked, rotated or disabled ends (with the refusal's status) within
@@ -28,11 +34,13 @@ import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
 
 from sensormesh_core.access.audit_log import ANONYMOUS, AuditLog
+from sensormesh_core.access.forwarded import ForwardedIdentity
 from sensormesh_core.access.principal import ROLE_NAMES, Principal, set_caller
 from sensormesh_core.access.rules import Rule, is_open, rules_for
 from sensormesh_core.errors import PermissionDenied, SensormeshError, Unauthenticated
@@ -41,6 +49,14 @@ from sensormesh_core.tokens import bearer_token, is_api_key, is_device_token
 log = logging.getLogger(__name__)
 
 Behavior = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a call presents: its bearer, and the identity Envoy forwarded (when trusted)."""
+
+    bearer: str | None
+    forwarded: str | None = None
 
 
 class Authenticator(Protocol):
@@ -59,11 +75,13 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         devices: Authenticator | None = None,
         keys: Authenticator | None = None,
         audit: AuditLog | None = None,
+        forwarded: ForwardedIdentity | None = None,
         recheck_interval: float = 5.0,
     ) -> None:
         self._rules = rules_for(services)
         self._devices = devices
         self._keys = keys
+        self._forwarded = forwarded
         self._audit = audit
         self._recheck_interval = recheck_interval
         for rule in self._rules.values():
@@ -99,8 +117,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             async def guarded_stream(
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
-                credential, _ = await self._admit(rule, request, context)
-                async with _StreamWatch(self, rule, credential) as watch:
+                credentials, _ = await self._admit(rule, request, context)
+                async with _StreamWatch(self, rule, credentials) as watch:
                     try:
                         async for response in behavior(request, context):
                             yield response
@@ -111,10 +129,10 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             return guarded_stream
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            credential, principal = await self._admit(rule, request, context)
+            credentials, principal = await self._admit(rule, request, context)
             try:
                 if rule.streaming:
-                    async with _StreamWatch(self, rule, credential) as watch:
+                    async with _StreamWatch(self, rule, credentials) as watch:
                         try:
                             result = await behavior(request, context)
                         except asyncio.CancelledError:
@@ -132,12 +150,15 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
 
     async def _admit(
         self, rule: Rule, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> tuple[str, Principal]:
+    ) -> tuple[Credentials, Principal]:
         """Authenticate and authorize the call, set its caller; audit a refusal."""
-        credential = bearer_token(context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        credentials = Credentials(
+            bearer_token(metadata), self._forwarded.header(metadata) if self._forwarded else None
+        )
         actor = ANONYMOUS
         try:
-            principal = await self.identify(rule, credential)
+            principal = await self.identify(rule, credentials)
             actor = principal.actor
             self.authorize(rule, principal)
         except SensormeshError as exc:
@@ -145,14 +166,15 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             await self._record(rule, actor, request, exc)
             raise
         set_caller(principal)
-        assert credential is not None  # identify() refuses a call without one
-        return credential, principal
+        return credentials, principal
 
-    async def identify(self, rule: Rule, credential: str | None) -> Principal:
-        """The principal behind `credential`, authenticated with the kind `rule` takes."""
+    async def identify(self, rule: Rule, credentials: Credentials) -> Principal:
+        """The principal behind `credentials`, authenticated with the kind `rule` takes."""
         if rule.device:
-            return await self._identify_device(rule, credential)
-        return await self._identify_operator(rule, credential)
+            return await self._identify_device(rule, credentials.bearer)
+        if credentials.forwarded is not None and self._forwarded is not None:
+            return self._forwarded.principal(credentials.forwarded)
+        return await self._identify_operator(rule, credentials.bearer)
 
     async def _identify_device(self, rule: Rule, credential: str | None) -> Principal:
         if credential is None:
@@ -204,10 +226,10 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
 class _StreamWatch:
     """While a stream runs, re-check its credential; cancel the stream if it stops being valid."""
 
-    def __init__(self, interceptor: AccessInterceptor, rule: Rule, credential: str) -> None:
+    def __init__(self, interceptor: AccessInterceptor, rule: Rule, credentials: Credentials) -> None:
         self._interceptor = interceptor
         self._rule = rule
-        self._credential = credential
+        self._credentials = credentials
         self._refusal: SensormeshError | None = None
         self._task: asyncio.Task[Any] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -233,7 +255,7 @@ class _StreamWatch:
         while True:
             await asyncio.sleep(self._interceptor.recheck_interval)
             try:
-                principal = await self._interceptor.identify(self._rule, self._credential)
+                principal = await self._interceptor.identify(self._rule, self._credentials)
                 self._interceptor.authorize(self._rule, principal)
             except SensormeshError as exc:
                 log.info("event=stream_credential_ended method=%s reason=%s", self._rule.method, exc.reason)

@@ -18,8 +18,11 @@ from tests.k8s.manifests import K8S, ROOT, Manifests, container_ports
 CONFIG = K8S / "base" / "config" / "envoy.yaml"
 PRODUCTION = K8S / "overlays" / "production" / "config"
 PRODUCTION_CONFIG = PRODUCTION / "envoy.yaml"
-# Each kustomization's Envoy config: the production overlay has its own, with the TLS listener.
-CONFIGS = {"base": CONFIG, "small": CONFIG, "production": PRODUCTION_CONFIG}
+SSO = K8S / "components" / "sso" / "config"
+SSO_CONFIG = SSO / "envoy.yaml"
+# Each kustomization's Envoy config: the production overlay has its own, with the TLS listener;
+# the single sign-on component's adds the jwt_authn filter to that.
+CONFIGS = {"base": CONFIG, "small": CONFIG, "production": PRODUCTION_CONFIG, "production-sso": SSO_CONFIG}
 DESCRIPTOR = ROOT / "gen" / "sensormesh" / "descriptor_set.binpb"
 # Which pods serve which gRPC service (the query service hosts the device registry).
 SERVING_COMPONENT = {
@@ -99,13 +102,16 @@ def test_the_cluster_config_is_rendered_from_the_local_one(tmp_path: Path) -> No
     """envoy/envoy.yaml is the one source of the shape; these files are its cluster renderings."""
     out = tmp_path / "envoy.yaml"
     command = [sys.executable, str(ROOT / "tools" / "k8s_envoy.py"), "--out", str(out)]
-    command += ["--production-dir", str(tmp_path / "production")]
+    command += ["--production-dir", str(tmp_path / "production"), "--sso-dir", str(tmp_path / "sso")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert out.read_text() == CONFIG.read_text(), "k8s/base/config/envoy.yaml is stale; run `make k8s-envoy`"
     for name in ("envoy.yaml", "listener-tls.yaml"):
         assert (tmp_path / "production" / name).read_text() == (PRODUCTION / name).read_text(), (
             f"k8s/overlays/production/config/{name} is stale; run `make k8s-envoy`"
+        )
+        assert (tmp_path / "sso" / name).read_text() == (SSO / name).read_text(), (
+            f"k8s/components/sso/config/{name} is stale; run `make k8s-envoy`"
         )
 
 
@@ -314,7 +320,7 @@ def test_listener_health_and_admin_match_the_pod(manifests: Manifests) -> None:
     config = load_config(CONFIGS[manifests.name])
     (listener,) = config["static_resources"]["listeners"]
     container = manifests.workload("envoy").pod["containers"][0]
-    port_name = "https" if manifests.name == "production" else "http"
+    port_name = "https" if manifests.name.startswith("production") else "http"
     assert listener["address"]["socket_address"]["port_value"] == container_ports(container)[port_name]
     service = manifests.get("Service", "envoy")
     assert service["spec"]["ports"][0]["targetPort"] == port_name
