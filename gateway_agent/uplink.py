@@ -265,9 +265,11 @@ class Uplink:
         return committed
 
     async def _acknowledged(self, committed: int) -> None:
+        # `committed` changes only once the buffer has forgotten through it (and the thinning
+        # reports the mark covers), so whoever reads it sees a buffer that agrees.
         previous = self.committed
-        self.committed = committed
         await self._buffer.forget_through(committed)
+        self.committed = committed
         if previous is not None and committed > previous:
             self._uploaded.add(committed - previous)
 
