@@ -32,7 +32,7 @@ BATCH_DEFECTS = {
     "thinned beyond bigint": (StatusCode.INVALID_ARGUMENT, "thinned[0].count"),
     "input errors beyond bigint": (StatusCode.INVALID_ARGUMENT, "input_statuses[0].error_count"),
     "last sequence beyond bigint": (StatusCode.INVALID_ARGUMENT, "last_sequence"),
-    "unknown input state": (StatusCode.INVALID_ARGUMENT, "input_statuses[0].state"),
+    "input state unknown": (StatusCode.INVALID_ARGUMENT, "input_statuses[0].state"),
     "input without time": (StatusCode.INVALID_ARGUMENT, "input_statuses[0].observe_time"),
     "input error too long": (StatusCode.INVALID_ARGUMENT, "input_statuses[0].last_error"),
     "sensor not UTF-8": (StatusCode.INVALID_ARGUMENT, "readings[{i}].reading.sensor"),
@@ -47,7 +47,7 @@ HEAD_DEFECTS = {  # found by the batch's own checks, before authorization and th
     "thinned beyond bigint",
     "input errors beyond bigint",
     "last sequence beyond bigint",
-    "unknown input state",
+    "input state unknown",
     "input without time",
     "input error too long",
 }
@@ -127,7 +127,7 @@ def _reports(request: ingest_pb2.UploadReadingsRequest, defect: str | None) -> N
         thinned.count = 2**63
     elif defect == "input errors beyond bigint":
         status.error_count = 2**63
-    elif defect == "unknown input state":
+    elif defect == "input state unknown":
         status.state = 7  # type: ignore[assignment]
     elif defect == "input without time":
         status.ClearField("observe_time")
@@ -148,6 +148,8 @@ def materialize_batch(
     request = ingest_pb2.UploadReadingsRequest(device_id=device_id, first_sequence=first, last_sequence=last)
     for number, reading in zip(sequences, case.readings, strict=True):
         request.readings.add(sequence=number, reading=reading.reading)
+    # Every defect of a report is named for it ("thinned ...", "input ..."), so a spoiled report is
+    # always there to spoil, whether or not the case also drew `reports`.
     if case.reports or (case.defect or "").startswith(("thinned", "input")):
         _reports(request, case.defect)
     index = _spoil_numbers(request, case.defect, device_id, other_device_id)
