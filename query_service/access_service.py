@@ -13,10 +13,10 @@ from typing import Any, TypeAlias
 
 import asyncpg
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
-from sensormesh.v1 import access_pb2, access_pb2_grpc, access_rule_pb2
+from sensormesh.v1 import access_pb2, access_pb2_grpc
 
 from query_service import page_tokens
+from sensormesh_core.access.api_key_messages import api_key_message
 from sensormesh_core.access.principal import current_caller
 from sensormesh_core.device_scope import DeviceScope
 from sensormesh_core.storage import api_keys
@@ -25,30 +25,6 @@ from sensormesh_core.validation import validate
 log = logging.getLogger(__name__)
 KEY_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-
-
-def _stamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
-def api_key_message(record: api_keys.ApiKeyRecord) -> access_pb2.ApiKey:
-    """The contract's ApiKey for a stored key (never the key itself)."""
-    message = access_pb2.ApiKey(
-        name=record.name,
-        role=access_rule_pb2.Role.ValueType(record.role),
-        creator=record.creator,
-        create_time=_stamp(record.create_time),
-    )
-    if record.scope is not None:
-        message.device_scope.device_ids.extend(sorted(record.scope.device_ids))
-        message.device_scope.labels.update(record.scope.labels)
-    if record.expire_time is not None:
-        message.expire_time.CopyFrom(_stamp(record.expire_time))
-    if record.revoke_time is not None:
-        message.revoke_time.CopyFrom(_stamp(record.revoke_time))
-    return message
 
 
 def _expiry(request: access_pb2.CreateApiKeyRequest) -> datetime | None:

@@ -19,7 +19,7 @@ from sensormesh.v1 import device_pb2, device_pb2_grpc
 from query_service import page_tokens
 from query_service.device_messages import changes_from, create_arguments, device_message
 from sensormesh_core.access.principal import ROLE_ADMIN, current_caller
-from sensormesh_core.errors import NotFound, PermissionDenied
+from sensormesh_core.errors import PermissionDenied
 from sensormesh_core.storage import registry
 from sensormesh_core.storage.device_details import device_details
 from sensormesh_core.validation import validate
@@ -75,7 +75,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
     ) -> device_pb2.GetDeviceResponse:
         validate(request)
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            await _require_visible(conn, request.device_id)
+            await registry.require_visible(conn, request.device_id, current_caller().scope)
             record = await registry.get_device(conn, request.device_id)
             details = await device_details(conn, request.device_id)
         return device_pb2.GetDeviceResponse(device=device_message(record, details))
@@ -113,7 +113,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         validate(request)
         changes = changes_from(request)
         async with self._pool.acquire() as conn:
-            await _require_visible(conn, request.device.device_id)
+            await registry.require_visible(conn, request.device.device_id, current_caller().scope)
             record = await registry.update_device(conn, request.device.device_id, changes)
         log.info("event=device_updated device_id=%s status=%d", record.device_id, record.status)
         return device_pb2.UpdateDeviceResponse(device=device_message(record))
@@ -123,7 +123,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
     ) -> device_pb2.DeleteDeviceResponse:
         validate(request)
         async with self._pool.acquire() as conn:
-            await _require_visible(conn, request.device_id)
+            await registry.require_visible(conn, request.device_id, current_caller().scope)
             deleted = await registry.delete_device(conn, request.device_id)
         log.info("event=device_deleted device_id=%s deleted_readings=%d", request.device_id, deleted)
         return device_pb2.DeleteDeviceResponse(deleted_reading_count=deleted)
@@ -133,13 +133,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
     ) -> device_pb2.RotateDeviceTokenResponse:
         validate(request)
         async with self._pool.acquire() as conn:
-            await _require_visible(conn, request.device_id)
+            await registry.require_visible(conn, request.device_id, current_caller().scope)
             token = await registry.rotate_token(conn, request.device_id)
         log.info("event=device_token_rotated device_id=%s by=%s", request.device_id, current_caller().actor)
         return device_pb2.RotateDeviceTokenResponse(token=token)
-
-
-async def _require_visible(conn: asyncpg.Connection, device_id: str) -> None:
-    """Raise NotFound unless the device exists and is in the caller's scope (the same answer either way)."""
-    if not await registry.device_visible(conn, device_id, current_caller().scope):
-        raise NotFound(f"device {device_id!r} does not exist")

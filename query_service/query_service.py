@@ -21,7 +21,7 @@ from query_service.storage.latest import latest_values
 from sensormesh_core.access.principal import current_caller
 from sensormesh_core.errors import NotFound, Unavailable
 from sensormesh_core.storage.maintenance import Backend
-from sensormesh_core.storage.registry import device_exists, device_visible
+from sensormesh_core.storage.registry import device_exists, require_visible
 
 log = logging.getLogger(__name__)
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -41,7 +41,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     ) -> query_pb2.ListReadingsResponse:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             if current_caller().scope is not None:  # unscoped: list_readings answers NOT_FOUND itself
-                await _require_visible(conn, request.device_id)
+                await require_visible(conn, request.device_id, current_caller().scope)
             return await list_readings(
                 conn,
                 self._backend,
@@ -57,7 +57,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         validate_with(request, lambda: filter_violations(request.sensors, request.quantities))
         async with self._pool.acquire() as conn:
             if current_caller().scope is not None:
-                await _require_visible(conn, request.device_id)
+                await require_visible(conn, request.device_id, current_caller().scope)
             rows = await latest_values(conn, request.device_id, request.sensors, request.quantities)
             if not rows and not await device_exists(conn, request.device_id):
                 raise NotFound(f"device {request.device_id!r} does not exist")
@@ -81,7 +81,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             ),
         )
         async with self._pool.acquire() as conn:
-            await _require_visible(conn, request.device_id)
+            await require_visible(conn, request.device_id, current_caller().scope)
         sub = Subscription(
             request.device_id, request.sensors, request.quantities, self._settings.subscriber_queue_size
         )
@@ -105,9 +105,3 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 sub.delivered_count,
                 sub.missed_total,
             )
-
-
-async def _require_visible(conn: asyncpg.Connection, device_id: str) -> None:
-    """Raise NotFound unless the device exists and is in the caller's scope (the same answer either way)."""
-    if not await device_visible(conn, device_id, current_caller().scope):
-        raise NotFound(f"device {device_id!r} does not exist")

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sensormesh_cli.client import ClientSettings, client_arguments
+from sensormesh_core.access.principal import ROLES_BY_NAME
 
 if TYPE_CHECKING:
     from sensormesh.v1 import access_pb2, access_pb2_grpc
 
-ROLES = {"viewer": 1, "operator": 2, "admin": 3}
 _SHORT_DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 TIMEOUT_S = 30.0
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     create = actions.add_parser("create", parents=[client], help="create a key; prints it once")
     create.add_argument("name", help="lower-case letters, digits and '-', e.g. grafana-reader")
-    create.add_argument("--role", choices=list(ROLES), required=True, help="what the key may do")
+    create.add_argument("--role", choices=list(ROLES_BY_NAME), required=True, help="what the key may do")
     create.add_argument(
         "--devices",
         metavar="SELECTOR",
@@ -74,7 +74,7 @@ def _api_key(args: argparse.Namespace) -> access_pb2.ApiKey:
 
     from sensormesh_core.device_scope import parse_selector
 
-    key = access_pb2.ApiKey(name=args.name, role=ROLES[args.role])  # type: ignore[arg-type]
+    key = access_pb2.ApiKey(name=args.name, role=ROLES_BY_NAME[args.role])  # type: ignore[arg-type]
     if args.devices:
         scope = parse_selector(args.devices)
         key.device_scope.device_ids.extend(sorted(scope.device_ids))
@@ -163,7 +163,7 @@ def _directly(args: argparse.Namespace) -> int:
 async def _create(url: str, key: access_pb2.ApiKey) -> tuple[access_pb2.ApiKey, str]:
     import asyncpg
 
-    from sensormesh_cli.keys_output import record_message
+    from sensormesh_core.access.api_key_messages import api_key_message
     from sensormesh_core.device_scope import DeviceScope
     from sensormesh_core.storage.api_keys import LOCAL_CREATOR, create_key
 
@@ -179,7 +179,7 @@ async def _create(url: str, key: access_pb2.ApiKey) -> tuple[access_pb2.ApiKey, 
         )
     finally:
         await conn.close()
-    return record_message(record), secret
+    return api_key_message(record), secret
 
 
 async def _revoke(url: str, name: str) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
-from sensormesh.v1 import access_pb2, access_rule_pb2
+from sensormesh.v1 import access_pb2
 
 from sensormesh_cli.devices_output import table
-from sensormesh_core.storage.api_keys import ApiKeyRecord
+from sensormesh_core.access.principal import ROLE_NAMES
 from sensormesh_core.tokens import write_token_file
 
 
@@ -19,7 +19,7 @@ def _time(value: Timestamp, present: bool) -> str:
 
 
 def _role(role: int) -> str:
-    return access_rule_pb2.Role.Name(role).removeprefix("ROLE_").lower()  # type: ignore[arg-type]
+    return ROLE_NAMES.get(role, "none")
 
 
 def _scope(key: access_pb2.ApiKey) -> str:
@@ -28,18 +28,6 @@ def _scope(key: access_pb2.ApiKey) -> str:
     if key.device_scope.device_ids:
         return ",".join(key.device_scope.device_ids)
     return ",".join(f"{k}={v}" for k, v in sorted(key.device_scope.labels.items()))
-
-
-def record_message(record: ApiKeyRecord) -> access_pb2.ApiKey:
-    """The contract's ApiKey for a stored key (the bootstrap path has no service to ask)."""
-    key = access_pb2.ApiKey(name=record.name, role=record.role, creator=record.creator)  # type: ignore[arg-type]
-    key.create_time.FromDatetime(record.create_time)
-    if record.scope is not None:
-        key.device_scope.device_ids.extend(sorted(record.scope.device_ids))
-        key.device_scope.labels.update(record.scope.labels)
-    if record.expire_time is not None:
-        key.expire_time.FromDatetime(record.expire_time)
-    return key
 
 
 def created(response: access_pb2.CreateApiKeyResponse, key_file: Path | None, *, as_json: bool) -> int:

@@ -3,7 +3,7 @@
 A key scoped to some devices sees only those: lists leave the others out,
 and a get, a read or a live feed of another answers NOT_FOUND, so a scoped
 key cannot even learn which other devices exist. The check is one indexed
-read (`sensormesh_core.storage.registry.device_visible`) or a filter in the
+read (`sensormesh_core.storage.registry.require_visible`) or a filter in the
 list's SQL, so it stays right when a device's labels change.
 """
 

@@ -8,21 +8,17 @@ against the cached record's time, so it is exact.
 
 from __future__ import annotations
 
-import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
 
+from sensormesh_core.access.credential_cache import CredentialCache
 from sensormesh_core.access.principal import Principal
-from sensormesh_core.errors import Unauthenticated, Unavailable
+from sensormesh_core.errors import Unauthenticated
 from sensormesh_core.storage.api_keys import ApiKeyRecord, find_key
-from sensormesh_core.storage.outages import RETRYABLE_DATABASE_ERRORS
 from sensormesh_core.tokens import hash_token
-
-log = logging.getLogger(__name__)
 
 MAX_CACHED_KEYS = 10_000
 
@@ -37,11 +33,10 @@ class ApiKeys:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._pool = pool
-        self._ttl = ttl
-        self._clock = clock
         self._wall_clock = wall_clock
-        self._cache: OrderedDict[bytes, tuple[ApiKeyRecord | None, float]] = OrderedDict()
+        self._cache: CredentialCache[ApiKeyRecord] = CredentialCache(
+            pool, ttl, _find, max_entries=MAX_CACHED_KEYS, clock=clock
+        )
 
     async def authenticate(self, key: str) -> Principal:
         """The operator behind `key`.
@@ -49,7 +44,7 @@ class ApiKeys:
         Raises Unauthenticated for a key that matches none, or one that was
         revoked or has expired (the message says which, and when).
         """
-        record = await self._lookup(key)
+        record = await self._cache.get(key)
         if record is None:
             raise Unauthenticated("unknown API key", reason="API_KEY_UNKNOWN")
         if record.revoke_time is not None:
@@ -68,22 +63,6 @@ class ApiKeys:
         """Drop every cached lookup (tests)."""
         self._cache.clear()
 
-    async def _lookup(self, key: str) -> ApiKeyRecord | None:
-        digest = hash_token(key)
-        now = self._clock()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        try:
-            async with self._pool.acquire() as conn:
-                record = await find_key(conn, digest)
-        except RETRYABLE_DATABASE_ERRORS as exc:
-            log.warning("event=credential_lookup_unavailable error=%r", exc)
-            raise Unavailable(
-                "the database is unavailable, so the credential cannot be checked; retry"
-            ) from exc
-        self._cache[digest] = (record, now + self._ttl)
-        self._cache.move_to_end(digest)
-        while len(self._cache) > MAX_CACHED_KEYS:
-            self._cache.popitem(last=False)
-        return record
+
+async def _find(conn: asyncpg.Connection, key: str) -> ApiKeyRecord | None:
+    return await find_key(conn, hash_token(key))

@@ -11,20 +11,15 @@ batch's transaction, so a disabled device is refused at once for writes.
 
 from __future__ import annotations
 
-import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 import asyncpg
 
+from sensormesh_core.access.credential_cache import CredentialCache
 from sensormesh_core.access.principal import Principal
-from sensormesh_core.errors import PermissionDenied, Unauthenticated, Unavailable
-from sensormesh_core.storage.outages import RETRYABLE_DATABASE_ERRORS
+from sensormesh_core.errors import PermissionDenied, Unauthenticated
 from sensormesh_core.storage.registry import TokenOwner, token_owner
-from sensormesh_core.tokens import hash_token
-
-log = logging.getLogger(__name__)
 
 MAX_CACHED_TOKENS = 100_000
 
@@ -33,11 +28,9 @@ class DeviceTokens:
     """Maps device tokens to the devices they belong to."""
 
     def __init__(self, pool: asyncpg.Pool, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._pool = pool
-        self._ttl = ttl
-        self._clock = clock
-        # token hash -> (owner or None, expiry); the token itself is never kept
-        self._cache: OrderedDict[bytes, tuple[TokenOwner | None, float]] = OrderedDict()
+        self._cache: CredentialCache[TokenOwner] = CredentialCache(
+            pool, ttl, token_owner, max_entries=MAX_CACHED_TOKENS, clock=clock
+        )
 
     async def authenticate(self, token: str) -> Principal:
         """The active device behind `token`.
@@ -46,7 +39,7 @@ class DeviceTokens:
         rotated away, or its device deleted) or PermissionDenied (the device
         is disabled).
         """
-        owner = await self._lookup(token)
+        owner = await self._cache.get(token)
         if owner is None:
             raise Unauthenticated("unknown device token (never issued, rotated, or its device deleted)")
         if not owner.active:
@@ -62,23 +55,3 @@ class DeviceTokens:
     def forget(self) -> None:
         """Drop every cached lookup (tests; a device was disabled and must be refused now)."""
         self._cache.clear()
-
-    async def _lookup(self, token: str) -> TokenOwner | None:
-        key = hash_token(token)
-        now = self._clock()
-        cached = self._cache.get(key)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        try:
-            async with self._pool.acquire() as conn:
-                owner = await token_owner(conn, token)
-        except RETRYABLE_DATABASE_ERRORS as exc:
-            log.warning("event=credential_lookup_unavailable error=%r", exc)
-            raise Unavailable(
-                "the database is unavailable, so the credential cannot be checked; retry"
-            ) from exc
-        self._cache[key] = (owner, now + self._ttl)
-        self._cache.move_to_end(key)
-        while len(self._cache) > MAX_CACHED_TOKENS:
-            self._cache.popitem(last=False)
-        return owner

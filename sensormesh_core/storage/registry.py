@@ -185,17 +185,21 @@ def _scope_parameters(scope: DeviceScope | None) -> tuple[list[str] | None, str 
     return sorted(scope.device_ids), json.dumps(dict(scope.labels))
 
 
-async def device_visible(conn: asyncpg.Connection, device_id: str, scope: DeviceScope | None) -> bool:
-    """Whether the device exists and is in `scope` (None: every device)."""
+async def require_visible(conn: asyncpg.Connection, device_id: str, scope: DeviceScope | None) -> None:
+    """Raise NotFound unless the device exists and is in `scope` (None: every device).
+
+    A device outside the scope gets the same answer as one that does not exist,
+    so a scoped caller cannot learn which other devices there are.
+    """
     ids, labels = _scope_parameters(scope)
-    return bool(
-        await conn.fetchval(
-            "SELECT 1 FROM devices d WHERE d.device_id = $1 AND " + _IN_SCOPE.format(ids="$2", labels="$3"),
-            device_id,
-            ids,
-            labels,
-        )
+    visible = await conn.fetchval(
+        "SELECT 1 FROM devices d WHERE d.device_id = $1 AND " + _IN_SCOPE.format(ids="$2", labels="$3"),
+        device_id,
+        ids,
+        labels,
     )
+    if not visible:
+        raise NotFound(f"device {device_id!r} does not exist")
 
 
 async def list_devices(
