@@ -144,6 +144,10 @@ def cli_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
     server = "" if endpoints.http == Endpoints.http else f" --server {reachable(endpoints.http)}"
     if paths.ca_file is not None:
         server += f" --ca-file {shlex.quote(paths.ca_file)}"
+    if (
+        paths.data_dir != Paths.data_dir
+    ):  # the CLI reads .sensormesh/admin.key by itself, not another folder's
+        server += f" --api-key-file {shlex.quote(f'{paths.data_dir}/admin.key')}"
     return [
         Example("a live view of a device's readings", f"{sensormesh} watch {WATCHED}{server}", streams=True),
         Example("the registry (the CLI reads the admin key file)", f"{sensormesh} devices list{server}"),
