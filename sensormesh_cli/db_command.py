@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from sensormesh_core.config import StorageSettings, TimescaleMode
 
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions.add_parser("maintain", help="apply retention, compression and partitions from settings")
     actions.add_parser(
         "refresh-rollups",
-        help="bring the plain-PostgreSQL rollups up to date now (ingest does it every minute)",
+        help="bring the rollups up to date now (otherwise ingest, or TimescaleDB's policies, do it every minute)",
     )
 
 
@@ -45,12 +46,14 @@ async def _maintain(url: str, settings: StorageSettings) -> None:
 async def _refresh_rollups(url: str, settings: StorageSettings) -> int:
     import asyncpg
 
+    from sensormesh_core.storage.continuous_aggregates import refresh_continuous_aggregates
     from sensormesh_core.storage.rollups import has_rollup_tables, refresh_rollups
 
     conn = await asyncpg.connect(url)
     try:
         if not await has_rollup_tables(conn):
-            print("no rollup tables: TimescaleDB refreshes its continuous aggregates itself")
+            for done in await refresh_continuous_aggregates(conn, settings):
+                print(f"refreshed={done.view} start={done.start.isoformat()} end={done.end.isoformat()}")
             return 0
         while True:
             report = await refresh_rollups(conn, settings)
@@ -71,6 +74,7 @@ async def _refresh_rollups(url: str, settings: StorageSettings) -> int:
 def run(args: argparse.Namespace) -> int:
     from sensormesh_core.storage import migrate
     from sensormesh_core.storage.database import open_database
+    from sensormesh_core.storage.timescaledb_probe import TimescaleUnavailable
 
     settings = StorageSettings()
     if getattr(args, "timescaledb", None):
@@ -78,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
     database = open_database(settings)
     try:
         if args.action == "migrate":
-            migrate.upgrade(database.url, timescaledb=settings.timescaledb)
+            try:
+                migrate.upgrade(database.url, timescaledb=settings.timescaledb)
+            except TimescaleUnavailable as unavailable:
+                print(f"sensormesh db migrate: {unavailable}", file=sys.stderr)
+                return 1
             asyncio.run(_maintain(database.url, settings))
             print(f"schema at revision {migrate.current_revision(database.url)}")
         elif args.action == "downgrade":

@@ -52,7 +52,11 @@ class StorageSettings(SensormeshSettings):
     )
     timescaledb: TimescaleMode = Field(
         default=TimescaleMode.AUTO,
-        description="Use TimescaleDB hypertables (auto: when the extension is available).",
+        description=(
+            "Use TimescaleDB hypertables at the first migration. auto: when the server preloads "
+            "the extension (files without shared_preload_libraries: plain partitioning and a "
+            "warning); require: fail otherwise, naming what to change; off: plain partitioning."
+        ),
     )
     retention: timedelta = Field(
         default=timedelta(days=30),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -15,6 +16,7 @@ from sqlalchemy import create_engine, pool
 
 from sensormesh_core.config import TimescaleMode
 from sensormesh_core.storage.database import sqlalchemy_url
+from sensormesh_core.storage.timescaledb_probe import PROBE_SQL, state_of, use_timescaledb
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -30,8 +32,20 @@ def alembic_config(url: str, timescaledb: TimescaleMode = TimescaleMode.AUTO) ->
 
 
 def upgrade(url: str, revision: str = "head", timescaledb: TimescaleMode = TimescaleMode.AUTO) -> None:
-    """Migrate up to `revision`. Running it again is harmless."""
+    """Migrate up to `revision`. Running it again is harmless.
+
+    Under `require`, a server that cannot give TimescaleDB fails here, before revision 0001
+    commits anything (revision 0002 decides the backend and would fail only after it).
+    """
+    if timescaledb is TimescaleMode.REQUIRE:
+        _check_timescaledb_ready(url)
     command.upgrade(alembic_config(url, timescaledb), revision)
+
+
+def _check_timescaledb_ready(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        installed, available, preloaded = conn.execute(PROBE_SQL).fetchone() or (False, False, False)
+    use_timescaledb(TimescaleMode.REQUIRE, state_of(installed, available, preloaded))
 
 
 def downgrade(url: str, revision: str = "base") -> None:

@@ -21,6 +21,9 @@ from collections.abc import Sequence
 
 from alembic import context, op
 
+from sensormesh_core.config import TimescaleMode
+from sensormesh_core.storage.timescaledb_probe import PROBE_SQL, state_of, use_timescaledb
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -98,16 +101,11 @@ def _rollup_sql(table: str, key: str, columns: list[tuple[str, str, bool]], widt
 
 
 def _use_timescaledb() -> bool:
-    """Decide from the setting passed by migrate.py and what the server offers."""
-    mode = context.config.attributes.get("timescaledb", "auto")
-    available = bool(
-        op.get_bind()
-        .exec_driver_sql("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
-        .scalar()
-    )
-    if mode == "require" and not available:
-        raise RuntimeError("SENSORMESH_TIMESCALEDB=require but the server has no timescaledb extension")
-    return available and mode != "off"
+    """Decide from the setting passed by migrate.py and what the server offers (the probe
+    tells a server with the extension's files but no preloaded loader from a ready one)."""
+    mode = TimescaleMode(context.config.attributes.get("timescaledb", "auto"))
+    row = op.get_bind().exec_driver_sql(PROBE_SQL).one()
+    return use_timescaledb(mode, state_of(*row))
 
 
 def upgrade() -> None:
