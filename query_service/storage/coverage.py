@@ -13,9 +13,9 @@ bucket used lies wholly inside the range, so regrouping the pieces by the
 requested interval gives what aggregating the raw rows would (the interval is
 a multiple of each level's step, and all buckets are epoch-aligned).
 
-On TimescaleDB a level's watermark is unbounded and nothing is stale: the
-continuous aggregates are real-time (they aggregate the raw tail themselves)
-and refresh their own invalidations.
+On TimescaleDB a level's watermark is unbounded: the continuous aggregates
+are real-time (they aggregate the raw tail themselves). What is stale there
+are the ranges its invalidation logs hold until the next refresh (history.py).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Level:
     width: str  # "1h", "1m"
     step: timedelta
     watermark: datetime  # its buckets before this are complete
+    stale: tuple[Span, ...] = ()  # raw time spans this level alone misses (finer levels have them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ def _cover(start: datetime, end: datetime, levels: list[Level], stale: list[Span
     holes = merge(
         [
             (max(floor_to(a, level.step), inner_start), min(ceil_to(b, level.step), inner_end))
-            for a, b in stale
+            for a, b in (*stale, *level.stale)
             if a < inner_end and b > inner_start
         ]
     )

@@ -12,7 +12,10 @@ exactly one interval bucket, so every bucket counts exactly the readings
 inside the range, as aggregating the raw rows would.
 
 - TimescaleDB: the rollups are continuous aggregates (real-time, so their
-  watermark is no concern here; the cut edges come from the raw table).
+  watermark is no concern here; the cut edges come from the raw table). Rows
+  written below what an aggregate has materialized (an agent's backlog) stay
+  out of it until its next refresh; TimescaleDB's invalidation logs say which
+  time ranges those are, and they are read from the raw table meanwhile.
 - Plain PostgreSQL: rollup tables kept by the refresher
   (sensormesh_core/storage/rollups.py), read up to their watermarks; one small
   query first reads the watermarks and the series' pending invalidations.
@@ -33,7 +36,7 @@ from query_service.storage.coverage import ALWAYS, NEVER, Level, Piece, Span, pl
 from query_service.storage.series import SeriesRef
 from sensormesh_core.storage.maintenance import Backend
 from sensormesh_core.storage.schema import ROLLUP_WIDTHS
-from sensormesh_core.storage.time_buckets import floor_to
+from sensormesh_core.storage.time_buckets import EPOCH, floor_to
 
 _ROLLUP_STEPS: tuple[tuple[str, timedelta], ...] = (
     ("1h", timedelta(hours=1)),
@@ -138,6 +141,36 @@ _COVERAGE_SQL = (
 )
 _MICROSECOND = timedelta(microseconds=1)
 
+# What TimescaleDB has not folded into the continuous aggregates named in $1, as time spans
+# clipped to [$2, $3) and to the years a datetime holds (asyncpg sends datetime.min and max
+# as -infinity and infinity), in microseconds since the Unix epoch, per aggregate: its invalidation logs, pending per source hypertable (the
+# raw table for a 1-minute aggregate, the 1-minute one's materialization for the 1-hour one)
+# and per aggregate (which also keeps what no refresh window has reached: before the first
+# refresh's window and after the last one's end). They hold inclusive ranges in the
+# extension's internal time (microseconds since the Unix epoch, unbounded ends as the int64
+# extremes), made half-open by one microsecond; a 1-hour aggregate's spans are 1-minute
+# bucket starts, so they are widened by a minute instead. The catalog tables are
+# TimescaleDB's own (readable by every role, the same since 2.0); test_backends_agree.py
+# checks them on the versions it runs against.
+_TIMESCALE_STALE_SQL = (
+    "WITH aggregates AS (SELECT c.user_view_name AS view, c.mat_hypertable_id AS mat, "
+    "c.raw_hypertable_id AS raw, CASE WHEN EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg s "
+    "WHERE s.mat_hypertable_id = c.raw_hypertable_id) THEN 60000000 ELSE 1 END AS widen "
+    "FROM _timescaledb_catalog.continuous_agg c "
+    "WHERE c.user_view_schema = current_schema() AND c.user_view_name = ANY($1::text[])), "
+    "bounds AS (SELECT CASE WHEN isfinite($2::timestamptz) THEN (extract(epoch FROM $2) * 1e6)::bigint "
+    "ELSE -62135596800000000 END AS lo, CASE WHEN isfinite($3::timestamptz) THEN "
+    "(extract(epoch FROM $3) * 1e6)::bigint ELSE 253402300799999999 END AS hi), "
+    "pending AS (SELECT a.view, a.widen, l.lowest_modified_value AS lo, l.greatest_modified_value AS hi "
+    "FROM _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log l "
+    "JOIN aggregates a ON l.hypertable_id = a.raw UNION ALL "
+    "SELECT a.view, a.widen, m.lowest_modified_value, m.greatest_modified_value "
+    "FROM _timescaledb_catalog.continuous_aggs_materialization_invalidation_log m "
+    "JOIN aggregates a ON m.materialization_id = a.mat) "
+    "SELECT p.view, greatest(p.lo, b.lo) AS lo, least(least(p.hi, b.hi) + p.widen, b.hi) AS hi "
+    "FROM pending p, bounds b WHERE p.lo < b.hi AND least(p.hi, b.hi) + p.widen > b.lo"
+)
+
 
 async def _coverage(
     conn: asyncpg.Connection,
@@ -152,13 +185,31 @@ async def _coverage(
     if not usable:
         return [], []
     if backend is Backend.TIMESCALEDB:
-        return [Level(width, step, ALWAYS) for width, step in usable], []
+        return await _timescale_coverage(conn, ref, usable, start, end)
     names = {f"{ref.table}_{width}": width for width, _ in usable}
     row = await conn.fetchrow(_COVERAGE_SQL, list(names), ref.table, ref.key, start, end)
     marks = {names[n]: m or NEVER for n, m in zip(row["names"] or [], row["marks"] or [], strict=True)}
     levels = [Level(width, step, marks.get(width, NEVER)) for width, step in usable]
     stale = [(r.lower, r.upper + _MICROSECOND) for r in row["stale"]]
     return levels, stale
+
+
+async def _timescale_coverage(
+    conn: asyncpg.Connection,
+    ref: SeriesRef,
+    usable: list[tuple[str, timedelta]],
+    start: datetime,
+    end: datetime,
+) -> tuple[list[Level], list[Span]]:
+    """Real-time levels; what the 1-minute aggregate misses is stale for every level (the
+    1-hour one is built on it), what only the 1-hour one misses is stale for it alone."""
+    finest = f"{ref.table}_1m"
+    rows = await conn.fetch(_TIMESCALE_STALE_SQL, [f"{ref.table}_{w}" for w in ROLLUP_WIDTHS], start, end)
+    spans = [(r["view"], (EPOCH + r["lo"] * _MICROSECOND, EPOCH + r["hi"] * _MICROSECOND)) for r in rows]
+    common = [span for view, span in spans if view == finest]
+    own = {w: tuple(span for view, span in spans if view == f"{ref.table}_{w}") for w, _ in usable}
+    levels = [Level(width, step, ALWAYS, () if width == "1m" else own[width]) for width, step in usable]
+    return levels, common
 
 
 def _window_end(start: datetime, end: datetime, interval: timedelta, limit: int) -> datetime:

@@ -42,6 +42,18 @@ def test_stale_buckets_go_to_the_level_below() -> None:
     ]
 
 
+def test_a_span_stale_for_one_level_only_is_read_from_the_level_below() -> None:
+    """TimescaleDB: the 1-hour aggregate refreshed less often than the 1-minute one misses
+    what the 1-minute one already holds; those hours come from 1-minute buckets, not raw."""
+    levels = [Level("1h", HOUR, ALWAYS, stale=((at(3600), at(7200)),)), Level("1m", MINUTE, ALWAYS)]
+    pieces = plan(at(0), at(3 * 3600), levels)
+    assert pieces == [
+        Piece("1h", at(0), at(3600)),
+        Piece("1m", at(3600), at(7200)),
+        Piece("1h", at(7200), at(3 * 3600)),
+    ]
+
+
 def test_nothing_materialized_reads_raw() -> None:
     assert plan(at(0), at(600), [Level("1m", MINUTE, NEVER)]) == [Piece(None, at(0), at(600))]
 
