@@ -6,12 +6,18 @@ set (CI also runs the storage tests against the machine's PostgreSQL 15).
 The schema is migrated once into a template database; each test that needs
 the schema gets its own copy (CREATE DATABASE ... TEMPLATE, ~100 ms), so
 tests never see each other's rows.
+
+The storage suite runs on both backends (see the README's "Testing against
+TimescaleDB"). A test meaningful on one only says so with
+`@pytest.mark.partitioned_only` or `@pytest.mark.timescaledb_only`, and skips
+on the other with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -24,7 +30,7 @@ from sensormesh_core.config import StorageSettings
 from sensormesh_core.storage import migrate
 from sensormesh_core.storage.database import with_database
 from sensormesh_core.storage.embedded import EmbeddedPostgres, ensure_database
-from sensormesh_core.storage.maintenance import maintain
+from sensormesh_core.storage.maintenance import Backend, maintain
 
 TEST_DATABASE_URL_VARIABLE = "SENSORMESH_TEST_DATABASE_URL"
 
@@ -63,16 +69,70 @@ def migrate_with_partitions(url: str) -> None:
     asyncio.run(create_partitions())
 
 
+def close_to_connections(admin_url: str, name: str) -> None:
+    """Refuse new connections to database `name` and end the ones it has.
+
+    CREATE DATABASE ... TEMPLATE fails while anyone else is connected to the
+    template, and TimescaleDB's scheduler connects to every database that
+    allows connections (its launcher skips those that do not).
+    """
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+        deadline = time.monotonic() + 10
+        while conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, f"sessions on {name} did not end"
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def migrated_template(postgres_admin_url: str) -> Iterator[str]:
     """Name of a database migrated to head, used as the template for per-test copies."""
     name = f"sensormesh_template_{uuid.uuid4().hex[:8]}"
     ensure_database(postgres_admin_url, name)
     migrate_with_partitions(with_database(postgres_admin_url, name))
+    close_to_connections(postgres_admin_url, name)
     try:
         yield name
     finally:
         _drop_database(postgres_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def storage_backend(postgres_admin_url: str, migrated_template: str) -> Backend:
+    """The backend the test server's migrations choose (SENSORMESH_TIMESCALEDB=auto)."""
+    name = f"sensormesh_backend_{uuid.uuid4().hex[:8]}"
+    ensure_database(postgres_admin_url, name, template=migrated_template)
+    try:
+        with psycopg.connect(with_database(postgres_admin_url, name)) as conn:
+            row = conn.execute("SELECT value FROM sensormesh_meta WHERE key = 'backend'").fetchone()
+    finally:
+        _drop_database(postgres_admin_url, name)
+    assert row is not None, "the template is not migrated"
+    return Backend(row[0])
+
+
+_ONLY_ON = {"partitioned_only": Backend.PARTITIONED, "timescaledb_only": Backend.TIMESCALEDB}
+_WHY_ONLY = {
+    Backend.PARTITIONED: "checks the plain-PostgreSQL rollup tables and refresher, which TimescaleDB "
+    "replaces with continuous aggregates",
+    Backend.TIMESCALEDB: "checks hypertables and continuous aggregates; this test server has no preloaded "
+    "TimescaleDB (set SENSORMESH_TEST_DATABASE_URL to one, see the README)",
+}
+
+
+@pytest.fixture(autouse=True)
+def _only_on_backend(request: pytest.FixtureRequest) -> None:
+    """Skip a test marked for one backend when the test server migrates to the other."""
+    wanted = [backend for marker, backend in _ONLY_ON.items() if request.node.get_closest_marker(marker)]
+    if not wanted:
+        return
+    actual: Backend = request.getfixturevalue("storage_backend")
+    if actual not in wanted:
+        pytest.skip(f"only on the {wanted[0].value} backend: {_WHY_ONLY[wanted[0]]}")
 
 
 @pytest.fixture

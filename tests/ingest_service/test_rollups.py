@@ -1,5 +1,6 @@
 """Ingest keeps the plain-PostgreSQL rollups: late rows are recorded with their
-batch, and the service refreshes the rollups on its own."""
+batch, and the service refreshes the rollups on its own. (On TimescaleDB the
+extension's invalidation log and refresh policies do this: see test_timescaledb.py.)"""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ingest_service.settings import IngestSettings
 from tests.ingest_service.conftest import Device
 from tests.ingest_service.readings import START, reading
 
-pytestmark = pytest.mark.storage
+pytestmark = [pytest.mark.storage, pytest.mark.partitioned_only]
 
 
 def _write(device: Device, first: int, last: int, start: int) -> ingest_pb2.WriteReadingsRequest:

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.storage
 
 @pytest.fixture
 async def partitioned(db: asyncpg.Connection) -> asyncpg.Connection:
-    if await storage_backend(db) is not Backend.PARTITIONED:
-        pytest.skip("the test server has TimescaleDB, which makes chunks itself; covered in test_timescaledb")
+    """A database on the plain-PostgreSQL backend (TimescaleDB makes chunks itself)."""
+    assert await storage_backend(db) is Backend.PARTITIONED
     return db
 
 
@@ -37,6 +37,7 @@ def test_days_between_spans_utc_days_inclusively() -> None:
     assert days_between(first, first) == [date(2026, 11, 22)]
 
 
+@pytest.mark.partitioned_only
 async def test_maintenance_creates_days_ahead(partitioned: asyncpg.Connection) -> None:
     now = datetime(2030, 1, 10, 12, tzinfo=UTC)
     report = await maintain(partitioned, StorageSettings(partitions_ahead=2), now=now)
@@ -49,6 +50,7 @@ async def test_maintenance_creates_days_ahead(partitioned: asyncpg.Connection) -
     assert len(report.partitions_created) == 4 * len(READING_TABLES)
 
 
+@pytest.mark.partitioned_only
 async def test_rows_land_in_a_partition_created_on_demand(partitioned: asyncpg.Connection) -> None:
     old = datetime(2031, 3, 1, 8, tzinfo=UTC)
     with pytest.raises(asyncpg.CheckViolationError):  # no partition for that day yet
@@ -64,6 +66,7 @@ async def test_rows_land_in_a_partition_created_on_demand(partitioned: asyncpg.C
     )
 
 
+@pytest.mark.partitioned_only
 async def test_retention_drops_whole_days_past_the_cutoff(partitioned: asyncpg.Connection) -> None:
     now = datetime(2032, 6, 30, 12, tzinfo=UTC)
     manager = PartitionManager()
@@ -82,6 +85,7 @@ async def test_retention_drops_whole_days_past_the_cutoff(partitioned: asyncpg.C
     assert partition_name("imu_readings", date(2032, 7, 1)) in names  # ahead
 
 
+@pytest.mark.partitioned_only
 async def test_two_managers_racing_create_each_partition_once(
     partitioned: asyncpg.Connection, database_url: str
 ) -> None:
