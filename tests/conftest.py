@@ -117,10 +117,10 @@ def storage_backend(postgres_admin_url: str, migrated_template: str) -> Backend:
 
 _ONLY_ON = {"partitioned_only": Backend.PARTITIONED, "timescaledb_only": Backend.TIMESCALEDB}
 _WHY_ONLY = {
-    Backend.PARTITIONED: "checks the plain-PostgreSQL rollup tables and refresher, which TimescaleDB "
-    "replaces with continuous aggregates",
-    Backend.TIMESCALEDB: "checks hypertables and continuous aggregates; this test server has no preloaded "
-    "TimescaleDB (set SENSORMESH_TEST_DATABASE_URL to one, see the README)",
+    Backend.PARTITIONED: "this server migrates to TimescaleDB, whose chunks, continuous aggregates and "
+    "policies replace the partitions, rollup tables and refresher this checks",
+    Backend.TIMESCALEDB: "this server has no preloaded TimescaleDB (set SENSORMESH_TEST_DATABASE_URL to one; "
+    "see the README's Testing against TimescaleDB)",
 }
 
 

@@ -9,14 +9,18 @@ TimescaleDB 2.29.1 on PostgreSQL 18.6 and 2.28.3 on PostgreSQL 15.20).
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from sensormesh_core.config import StorageSettings, TimescaleMode
 from sensormesh_core.storage import migrate
+from sensormesh_core.storage.continuous_aggregates import refresh_continuous_aggregates
 from sensormesh_core.storage.maintenance import Backend, maintain
+from sensormesh_core.storage.registry import create_device
 from sensormesh_core.storage.schema import READING_TABLES, ROLLUP_WIDTHS
+from sensormesh_core.storage.time_buckets import HOUR, floor_to
 from sensormesh_core.storage.timescaledb_probe import (
     PROBE_SQL,
     ExtensionState,
@@ -24,6 +28,7 @@ from sensormesh_core.storage.timescaledb_probe import (
     state_of,
     use_timescaledb,
 )
+from tests.support.reading_writer import ReadingWriter, imu
 
 # (installed, available, preloaded) -> state
 STATES = [
@@ -194,5 +199,49 @@ async def test_migration_0005_rebuilds_the_aggregates_keeping_their_policies(emp
     try:
         assert await conn.fetchval(sum_type_sql) == "real"
         assert [tuple(r) for r in await conn.fetch(policies_sql)] == before
+    finally:
+        await conn.close()
+
+
+@pytest.mark.storage
+@pytest.mark.timescaledb_only
+async def test_migration_0005_on_a_database_with_history_rebuilds_what_the_raw_rows_hold(
+    empty_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rollups made at 0004 from readings since dropped cannot be rebuilt: the migration says how
+    many 1-hour buckets go; what the raw rows still hold comes back, summed in double."""
+    migrate.upgrade(empty_database_url, "0004", timescaledb=TimescaleMode.REQUIRE)
+    start = floor_to(datetime.now(UTC) - timedelta(hours=6), HOUR)
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await create_device(conn, "pi-1")
+        readings = [imu("mpu", start + timedelta(seconds=s), az=9.80665) for s in range(0, 5 * 3600, 2)]
+        await ReadingWriter(conn).write("pi-1", readings, notify=False)
+        await refresh_continuous_aggregates(conn, StorageSettings())
+        assert await conn.fetchval("SELECT count(*) FROM imu_readings_1h") == 5
+        # The oldest two hours leave the raw table (as retention would drop them).
+        await conn.execute("DELETE FROM imu_readings WHERE time < $1", start + 2 * HOUR)
+    finally:
+        await conn.close()
+
+    with caplog.at_level(logging.WARNING):
+        migrate.upgrade(empty_database_url)
+    assert "event=rollup_history_dropped rollup=imu_readings_1h buckets=2" in caplog.text
+
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await refresh_continuous_aggregates(conn, StorageSettings())
+        await conn.execute(
+            "ALTER MATERIALIZED VIEW imu_readings_1h SET (timescaledb.materialized_only = true)"
+        )
+        rows = await conn.fetch(
+            "SELECT bucket, acceleration_z_count, acceleration_z_sum FROM imu_readings_1h ORDER BY bucket"
+        )
+        expected = await conn.fetch(
+            "SELECT date_bin('1 hour', time, 'epoch'::timestamptz), count(*), sum(acceleration_z::float8) "
+            "FROM imu_readings GROUP BY 1 ORDER BY 1"
+        )
+        assert [tuple(r) for r in rows] == [tuple(r) for r in expected]
+        assert [r[0] for r in rows] == [start + h * HOUR for h in (2, 3, 4)]
     finally:
         await conn.close()
