@@ -169,6 +169,11 @@ def _rebuild(in_double: bool) -> None:
 def upgrade() -> None:
     if _is_timescaledb():
         _rebuild(in_double=True)
+        log.warning(
+            "event=rollups_rebuilt aggregates=%d (empty until their refresh policies run, within "
+            "30 minutes; `sensormesh db refresh-rollups` fills them now; reads stay exact meanwhile)",
+            len(TABLES) * len(ROLLUPS),
+        )
 
 
 def downgrade() -> None:
