@@ -4,11 +4,14 @@ descriptor set Envoy's gRPC-JSON transcoder loads.
 Run by `make proto`; the freshness test runs it into a temporary folder and
 compares. Nothing in gen/ is written by hand: this script wipes and rewrites it.
 
-`buf/validate/validate.proto` is not fetched from the Buf Schema Registry (no
-network is assumed). Its descriptor comes from the installed `protovalidate`
-package, which carries the exact version its validator enforces; protoc reads
-it through `--descriptor_set_in` and generates the Python module the
-sensormesh messages import.
+The third-party protos our contracts import are vendored in third_party/proto/
+(third_party/README.md), so `buf build` works from a fresh clone without Python.
+protoc reads the googleapis ones from there. For `buf/validate/validate.proto`
+the Python module is generated from the descriptor the installed `protovalidate`
+package carries (the exact rules its validator enforces, with the file options
+its own generation set, which a second, different copy in the descriptor pool
+would conflict with); protoc takes it through `--descriptor_set_in`. tests/test_vendored_protos.py checks that the two
+define the same rules.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from google.protobuf import descriptor_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
+THIRD_PARTY_DIR = ROOT / "third_party" / "proto"
 GEN_DIR = ROOT / "gen"
 # Inside the generated package so an installed sensormesh finds it too.
 DESCRIPTOR_PATH = Path("sensormesh") / "descriptor_set.binpb"
@@ -45,13 +49,15 @@ def _validate_descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     return descriptor_pb2.FileDescriptorSet(file=[file_proto])
 
 
-def _include_dirs() -> list[Path]:
-    """protoc include paths: our protos, protobuf's well-known types, googleapis."""
-    import google.api.annotations_pb2 as annotations
-
+def _include_dirs(tmp: Path) -> list[Path]:
+    """protoc include paths: our protos, the vendored googleapis ones, protobuf's well-known
+    types. The vendored validate.proto stays off the path: protoc would prefer its source to
+    the package's descriptor."""
+    googleapis = tmp / "googleapis"
+    googleapis.mkdir()
+    (googleapis / "google").symlink_to(THIRD_PARTY_DIR / "google", target_is_directory=True)
     grpc_tools_protos = Path(str(resources.files("grpc_tools") / "_proto"))
-    googleapis_root = Path(annotations.__file__).resolve().parent.parent.parent
-    return [PROTO_DIR, grpc_tools_protos, googleapis_root]
+    return [PROTO_DIR, googleapis, grpc_tools_protos]
 
 
 def _run_protoc(args: list[str]) -> None:
@@ -79,7 +85,7 @@ def generate(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         deps = Path(tmp) / "validate.binpb"
         deps.write_bytes(_validate_descriptor_set().SerializeToString())
-        includes = [f"-I{d}" for d in _include_dirs()]
+        includes = [f"-I{d}" for d in _include_dirs(Path(tmp))]
         plugin_dir = Path(sys.executable).parent
         common = [
             *includes,
