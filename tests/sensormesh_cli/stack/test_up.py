@@ -13,6 +13,7 @@ import json
 import os
 import select
 import socket
+import ssl
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -88,7 +89,8 @@ def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
     listed = json.loads(_run(list_devices, cwd))
     assert {d["deviceId"] for d in listed["devices"]} == {"greenhouse-pi", "vibration-pi", "soil-node"}
     url = list_devices.split()[-1]
-    verify: str | bool = str(cwd / ".sensormesh" / "tls" / "ca.pem") if url.startswith("https") else True
+    ca = cwd / ".sensormesh" / "tls" / "ca.pem"
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if url.startswith("https") else True
     assert httpx.get(url, timeout=10, verify=verify).status_code == 401  # as its title says, keyless
     device = json.loads(_run(next(c for c in commands if c.endswith("/v1/devices/greenhouse-pi")), cwd))
     assert {s["name"] for s in device["device"]["sensors"]} >= {"sim-environment"}
