@@ -34,8 +34,9 @@ import asyncpg
 
 from query_service.storage.coverage import ALWAYS, NEVER, Level, Piece, Span, plan
 from query_service.storage.series import SeriesRef
+from query_service.storage.stored_floats import mean_as_sent, value_sql
 from sensormesh_core.storage.maintenance import Backend
-from sensormesh_core.storage.schema import ROLLUP_WIDTHS
+from sensormesh_core.storage.schema import ROLLUP_WIDTHS, SqlType
 from sensormesh_core.storage.time_buckets import EPOCH, floor_to
 
 _ROLLUP_STEPS: tuple[tuple[str, timedelta], ...] = (
@@ -73,7 +74,7 @@ async def raw_points(
     the (time, sequence) cursor, in that order."""
     col, key = ref.value_column, ref.key_column
     base = (
-        f"SELECT time, sequence, {col}::float8 AS value FROM {ref.table} "
+        f"SELECT time, sequence, {value_sql(col, ref.sql_type)} AS value FROM {ref.table} "
         f"WHERE {key} = $1 AND time >= $2 AND time < $3 AND {col} IS NOT NULL"
     )
     if after is None:
@@ -108,23 +109,24 @@ def _bucket_sql(ref: SeriesRef, backend: Backend) -> str:
     """
     col, key = ref.value_column, ref.key_column
     raw = (
-        f"SELECT {_bucket_of(backend, 'x.time')} AS bucket, count(x.v) AS n, min(x.v)::float8 AS lo, "
-        "max(x.v)::float8 AS hi, sum(x.v::float8) AS total "
+        f"SELECT {_bucket_of(backend, 'x.time')} AS bucket, count(x.v) AS n, min(x.v) AS lo, "
+        "max(x.v) AS hi, sum(x.v::float8) AS total "
         "FROM unnest($4::timestamptz[], $5::timestamptz[]) AS r(lo, hi) "
         f"CROSS JOIN LATERAL (SELECT time, {col} AS v FROM {ref.table} WHERE {key} = $1 "
         f"AND time >= r.lo AND time < r.hi AND {col} IS NOT NULL) AS x GROUP BY 1"
     )
     rolled = [
-        f"SELECT {_bucket_of(backend, 'y.bucket')} AS bucket, sum(y.n)::bigint AS n, min(y.lo)::float8 AS lo, "
-        "max(y.hi)::float8 AS hi, sum(y.total)::float8 AS total "
+        f"SELECT {_bucket_of(backend, 'y.bucket')} AS bucket, sum(y.n)::bigint AS n, min(y.lo) AS lo, "
+        "max(y.hi) AS hi, sum(y.total)::float8 AS total "
         f"FROM unnest(${first}::timestamptz[], ${first + 1}::timestamptz[]) AS r(lo, hi) "
         f"CROSS JOIN LATERAL (SELECT bucket, {col}_count AS n, {col}_min AS lo, {col}_max AS hi, "
         f"{col}_sum AS total FROM {ref.table}_{width} WHERE {key} = $1 "
         "AND bucket >= r.lo AND bucket < r.hi) AS y GROUP BY 1"
         for width, first in (("1m", 6), ("1h", 8))
     ]
+    lo, hi = value_sql("min(lo)", ref.sql_type), value_sql("max(hi)", ref.sql_type)
     return (
-        "SELECT bucket, sum(n)::bigint AS n, min(lo) AS lo, max(hi) AS hi, sum(total) AS total "
+        f"SELECT bucket, sum(n)::bigint AS n, {lo} AS lo, {hi} AS hi, sum(total) AS total "
         f"FROM ({raw} UNION ALL {rolled[0]} UNION ALL {rolled[1]}) AS parts "
         "GROUP BY bucket HAVING sum(n) > 0 ORDER BY bucket LIMIT $3"
     )
@@ -231,6 +233,11 @@ def _pieces(start: datetime, end: datetime, levels: list[Level], stale: list[Spa
         return [Piece(None, start, end)]
 
 
+def _mean(mean: float, lo: float, hi: float, real: bool) -> float:
+    """A bucket's mean as served: rounded to the values' precision when they are `real`."""
+    return mean_as_sent(mean, lo, hi) if real else mean
+
+
 async def buckets(
     conn: asyncpg.Connection,
     ref: SeriesRef,
@@ -261,7 +268,12 @@ async def buckets(
         *spans["1m"],
         *spans["1h"],
     )
-    found = [BucketRow(r["bucket"], r["n"], r["lo"], r["hi"], r["total"] / r["n"]) for r in rows if r["n"]]
+    real = ref.sql_type is SqlType.REAL
+    found = [
+        BucketRow(r["bucket"], r["n"], r["lo"], r["hi"], _mean(r["total"] / r["n"], r["lo"], r["hi"], real))
+        for r in rows
+        if r["n"]
+    ]
     return found, window_end
 
 

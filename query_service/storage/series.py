@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from sensormesh_core.storage.schema import MEASUREMENTS_TABLE, TYPED_QUANTITIES
+from sensormesh_core.storage.schema import MEASUREMENTS_TABLE, TYPED_QUANTITIES, SqlType
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,11 @@ class SeriesRef:
     @property
     def value_column(self) -> str:
         return self.quantity if self.typed else "value"
+
+    @property
+    def sql_type(self) -> SqlType:
+        """How the values are stored: `real` for most typed quantities (see stored_floats.py)."""
+        return TYPED_QUANTITIES[self.quantity][1].sql_type if self.typed else SqlType.DOUBLE
 
     @property
     def order_key(self) -> tuple[str, str]:

@@ -135,6 +135,29 @@ async def test_errors_map_to_http_status_with_field_violations(http: httpx.Async
     assert missing.status_code == 404
 
 
+async def test_decimals_come_back_as_they_were_sent(http: httpx.AsyncClient) -> None:
+    """`temperatureCelsius` is a 32-bit float: 21.1 is stored as 21.100000381469727, and every
+    reader serves it as 21.1 again (raw points, bucket extremes and means, latest values)."""
+    device = await register(http, "decimals")
+    sent = [21.1, 0.1, 21.1, 0.3]
+    await write(
+        http, device, [environment("bme280", START + timedelta(seconds=i), v) for i, v in enumerate(sent)]
+    )
+    params = {
+        "startTime": iso(START),
+        "endTime": iso(START + timedelta(minutes=1)),
+        "quantities": "temperature",
+    }
+    path = f"/v1/devices/{device.device_id}/readings"
+
+    raw = (await http.get(path, params=params)).json()
+    assert [p["value"] for p in raw["series"][0]["points"]] == sent
+    (bucket,) = (await http.get(path, params={**params, "interval": "60s"})).json()["series"][0]["buckets"]
+    assert (bucket["min"], bucket["max"], bucket["mean"]) == (0.1, 21.1, 10.65)
+    latest = (await http.get(f"{path}:latest", params={"quantities": "temperature"})).json()
+    assert [v["value"] for v in latest["values"]] == [0.3]
+
+
 async def test_readings_read_back_over_rest_and_grpc_agree(stack: Stack, http: httpx.AsyncClient) -> None:
     device = await register(http, "hist")
     await write(

@@ -14,10 +14,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sensormesh.v1 import query_pb2, query_pb2_grpc
 
 from query_service.storage.series import device_series
+from query_service.storage.stored_floats import mean_as_sent, value_sql
 from sensormesh_core.config import StorageSettings
 from sensormesh_core.storage.continuous_aggregates import refresh_continuous_aggregates
 from sensormesh_core.storage.maintenance import Backend
 from sensormesh_core.storage.rollups import refresh_rollups
+from sensormesh_core.storage.schema import SqlType
 from sensormesh_core.storage.time_buckets import HOUR, MINUTE, floor_to
 from tests.sensormesh_core.storage.rollup_checks import write_fleet
 from tests.support.reading_writer import ReadingWriter, environment
@@ -77,12 +79,14 @@ async def _served(
 async def _from_raw(
     db: asyncpg.Connection, device: str, start: datetime, end: datetime, interval: timedelta
 ) -> dict[tuple[str, str], list[Bucket]]:
+    """As date_bin over the raw rows gives them, served as stored_floats.py serves `real` values."""
     found = {}
     for ref in await device_series(db, device):
-        col = ref.value_column
+        col, kind = ref.value_column, ref.sql_type
+        real = kind is SqlType.REAL
         rows = await db.fetch(
             f"SELECT date_bin($2::interval, time, 'epoch'::timestamptz) AS b, count({col}), "
-            f"min({col})::float8, max({col})::float8, avg({col}::float8) FROM {ref.table} "
+            f"{value_sql(f'min({col})', kind)}, {value_sql(f'max({col})', kind)}, avg({col}::float8) FROM {ref.table} "
             f"WHERE {ref.key_column} = $1 AND time >= $3 AND time < $4 AND {col} IS NOT NULL GROUP BY 1 ORDER BY 1",
             ref.key,
             interval,
@@ -90,7 +94,9 @@ async def _from_raw(
             end,
         )
         if rows:
-            found[ref.sensor, ref.quantity] = [tuple(r) for r in rows]
+            found[ref.sensor, ref.quantity] = [
+                (*tuple(r)[:4], mean_as_sent(r[4], r[2], r[3]) if real else r[4]) for r in rows
+            ]
     return found
 
 

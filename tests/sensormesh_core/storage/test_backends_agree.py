@@ -24,6 +24,7 @@ from psycopg import sql
 
 from query_service.storage.history import _coverage, buckets
 from query_service.storage.series import device_series
+from query_service.storage.stored_floats import mean_as_sent, value_sql
 from sensormesh_core.config import StorageSettings, TimescaleMode
 from sensormesh_core.storage import migrate
 from sensormesh_core.storage.continuous_aggregates import refresh_continuous_aggregates
@@ -32,6 +33,7 @@ from sensormesh_core.storage.embedded import ensure_database
 from sensormesh_core.storage.maintenance import Backend, maintain
 from sensormesh_core.storage.registry import create_device
 from sensormesh_core.storage.rollups import refresh_rollups
+from sensormesh_core.storage.schema import SqlType
 from sensormesh_core.storage.time_buckets import HOUR, MINUTE, floor_to
 from tests.sensormesh_core.storage.rollup_checks import write_fleet
 from tests.support.reading_writer import ReadingWriter, imu
@@ -129,15 +131,18 @@ async def _from_raw(url: str, interval: timedelta) -> dict[tuple[str, str], list
     try:
         expected = {}
         for ref in await device_series(conn, DEVICE):
-            col = ref.value_column
+            col, kind = ref.value_column, ref.sql_type
+            real = kind is SqlType.REAL
             rows = await conn.fetch(
                 f"SELECT date_bin($2::interval, time, 'epoch'::timestamptz) AS b, count({col}), "
-                f"min({col})::float8, max({col})::float8, avg({col}::float8) FROM {ref.table} "
-                f"WHERE {ref.key_column} = $1 AND {col} IS NOT NULL GROUP BY 1 ORDER BY 1",
+                f"{value_sql(f'min({col})', kind)}, {value_sql(f'max({col})', kind)}, avg({col}::float8) "
+                f"FROM {ref.table} WHERE {ref.key_column} = $1 AND {col} IS NOT NULL GROUP BY 1 ORDER BY 1",
                 ref.key,
                 interval,
             )
-            expected[ref.sensor, ref.quantity] = [tuple(r) for r in rows]
+            expected[ref.sensor, ref.quantity] = [
+                (*tuple(r)[:4], mean_as_sent(r[4], r[2], r[3]) if real else r[4]) for r in rows
+            ]
         return expected
     finally:
         await conn.close()
