@@ -1,21 +1,42 @@
-"""Values stored as `real` come back as the decimal that was sent (stored_floats.py)."""
+"""Values stored as `real` come back as the decimal that was sent (stored_floats.py).
+
+`as_sent` is the oracle: the shortest decimal that rounds to the same 32-bit value, by search.
+PostgreSQL's `real::text`, which the served values go through, must agree with it."""
 
 from __future__ import annotations
 
 import math
+import random
 import struct
+from fractions import Fraction
 
+import asyncpg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from query_service.storage.stored_floats import as_sent, mean_as_sent, value_sql
+from query_service.storage.stored_floats import mean_as_sent, value_sql
 from sensormesh_core.storage.schema import SqlType
 
 
 def widened(value: float) -> float:
     """What a `float` field or a `real` column holds for `value`, read as a double."""
     return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+def as_sent(value: float) -> float:
+    """The shortest decimal that `value` rounded to 32 bits reads back as (0.10000000149011612 -> 0.1)."""
+    if not math.isfinite(value):
+        return value
+    single = widened(value)
+    for digits in range(1, 10):  # 9 significant digits always round-trip a float32
+        shortest = float(f"{single:.{digits}g}")
+        try:
+            if widened(shortest) == single:
+                return shortest
+        except OverflowError:  # 3.4e38 rounds up past float32's largest value
+            continue
+    return single
 
 
 @pytest.mark.parametrize("sent", [0.1, 21.1, 9.80665, -40.0, 1013.25, 3.4e38, 1.1754944e-38, 0.0])
@@ -41,6 +62,35 @@ def test_the_served_decimal_reads_back_as_the_stored_value(stored: float) -> Non
     served = as_sent(stored)
     assert widened(served) == stored
     assert float(f"{served:.9g}") == served  # at most float32's nine significant digits
+
+
+async def test_postgresql_serves_real_values_as_the_oracle_does(postgres_admin_url: str) -> None:
+    """What history and latest values serve: each `real` through `value_sql`, in PostgreSQL."""
+    rng = random.Random(20261204)
+    edges = [0.1, 21.1, -0.0, 3.4025001647762064e38, 3.4028234663852886e38, 1.1754943508222875e-38, 1e-45]
+    drawn = [struct.unpack("<f", rng.getrandbits(32).to_bytes(4, "little"))[0] for _ in range(20_000)]
+    stored = [widened(v) for v in edges] + [v for v in drawn if math.isfinite(v)]
+    conn = await asyncpg.connect(postgres_admin_url)
+    try:
+        served = await conn.fetch(
+            f"SELECT {value_sql('v', SqlType.REAL)} AS served FROM unnest($1::real[]) WITH ORDINALITY AS t(v, i) ORDER BY i",
+            stored,
+        )
+    finally:
+        await conn.close()
+    assert all(widened(r["served"]) == s for s, r in zip(stored, served, strict=True))
+    differ = [(s, r["served"]) for s, r in zip(stored, served, strict=True) if r["served"] != as_sent(s)]
+    # PostgreSQL (Ryu) takes one more digit when the shortest decimal lies exactly halfway between
+    # two float32s (768557600 is; it reads back as 768557568 by round-half-even): nowhere else.
+    assert differ and all(_halfway(as_sent(s), s) for s, _ in differ)
+    assert len(differ) < len(stored) / 100
+
+
+def _halfway(decimal: float, single: float) -> bool:
+    """Whether `decimal` is exactly the midpoint between `single` and a neighbouring float32."""
+    bits = struct.unpack("<I", struct.pack("<f", single))[0]
+    neighbours = (struct.unpack("<f", struct.pack("<I", b))[0] for b in (bits - 1, bits + 1))
+    return any(Fraction(repr(decimal)) == (Fraction(single) + Fraction(n)) / 2 for n in neighbours)
 
 
 def test_a_mean_is_the_mean_of_what_was_sent() -> None:
