@@ -14,8 +14,8 @@ def banner(options: StackOptions, running: Running) -> str:
     where = [
         ("REST, gRPC, gRPC-Web", f"{scheme}://{reachable(e.http)}  (Envoy)"),
         ("Envoy admin", f"http://{reachable(e.admin)}  (/stats, /clusters)"),
-        ("ingest (gRPC, devices)", f"{reachable(e.ingest)}{over and '  (TLS)'}"),
-        ("query (gRPC)", f"{reachable(e.query)}{over and '  (TLS)'}"),
+        ("ingest (gRPC, uploads)", f"{reachable(e.ingest)}{over and '  (TLS)'}"),
+        ("query (gRPC, the rest)", f"{reachable(e.query)}{over and '  (TLS)'}"),
     ]
     if options.tls:
         ca = display_path(LocalTls(options.data_dir / "tls").ca_cert)
