@@ -15,6 +15,7 @@ import asyncpg
 
 from ingest_service.batch import PreparedBatch
 from ingest_service.catalog import SensorCatalog, StaleCatalog
+from ingest_service.command_channels import CommandChannels
 from ingest_service.notifier import CommitNotifier
 from ingest_service.observability import IngestMetrics
 from ingest_service.pg_time import install_codec
@@ -23,6 +24,7 @@ from ingest_service.rules import UnsupportedRules, load_rules
 from ingest_service.settings import IngestSettings
 from ingest_service.writer import BatchWriter, Commit
 from sensormesh_core.access.device_tokens import DeviceTokens
+from sensormesh_core.command_telemetry import CommandMetrics
 from sensormesh_core.errors import NotFound, Unavailable
 from sensormesh_core.storage.maintenance import Backend, maintain, storage_backend
 from sensormesh_core.storage.outages import RETRYABLE_DATABASE_ERRORS
@@ -54,16 +56,18 @@ class IngestApp:
         telemetry: Telemetry,
         notifier: CommitNotifier | None,
         *,
-        connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
         rollups: bool = False,
     ) -> None:
         """`rollups`: this service keeps the rollup tables (plain PostgreSQL,
-        migration 0003); `connect` opens the refresher's own connection."""
+        migration 0003); `connect` opens a connection of its own (the refresher's,
+        the command signal's LISTEN)."""
         self.settings = settings
         self.pool = pool
         self.backend = backend
         self.tracer = telemetry.tracer("sensormesh.ingest")
         self.metrics = IngestMetrics(telemetry.meter("sensormesh.ingest"))
+        self.command_metrics = CommandMetrics(telemetry.meter("sensormesh.commands"))
         self.notifier = notifier
         self.catalog = SensorCatalog()
         self.partitions = PartitionManager() if backend is Backend.PARTITIONED else None
@@ -79,7 +83,8 @@ class IngestApp:
         self.preparer = Preparer(settings, self.catalog, pool, rules)
         self.writer = BatchWriter(pool, self.catalog, self.partitions, self.tracer, rollup_gate=rollups)
         self._connect = connect
-        self.rollups = rollups and connect is not None
+        self.command_channels = CommandChannels(connect)
+        self.rollups = rollups
         self.stopping = asyncio.Event()
         self._background: set[asyncio.Task[object]] = set()
         self._maintenance: asyncio.Task[None] | None = None
@@ -120,6 +125,11 @@ class IngestApp:
             connect=lambda: asyncpg.connect(database_url),
             rollups=rollups,
         )
+        try:
+            await app.command_channels.start()
+        except BaseException:
+            await app.close()
+            raise
         if app.partitions is not None:
             await app.maintain()
             app._maintenance = asyncio.create_task(app._maintain_every(settings.ingest_maintenance_interval))
@@ -145,7 +155,6 @@ class IngestApp:
     async def refresh_rollups(self) -> RefreshReport:
         """One rollup refresh (plain PostgreSQL), on a connection of its own:
         it takes session locks, which must never return to the pool."""
-        assert self._connect is not None
         conn = await self._connect()
         try:
             return await refresh_rollups(conn, self.settings)
@@ -218,6 +227,7 @@ class IngestApp:
                     await task
         if self.notifier is not None:
             await self.notifier.stop()
+        await self.command_channels.stop()
         await self.pool.close()
 
     async def read_mark(self, device_id: str) -> tuple[int, datetime | None]:

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
+from sensormesh.v1 import command_delivery_pb2, command_delivery_pb2_grpc, ingest_pb2, ingest_pb2_grpc
 
 from ingest_service.app import IngestApp
+from ingest_service.command_delivery import CommandDeliveryServicer
 from ingest_service.health import DatabaseHealth
 from ingest_service.observability import instrument_asyncpg
 from ingest_service.service import IngestServicer
@@ -41,6 +42,8 @@ from sensormesh_core.telemetry import Telemetry, configure_telemetry
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+COMMAND_DELIVERY = command_delivery_pb2.DESCRIPTOR.services_by_name["CommandDeliveryService"].full_name
+SERVICE_NAMES = (SERVICE_NAME, COMMAND_DELIVERY)
 
 
 @dataclass
@@ -125,15 +128,18 @@ def _grpc_server(
         interceptors=[
             *telemetry.server_interceptors(),
             ErrorMappingInterceptor(),
-            AccessInterceptor([SERVICE_NAME], devices=app.auth, recheck_interval=app.recheck_interval),
+            AccessInterceptor(SERVICE_NAMES, devices=app.auth, recheck_interval=app.recheck_interval),
         ],
         options=server_options(settings),
     )
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(app), server)
+    command_delivery_pb2_grpc.add_CommandDeliveryServiceServicer_to_server(
+        CommandDeliveryServicer(app), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
     return server, health_servicer
@@ -161,7 +167,7 @@ async def start(
         await app.close()
         await asyncio.to_thread(database.close)
         raise
-    for name in ("", SERVICE_NAME):
+    for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     interval = settings.ingest_health_interval.total_seconds()
     watcher = DatabaseHealth(health_servicer, SERVICE_NAME, app.pool, interval)

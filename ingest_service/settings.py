@@ -44,6 +44,23 @@ class IngestSettings(ServiceSettings):
             "until NTP answers, and those readings would land in the wrong place."
         ),
     )
+    ingest_command_poll_interval: timedelta = Field(
+        default=timedelta(seconds=30),
+        ge=timedelta(seconds=1),
+        description=(
+            "A command channel reads its device's pending commands this often even without a command "
+            "signal (a safety net; signals deliver new commands at once)."
+        ),
+    )
+    ingest_command_heartbeat: timedelta = Field(
+        default=timedelta(seconds=30),
+        ge=timedelta(seconds=1),
+        le=timedelta(seconds=60),
+        description=(
+            "A command channel with nothing to say sends a heartbeat this often, so proxies keep it "
+            "open and the device can tell a dead channel from a quiet one."
+        ),
+    )
     ingest_notify: bool = Field(
         default=True,
         description="Send the live-feed signal (pg_notify) after each commit.",

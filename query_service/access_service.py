@@ -15,7 +15,7 @@ import asyncpg
 import grpc
 from sensormesh.v1 import access_pb2, access_pb2_grpc
 
-from query_service import page_tokens
+from sensormesh_core import page_tokens
 from sensormesh_core.access.api_key_messages import api_key_message
 from sensormesh_core.access.principal import current_caller
 from sensormesh_core.device_scope import DeviceScope

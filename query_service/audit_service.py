@@ -9,7 +9,7 @@ import asyncpg
 import grpc
 from sensormesh.v1 import audit_pb2, audit_pb2_grpc
 
-from query_service import page_tokens
+from sensormesh_core import page_tokens
 from sensormesh_core.access.principal import current_caller
 from sensormesh_core.storage import audit
 from sensormesh_core.validation import validate

@@ -16,8 +16,8 @@ import asyncpg
 import grpc
 from sensormesh.v1 import device_pb2, device_pb2_grpc
 
-from query_service import page_tokens
 from query_service.device_messages import changes_from, create_arguments, device_message
+from sensormesh_core import page_tokens
 from sensormesh_core.access.principal import ROLE_ADMIN, current_caller
 from sensormesh_core.errors import PermissionDenied
 from sensormesh_core.storage import registry

@@ -19,7 +19,6 @@ from typing import Any
 import asyncpg
 from sensormesh.v1 import query_pb2
 
-from query_service import page_tokens
 from query_service.request_checks import (
     filter_violations,
     interval_violations,
@@ -28,6 +27,7 @@ from query_service.request_checks import (
 )
 from query_service.storage import history
 from query_service.storage.series import SeriesRef, device_series
+from sensormesh_core import page_tokens
 from sensormesh_core.errors import NotFound
 from sensormesh_core.storage.maintenance import Backend
 from sensormesh_core.storage.registry import device_exists

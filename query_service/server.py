@@ -124,7 +124,7 @@ async def start_query_server(
         SERVICE_NAMES,
         keys=ApiKeys(pool, settings.credential_cache_ttl.total_seconds()),
         audit=AuditLog(pool),
-        forwarded=_forwarded_identity(settings),
+        forwarded=ForwardedIdentity.trusted_from(settings),
         recheck_interval=settings.stream_recheck_interval.total_seconds(),
     )
     interceptors = [
@@ -155,15 +155,3 @@ async def start_query_server(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("event=query_serving address=%s port=%d backend=%s", settings.query_listen, port, backend.value)
     return QueryServer(port, hub, server, health_servicer, pool, database)
-
-
-def _forwarded_identity(settings: QuerySettings) -> ForwardedIdentity | None:
-    """The reader of Envoy's forwarded single sign-on identity, or None when it is not trusted."""
-    if not settings.trust_forwarded_identity:
-        return None
-    log.info(
-        "event=forwarded_identity_trusted subject_claim=%s role_claim=%s",
-        settings.sso_subject_claim,
-        settings.sso_role_claim,
-    )
-    return ForwardedIdentity(subject_claim=settings.sso_subject_claim, role_claim=settings.sso_role_claim)

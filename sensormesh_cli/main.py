@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("sensormesh_bench.command", "measure throughput and latency against their targets"),
     "ingest": ("ingest_service.command", "run the device-facing ingest service (gRPC)"),
     "query": ("query_service.command", "run the query service (devices, history, latest values, live feeds)"),
+    "control": ("control_service.command", "run the control service (commands to devices)"),
     "agent": ("gateway_agent.agent_command", "run the gateway agent: read sensors, buffer, upload"),
     "up": (
         "sensormesh_cli.up_command",

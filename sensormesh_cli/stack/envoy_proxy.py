@@ -2,7 +2,7 @@
 
 `envoy/envoy.yaml` is the single source of the config's shape. Rendering
 loads it and changes only what differs between runs: the listener and admin
-addresses, the ingest and query upstreams, the descriptor set's path, the
+addresses, the ingest, query and control upstreams, the descriptor set's path, the
 rate limits' figures and where access logs go; and, when given a
 certificate, it adds TLS to the listener (ALPN h2 and http/1.1, so gRPC,
 gRPC-Web and REST all work over it) and, when the services serve TLS, to the
@@ -63,7 +63,7 @@ class RateLimits:
     anonymous: Bucket | None = None  # requests without `authorization`, all together
     writes: Bucket | None = None  # IngestService, per credential
     reads: Bucket | None = None  # DeviceService and QueryService, per credential
-    commands: Bucket | None = None  # CommandService (a later change), per credential
+    commands: Bucket | None = None  # CommandService, per credential
 
     @classmethod
     def every(cls, per_second: int) -> RateLimits:
@@ -118,6 +118,7 @@ class EnvoyOptions:
     admin_port: int = 9901
     ingest: tuple[str, int] = ("127.0.0.1", 50051)
     query: tuple[str, int] = ("127.0.0.1", 50052)
+    control: tuple[str, int] = ("127.0.0.1", 50053)
     descriptor_path: Path | None = None  # None: the installed descriptor set
     rate_limits: RateLimits = RateLimits()  # each None figure: envoy.yaml's
     health_check_interval_s: float | None = None  # None: envoy.yaml's
@@ -153,7 +154,7 @@ def render_config(options: EnvoyOptions, base: dict[str, Any] | None = None) -> 
         "address": options.listen_address,
         "port_value": options.listen_port,
     }
-    upstreams = {"ingest": options.ingest, "query": options.query}
+    upstreams = {"ingest": options.ingest, "query": options.query, "control": options.control}
     for cluster in config["static_resources"]["clusters"]:
         host, port = upstreams[cluster["name"]]
         endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]

@@ -18,13 +18,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sensormesh_core.access.principal import ROLES_BY_NAME, Principal
+from sensormesh_core.config import ServiceSettings
 from sensormesh_core.errors import PermissionDenied, Unauthenticated
+
+log = logging.getLogger(__name__)
 
 FORWARDED_IDENTITY_HEADER = "x-sensormesh-identity"
 # Envoy's jwt_authn accepts a token up to 60 s past its `exp` by default; the same here.
@@ -38,6 +42,18 @@ class ForwardedIdentity:
     subject_claim: str = "sub"
     role_claim: str = "sensormesh_role"
     clock: Callable[[], float] = field(default=time.time, compare=False)
+
+    @classmethod
+    def trusted_from(cls, settings: ServiceSettings) -> ForwardedIdentity | None:
+        """The reader the settings ask for, or None when the forwarded identity is not trusted."""
+        if not settings.trust_forwarded_identity:
+            return None
+        log.info(
+            "event=forwarded_identity_trusted subject_claim=%s role_claim=%s",
+            settings.sso_subject_claim,
+            settings.sso_role_claim,
+        )
+        return cls(subject_claim=settings.sso_subject_claim, role_claim=settings.sso_role_claim)
 
     def header(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
         """The forwarded header's value from call metadata, if there is one."""

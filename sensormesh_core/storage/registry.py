@@ -172,14 +172,14 @@ async def device_exists(conn: asyncpg.Connection, device_id: str) -> bool:
 
 # A device is in a scope ($n: ids, $n+1: labels as jsonb) if the scope lists its id,
 # or its labels contain the selector's. No scope: both parameters NULL.
-_IN_SCOPE = (
+IN_SCOPE = (
     "(({ids}::text[] IS NULL AND {labels}::jsonb IS NULL) OR "
     "(cardinality({ids}::text[]) > 0 AND d.device_id = ANY({ids}::text[])) OR "
     "(cardinality({ids}::text[]) = 0 AND d.labels @> {labels}::jsonb))"
 )
 
 
-def _scope_parameters(scope: DeviceScope | None) -> tuple[list[str] | None, str | None]:
+def scope_parameters(scope: DeviceScope | None) -> tuple[list[str] | None, str | None]:
     if scope is None:
         return None, None
     return sorted(scope.device_ids), json.dumps(dict(scope.labels))
@@ -191,9 +191,9 @@ async def require_visible(conn: asyncpg.Connection, device_id: str, scope: Devic
     A device outside the scope gets the same answer as one that does not exist,
     so a scoped caller cannot learn which other devices there are.
     """
-    ids, labels = _scope_parameters(scope)
+    ids, labels = scope_parameters(scope)
     visible = await conn.fetchval(
-        "SELECT 1 FROM devices d WHERE d.device_id = $1 AND " + _IN_SCOPE.format(ids="$2", labels="$3"),
+        "SELECT 1 FROM devices d WHERE d.device_id = $1 AND " + IN_SCOPE.format(ids="$2", labels="$3"),
         device_id,
         ids,
         labels,
@@ -212,11 +212,11 @@ async def list_devices(
     scope: DeviceScope | None = None,
 ) -> list[DeviceRecord]:
     """Up to `limit` devices in `scope` with ids after `after`, in id order; 0 filters mean any."""
-    ids, labels = _scope_parameters(scope)
+    ids, labels = scope_parameters(scope)
     rows = await conn.fetch(
         f"{_SELECT_DEVICE} WHERE ($1::text IS NULL OR d.device_id > $1) "
         "AND ($2::smallint = 0 OR d.status = $2) AND ($3::smallint = 0 OR d.device_type = $3) "
-        f"AND {_IN_SCOPE.format(ids='$5', labels='$6')} "
+        f"AND {IN_SCOPE.format(ids='$5', labels='$6')} "
         "ORDER BY d.device_id LIMIT $4",
         after,
         status,

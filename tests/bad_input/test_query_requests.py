@@ -15,7 +15,7 @@ from grpc import StatusCode
 from sensormesh.v1 import device_pb2, ingest_pb2, query_pb2
 
 from query_service.history_pages import _token_parameters
-from query_service.page_tokens import encode
+from sensormesh_core.page_tokens import encode
 from tests.bad_input.messages import DEVICES, QUERY, WRITE, imu_reading
 from tests.bad_input.stack import Device, Outcome, Stack, first_of_stream, unary
 

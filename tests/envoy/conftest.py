@@ -1,5 +1,5 @@
-"""The real Envoy binary in front of a real `sensormesh ingest` and a real
-`sensormesh query` process, over one migrated database, shared by the tests
+"""The real Envoy binary in front of real `sensormesh ingest`, `sensormesh query`
+and `sensormesh control` processes, over one migrated database, shared by the tests
 of a module: Envoy's and the services' start-up are paid once. Tests use
 their own device ids, registered over REST with their own tokens; operator calls
 carry the module's admin key (`http` sends it by default)."""
@@ -35,6 +35,7 @@ class Stack:
     query_pid: int
     admin_key: str
     log_dir: Path  # the services' and Envoy's logs
+    control_port: int = 0
 
     @property
     def admin_headers(self) -> dict[str, str]:
@@ -85,14 +86,19 @@ def stack(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     query = ServiceProcess(
         ["query"], {**database, "SENSORMESH_QUERY_LISTEN": "127.0.0.1:0"}, logs / "query.log"
     )
+    control = ServiceProcess(
+        ["control"], {**database, "SENSORMESH_CONTROL_LISTEN": "127.0.0.1:0"}, logs / "control.log"
+    )
     envoy = None
     try:
         ingest_port, query_port = ingest.wait_serving(), query.wait_serving()
+        control_port = control.wait_serving()
         options = EnvoyOptions(
             listen_port=free_port(),
             admin_port=free_port(),
             ingest=("127.0.0.1", ingest_port),
             query=("127.0.0.1", query_port),
+            control=("127.0.0.1", control_port),
             health_check_interval_s=1.0,
             # Tests of other things send requests faster than one client may; test_rate_limits.py
             # runs its own Envoy with envoy.yaml's figures.
@@ -109,13 +115,16 @@ def stack(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
             query.process.pid,
             admin_key,
             Path(logs),
+            control_port,
         )
     finally:
         if envoy is not None:
             envoy.stop()
-        for process in (ingest, query):
+        for process in (ingest, query, control):
             process.process.terminate()
-        assert [ingest.stop(), query.stop()] == [0, 0], "a service did not shut down cleanly"
+        assert [ingest.stop(), query.stop(), control.stop()] == [0, 0, 0], (
+            "a service did not shut down cleanly"
+        )
 
 
 @pytest.fixture

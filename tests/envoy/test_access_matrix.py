@@ -30,6 +30,8 @@ from google.protobuf.message import Message
 from sensormesh.v1 import (
     access_pb2,
     audit_pb2,
+    command_delivery_pb2,
+    command_pb2,
     device_pb2,
     ingest_pb2,
     query_pb2,
@@ -38,6 +40,7 @@ from sensormesh.v1 import (
 from sensormesh_core.access.principal import ROLE_ADMIN, ROLE_OPERATOR, ROLE_VIEWER
 from sensormesh_core.access.rules import Rule, rule_of
 from sensormesh_core.device_scope import DeviceScope
+from sensormesh_core.storage import commands
 from sensormesh_core.storage.api_keys import LOCAL_CREATOR, create_key, revoke_key
 from sensormesh_core.storage.registry import create_device
 from tests.envoy.conftest import Stack
@@ -53,6 +56,8 @@ SERVICES = [
         (query_pb2.DESCRIPTOR, "QueryService"),
         (access_pb2.DESCRIPTOR, "AccessService"),
         (audit_pb2.DESCRIPTOR, "AuditService"),
+        (command_pb2.DESCRIPTOR, "CommandService"),
+        (command_delivery_pb2.DESCRIPTOR, "CommandDeliveryService"),
     )
 ]
 METHODS: dict[str, MethodDescriptor] = {f"{s.full_name}/{m.name}": m for s in SERVICES for m in s.methods}
@@ -66,6 +71,8 @@ DESCRIPTOR_FILES = sorted(
         query_pb2.DESCRIPTOR,
         access_pb2.DESCRIPTOR,
         audit_pb2.DESCRIPTOR,
+        command_pb2.DESCRIPTOR,
+        command_delivery_pb2.DESCRIPTOR,
     )
 )
 HTTP_STATUS = {"OK": 200, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404}
@@ -79,6 +86,7 @@ class Target:
     token: str
     victim_key: str
     suffix: str
+    command_id: int
 
 
 # What each RPC is called with: a valid request naming the case's own device and key.
@@ -118,6 +126,32 @@ REQUESTS: dict[str, Callable[[Target], Message]] = {
     "sensormesh.v1.AccessService/ListApiKeys": lambda t: access_pb2.ListApiKeysRequest(),
     "sensormesh.v1.AccessService/RevokeApiKey": lambda t: access_pb2.RevokeApiKeyRequest(name=t.victim_key),
     "sensormesh.v1.AuditService/ListAuditEvents": lambda t: audit_pb2.ListAuditEventsRequest(),
+    "sensormesh.v1.CommandService/SendCommand": lambda t: command_pb2.SendCommandRequest(
+        device_id=t.device_id, name="ping"
+    ),
+    "sensormesh.v1.CommandService/GetCommand": lambda t: command_pb2.GetCommandRequest(
+        device_id=t.device_id, command_id=t.command_id
+    ),
+    "sensormesh.v1.CommandService/ListCommands": lambda t: command_pb2.ListCommandsRequest(
+        device_id=t.device_id
+    ),
+    "sensormesh.v1.CommandService/CancelCommand": lambda t: command_pb2.CancelCommandRequest(
+        device_id=t.device_id, command_id=t.command_id
+    ),
+    "sensormesh.v1.CommandService/WatchCommands": lambda t: command_pb2.WatchCommandsRequest(
+        device_id=t.device_id
+    ),
+    "sensormesh.v1.CommandDeliveryService/ConnectCommands": lambda t: (
+        command_delivery_pb2.ConnectCommandsRequest(
+            hello=command_delivery_pb2.CommandChannelHello(device_id=t.device_id)
+        )
+    ),
+}
+# Which process serves each service, for the gRPC half of the matrix.
+SERVED_BY = {
+    "sensormesh.v1.IngestService": "ingest",
+    "sensormesh.v1.CommandDeliveryService": "ingest",
+    "sensormesh.v1.CommandService": "control",
 }
 LISTS = {"sensormesh.v1.DeviceService/ListDevices"}  # a scoped key gets its part, not NOT_FOUND
 
@@ -185,13 +219,28 @@ def credentials(stack: Stack) -> dict[str, str]:
 @pytest.fixture
 async def target(stack: Stack) -> Target:
     suffix = uuid.uuid4().hex[:10]
+    device_id = f"m-{suffix}"
     conn = await asyncpg.connect(stack.database_url)
     try:
-        _, token = await create_device(conn, f"m-{suffix}")
+        _, token = await create_device(conn, device_id)
         await create_key(conn, f"victim-{suffix}", ROLE_VIEWER, creator=LOCAL_CREATOR)
+        # As if its agent had connected: it understands ping, and has one command queued.
+        await commands.advertise(conn, device_id, [command_delivery_pb2.CommandSpec(name="ping")])
+        queued, _ = await commands.insert(
+            conn,
+            commands.NewCommand(
+                device_id,
+                "ping",
+                {},
+                "key:matrix",
+                "",
+                datetime.now(UTC) + timedelta(hours=1),
+                timedelta(minutes=1),
+            ),
+        )
     finally:
         await conn.close()
-    return Target(f"m-{suffix}", token, f"victim-{suffix}", suffix)
+    return Target(device_id, token, f"victim-{suffix}", suffix, queued.command_id)
 
 
 def _credential(caller: str, target: Target, keys: dict[str, str]) -> str | None:
@@ -207,6 +256,8 @@ async def _grpc_code(port: int, method: str, request: Message, credential: str |
         path = f"/{method}"
         serialize, parse = (lambda m: m.SerializeToString()), (lambda b: b)
         try:
+            if descriptor.client_streaming and descriptor.server_streaming:
+                return await _bidi_code(channel, path, request, metadata)
             if descriptor.client_streaming:
 
                 async def one() -> AsyncIterator[Message]:
@@ -226,6 +277,27 @@ async def _grpc_code(port: int, method: str, request: Message, credential: str |
         except grpc.aio.AioRpcError as error:
             return error.code().name, error.details() or ""
     return "OK", ""
+
+
+async def _bidi_code(
+    channel: grpc.aio.Channel, path: str, request: Message, metadata: tuple[tuple[str, str], ...]
+) -> tuple[str, str]:
+    """A bidirectional stream (the command channel): its first answer, or how it ended."""
+
+    async def first_then_wait() -> AsyncIterator[Message]:
+        yield request
+        await asyncio.sleep(5)
+
+    call = channel.stream_stream(path, lambda m: m.SerializeToString(), lambda b: b)(
+        first_then_wait(), metadata=metadata, timeout=10
+    )
+    try:
+        await asyncio.wait_for(call.read(), 2.0)
+    except grpc.aio.AioRpcError:
+        # The status the call ended with (a read racing the request iterator may report INTERNAL).
+        return (await call.code()).name, await call.details() or ""
+    call.cancel()
+    return "OK", ""  # it answered: the channel was accepted
 
 
 def _rest_call(method: str, request: Message) -> tuple[str, str, dict[str, Any] | None]:
@@ -277,7 +349,8 @@ async def test_grpc_answers_what_the_rule_says(
     stack: Stack, credentials: dict[str, str], target: Target, method: str, caller: str
 ) -> None:
     rule = rule_of(METHODS[method])
-    port = stack.ingest_port if rule.device else stack.query_port
+    served_by = SERVED_BY.get(method.split("/")[0], "query")
+    port = {"ingest": stack.ingest_port, "query": stack.query_port, "control": stack.control_port}[served_by]
     code, details = await _grpc_code(
         port, method, REQUESTS[method](target), _credential(caller, target, credentials)
     )
@@ -315,7 +388,7 @@ def test_no_credential_reaches_a_log_line(stack: Stack, credentials: dict[str, s
     logs = {
         path.name: path.read_text(errors="replace") for path in stack.log_dir.rglob("*") if path.is_file()
     }
-    assert {"ingest.log", "query.log"} <= set(logs)
+    assert {"ingest.log", "query.log", "control.log"} <= set(logs)
     assert sum(len(text) for text in logs.values()) > 10_000  # the matrix was logged
     for name, text in logs.items():
         for caller, key in credentials.items():

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sensormesh.v1 import reading_pb2
 
-from query_service import page_tokens
 from query_service.live.subscription import Subscription
 from query_service.storage.history import rollups_for
 from query_service.storage.live_rows import LiveReading
+from sensormesh_core import page_tokens
 from sensormesh_core.errors import InvalidArgument
 from sensormesh_core.storage.time_buckets import ceil_to, floor_to
 

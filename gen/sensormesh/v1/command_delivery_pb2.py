@@ -29,7 +29,7 @@ from sensormesh.v1 import access_rule_pb2 as sensormesh_dot_v1_dot_access__rule_
 from sensormesh.v1 import command_pb2 as sensormesh_dot_v1_dot_command__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sensormesh/v1/command_delivery.proto\x12\rsensormesh.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsensormesh/v1/access_rule.proto\x1a\x1bsensormesh/v1/command.proto\"\xc1\x01\n\x16\x43onnectCommandsRequest\x12\x33\n\x05hello\x18\x01 \x01(\x0b\x32\".sensormesh.v1.CommandChannelHelloH\x00\x12\x30\n\x07receipt\x18\x02 \x01(\x0b\x32\x1d.sensormesh.v1.CommandReceiptH\x00\x12.\n\x06result\x18\x03 \x01(\x0b\x32\x1c.sensormesh.v1.CommandResultH\x00\x42\x10\n\x07message\x12\x05\xbaH\x02\x08\x01\"\xa5\x02\n\x17\x43onnectCommandsResponse\x12\x35\n\x06opened\x18\x01 \x01(\x0b\x32#.sensormesh.v1.CommandChannelOpenedH\x00\x12)\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x16.sensormesh.v1.CommandH\x00\x12(\n\x03run\x18\x03 \x01(\x0b\x32\x19.sensormesh.v1.CommandRunH\x00\x12\x36\n\nwithdrawal\x18\x04 \x01(\x0b\x32 .sensormesh.v1.CommandWithdrawalH\x00\x12;\n\rresult_stored\x18\x05 \x01(\x0b\x32\".sensormesh.v1.CommandResultStoredH\x00\x42\t\n\x07message\"\xad\x01\n\x13\x43ommandChannelHello\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12\x37\n\x08\x63ommands\x18\x02 \x03(\x0b\x32\x1a.sensormesh.v1.CommandSpecB\t\xbaH\x06\x92\x01\x03\x10\x80\x02\x12\x1e\n\ragent_version\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\"\x98\x01\n\x0b\x43ommandSpec\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x10\x01\x18@2\x12^[a-z][a-z0-9_-]*$\x12\x1d\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12=\n\nparameters\x18\x03 \x03(\x0b\x32\x1f.sensormesh.v1.CommandParameterB\x08\xbaH\x05\x92\x01\x02\x10 \"\xa7\x04\n\x10\x43ommandParameter\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x10\x01\x18@2\x11^[a-z][a-z0-9_]*$\x12\x1d\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12=\n\x04type\x18\x03 \x01(\x0e\x32#.sensormesh.v1.CommandParameterTypeB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\'\n\x0e\x61llowed_values\x18\x05 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10@\"\x05r\x03\x18\x80\x02\x12\x14\n\x07minimum\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07maximum\x18\x07 \x01(\x01H\x01\x88\x01\x01:\x89\x02\xbaH\x85\x02\x1ax\n\x1b\x61llowed_values.strings_only\x12\'allowed_values is for STRING parameters\x1a\x30size(this.allowed_values) == 0 || this.type == 1\x1a\x88\x01\n\x19maximum.not_below_minimum\x12!maximum must not be below minimum\x1aH!has(this.minimum) || !has(this.maximum) || this.maximum >= this.minimumB\n\n\x08_minimumB\n\n\x08_maximum\"-\n\x0e\x43ommandReceipt\x12\x1b\n\ncommand_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\xba\x01\n\rCommandResult\x12\x1b\n\ncommand_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x11\n\tsucceeded\x18\x02 \x01(\x08\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1f\n\rerror_message\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12/\n\x0b\x66inish_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x14\x43ommandChannelOpened\x12\x15\n\rcommand_count\x18\x01 \x01(\x05\" \n\nCommandRun\x12\x12\n\ncommand_id\x18\x01 \x01(\x03\"S\n\x11\x43ommandWithdrawal\x12\x12\n\ncommand_id\x18\x01 \x01(\x03\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.sensormesh.v1.CommandState\")\n\x13\x43ommandResultStored\x12\x12\n\ncommand_id\x18\x01 \x01(\x03*\xcc\x01\n\x14\x43ommandParameterType\x12&\n\"COMMAND_PARAMETER_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x43OMMAND_PARAMETER_TYPE_STRING\x10\x01\x12!\n\x1d\x43OMMAND_PARAMETER_TYPE_NUMBER\x10\x02\x12\"\n\x1e\x43OMMAND_PARAMETER_TYPE_INTEGER\x10\x03\x12\"\n\x1e\x43OMMAND_PARAMETER_TYPE_BOOLEAN\x10\x04\x32\x86\x01\n\x16\x43ommandDeliveryService\x12l\n\x0f\x43onnectCommands\x12%.sensormesh.v1.ConnectCommandsRequest\x1a&.sensormesh.v1.ConnectCommandsResponse\"\x06\xa2\xbb\x18\x02\x10\x01(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sensormesh/v1/command_delivery.proto\x12\rsensormesh.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsensormesh/v1/access_rule.proto\x1a\x1bsensormesh/v1/command.proto\"\xc1\x01\n\x16\x43onnectCommandsRequest\x12\x33\n\x05hello\x18\x01 \x01(\x0b\x32\".sensormesh.v1.CommandChannelHelloH\x00\x12\x30\n\x07receipt\x18\x02 \x01(\x0b\x32\x1d.sensormesh.v1.CommandReceiptH\x00\x12.\n\x06result\x18\x03 \x01(\x0b\x32\x1c.sensormesh.v1.CommandResultH\x00\x42\x10\n\x07message\x12\x05\xbaH\x02\x08\x01\"\xe2\x02\n\x17\x43onnectCommandsResponse\x12\x35\n\x06opened\x18\x01 \x01(\x0b\x32#.sensormesh.v1.CommandChannelOpenedH\x00\x12)\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x16.sensormesh.v1.CommandH\x00\x12(\n\x03run\x18\x03 \x01(\x0b\x32\x19.sensormesh.v1.CommandRunH\x00\x12\x36\n\nwithdrawal\x18\x04 \x01(\x0b\x32 .sensormesh.v1.CommandWithdrawalH\x00\x12;\n\rresult_stored\x18\x05 \x01(\x0b\x32\".sensormesh.v1.CommandResultStoredH\x00\x12;\n\theartbeat\x18\x06 \x01(\x0b\x32&.sensormesh.v1.CommandChannelHeartbeatH\x00\x42\t\n\x07message\"\xad\x01\n\x13\x43ommandChannelHello\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12\x37\n\x08\x63ommands\x18\x02 \x03(\x0b\x32\x1a.sensormesh.v1.CommandSpecB\t\xbaH\x06\x92\x01\x03\x10\x80\x02\x12\x1e\n\ragent_version\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\"\x98\x01\n\x0b\x43ommandSpec\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x10\x01\x18@2\x12^[a-z][a-z0-9_-]*$\x12\x1d\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12=\n\nparameters\x18\x03 \x03(\x0b\x32\x1f.sensormesh.v1.CommandParameterB\x08\xbaH\x05\x92\x01\x02\x10 \"\xa7\x04\n\x10\x43ommandParameter\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x10\x01\x18@2\x11^[a-z][a-z0-9_]*$\x12\x1d\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12=\n\x04type\x18\x03 \x01(\x0e\x32#.sensormesh.v1.CommandParameterTypeB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\'\n\x0e\x61llowed_values\x18\x05 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10@\"\x05r\x03\x18\x80\x02\x12\x14\n\x07minimum\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07maximum\x18\x07 \x01(\x01H\x01\x88\x01\x01:\x89\x02\xbaH\x85\x02\x1ax\n\x1b\x61llowed_values.strings_only\x12\'allowed_values is for STRING parameters\x1a\x30size(this.allowed_values) == 0 || this.type == 1\x1a\x88\x01\n\x19maximum.not_below_minimum\x12!maximum must not be below minimum\x1aH!has(this.minimum) || !has(this.maximum) || this.maximum >= this.minimumB\n\n\x08_minimumB\n\n\x08_maximum\"-\n\x0e\x43ommandReceipt\x12\x1b\n\ncommand_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\"\xba\x01\n\rCommandResult\x12\x1b\n\ncommand_id\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00\x12\x11\n\tsucceeded\x18\x02 \x01(\x08\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1f\n\rerror_message\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12/\n\x0b\x66inish_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x14\x43ommandChannelOpened\x12\x15\n\rcommand_count\x18\x01 \x01(\x05\" \n\nCommandRun\x12\x12\n\ncommand_id\x18\x01 \x01(\x03\"S\n\x11\x43ommandWithdrawal\x12\x12\n\ncommand_id\x18\x01 \x01(\x03\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.sensormesh.v1.CommandState\"\x19\n\x17\x43ommandChannelHeartbeat\")\n\x13\x43ommandResultStored\x12\x12\n\ncommand_id\x18\x01 \x01(\x03*\xcc\x01\n\x14\x43ommandParameterType\x12&\n\"COMMAND_PARAMETER_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x43OMMAND_PARAMETER_TYPE_STRING\x10\x01\x12!\n\x1d\x43OMMAND_PARAMETER_TYPE_NUMBER\x10\x02\x12\"\n\x1e\x43OMMAND_PARAMETER_TYPE_INTEGER\x10\x03\x12\"\n\x1e\x43OMMAND_PARAMETER_TYPE_BOOLEAN\x10\x04\x32\x86\x01\n\x16\x43ommandDeliveryService\x12l\n\x0f\x43onnectCommands\x12%.sensormesh.v1.ConnectCommandsRequest\x1a&.sensormesh.v1.ConnectCommandsResponse\"\x06\xa2\xbb\x18\x02\x10\x01(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -68,30 +68,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMMANDRESULT'].fields_by_name['error_message']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_COMMANDDELIVERYSERVICE'].methods_by_name['ConnectCommands']._loaded_options = None
   _globals['_COMMANDDELIVERYSERVICE'].methods_by_name['ConnectCommands']._serialized_options = b'\242\273\030\002\020\001'
-  _globals['_COMMANDPARAMETERTYPE']._serialized_start=2032
-  _globals['_COMMANDPARAMETERTYPE']._serialized_end=2236
+  _globals['_COMMANDPARAMETERTYPE']._serialized_start=2120
+  _globals['_COMMANDPARAMETERTYPE']._serialized_end=2324
   _globals['_CONNECTCOMMANDSREQUEST']._serialized_start=210
   _globals['_CONNECTCOMMANDSREQUEST']._serialized_end=403
   _globals['_CONNECTCOMMANDSRESPONSE']._serialized_start=406
-  _globals['_CONNECTCOMMANDSRESPONSE']._serialized_end=699
-  _globals['_COMMANDCHANNELHELLO']._serialized_start=702
-  _globals['_COMMANDCHANNELHELLO']._serialized_end=875
-  _globals['_COMMANDSPEC']._serialized_start=878
-  _globals['_COMMANDSPEC']._serialized_end=1030
-  _globals['_COMMANDPARAMETER']._serialized_start=1033
-  _globals['_COMMANDPARAMETER']._serialized_end=1584
-  _globals['_COMMANDRECEIPT']._serialized_start=1586
-  _globals['_COMMANDRECEIPT']._serialized_end=1631
-  _globals['_COMMANDRESULT']._serialized_start=1634
-  _globals['_COMMANDRESULT']._serialized_end=1820
-  _globals['_COMMANDCHANNELOPENED']._serialized_start=1822
-  _globals['_COMMANDCHANNELOPENED']._serialized_end=1867
-  _globals['_COMMANDRUN']._serialized_start=1869
-  _globals['_COMMANDRUN']._serialized_end=1901
-  _globals['_COMMANDWITHDRAWAL']._serialized_start=1903
-  _globals['_COMMANDWITHDRAWAL']._serialized_end=1986
-  _globals['_COMMANDRESULTSTORED']._serialized_start=1988
-  _globals['_COMMANDRESULTSTORED']._serialized_end=2029
-  _globals['_COMMANDDELIVERYSERVICE']._serialized_start=2239
-  _globals['_COMMANDDELIVERYSERVICE']._serialized_end=2373
+  _globals['_CONNECTCOMMANDSRESPONSE']._serialized_end=760
+  _globals['_COMMANDCHANNELHELLO']._serialized_start=763
+  _globals['_COMMANDCHANNELHELLO']._serialized_end=936
+  _globals['_COMMANDSPEC']._serialized_start=939
+  _globals['_COMMANDSPEC']._serialized_end=1091
+  _globals['_COMMANDPARAMETER']._serialized_start=1094
+  _globals['_COMMANDPARAMETER']._serialized_end=1645
+  _globals['_COMMANDRECEIPT']._serialized_start=1647
+  _globals['_COMMANDRECEIPT']._serialized_end=1692
+  _globals['_COMMANDRESULT']._serialized_start=1695
+  _globals['_COMMANDRESULT']._serialized_end=1881
+  _globals['_COMMANDCHANNELOPENED']._serialized_start=1883
+  _globals['_COMMANDCHANNELOPENED']._serialized_end=1928
+  _globals['_COMMANDRUN']._serialized_start=1930
+  _globals['_COMMANDRUN']._serialized_end=1962
+  _globals['_COMMANDWITHDRAWAL']._serialized_start=1964
+  _globals['_COMMANDWITHDRAWAL']._serialized_end=2047
+  _globals['_COMMANDCHANNELHEARTBEAT']._serialized_start=2049
+  _globals['_COMMANDCHANNELHEARTBEAT']._serialized_end=2074
+  _globals['_COMMANDRESULTSTORED']._serialized_start=2076
+  _globals['_COMMANDRESULTSTORED']._serialized_end=2117
+  _globals['_COMMANDDELIVERYSERVICE']._serialized_start=2327
+  _globals['_COMMANDDELIVERYSERVICE']._serialized_end=2461
 # @@protoc_insertion_point(module_scope)

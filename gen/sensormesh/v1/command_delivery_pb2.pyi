@@ -103,6 +103,7 @@ class ConnectCommandsResponse(_message.Message):
     RUN_FIELD_NUMBER: _builtins.int
     WITHDRAWAL_FIELD_NUMBER: _builtins.int
     RESULT_STORED_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def opened(self) -> Global___CommandChannelOpened:
         """The hello was taken: the advertised commands are stored."""
@@ -128,6 +129,13 @@ class ConnectCommandsResponse(_message.Message):
     def result_stored(self) -> Global___CommandResultStored:
         """The command's result is stored: the device may forget it."""
 
+    @_builtins.property
+    def heartbeat(self) -> Global___CommandChannelHeartbeat:
+        """Nothing happened for 30 seconds: the channel is alive. A device that
+        hears nothing for a minute and a half may take the channel for dead
+        and reconnect.
+        """
+
     def __init__(
         self,
         *,
@@ -136,12 +144,13 @@ class ConnectCommandsResponse(_message.Message):
         run: Global___CommandRun | None = ...,
         withdrawal: Global___CommandWithdrawal | None = ...,
         result_stored: Global___CommandResultStored | None = ...,
+        heartbeat: Global___CommandChannelHeartbeat | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "message", b"message", "opened", b"opened", "result_stored", b"result_stored", "run", b"run", "withdrawal", b"withdrawal"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "heartbeat", b"heartbeat", "message", b"message", "opened", b"opened", "result_stored", b"result_stored", "run", b"run", "withdrawal", b"withdrawal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "message", b"message", "opened", b"opened", "result_stored", b"result_stored", "run", b"run", "withdrawal", b"withdrawal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "heartbeat", b"heartbeat", "message", b"message", "opened", b"opened", "result_stored", b"result_stored", "run", b"run", "withdrawal", b"withdrawal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["opened", "command", "run", "withdrawal", "result_stored"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["opened", "command", "run", "withdrawal", "result_stored", "heartbeat"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -409,6 +418,23 @@ class CommandWithdrawal(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CommandWithdrawal: _TypeAlias = CommandWithdrawal  # noqa: Y015
+
+@_typing.final
+class CommandChannelHeartbeat(_message.Message):
+    """The channel is alive (sent when nothing else was for 30 seconds)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommandChannelHeartbeat: _TypeAlias = CommandChannelHeartbeat  # noqa: Y015
 
 @_typing.final
 class CommandResultStored(_message.Message):

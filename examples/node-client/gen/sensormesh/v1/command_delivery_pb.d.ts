@@ -110,6 +110,16 @@ export declare type ConnectCommandsResponse = Message<"sensormesh.v1.ConnectComm
      */
     value: CommandResultStored;
     case: "resultStored";
+  } | {
+    /**
+     * Nothing happened for 30 seconds: the channel is alive. A device that
+     * hears nothing for a minute and a half may take the channel for dead
+     * and reconnect.
+     *
+     * @generated from field: sensormesh.v1.CommandChannelHeartbeat heartbeat = 6;
+     */
+    value: CommandChannelHeartbeat;
+    case: "heartbeat";
   } | { case: undefined; value?: undefined };
 };
 
@@ -388,6 +398,20 @@ export declare type CommandWithdrawal = Message<"sensormesh.v1.CommandWithdrawal
  * Use `create(CommandWithdrawalSchema)` to create a new message.
  */
 export declare const CommandWithdrawalSchema: GenMessage<CommandWithdrawal>;
+
+/**
+ * The channel is alive (sent when nothing else was for 30 seconds).
+ *
+ * @generated from message sensormesh.v1.CommandChannelHeartbeat
+ */
+export declare type CommandChannelHeartbeat = Message<"sensormesh.v1.CommandChannelHeartbeat"> & {
+};
+
+/**
+ * Describes the message sensormesh.v1.CommandChannelHeartbeat.
+ * Use `create(CommandChannelHeartbeatSchema)` to create a new message.
+ */
+export declare const CommandChannelHeartbeatSchema: GenMessage<CommandChannelHeartbeat>;
 
 /**
  * The service stored a command's result (or already had one).

@@ -1,0 +1,129 @@
+"""Wiring of the control service: pool, command watch hub and clock, servicer, health, reflection.
+
+`start_control_server` is what `sensormesh control`, `sensormesh up` and the
+tests call; it returns a handle with the bound port and `stop(grace)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sensormesh.v1 import command_pb2, command_pb2_grpc
+
+from control_service.command_clock import CommandClock
+from control_service.command_service import CommandServicer
+from control_service.command_watch import CommandWatchHub
+from control_service.settings import ControlSettings
+from sensormesh_core.access.api_keys import ApiKeys
+from sensormesh_core.access.audit_log import AuditLog
+from sensormesh_core.access.forwarded import ForwardedIdentity
+from sensormesh_core.access.interceptor import AccessInterceptor
+from sensormesh_core.command_telemetry import CommandMetrics
+from sensormesh_core.grpc_errors import ErrorMappingInterceptor
+from sensormesh_core.grpc_options import metadata_options
+from sensormesh_core.grpc_tls import add_port
+from sensormesh_core.storage.database import Database, open_database
+from sensormesh_core.telemetry import Telemetry, configure_telemetry
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (command_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name,)
+
+
+@dataclass
+class ControlServer:
+    """A running control service."""
+
+    port: int
+    hub: CommandWatchHub
+    clock: CommandClock
+    _server: grpc.aio.Server = field(repr=False)
+    _health: health.aio.HealthServicer = field(repr=False)
+    _pool: asyncpg.Pool = field(repr=False)
+    _clock_task: asyncio.Task[None] = field(repr=False)
+    _database: Database | None = field(default=None, repr=False)
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Report NOT_SERVING, stop the clock, let calls finish for `grace` seconds."""
+        await self._health.enter_graceful_shutdown()
+        self._clock_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._clock_task
+        await self._server.stop(grace)
+        await self.hub.stop()
+        await self._pool.close()
+        if self._database is not None:
+            self._database.close()
+        log.info("event=control_stopped port=%d", self.port)
+
+
+def _options(settings: ControlSettings) -> list[tuple[str, Any]]:
+    def ms(value: Any) -> int:
+        return int(value.total_seconds() * 1000)
+
+    return [
+        ("grpc.max_receive_message_length", settings.control_max_message_bytes),
+        *metadata_options(),
+        ("grpc.max_connection_age_ms", ms(settings.control_max_connection_age)),
+        ("grpc.max_connection_age_grace_ms", 5 * 60_000),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def start_control_server(
+    settings: ControlSettings, *, database_url: str | None = None, telemetry: Telemetry | None = None
+) -> ControlServer:
+    """Start serving on `settings.control_listen` (port 0 picks one)."""
+    database = None
+    if database_url is None:
+        database = open_database(settings)
+        database_url = database.url
+    url = database_url
+    pool = await asyncpg.create_pool(url, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
+    hub = CommandWatchHub(pool, lambda: asyncpg.connect(url), max_watchers=settings.command_max_watchers)
+    await hub.start()
+    if telemetry is None:  # spans and metrics as the OTEL_* variables say, without touching globals
+        telemetry = configure_telemetry("sensormesh-control", set_global=False)
+    metrics = CommandMetrics(telemetry.meter("sensormesh.commands"))
+    access = AccessInterceptor(
+        SERVICE_NAMES,
+        keys=ApiKeys(pool, settings.credential_cache_ttl.total_seconds()),
+        audit=AuditLog(pool),
+        forwarded=ForwardedIdentity.trusted_from(settings),
+        recheck_interval=settings.stream_recheck_interval.total_seconds(),
+    )
+    interceptors = [*telemetry.server_interceptors(), ErrorMappingInterceptor(), access]
+    server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
+    command_pb2_grpc.add_CommandServiceServicer_to_server(
+        CommandServicer(pool, hub, metrics, settings), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = add_port(server, settings.control_listen)  # TLS when SENSORMESH_TLS_* name a certificate
+    await server.start()
+    clock = CommandClock(
+        pool,
+        metrics,
+        interval=settings.command_sweep_interval.total_seconds(),
+        retention=settings.command_retention,
+    )
+    clock_task = asyncio.create_task(clock.run(), name="command-clock")
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("event=control_serving address=%s port=%d", settings.control_listen, port)
+    return ControlServer(port, hub, clock, server, health_servicer, pool, clock_task, database)

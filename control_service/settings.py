@@ -1,0 +1,66 @@
+"""The control service's settings: where it listens, and the defaults and limits of commands.
+
+Every field is an environment variable `SENSORMESH_<NAME>` (or a `.env` line),
+on top of the storage and access settings every service shares.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field
+
+from sensormesh_core.config import ServiceSettings
+
+
+class ControlSettings(ServiceSettings):
+    """Listen address, command defaults, retention and stream limits."""
+
+    control_listen: str = Field(
+        default="127.0.0.1:50053",
+        description="host:port the control service's gRPC server binds; port 0 picks a free one (tests).",
+    )
+    control_max_message_bytes: int = Field(
+        default=1024 * 1024,
+        ge=64 * 1024,
+        description="Largest gRPC request accepted; larger ones fail with RESOURCE_EXHAUSTED.",
+    )
+    commands_page_size: int = Field(
+        default=100, ge=1, le=1_000, description="ListCommands commands per page when page_size is 0."
+    )
+    command_default_ttl: timedelta = Field(
+        default=timedelta(hours=1),
+        ge=timedelta(seconds=1),
+        le=timedelta(days=30),
+        description="How long a command waits for its device when SendCommand gives no expiry.",
+    )
+    command_default_result_timeout: timedelta = Field(
+        default=timedelta(seconds=60),
+        ge=timedelta(seconds=1),
+        le=timedelta(days=1),
+        description="How long a device has to report a result when SendCommand gives no result_timeout.",
+    )
+    command_retention: timedelta = Field(
+        default=timedelta(days=30),
+        ge=timedelta(hours=1),
+        description="Finished commands are deleted this long after they finished.",
+    )
+    command_sweep_interval: timedelta = Field(
+        default=timedelta(seconds=1),
+        ge=timedelta(milliseconds=100),
+        le=timedelta(minutes=1),
+        description="How often overdue commands are ended (EXPIRED, TIMED_OUT): at most this late.",
+    )
+    command_max_watchers: int = Field(
+        default=1_000,
+        ge=1,
+        description="WatchCommands streams one process serves; more get RESOURCE_EXHAUSTED.",
+    )
+    command_watch_heartbeat: timedelta = Field(
+        default=timedelta(seconds=15),
+        description="An idle WatchCommands stream sends an empty message this often.",
+    )
+    control_max_connection_age: timedelta = Field(
+        default=timedelta(minutes=30),
+        description="Connections are closed (GOAWAY) after this, so watch streams rebalance across replicas.",
+    )
