@@ -126,9 +126,10 @@ async def test_an_offer_not_confirmed_is_offered_again_after_a_reconnect_and_cou
 async def test_a_command_sent_through_one_replica_reaches_a_device_on_another(
     database_url: str, device: Device, operator_key: str
 ) -> None:
+    from sensormesh.v1 import command_pb2_grpc as grpc_stubs
+
     from control_service.server import start_control_server
     from ingest_service.server import start
-    from sensormesh.v1 import command_pb2_grpc as grpc_stubs
     from sensormesh_cli.bearer import aio_interceptors
     from tests.control_service.conftest import control_settings, ingest_settings
 
