@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the device registry: create, list, get, update, delete, rotate-token",
     ),
     "keys": ("sensormesh_cli.keys_command", "operator API keys: create, list, revoke (admin)"),
+    "commands": (
+        "sensormesh_cli.commands_command",
+        "commands to devices: send (and --wait for the result), list, show, cancel, watch",
+    ),
     "audit": ("sensormesh_cli.audit_command", "the audit log: who changed what, when, with what outcome"),
     "bench": ("sensormesh_bench.command", "measure throughput and latency against their targets"),
     "ingest": ("ingest_service.command", "run the device-facing ingest service (gRPC)"),

@@ -1,7 +1,7 @@
 """`sensormesh up`: the whole stack on this machine, until Ctrl-C.
 
 PostgreSQL (embedded under the data folder unless --database-url), the
-schema, the ingest and query services, Envoy and three simulated devices,
+schema, the ingest, query and control services, Envoy and three simulated devices,
 each in its own process with its log in `<data>/logs/`. With --tls every
 port they serve is TLS with a certificate from a local CA kept in
 `<data>/tls/`, and the devices verify it. Prints where to look and commands
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls",
         action="store_true",
-        help="serve Envoy, ingest and query over TLS with a local CA (made in <data>/tls on first use)",
+        help="serve Envoy, ingest, query and control over TLS with a local CA (made in <data>/tls on first use)",
     )
     ports = parser.add_argument_group("addresses (PORT or HOST:PORT; defaults from SENSORMESH_* settings)")
     ports.add_argument(
@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ports.add_argument("--admin", metavar="ADDRESS", help="Envoy admin (default 127.0.0.1:9901)")
     ports.add_argument("--ingest", metavar="ADDRESS", help="ingest service (default 127.0.0.1:50051)")
     ports.add_argument("--query", metavar="ADDRESS", help="query service (default 127.0.0.1:50052)")
+    ports.add_argument("--control", metavar="ADDRESS", help="control service (default 127.0.0.1:50053)")
 
 
 class Signals:
@@ -103,6 +104,7 @@ def _log_to_file(path: Path, level: str) -> None:
 
 
 def _options(args: argparse.Namespace) -> StackOptions:
+    from control_service.settings import ControlSettings
     from ingest_service.settings import IngestSettings
     from query_service.settings import QuerySettings
     from sensormesh_cli.stack.examples import Endpoints
@@ -120,6 +122,7 @@ def _options(args: argparse.Namespace) -> StackOptions:
         admin=_address(args.admin, settings.envoy_admin_listen),
         ingest=_address(args.ingest, IngestSettings().ingest_listen),
         query=_address(args.query, QuerySettings().query_listen),
+        control=_address(args.control, ControlSettings().control_listen),
     )
     return StackOptions(storage=settings, endpoints=endpoints, simulate=not args.no_agent, tls=args.tls)
 

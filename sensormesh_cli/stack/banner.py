@@ -16,6 +16,7 @@ def banner(options: StackOptions, running: Running) -> str:
         ("Envoy admin", f"http://{reachable(e.admin)}  (/stats, /clusters)"),
         ("ingest (gRPC, uploads)", f"{reachable(e.ingest)}{over and '  (TLS)'}"),
         ("query (gRPC, the rest)", f"{reachable(e.query)}{over and '  (TLS)'}"),
+        ("control (gRPC, commands)", f"{reachable(e.control)}{over and '  (TLS)'}"),
     ]
     if options.tls:
         ca = display_path(LocalTls(options.data_dir / "tls").ca_cert)

@@ -28,6 +28,7 @@ class Endpoints:
     admin: str = "127.0.0.1:9901"
     ingest: str = "127.0.0.1:50051"
     query: str = "127.0.0.1:50052"
+    control: str = "127.0.0.1:50053"
 
 
 @dataclass(frozen=True)

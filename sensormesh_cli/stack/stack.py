@@ -2,9 +2,9 @@
 
 Start: database (embedded under the data folder, or the one given) ->
 migrations and maintenance -> the admin key (`<data>/admin.key`, made on the
-first start) -> ingest -> query -> Envoy -> the simulated
+first start) -> ingest -> query -> control -> Envoy -> the simulated
 devices' registration -> their agents and the direct device. Each program is
-its own process (`sensormesh ingest`, `sensormesh query`, `sensormesh agent`,
+its own process (`sensormesh ingest`, `sensormesh query`, `sensormesh control`, `sensormesh agent`,
 Envoy's binary), so the stack behaves like a deployment, and each writes its
 log under `<data>/logs/`. Stop, on Ctrl-C, SIGTERM or a crashed service or
 Envoy: the devices first (their last uploads still reach ingest), then Envoy,
@@ -107,6 +107,7 @@ class LocalStack:
                 Listener("Envoy admin", o.endpoints.admin, "--admin"),
                 Listener("ingest", o.endpoints.ingest, "--ingest"),
                 Listener("query", o.endpoints.query, "--query"),
+                Listener("control", o.endpoints.control, "--control"),
             ]
         )
         o.log_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +119,7 @@ class LocalStack:
         env.update(self.transport.service_env())
         self._start_service("ingest", o.endpoints.ingest, "sensormesh.v1.IngestService", env)
         self._start_service("query", o.endpoints.query, "sensormesh.v1.QueryService", env)
+        self._start_service("control", o.endpoints.control, "sensormesh.v1.CommandService", env)
         self._start_envoy()
         if o.simulate:
             self._register_devices()
@@ -160,7 +162,7 @@ class LocalStack:
     def _start_service(self, name: str, address: str, service: str, env: dict[str, str]) -> None:
         with self.status.step(f"{name} service on {address}"):
             argv = sensormesh_argv(name, "--listen", address)
-            if name == "query":
+            if name in ("query", "control"):
                 argv += ["--grace", SERVICE_GRACE]
             extra = {"SENSORMESH_INGEST_SHUTDOWN_GRACE": f"PT{SERVICE_GRACE}S"} if name == "ingest" else {}
             child = Child(name, argv, env={**env, **extra}, log_path=self.options.log_dir / f"{name}.log")
@@ -180,6 +182,7 @@ class LocalStack:
             admin_port=admin_port,
             ingest=split_host_port(reachable(e.ingest)),
             query=split_host_port(reachable(e.query)),
+            control=split_host_port(reachable(e.control)),
             health_check_interval_s=1.0,
             tls=self.transport.listener_tls(),
             upstream_tls=self.transport.upstream_tls(),

@@ -1,4 +1,4 @@
-"""Real `sensormesh ingest` and `sensormesh query` processes over one migrated database, shared by
+"""Real `sensormesh ingest`, `sensormesh query` and `sensormesh control` processes over one migrated database, shared by
 a module's tests (each test uses its own device ids), for the operator's commands, with an admin
 API key made on that database (in `admin_key`, and written to `admin_key_file` as `sensormesh up`
 writes `.sensormesh/admin.key`)."""
@@ -32,6 +32,7 @@ class Services:
     query: str
     admin_key: str
     admin_key_file: Path
+    control: str = ""
 
 
 def _wait_serving(target: str, service: ServiceProcess, timeout: float = 60.0) -> None:
@@ -58,16 +59,17 @@ def services(
     logs = Path(tmp_path_factory.mktemp("services"))
     admin_key = asyncio.run(make_key(url, "cli-tests-admin"))
     write_token_file(logs / "admin.key", admin_key)
-    ingest, query = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    ingest, query, control = (f"127.0.0.1:{free_port()}" for _ in range(3))
     env = {"SENSORMESH_DATABASE_URL": url, "SENSORMESH_INGEST_NOTIFY_WINDOW": "PT0S"}
     started = [
         ServiceProcess(["ingest", "--listen", ingest], env, logs / "ingest.log"),
         ServiceProcess(["query", "--listen", query, "--grace", "1"], env, logs / "query.log"),
+        ServiceProcess(["control", "--listen", control, "--grace", "1"], env, logs / "control.log"),
     ]
     try:
-        for target, process in zip((ingest, query), started, strict=True):
+        for target, process in zip((ingest, query, control), started, strict=True):
             _wait_serving(target, process)
-        yield Services(url, ingest, query, admin_key, logs / "admin.key")
+        yield Services(url, ingest, query, admin_key, logs / "admin.key", control)
     finally:
         for process in started:
             process.stop()

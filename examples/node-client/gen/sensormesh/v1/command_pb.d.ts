@@ -629,10 +629,12 @@ export declare const CommandService: GenService<{
   },
   /**
    * Streams commands as their state changes: a device's, or with the device
-   * id "-" every device's the caller may see. With `command_id` set, the
-   * first response is that command as it stands, and the stream ends after
-   * it reaches a final state. An empty response is a heartbeat, sent when
-   * nothing else was for 15 seconds.
+   * id "-" every device's the caller may see. Each response is the command
+   * as it is after a change; changes that come close together may arrive as
+   * one (SENT, then SUCCEEDED), but a final state always arrives. With
+   * `command_id` set, the first response is that command as it stands, and
+   * the stream ends after it reaches a final state. An empty response is a
+   * heartbeat, sent when nothing else was for 15 seconds.
    *
    * Returns NOT_FOUND if the device or the command does not exist.
    *
