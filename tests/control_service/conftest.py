@@ -7,7 +7,7 @@ service.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -119,3 +119,79 @@ async def connected(device_channel: grpc.aio.Channel, device: Device) -> AsyncIt
         yield opened
     finally:
         opened.cancel()
+
+
+@dataclass
+class CommandStack:
+    """A `sensormesh control` process over a module's database, with one device that advertises
+    ping and set_interval, called synchronously (for hypothesis, which drives sync tests)."""
+
+    target: str
+    device_id: str
+    key: str
+
+    def send(self, name: str, values: dict[str, object]) -> tuple[grpc.StatusCode, set[str]]:
+        """SendCommand's status code and the fields its violations name."""
+        from google.rpc import error_details_pb2
+        from grpc_status import rpc_status
+        from sensormesh.v1 import command_pb2
+
+        from sensormesh_core.command_parameters import as_struct
+
+        request = command_pb2.SendCommandRequest(
+            device_id=self.device_id, name=name, parameters=as_struct(values)
+        )
+        with grpc.insecure_channel(self.target) as channel:
+            stub = command_pb2_grpc.CommandServiceStub(channel)
+            try:
+                stub.SendCommand(request, metadata=(("authorization", f"Bearer {self.key}"),), timeout=10)
+            except grpc.RpcError as error:
+                status = rpc_status.from_call(error)  # type: ignore[arg-type]
+                fields = set()
+                for detail in status.details if status else ():
+                    if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                        bad = error_details_pb2.BadRequest()
+                        detail.Unpack(bad)
+                        fields |= {v.field for v in bad.field_violations}
+                return error.code(), fields  # type: ignore[attr-defined]
+        return grpc.StatusCode.OK, set()
+
+
+@pytest.fixture(scope="module")
+def command_stack(
+    postgres_admin_url: str, migrated_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CommandStack]:
+    import asyncio
+    import uuid
+    from pathlib import Path
+
+    from sensormesh_core.storage import commands
+    from sensormesh_core.storage.database import with_database
+    from sensormesh_core.storage.embedded import ensure_database
+    from tests.conftest import _drop_database
+    from tests.support.command_device import PING, SET_INTERVAL
+    from tests.support.processes import ServiceProcess
+
+    name = f"sensormesh_commands_{uuid.uuid4().hex[:12]}"
+    ensure_database(postgres_admin_url, name, template=migrated_template)
+    url = with_database(postgres_admin_url, name)
+
+    async def prepare() -> str:
+        conn = await asyncpg.connect(url)
+        try:
+            await create_device(conn, "hypothesis-pi")
+            await commands.advertise(conn, "hypothesis-pi", [PING, SET_INTERVAL])
+        finally:
+            await conn.close()
+        return await make_key(url, "hypothesis-operator")
+
+    key = asyncio.run(prepare())
+    logs = Path(tmp_path_factory.mktemp("commands"))
+    env = {"SENSORMESH_DATABASE_URL": url, "SENSORMESH_CONTROL_LISTEN": "127.0.0.1:0"}
+    control = ServiceProcess(["control"], env, logs / "control.log")
+    try:
+        port = control.wait_serving()
+        yield CommandStack(f"127.0.0.1:{port}", "hypothesis-pi", key)
+    finally:
+        assert control.stop() == 0
+        _drop_database(postgres_admin_url, name)
