@@ -97,7 +97,7 @@ async def test_watching_over_rest_streams_the_changes(stack: Stack, http: httpx.
         async with http.stream("GET", path, params={"commandId": command_id}) as response:
             assert response.status_code == 200
             async for item in json_array_items(response):
-                if "command" in item and item["command"]:
+                if item.get("command"):
                     states.append(item["command"]["state"])
         await answering
         assert states[-1] == "COMMAND_STATE_SUCCEEDED"  # and then the stream ended
