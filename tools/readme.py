@@ -30,6 +30,7 @@ from pydantic.fields import FieldInfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from control_service.settings import ControlSettings  # noqa: E402
 from gateway_agent.config import AgentSettings  # noqa: E402
 from ingest_service.settings import IngestSettings  # noqa: E402
 from query_service.settings import QuerySettings  # noqa: E402
@@ -88,6 +89,7 @@ def sections() -> dict[str, str]:
         "settings-storage": settings_table(StorageSettings),
         "settings-ingest": settings_table(IngestSettings, skip=set(StorageSettings.model_fields)),
         "settings-query": settings_table(QuerySettings, skip=set(StorageSettings.model_fields)),
+        "settings-control": settings_table(ControlSettings, skip=set(QuerySettings.model_fields)),
         "settings-tls": settings_table(ServerTlsSettings),
         "settings-up": settings_table(StackSettings, skip=set(StorageSettings.model_fields)),
         "settings-client": settings_table(ClientSettings),

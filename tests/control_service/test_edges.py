@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+import asyncpg
 import grpc
 import pytest
 from sensormesh.v1 import command_pb2, command_pb2_grpc
@@ -162,3 +163,46 @@ async def test_a_device_neither_receives_nor_answers_another_devices_commands(
         device_channel, other.device_id, other.token, hello_device_id=device.device_id
     )
     assert await impostor.status() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_quiet_channel_hears_a_heartbeat(database_url: str, device: Device) -> None:
+    from ingest_service.server import start
+    from tests.control_service.conftest import ingest_settings
+
+    server = await start(ingest_settings(database_url, ingest_command_heartbeat=timedelta(seconds=1)))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            opened = await DeviceChannel.open(channel, device.device_id, device.token)
+            await opened.expect("opened")
+            await opened.expect("heartbeat", within=3)
+            await opened.expect("heartbeat", within=3)
+            opened.cancel()
+    finally:
+        await server.stop(grace=1)
+
+
+async def test_finished_commands_older_than_the_retention_are_deleted(
+    commands_stub: command_pb2_grpc.CommandServiceStub,
+    connected: DeviceChannel,
+    device: Device,
+    db: asyncpg.Connection,
+    database_url: str,
+) -> None:
+    from control_service.command_clock import CommandClock
+    from sensormesh_core.command_telemetry import CommandMetrics
+    from sensormesh_core.telemetry import configure_telemetry
+
+    old = await send(commands_stub, device.device_id, "ping")
+    kept = await send(commands_stub, device.device_id, "ping")
+    for command in (old, kept):
+        await cancel(commands_stub, device.device_id, command.command_id)
+    await db.execute(
+        "UPDATE commands SET finish_time = now() - interval '31 days' WHERE command_id = $1", old.command_id
+    )
+    metrics = CommandMetrics(configure_telemetry("test", set_global=False).meter("test"))
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:
+        await CommandClock(pool, metrics, interval=1.0, retention=timedelta(days=30)).tick()
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await get(commands_stub, device.device_id, old.command_id)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert (await get(commands_stub, device.device_id, kept.command_id)).state == S.COMMAND_STATE_CANCELED
