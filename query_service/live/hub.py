@@ -14,7 +14,8 @@ touches ingest.
 A `DeviceDeleted` message on the same channel ends the device's feeds with
 NOT_FOUND.
 
-If the LISTEN connection drops, the hub reconnects with backoff; signals sent
+If the LISTEN connection drops, it reconnects with backoff
+(`sensormesh_core.storage.listener`); signals sent
 meanwhile are lost, so after reconnecting it compares each watched device's
 committed sequence with the last one it delivered and reports the difference
 to that device's subscribers as missed (or ends their feeds, if the device
@@ -28,7 +29,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 
@@ -37,6 +37,7 @@ from query_service.live.subscription import Subscription
 from query_service.storage.live_rows import Window, committed_readings
 from sensormesh_core.errors import NotFound, ResourceExhausted
 from sensormesh_core.storage import live_signal
+from sensormesh_core.storage.listener import Listener
 from sensormesh_core.storage.live_signal import CHANNEL, CommitSignal
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,7 @@ class LiveHub:
         self._queue_size = queue_size
         self._order_wait = order_wait
         self._devices: dict[str, _Watched] = {}
-        self._listener: asyncpg.Connection | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
-        self._lost = asyncio.Event()
-        self._stopping = False
+        self._listener = Listener(connect, CHANNEL, self._on_notify, on_reconnect=self._report_gaps)
         self.signals_received = 0
 
     @property
@@ -90,26 +87,19 @@ class LiveHub:
 
     @property
     def listening(self) -> bool:
-        return self._connected.is_set()
+        return self._listener.connected.is_set()
 
     async def start(self) -> None:
         """Connect and LISTEN; keeps reconnecting in the background afterwards."""
-        await self._listen()
-        self._supervisor = asyncio.create_task(self._supervise(), name="live-hub-supervisor")
+        await self._listener.start()
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        await self._listener.stop()
         for watched in self._devices.values():
             if watched.worker is not None:
                 watched.worker.cancel()
             for sub in watched.subscriptions:
                 sub.close()
-        if self._listener is not None and not self._listener.is_closed():
-            await self._listener.close()
 
     def subscribe(self, sub: Subscription) -> None:
         """Register `sub`; raises ResourceExhausted over the process's limit.
@@ -144,35 +134,6 @@ class LiveHub:
         watched = self._devices.pop(device_id, None)
         if watched is not None:
             watched.arrived.set()
-
-    async def _listen(self) -> None:
-        conn = await self._connect()
-        conn.add_termination_listener(self._on_terminated)
-        await conn.add_listener(CHANNEL, self._on_notify)
-        self._listener = conn
-        self._lost.clear()
-        self._connected.set()
-        log.info("event=live_listening channel=%s", CHANNEL)
-
-    def _on_terminated(self, _conn: asyncpg.Connection) -> None:
-        if not self._stopping:
-            log.warning("event=live_listener_lost channel=%s", CHANNEL)
-        self._connected.clear()
-        self._lost.set()
-
-    async def _supervise(self) -> None:
-        delay = 0.1
-        while True:
-            await self._lost.wait()
-            try:
-                await self._listen()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("event=live_reconnect_failed error=%r retry_in_s=%.1f", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            delay = 0.1
-            await self._report_gaps()
 
     async def _report_gaps(self) -> None:
         """After a reconnect: tell subscribers how many sequence numbers they may have missed."""
@@ -212,7 +173,7 @@ class LiveHub:
             "event=live_device_deleted device_id=%s feeds_ended=%d", device_id, len(watched.subscriptions)
         )
 
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notify(self, payload: str) -> None:
         self.signals_received += 1
         try:
             message = live_signal.decode(payload)
