@@ -202,7 +202,7 @@ SSO_HEADER = """\
 # The production overlay's Envoy (k8s/overlays/production/config/envoy.yaml,
 # whose header explains it) with single sign-on: the jwt_authn filter checks
 # bearer JWTs of the identity provider sso.yaml names and forwards the verified
-# payload in x-sensormesh-identity, which the query pods trust
+# payload in x-sensormesh-identity, which the query and control pods trust
 # (SENSORMESH_TRUST_FORWARDED_IDENTITY, set by this component). API keys and
 # device tokens pass the filter untouched (sensormesh_cli/stack/envoy_sso.py).
 #
