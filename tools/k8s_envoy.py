@@ -3,11 +3,11 @@ and the production overlay's TLS listener (k8s/overlays/production/config/).
 
 envoy/envoy.yaml is the one source of the front door's shape: filters,
 transcoder options, routes, timeouts, rate limit, access log. In a cluster the
-same config runs with other addresses (the headless Services `ingest` and
-`query`, the listener on every interface, admin on loopback only), the
-descriptor set read from the emptyDir that the pod's init container fills from
-the sensormesh image, and the few things that only many replicas behind a
-load balancer need (CLUSTER_HEADER below says which and why).
+same config runs with other addresses (the headless Services `ingest`,
+`query` and `control`, the listener on every interface, admin on loopback
+only), the descriptor set read from the emptyDir that the pod's init container
+fills from the sensormesh image, and the few things that only many replicas
+behind a load balancer need (CLUSTER_HEADER below says which and why).
 
 The production overlay's listener serves TLS on 8443 (its LoadBalancer's 443)
 with the certificate of the Secret `sensormesh-envoy-tls` (type kubernetes.io/tls,
@@ -65,6 +65,7 @@ CLUSTER = EnvoyOptions(
     admin_port=9901,
     ingest=("ingest", 50051),
     query=("query", 50052),
+    control=("control", 50053),
     descriptor_path=DESCRIPTOR,
 )
 
@@ -77,8 +78,9 @@ CLUSTER_HEADER = """\
 # same config as the local stack's with these differences:
 #
 # - Addresses: the listener on 0.0.0.0:8080, admin on 127.0.0.1:9901 only
-#   (`kubectl port-forward` reaches it), upstreams `ingest:50051` and
-#   `query:50052`, the headless Services in the same namespace.
+#   (`kubectl port-forward` reaches it), upstreams `ingest:50051`,
+#   `query:50052` and `control:50053`, the headless Services in the same
+#   namespace.
 # - The descriptor set is read from /etc/envoy/descriptors, an emptyDir that
 #   an init container fills from the sensormesh image the services run, so the
 #   REST mappings always match the deployed code.
@@ -86,8 +88,8 @@ CLUSTER_HEADER = """\
 #   connections, and gRPC multiplexes every call of a client onto one HTTP/2
 #   connection, so behind a ClusterIP every stream of an Envoy would stick to
 #   the pod its connection happened to reach and new replicas would get none.
-#   The ingest and query Services are therefore headless: their DNS names
-#   return the IP of every ready pod; Envoy resolves them as STRICT_DNS
+#   The ingest, query and control Services are therefore headless: their DNS
+#   names return the IP of every ready pod; Envoy resolves them as STRICT_DNS
 #   clusters (every 5 s) and picks a pod per request, that is per stream, with
 #   LEAST_REQUEST; its active gRPC health checks take a pod out as soon as the
 #   service reports NOT_SERVING, and outlier detection when it stops answering.
@@ -95,9 +97,9 @@ CLUSTER_HEADER = """\
 #   connections are recycled and their streams rebalance onto pods the
 #   autoscaler adds; downstream, max_connection_duration does the same for the
 #   clients' connections across Envoy replicas.
-# - Circuit breakers sized for streams: every open upload or live feed is an
-#   active request, and Envoy's default of 1,024 per cluster would refuse the
-#   1,025th gateway.
+# - Circuit breakers sized for streams: every open upload, live feed, command
+#   channel or command watch is an active request, and Envoy's default of
+#   1,024 per cluster would refuse the 1,025th gateway.
 # - /healthz answers the kubelet's readiness probe (503 once Envoy drains);
 #   an overload limit caps downstream connections. Server reflection is not
 #   routed: the front door is public, and reflection maps the whole API for
@@ -200,7 +202,7 @@ SSO_HEADER = """\
 # The production overlay's Envoy (k8s/overlays/production/config/envoy.yaml,
 # whose header explains it) with single sign-on: the jwt_authn filter checks
 # bearer JWTs of the identity provider sso.yaml names and forwards the verified
-# payload in x-sensormesh-identity, which the query pods trust
+# payload in x-sensormesh-identity, which the query and control pods trust
 # (SENSORMESH_TRUST_FORWARDED_IDENTITY, set by this component). API keys and
 # device tokens pass the filter untouched (sensormesh_cli/stack/envoy_sso.py).
 #

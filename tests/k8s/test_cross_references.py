@@ -26,8 +26,14 @@ OPERATOR_SECRETS = {
 }
 SENSORMESH_IMAGE = "ghcr.io/sensormesh/sensormesh"
 # Settings the services add to StorageSettings that are agreed before their modules exist.
-AGREED_SETTINGS = {"ingest_listen", "query_listen"}
-SETTINGS_MODULES = ("ingest_service.settings", "query_service.settings")
+AGREED_SETTINGS = {"ingest_listen", "query_listen", "control_listen"}
+SETTINGS_MODULES = ("ingest_service.settings", "query_service.settings", "control_service.settings")
+# The gRPC services, the gRPC service each one's readiness asks for, and its listen setting.
+GRPC_SERVICES = {
+    "ingest": ("sensormesh.v1.IngestService", "SENSORMESH_INGEST_LISTEN"),
+    "query": ("sensormesh.v1.QueryService", "SENSORMESH_QUERY_LISTEN"),
+    "control": ("sensormesh.v1.CommandService", "SENSORMESH_CONTROL_LISTEN"),
+}
 
 
 def _project_version() -> str:
@@ -93,12 +99,25 @@ def test_probes_use_declared_ports(manifests: Manifests) -> None:
 
 def test_grpc_services_are_probed_over_grpc_health(manifests: Manifests) -> None:
     """Readiness asks for the service itself, liveness for the server as a whole."""
-    expected = {"ingest": "sensormesh.v1.IngestService", "query": "sensormesh.v1.QueryService"}
-    for name, service in expected.items():
+    for name, (service, _) in GRPC_SERVICES.items():
         container = manifests.workload(name).pod["containers"][0]
         assert container["readinessProbe"]["grpc"].get("service") == service
         assert container["livenessProbe"]["grpc"].get("service", "") == ""
         assert container["startupProbe"]["grpc"]["port"] == container_ports(container)["grpc"]
+
+
+def test_grpc_services_listen_on_every_interface_at_their_declared_port(manifests: Manifests) -> None:
+    """The listen address (sensormesh-config, or the container's own env) is the port the pod
+    declares, the Service targets and the probes call; on loopback no probe could reach it."""
+    config = manifests.config_map_data(manifests.generated("sensormesh-config"))
+    for name, (_, variable) in GRPC_SERVICES.items():
+        container = manifests.workload(name).pod["containers"][0]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        address = env.get(variable) or config[variable]
+        assert "--listen" not in container.get("args", []), f"{name}: one place for the address"
+        assert address == f"0.0.0.0:{container_ports(container)['grpc']}", f"{name}: {address}"
+        (port,) = manifests.get("Service", name)["spec"]["ports"]
+        assert port["port"] == container_ports(container)["grpc"] and port["targetPort"] == "grpc"
 
 
 def _env_sources(container: Doc) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
@@ -249,7 +268,7 @@ def test_services_send_telemetry_to_the_collector(manifests: Manifests) -> None:
     service = manifests.get("Service", endpoint[1])
     assert int(endpoint[2]) in {p["port"] for p in service["spec"]["ports"] if p["name"] == "otlp-grpc"}
     assert data["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
-    for name in ("ingest", "query"):
+    for name in GRPC_SERVICES:
         container = manifests.workload(name).pod["containers"][0]
         assert manifests.generated("sensormesh-config") in _env_sources(container)[0]
 
@@ -285,7 +304,7 @@ def test_autoscalers_and_budgets_target_what_exists(manifests: Manifests) -> Non
 
 
 def test_the_services_and_envoy_autoscale_and_have_budgets(manifests: Manifests) -> None:
-    for name in ("ingest", "query", "envoy"):
+    for name in (*GRPC_SERVICES, "envoy"):
         assert manifests.get("HorizontalPodAutoscaler", name)["spec"]["scaleTargetRef"]["name"] == name
         assert manifests.pods_selected(manifests.get("PodDisruptionBudget", name)["spec"]["selector"])
 
@@ -360,7 +379,7 @@ def test_dependent_variables_are_defined_before_use(manifests: Manifests) -> Non
 
 def test_production_is_larger_and_stricter_than_small(rendered: dict[str, Manifests]) -> None:
     small, production = rendered["small"], rendered["production"]
-    for name in ("ingest", "query"):
+    for name in GRPC_SERVICES:
         assert production.get("HorizontalPodAutoscaler", name)["spec"]["minReplicas"] >= 2
         assert (
             production.get("HorizontalPodAutoscaler", name)["spec"]["maxReplicas"]
@@ -374,20 +393,27 @@ def test_production_is_larger_and_stricter_than_small(rendered: dict[str, Manife
     assert production.get("Service", "envoy")["spec"]["type"] == "LoadBalancer"
 
 
+def _pool_max_size(manifests: Manifests, name: str) -> int:
+    """A service's SENSORMESH_POOL_MAX_SIZE: its container's own env over sensormesh-config."""
+    container = manifests.workload(name).pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    config = manifests.config_map_data(manifests.generated("sensormesh-config"))
+    return int(env.get("SENSORMESH_POOL_MAX_SIZE") or config["SENSORMESH_POOL_MAX_SIZE"])
+
+
 def test_database_connections_fit_max_connections(rendered: dict[str, Manifests]) -> None:
     """Every pod at the autoscalers' maxima, each with a full pool, must fit the server."""
     for name in ("small", "production"):
         manifests = rendered[name]
-        pool = int(
-            manifests.config_map_data(manifests.generated("sensormesh-config"))["SENSORMESH_POOL_MAX_SIZE"]
-        )
-        pods = sum(
-            manifests.get("HorizontalPodAutoscaler", s)["spec"]["maxReplicas"] for s in ("ingest", "query")
-        )
+        maxima = {
+            s: manifests.get("HorizontalPodAutoscaler", s)["spec"]["maxReplicas"] for s in GRPC_SERVICES
+        }
+        pools = sum(pods * _pool_max_size(manifests, s) for s, pods in maxima.items())
         args = manifests.workload("timescaledb").pod["containers"][0].get("args", [])
         limit = next((int(a.split("=")[1]) for a in args if a.startswith("max_connections=")), 100)
-        # Each query pod also holds one LISTEN connection for live feeds; headroom for the
-        # migration Job, an operator's psql and the superuser-reserved slots.
-        listeners = manifests.get("HorizontalPodAutoscaler", "query")["spec"]["maxReplicas"]
-        needed = pods * pool + listeners + 10
-        assert needed <= limit, f"{name}: {pods} pods x {pool} + {listeners} + 10 > {limit}"
+        # Each ingest, query and control pod also holds one LISTEN connection of its own (the
+        # command signal, live feeds, command watches); headroom for the migration Job, an
+        # operator's psql and the superuser-reserved slots.
+        listeners = sum(maxima.values())
+        needed = pools + listeners + 10
+        assert needed <= limit, f"{name}: {maxima} pools {pools} + {listeners} + 10 > {limit}"

@@ -191,8 +191,9 @@ def test_the_services_listen_on_all_interfaces_in_the_image(instructions: list[d
     env = dict(zip(*[iter(v for i in runtime if i.cmd == "ENV" for v in i.value)] * 2, strict=True))
     assert env["SENSORMESH_INGEST_LISTEN"] == "0.0.0.0:50051"
     assert env["SENSORMESH_QUERY_LISTEN"] == "0.0.0.0:50052"
+    assert env["SENSORMESH_CONTROL_LISTEN"] == "0.0.0.0:50053"
     exposed = {int(p) for i in runtime if i.cmd == "EXPOSE" for p in i.value}
-    assert exposed == {50051, 50052}
+    assert exposed == {50051, 50052, 50053}
 
 
 def test_the_package_built_from_the_build_context_carries_what_the_pods_use(
@@ -244,3 +245,6 @@ def test_the_package_built_from_the_build_context_carries_what_the_pods_use(
         assert not any(name.startswith("tests/") for name in names)
         assert not any(name.split("/")[0] in NOT_IN_IMAGE for name in names)
         assert "sensormesh_cli/main.py" in names
+        # Each program the manifests run (`sensormesh ingest|query|control`).
+        for program in ("ingest_service", "query_service", "control_service"):
+            assert f"{program}/command.py" in names, program

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from sensormesh_cli.stack.envoy_proxy import envoy_binary
@@ -24,13 +25,16 @@ SSO_CONFIG = SSO / "envoy.yaml"
 # the single sign-on component's adds the jwt_authn filter to that.
 CONFIGS = {"base": CONFIG, "small": CONFIG, "production": PRODUCTION_CONFIG, "production-sso": SSO_CONFIG}
 DESCRIPTOR = ROOT / "gen" / "sensormesh" / "descriptor_set.binpb"
-# Which pods serve which gRPC service (the query service hosts the device registry).
+# Which pods serve which gRPC service (the query service hosts the device registry; the
+# devices' command channel is on ingest, the operators' commands on control).
 SERVING_COMPONENT = {
     "sensormesh.v1.IngestService": "ingest",
+    "sensormesh.v1.CommandDeliveryService": "ingest",
     "sensormesh.v1.DeviceService": "query",
     "sensormesh.v1.QueryService": "query",
     "sensormesh.v1.AccessService": "query",
     "sensormesh.v1.AuditService": "query",
+    "sensormesh.v1.CommandService": "control",
 }
 
 
@@ -264,10 +268,19 @@ def _route_for(path: str) -> dict[str, Any]:
     raise AssertionError(f"no route for {path}")
 
 
-def test_the_transcoder_serves_every_sensormesh_service() -> None:
+def test_the_transcoder_serves_every_sensormesh_service_with_a_rest_mapping() -> None:
+    """Every service is served by some pods; the transcoder knows each one a REST client may
+    call (CommandDeliveryService, a device's bidirectional stream, has no REST mapping)."""
     transcoder = http_filter(load_config(), "envoy.filters.http.grpc_json_transcoder")
-    services = {name for name in _descriptor_services() if name.startswith("sensormesh.")}
-    assert set(transcoder["services"]) == services == set(SERVING_COMPONENT)
+    services = {name: s for name, s in _descriptor_services().items() if name.startswith("sensormesh.")}
+    assert set(services) == set(SERVING_COMPONENT)
+    with_rest = {
+        name
+        for name, service in services.items()
+        if any(method.options.HasExtension(annotations_pb2.http) for method in service.method)
+    }
+    assert "sensormesh.v1.CommandService" in with_rest
+    assert set(transcoder["services"]) == with_rest
 
 
 def test_every_method_routes_to_the_pods_that_serve_it(manifests: Manifests) -> None:

@@ -1,10 +1,10 @@
 """The cluster's Envoy config, run by the real Envoy: requests reach the right pods.
 
 Only the addresses are changed for this machine: the listener and admin ports
-become free ones, and the `ingest` and `query` clusters get the addresses of
-stand-in gRPC servers on loopback (what the headless Services' DNS names
-resolve to in a cluster: one address per ready pod; here one ingest and two
-query "pods"). The stand-ins record every call and serve grpc.health.v1 like
+become free ones, and the `ingest`, `query` and `control` clusters get the
+addresses of stand-in gRPC servers on loopback (what the headless Services' DNS
+names resolve to in a cluster: one address per ready pod; here one ingest, two
+query and two control "pods"). The stand-ins record every call and serve grpc.health.v1 like
 the real services. Everything else (filters, transcoder, routes, health
 checks, balancing, timeouts) is the file that ships in the ConfigMap.
 """
@@ -28,7 +28,7 @@ import yaml
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health, health_pb2
 from grpc_health.v1 import health_pb2_grpc as health_grpc
-from sensormesh.v1 import device_pb2, ingest_pb2, query_pb2
+from sensormesh.v1 import command_delivery_pb2, command_pb2, device_pb2, ingest_pb2, query_pb2
 
 from sensormesh_cli.stack.envoy_proxy import envoy_binary
 from tests.k8s.test_envoy_config import CONFIG, DESCRIPTOR, transcoder_descriptor_path
@@ -70,6 +70,15 @@ class StandIn:
         async def one_then_end(_request: bytes, _context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
             yield b""
 
+        async def consume_then_one(
+            requests: AsyncIterator[bytes], _context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[bytes]:
+            async for _ in requests:
+                pass
+            yield b""
+
+        if client_streaming and server_streaming:
+            return grpc.stream_stream_rpc_method_handler(consume_then_one)
         if client_streaming:
             return grpc.stream_unary_rpc_method_handler(consume)
         if server_streaming:
@@ -194,10 +203,11 @@ def envoy_process(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 async def stand_ins() -> AsyncIterator[dict[str, list[StandIn]]]:
-    """One ingest pod and two query pods."""
+    """One ingest pod, two query pods and two control pods."""
     servers = {
         "ingest": [await _start(StandIn("ingest-0", "sensormesh.v1.IngestService"))],
         "query": [await _start(StandIn(f"query-{i}", "sensormesh.v1.QueryService")) for i in range(2)],
+        "control": [await _start(StandIn(f"control-{i}", "sensormesh.v1.CommandService")) for i in range(2)],
     }
     yield servers
     for group in servers.values():
@@ -243,7 +253,14 @@ async def test_grpc_rest_and_streams_reach_the_service_that_owns_them(
     assert status == 200
 
     # REST through the transcoder: the path picks the method, the method picks the pods.
-    for path in ("/v1/devices/pi-1/uploadOffset", "/v1/devices/pi-1/readings:latest", "/v1/devices/pi-1"):
+    rest_paths = (
+        "/v1/devices/pi-1/uploadOffset",
+        "/v1/devices/pi-1/readings:latest",
+        "/v1/devices/pi-1",
+        "/v1/devices/pi-1/commands",
+        "/v1/devices/pi-1/commands/7",
+    )
+    for path in rest_paths:
         status, body = await asyncio.to_thread(_get, base + path)
         assert status == 200, f"{path}: {body}"
 
@@ -268,8 +285,30 @@ async def test_grpc_rest_and_streams_reach_the_service_that_owns_them(
         )
         received = [m async for m in watch(query_pb2.WatchReadingsRequest(device_id="pi-1"), timeout=5)]
         assert len(received) == 1
+        send = channel.unary_unary(
+            "/sensormesh.v1.CommandService/SendCommand",
+            request_serializer=command_pb2.SendCommandRequest.SerializeToString,
+            response_deserializer=command_pb2.SendCommandResponse.FromString,
+        )
+        await send(command_pb2.SendCommandRequest(device_id="pi-1", name="reboot"), timeout=5)
+        watch_commands = channel.unary_stream(
+            "/sensormesh.v1.CommandService/WatchCommands",
+            request_serializer=command_pb2.WatchCommandsRequest.SerializeToString,
+            response_deserializer=command_pb2.WatchCommandsResponse.FromString,
+        )
+        request = command_pb2.WatchCommandsRequest(device_id="pi-1")
+        assert len([m async for m in watch_commands(request, timeout=5)]) == 1
+        # The device's side: its command channel, a bidirectional stream, reaches ingest.
+        connect = channel.stream_stream(
+            "/sensormesh.v1.CommandDeliveryService/ConnectCommands",
+            request_serializer=command_delivery_pb2.ConnectCommandsRequest.SerializeToString,
+            response_deserializer=command_delivery_pb2.ConnectCommandsResponse.FromString,
+        )
+        hello = [command_delivery_pb2.ConnectCommandsRequest()]
+        assert len([m async for m in connect(iter(hello), timeout=5)]) == 1
 
     assert _calls(stand_ins["ingest"]) == [
+        "/sensormesh.v1.CommandDeliveryService/ConnectCommands",
         "/sensormesh.v1.IngestService/GetUploadOffset",
         "/sensormesh.v1.IngestService/UploadReadings",
     ]
@@ -279,29 +318,43 @@ async def test_grpc_rest_and_streams_reach_the_service_that_owns_them(
         "/sensormesh.v1.QueryService/GetLatestReadings",
         "/sensormesh.v1.QueryService/WatchReadings",
     ]
+    assert _calls(stand_ins["control"]) == [
+        "/sensormesh.v1.CommandService/GetCommand",
+        "/sensormesh.v1.CommandService/ListCommands",
+        "/sensormesh.v1.CommandService/SendCommand",
+        "/sensormesh.v1.CommandService/WatchCommands",
+    ]
 
 
+@pytest.mark.parametrize(
+    ("cluster", "method", "request_bytes"),
+    [
+        (
+            "query",
+            "/sensormesh.v1.QueryService/WatchReadings",
+            query_pb2.WatchReadingsRequest(device_id="pi-1").SerializeToString(),
+        ),
+        (
+            "control",
+            "/sensormesh.v1.CommandService/WatchCommands",
+            command_pb2.WatchCommandsRequest(device_id="pi-1").SerializeToString(),
+        ),
+    ],
+)
 async def test_streams_of_one_connection_spread_over_pods_and_skip_a_pod_not_serving(
-    envoy_process: Any, stand_ins: dict[str, list[StandIn]]
+    envoy_process: Any, stand_ins: dict[str, list[StandIn]], cluster: str, method: str, request_bytes: bytes
 ) -> None:
     """The point of the headless Services: Envoy picks a pod per stream, not per
     connection, and follows the same health the readiness probes read."""
     running = await _start_envoy(envoy_process, stand_ins)
-    first, second = stand_ins["query"]
+    first, second = stand_ins[cluster]
 
     async def watch_many(count: int) -> None:
         # One channel: one HTTP/2 connection to Envoy carries every stream.
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            watch = channel.unary_stream(
-                "/sensormesh.v1.QueryService/WatchReadings",
-                request_serializer=query_pb2.WatchReadingsRequest.SerializeToString,
-                response_deserializer=query_pb2.WatchReadingsResponse.FromString,
-            )
+            watch = channel.unary_stream(method)
             for _ in range(count):
-                assert (
-                    len([m async for m in watch(query_pb2.WatchReadingsRequest(device_id="pi-1"), timeout=5)])
-                    == 1
-                )
+                assert len([m async for m in watch(request_bytes, timeout=5)]) == 1
 
     await watch_many(20)
     # Both pods got streams (all 20 on one pod by chance: p = 2 x 2^-20).
@@ -311,7 +364,7 @@ async def test_streams_of_one_connection_spread_over_pods_and_skip_a_pod_not_ser
     await first.health.set(first.service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def first_out() -> bool:
-        return sorted(_host_health(running).get("query", [])) == ["/failed_active_hc", "healthy"]
+        return sorted(_host_health(running).get(cluster, [])) == ["/failed_active_hc", "healthy"]
 
     await asyncio.to_thread(_wait_for, first_out, "the NOT_SERVING pod to fail its health check")
     before = len(first.calls)

@@ -42,13 +42,17 @@ OBSERVABILITY = Endpoint("backend", "observability", {"app": "tempo"}, {"otlp-gr
 NEEDED = {
     ("envoy", "ingest", 50051),
     ("envoy", "query", 50052),
+    ("envoy", "control", 50053),
     ("ingest", "timescaledb", 5432),
     ("query", "timescaledb", 5432),
+    ("control", "timescaledb", 5432),
     ("migrate", "timescaledb", 5432),
     ("ingest", "otel-collector", 4317),
     ("ingest", "otel-collector", 4318),
     ("query", "otel-collector", 4317),
     ("query", "otel-collector", 4318),
+    ("control", "otel-collector", 4317),
+    ("control", "otel-collector", 4318),
 }
 
 

@@ -79,7 +79,7 @@ def test_every_kind_the_issue_asks_for_is_deployed(rendered: dict[str, Manifests
         assert manifests.has("StatefulSet", "timescaledb")
         assert manifests.get("StatefulSet", "timescaledb")["spec"]["volumeClaimTemplates"]
         assert manifests.has("Job", "migrate")
-        for service in ("ingest", "query"):
+        for service in ("ingest", "query", "control"):
             assert manifests.has("Deployment", service)
             assert manifests.has("HorizontalPodAutoscaler", service)
             assert manifests.has("PodDisruptionBudget", service)

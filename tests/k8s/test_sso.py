@@ -2,8 +2,9 @@
 
 k8s/components/sso (used by k8s/overlays/production-sso) turns it on: the
 production Envoy config with the jwt_authn filter, and the trust flag on the
-query pods. These tests check that the flag is set nowhere else, that every
-pod that trusts the header is reachable on its gRPC port from Envoy alone
+pods that serve operator RPCs (query, control). These tests check that the flag
+is set nowhere else, that every pod that trusts the header is reachable on its
+gRPC port from Envoy alone
 (by the NetworkPolicy evaluator of test_network_policies), and that the Envoy
 config differs from production's by the filter and its JWKS cluster only.
 """
@@ -23,6 +24,7 @@ from tests.k8s.manifests import K8S, Manifests
 from tests.k8s.test_envoy_config import (
     DESCRIPTOR,
     PRODUCTION_CONFIG,
+    SERVING_COMPONENT,
     SSO_CONFIG,
     connection_manager,
     load_config,
@@ -45,16 +47,31 @@ def _trusting(manifests: Manifests) -> set[str]:
     return found
 
 
-def test_only_the_sso_overlay_trusts_and_only_its_query_pods(rendered: dict[str, Manifests]) -> None:
+def test_only_the_sso_overlay_trusts_and_only_its_query_and_control_pods(
+    rendered: dict[str, Manifests],
+) -> None:
     assert {name: _trusting(m) for name, m in rendered.items()} == {
         "base": set(),
         "small": set(),
         "production": set(),
-        "production-sso": {"query"},
+        "production-sso": {"query", "control"},
     }
     for manifests in rendered.values():
         config = manifests.config_map_data(manifests.generated("sensormesh-config"))
         assert TRUST not in config, f"{manifests.name}: the shared ConfigMap reaches every container"
+
+
+def test_every_pod_serving_operator_rpcs_trusts_with_the_same_claims(rendered: dict[str, Manifests]) -> None:
+    """An operator signed in with SSO reaches every operator RPC (a pod left out would
+    answer 401), and each pod reads the caller and role from the same claims."""
+    manifests = rendered["production-sso"]
+    operator_pods = set(SERVING_COMPONENT.values()) - {"ingest"}
+    assert _trusting(manifests) == operator_pods
+    claims = set()
+    for name in operator_pods:
+        env = {e["name"]: e.get("value") for e in manifests.workload(name).pod["containers"][0]["env"]}
+        claims.add((env.get("SENSORMESH_SSO_SUBJECT_CLAIM"), env.get("SENSORMESH_SSO_ROLE_CLAIM")))
+    assert claims == {("sub", "sensormesh_role")}
 
 
 def test_pods_that_trust_the_header_are_reached_from_envoy_only(rendered: dict[str, Manifests]) -> None:

@@ -1,8 +1,8 @@
 """Wait until the database schema is at the revision this image expects.
 
-The init container of the ingest and query pods runs this script with the
-service's own image (it is mounted from a ConfigMap), so a service never
-starts against a missing or older schema: on a first install the pods wait for
+The init container of the ingest, query and control pods runs this script
+with the service's own image (it is mounted from a ConfigMap), so a service
+never starts against a missing or older schema: on a first install the pods wait for
 the migration Job, and in a rolling upgrade the new pods wait for the new
 migration while the old ones keep serving. It only reads the revision and
 changes nothing. It has no deadline of its own: until the Job has run, the pod
