@@ -48,11 +48,21 @@ def test_envoy_yaml_is_valid_as_committed() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_transcoder_serves_every_service_of_the_descriptor_set() -> None:
+def test_the_transcoder_serves_every_service_with_a_rest_mapping() -> None:
+    """Every service one of whose RPCs has a google.api.http rule; the devices' command channel (a
+    bidirectional stream, which REST cannot carry) has none and is routed as gRPC only."""
+    from google.api import annotations_pb2
+
     descriptors = descriptor_pb2.FileDescriptorSet.FromString(default_descriptor_path().read_bytes())
     services = {
-        f"{f.package}.{s.name}" for f in descriptors.file if f.package == "sensormesh.v1" for s in f.service
+        f"{f.package}.{s.name}"
+        for f in descriptors.file
+        if f.package == "sensormesh.v1"
+        for s in f.service
+        if any(m.options.HasExtension(annotations_pb2.http) for m in s.method)
     }
+    assert "sensormesh.v1.CommandService" in services
+    assert "sensormesh.v1.CommandDeliveryService" not in services
     transcoder = _filters(load_base_config())[TRANSCODER]
     assert set(transcoder["services"]) == services
     assert transcoder["convert_grpc_status"] is True
@@ -67,6 +77,7 @@ def test_rendering_changes_only_addresses_paths_and_limits(tmp_path: Path) -> No
         admin_port=19901,
         ingest=("ingest.sensormesh.svc", 50051),
         query=("query.sensormesh.svc", 50052),
+        control=("control.sensormesh.svc", 50053),
         descriptor_path=tmp_path / "d.binpb",
         rate_limits=RateLimits(writes=Bucket(per_second=7, burst=9), anonymous=Bucket(1, 2)),
     )
@@ -86,6 +97,7 @@ def test_rendering_changes_only_addresses_paths_and_limits(tmp_path: Path) -> No
     assert hosts == {
         "ingest": {"address": "ingest.sensormesh.svc", "port_value": 50051},
         "query": {"address": "query.sensormesh.svc", "port_value": 50052},
+        "control": {"address": "control.sensormesh.svc", "port_value": 50053},
     }
     assert _filters(rendered)[TRANSCODER]["proto_descriptor"] == str((tmp_path / "d.binpb").resolve())
     buckets = _buckets(rendered)
