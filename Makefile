@@ -58,7 +58,7 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 test: $(STAMP) $(NODE_STAMP) ## run the whole test suite (embedded PostgreSQL, real Envoy, real gRPC, the Node.js example)
 	$(BIN)/pytest $(PYTEST_TMP) $(PYTEST_ARGS)
 
-test-storage: $(STAMP) ## storage tests only; set SENSORMESH_TEST_DATABASE_URL to use a running server
+test-storage: $(STAMP) $(NODE_STAMP) ## storage tests only; set SENSORMESH_TEST_DATABASE_URL to use a running server
 	$(BIN)/pytest -m storage $(PYTEST_TMP) $(PYTEST_ARGS)
 
 run: $(STAMP) ## start the local stack; Ctrl-C stops it, data stays in .sensormesh/

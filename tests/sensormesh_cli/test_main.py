@@ -24,8 +24,8 @@ def test_db_migrate_then_current(empty_database_url: str, monkeypatch, capsys) -
     assert main(["db", "migrate"]) == 0
     assert main(["db", "current"]) == 0
     out = capsys.readouterr().out
-    assert "schema at revision 0005" in out
-    assert out.strip().endswith("0005")
+    assert "schema at revision 0006" in out
+    assert out.strip().endswith("0006")
 
 
 @pytest.mark.partitioned_only

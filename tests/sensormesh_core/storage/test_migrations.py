@@ -33,6 +33,7 @@ REGISTRY_TABLES = {
 
 
 ACCESS_TABLES = {"api_keys", "audit_events", "retired_device_ids"}  # revision 0004
+COMMAND_TABLES = {"commands", "device_commands"}  # revision 0006
 
 ROLLUP_TABLES = {s.rollup(w) for s in ROLLUP_SOURCES for w in ROLLUP_WIDTHS} | {
     "rollup_watermarks",
@@ -41,13 +42,13 @@ ROLLUP_TABLES = {s.rollup(w) for s in ROLLUP_SOURCES for w in ROLLUP_WIDTHS} | {
 
 
 async def _backend_tables(url: str) -> set[str]:
-    """Tables of revision 0002 and later: readings, and (plain PostgreSQL) the rollups of 0003."""
+    """Tables of revision 0002 and later: readings, (plain PostgreSQL) the rollups of 0003, access, commands."""
     conn = await asyncpg.connect(url)
     try:
         has_timescale = await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
     finally:
         await conn.close()
-    return set(READING_TABLES) | (set() if has_timescale else ROLLUP_TABLES) | ACCESS_TABLES
+    return set(READING_TABLES) | (set() if has_timescale else ROLLUP_TABLES) | ACCESS_TABLES | COMMAND_TABLES
 
 
 async def _tables(url: str) -> set[str]:
@@ -65,7 +66,7 @@ async def _tables(url: str) -> set[str]:
 async def test_upgrade_creates_every_table(empty_database_url: str) -> None:
     migrate.upgrade(empty_database_url)
 
-    assert migrate.current_revision(empty_database_url) == "0005"
+    assert migrate.current_revision(empty_database_url) == "0006"
     assert await _tables(empty_database_url) == REGISTRY_TABLES | await _backend_tables(empty_database_url)
 
 
@@ -78,17 +79,19 @@ async def test_migrating_twice_is_harmless(empty_database_url: str) -> None:
         assert await conn.fetchval("SELECT count(*) FROM devices") == 1
     finally:
         await conn.close()
-    assert migrate.current_revision(empty_database_url) == "0005"
+    assert migrate.current_revision(empty_database_url) == "0006"
 
 
 async def test_downgrade_removes_everything_and_upgrade_restores_it(empty_database_url: str) -> None:
     migrate.upgrade(empty_database_url)
     every_table = REGISTRY_TABLES | await _backend_tables(empty_database_url)
 
+    migrate.downgrade(empty_database_url, "0005")
+    assert await _tables(empty_database_url) == every_table - COMMAND_TABLES
     migrate.downgrade(empty_database_url, "0004")  # 0005 changed how rollups sum, not which tables exist
-    assert await _tables(empty_database_url) == every_table
+    assert await _tables(empty_database_url) == every_table - COMMAND_TABLES
     migrate.downgrade(empty_database_url, "0003")
-    assert await _tables(empty_database_url) == every_table - ACCESS_TABLES
+    assert await _tables(empty_database_url) == every_table - COMMAND_TABLES - ACCESS_TABLES
     migrate.downgrade(empty_database_url, "0002")
     assert await _tables(empty_database_url) == REGISTRY_TABLES | set(READING_TABLES)
     migrate.downgrade(empty_database_url, "0001")
