@@ -31,21 +31,33 @@ _RESOURCE_FIELDS = (
 )
 # A bare `name` field names a resource of the service's own collection.
 _SERVICE_COLLECTIONS = {"sensormesh.v1.AccessService": "apiKeys"}
+# Services whose resources are children of a device's: `devices/pi-1/commands/42`.
+_DEVICE_CHILDREN = {"sensormesh.v1.CommandService": ("commands", "command_id")}
 
 
 def resource_of(method: str, request: Any) -> str:
-    """`devices/pi-1`, `apiKeys/grafana`, or "" when the request names nothing (a stream)."""
+    """`devices/pi-1`, `devices/pi-1/commands/42`, `apiKeys/grafana`, or "" when the request names
+    nothing (a stream)."""
     if not isinstance(request, Message):
         return ""
+    service = method.split("/", 1)[0]
     for path, collection in _RESOURCE_FIELDS:
         value = _field(request, path)
         if value:
-            return f"{collection}/{value}"
-    service = method.split("/", 1)[0]
+            return f"{collection}/{value}" + _child(service, request)
     name = _field(request, "name")
     if name and service in _SERVICE_COLLECTIONS:
         return f"{_SERVICE_COLLECTIONS[service]}/{name}"
     return ""
+
+
+def _child(service: str, request: Message) -> str:
+    """`/commands/42` for a call on one of a device's commands, `/commands` for a new one."""
+    if service not in _DEVICE_CHILDREN:
+        return ""
+    collection, id_field = _DEVICE_CHILDREN[service]
+    number = getattr(request, id_field, 0) if id_field in request.DESCRIPTOR.fields_by_name else 0
+    return f"/{collection}/{number}" if number else f"/{collection}"
 
 
 def _field(message: Message, path: str) -> str:

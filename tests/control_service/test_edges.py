@@ -206,3 +206,36 @@ async def test_finished_commands_older_than_the_retention_are_deleted(
         await get(commands_stub, device.device_id, old.command_id)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     assert (await get(commands_stub, device.device_id, kept.command_id)).state == S.COMMAND_STATE_CANCELED
+
+
+async def test_sending_and_cancelling_are_audited_with_the_command_they_name(
+    commands_stub: command_pb2_grpc.CommandServiceStub,
+    connected: DeviceChannel,
+    device: Device,
+    db: asyncpg.Connection,
+) -> None:
+    sent = await send(commands_stub, device.device_id, "ping")
+    await cancel(commands_stub, device.device_id, sent.command_id)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await send(commands_stub, device.device_id, "reboot")
+    rows = await db.fetch("SELECT actor, method, resource, outcome FROM audit_events ORDER BY event_id")
+    assert [tuple(r) for r in rows] == [
+        (
+            "key:test-admin",
+            "sensormesh.v1.CommandService/SendCommand",
+            f"devices/{device.device_id}/commands",
+            "OK",
+        ),
+        (
+            "key:test-admin",
+            "sensormesh.v1.CommandService/CancelCommand",
+            f"devices/{device.device_id}/commands/{sent.command_id}",
+            "OK",
+        ),
+        (
+            "key:test-admin",
+            "sensormesh.v1.CommandService/SendCommand",
+            f"devices/{device.device_id}/commands",
+            "INVALID_ARGUMENT",
+        ),
+    ]
