@@ -205,7 +205,10 @@ class Uplink:
         self._reload_token()
 
     def _reload_token(self) -> bool:
-        changed = self._token.reload()
+        """Re-read the token file; True when the token differs from the one in use. Compared with
+        what this uplink sends, not taken from reload(): the command link shares the source."""
+        self._token.reload()
+        changed = self._metadata != self._bearer()
         if changed:
             self._metadata = self._bearer()
         return changed
