@@ -107,16 +107,24 @@ class _Requests:
     generator: gRPC may close the request iterator while it waits, which a generator refuses."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[delivery.ConnectCommandsRequest] = asyncio.Queue()
+        self._queue: asyncio.Queue[delivery.ConnectCommandsRequest | None] = asyncio.Queue()
 
     def put(self, request: delivery.ConnectCommandsRequest) -> None:
         self._queue.put_nowait(request)
+
+    def close(self) -> None:
+        """End the iteration (gRPC's task sending the requests then ends too)."""
+        self._queue.put_nowait(None)
 
     def __aiter__(self) -> _Requests:
         return self
 
     async def __anext__(self) -> delivery.ConnectCommandsRequest:
-        return await self._queue.get()
+        request = await self._queue.get()
+        if request is None:
+            self._queue.put_nowait(None)
+            raise StopAsyncIteration
+        return request
 
 
 @dataclass
@@ -258,6 +266,7 @@ class CommandLink:
             async for response in call:
                 await self._handle(session, response)
         finally:
+            session.requests.close()
             call.cancel()
 
     async def _handle(self, session: _Session, response: delivery.ConnectCommandsResponse) -> None:
