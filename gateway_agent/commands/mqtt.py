@@ -5,7 +5,7 @@ parameters are published to `topic` as one JSON object (`{}` without
 parameters). With `reply_topic` set, the agent subscribes to it BEFORE
 publishing (a fast device cannot answer before anyone listens), and the first
 message that arrives there, not retained (a retained message is an old
-answer), is the reply: parsed as JSON when it is JSON, else kept as text.
+answer) and not on `topic` itself (a wildcard may catch the command), is the reply: parsed as JSON when it is JSON, else kept as text.
 No reply within `reply_timeout` is a failure. Each run opens its own
 connection to the broker and closes it after.
 
@@ -111,7 +111,8 @@ class MqttCommand:
         try:
             async with asyncio.timeout(limit_s):
                 async for message in broker.messages:
-                    if message.retain or not message.topic.matches(reply_topic):
+                    own = message.topic.value == self.settings.topic  # a wildcard catching our publish
+                    if message.retain or own or not message.topic.matches(reply_topic):
                         continue
                     return {
                         "published": self.settings.topic,

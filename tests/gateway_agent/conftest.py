@@ -3,7 +3,8 @@ command links, telemetry."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from sensormesh_core.telemetry import Telemetry, configure_telemetry
 from tests.gateway_agent.command_double import CommandDouble
 from tests.gateway_agent.command_double import serve as serve_commands
 from tests.gateway_agent.ingest_double import IngestDouble, serve
+from tests.gateway_agent.mosquitto import Broker, free_port, start_mosquitto, wait_listening
 
 DEVICE_ID = "test-pi-1"
 TOKEN = "sm_test_token"
@@ -193,3 +195,23 @@ async def make_link(
         await channel.close()
     for store in stores:
         await store.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """Our own Mosquitto on a free port, or the machine's on 1883 when the binary is not on PATH."""
+    if shutil.which("mosquitto") is None:
+        try:
+            wait_listening(1883, seconds=1)
+        except TimeoutError:
+            pytest.skip("neither a mosquitto binary on PATH nor a broker on 127.0.0.1:1883")
+        yield Broker("127.0.0.1", 1883, None)
+        return
+    port = free_port()
+    handle = Broker("127.0.0.1", port, start_mosquitto(tmp_path, port))
+    try:
+        yield handle
+    finally:
+        if handle.process is not None:
+            handle.process.kill()
+            handle.process.wait(timeout=10)
