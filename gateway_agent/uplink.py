@@ -267,31 +267,37 @@ class Uplink:
     async def _wait_for_work(self, after: int) -> None:
         period = self.settings.batch_max_age.total_seconds()
         while not self._has_work(after) and not self._stopping.is_set():
+            self._sent_what_was_asked(after)  # nothing to send: a send_now() has nothing left to do
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(period):
-                    await self._buffer.wait_for_data(after)
+                async with asyncio.timeout(period):  # statuses change without an event: look again
+                    await self._data_or_cut()
 
     async def _next_rows(self, after: int, stream_deadline: float) -> list[Stored]:
         """A full batch if the backlog has one, else what arrives within `batch_max_age`."""
         limit = self._batch_limit
         rows = await self._buffer.read(after, limit)
-        if len(rows) == limit or self._stopping.is_set() or self._send_now.is_set():
+        if len(rows) == limit or self._cut():
             return rows
         loop = asyncio.get_running_loop()
         end = min(loop.time() + self.settings.batch_max_age.total_seconds(), stream_deadline)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(end):
-                while self._buffer.last_sequence - after < limit and not self._send_now.is_set():
-                    await self._data_or_send_now()
+                while self._buffer.last_sequence - after < limit and not self._cut():
+                    await self._data_or_cut()
         if self._buffer.last_sequence > (rows[-1].sequence if rows else after):
             rows = await self._buffer.read(after, limit)
         return rows
 
-    async def _data_or_send_now(self) -> None:
-        """Wait for the buffer's next commit, or for `send_now()`."""
+    def _cut(self) -> bool:
+        """Whether to send what there is now: `send_now()` or `stop()` was called."""
+        return self._send_now.is_set() or self._stopping.is_set()
+
+    async def _data_or_cut(self) -> None:
+        """Wait for the buffer's next commit, `send_now()` or `stop()`."""
         waits = {
             asyncio.ensure_future(self._buffer.wait_for_data(self._buffer.last_sequence)),
             asyncio.ensure_future(self._send_now.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
         }
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
