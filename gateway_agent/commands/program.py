@@ -17,6 +17,13 @@ killed, so a script's children go too. The result is
 so); a non-zero exit is a failure naming the exit code and the end of stderr,
 with the result kept.
 
+The program runs as the agent's user, in the agent's sandbox: under the
+shipped systemd unit that is a read-only system and a closed device policy, so
+a program that needs a device or a write goes with a drop-in that allows it
+(gateway_agent/systemd/sensormesh-agent.service says how). If the agent is
+killed outright (SIGKILL, power loss) while a program runs, the program is not
+waited for; systemd stops it with the unit's other processes.
+
 Sample config:
 
     [[commands.program]]
