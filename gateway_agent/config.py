@@ -81,7 +81,8 @@ class AgentSettings(SensormeshSettings):
         description="A read taking longer (or longer than its interval) counts as failed.",
     )
     stop_timeout: Duration = Field(
-        default=timedelta(seconds=10), description="On stop, time the last upload stream has to finish."
+        default=timedelta(seconds=10),
+        description="On stop, time a running command has to finish, then the last upload stream.",
     )
     inputs: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
