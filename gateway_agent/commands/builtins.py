@@ -32,13 +32,18 @@ MARGIN_S = 0.5
 """Time kept back from a command's timeout to answer with what there is."""
 
 
+MAX_ALLOWED_VALUES = 64
+"""CommandParameter.allowed_values' limit; with more inputs any name is let through and the agent
+refuses unknown ones itself (a hello over the limit would be refused whole)."""
+
+
 def _input_parameter(names: list[str], description: str) -> delivery.CommandParameter:
     return delivery.CommandParameter(
         name="input",
         description=description,
         type=delivery.COMMAND_PARAMETER_TYPE_STRING,
         required=True,
-        allowed_values=names,
+        allowed_values=names if len(names) <= MAX_ALLOWED_VALUES else [],
     )
 
 

@@ -163,6 +163,8 @@ def create(settings: Sequence[Settings]) -> list[CommandHandler]:
     """One `set_output` for every declared output (none without any)."""
     if not settings:
         return []
+    if len(settings) > 64:
+        raise ValueError(f"{len(settings)} outputs; set_output takes at most 64 (its allowed values)")
     for field in ("name", "pin"):
         values = [str(getattr(s, field)) for s in settings]
         twice = sorted({v for v in values if values.count(v) > 1})

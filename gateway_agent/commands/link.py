@@ -209,7 +209,6 @@ class CommandLink:
     async def run(self) -> None:
         for entry in await self.journal.recover_interrupted(INTERRUPTED):
             self._log_finished(entry.command_id, entry.name, entry.outcome or Outcome(False), 0.0)
-        await self.journal.prune()
         worker = asyncio.create_task(self._work(), name="command-worker")
         channel = asyncio.create_task(self._connect_forever(), name="command-channel")
         stop = asyncio.create_task(self._stopping.wait(), name="command-stop")
@@ -290,6 +289,7 @@ class CommandLink:
         self._backoff.reset()
         self._slow_backoff.reset()
         self._unsupported = False
+        await self.journal.prune()  # here, not only at start: an agent may stay up for months
         pending = await self.journal.unreported()
         self._refusals.allow(buffered=len(pending))
         log.info(

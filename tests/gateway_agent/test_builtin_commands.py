@@ -15,7 +15,8 @@ import pytest
 from sensormesh.v1.command_pb2 import CommandState
 
 from gateway_agent.agent import Agent
-from gateway_agent.commands.builtins import BUILTIN_NAMES
+from gateway_agent.commands.builtins import BUILTIN_NAMES, builtin_handlers
+from gateway_agent.commands.control import InputView
 from gateway_agent.config import AgentSettings
 from gateway_agent.inputs.base import Emit, Input
 from gateway_agent.inputs.simulated import Settings as SimulatedSettings
@@ -248,3 +249,16 @@ async def test_with_commands_disabled_the_agent_opens_no_channel(agents: Running
     await until(lambda: (agent.uplink.committed or 0) > 0)
     assert agent.commands is None
     assert agents.service.servicer.hellos == []
+
+
+class ManyInputs:
+    """AgentControl with 70 polled inputs, more than a parameter's allowed values may list."""
+
+    def inputs(self) -> list[InputView]:
+        return [InputView(f"in{i}", True, True, 1.0, None, 0, "") for i in range(70)]
+
+
+def test_with_more_inputs_than_allowed_values_may_list_the_hello_leaves_the_list_out() -> None:
+    specs = {h.spec.name: h.spec for h in builtin_handlers(ManyInputs())}  # type: ignore[arg-type]
+    assert list(specs["read_now"].parameters[0].allowed_values) == []
+    assert list(specs["set_interval"].parameters[0].allowed_values) == []
