@@ -28,6 +28,7 @@ from tests.gateway_agent.conftest import DEVICE_ID, TOKEN, CommandService
 from tests.gateway_agent.support import until
 
 pytestmark = pytest.mark.timeout(60)
+EXAMPLE = Path(__file__).resolve().parents[2] / "gateway_agent" / "agent.example.toml"
 SUCCEEDED, FAILED = CommandState.COMMAND_STATE_SUCCEEDED, CommandState.COMMAND_STATE_FAILED
 
 
@@ -262,3 +263,25 @@ def test_with_more_inputs_than_allowed_values_may_list_the_hello_leaves_the_list
     specs = {h.spec.name: h.spec for h in builtin_handlers(ManyInputs())}  # type: ignore[arg-type]
     assert list(specs["read_now"].parameters[0].allowed_values) == []
     assert list(specs["set_interval"].parameters[0].allowed_values) == []
+
+
+async def test_the_hello_of_a_fully_configured_agent_passes_the_contracts_validation(agents: Running) -> None:
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+    from sensormesh.v1 import command_delivery_pb2 as delivery
+
+    from sensormesh_core.validation import violations
+
+    example = AgentSettings.load(EXAMPLE)
+    Device.pin_factory = MockFactory()
+    try:
+        agent = await agents.start(commands=example.commands.model_dump())
+        assert agent.commands is not None
+        hello = agent.commands.hello()
+        await agents.stop()
+    finally:
+        Device.pin_factory.close()
+        Device.pin_factory = None
+    assert [s.name for s in hello.hello.commands][-3:] == ["relay", "pump-plug", "set_output"]
+    assert violations(hello) == []
+    assert violations(delivery.ConnectCommandsRequest(receipt=delivery.CommandReceipt(command_id=1))) == []
