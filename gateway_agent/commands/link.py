@@ -24,7 +24,9 @@ Failures reconnect with backoff (reset once a session opens). A refusal of the
 device (PERMISSION_DENIED, UNAUTHENTICATED, NOT_FOUND, as for the uplink:
 gateway_agent/refusal.py) and a server without the service (UNIMPLEMENTED)
 are retried on the slow schedule, logged once, and the token file is read
-again before every retry. Nothing here ever stops the agent.
+again before every retry. Nothing here stops the agent: an unexpected error is
+logged and the link reconnects (or the worker takes the next command); a
+command whose journal write failed is settled by its row at the next start.
 
 Each step logs one line, `event=command_received|command_running|command_finished
 command_id=...`, after the journal has it: what a test that kills the agent
@@ -249,6 +251,8 @@ class CommandLink:
                 )
             except sqlite3.Error:
                 log.exception("event=command_journal_failed device_id=%s", self.device_id)
+            except Exception:  # a bug here must not take the uploads down with it: log, reconnect
+                log.exception("event=command_channel_failed device_id=%s", self.device_id)
             finally:
                 self.opened.clear()
                 self._session = None
@@ -417,6 +421,10 @@ class CommandLink:
             self._idle.clear()
             try:
                 await self._run_one(command_id)
+            except Exception:  # the journal failed (disk full?): the row tells what happened
+                log.exception(
+                    "event=command_run_failed device_id=%s command_id=%d", self.device_id, command_id
+                )
             finally:
                 self._active.discard(command_id)
                 self._idle.set()
