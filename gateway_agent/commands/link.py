@@ -41,10 +41,9 @@ import logging
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import metrics, trace
 from sensormesh.v1 import command_delivery_pb2 as delivery
 from sensormesh.v1.command_delivery_pb2_grpc import CommandDeliveryServiceStub
@@ -54,11 +53,12 @@ from gateway_agent.backoff import Backoff
 from gateway_agent.commands.base import CommandHandler
 from gateway_agent.commands.journal import CommandJournal, EntryState, JournalEntry, Outcome
 from gateway_agent.commands.runner import run_command
+from gateway_agent.commands.session import Session, result_message
 from gateway_agent.refusal import RefusalWatch, is_refusal
 from gateway_agent.token_source import TokenSource
 from gateway_agent.uplink_settings import UplinkSettings
 from sensormesh_core import __version__
-from sensormesh_core.command_parameters import as_dict, as_struct
+from sensormesh_core.command_parameters import as_dict
 
 log = logging.getLogger(__name__)
 
@@ -104,58 +104,6 @@ class _ProtocolError(Exception):
     """The service said something the contract does not allow at that point."""
 
 
-class _Requests:
-    """What the agent sends on one stream, in order. An iterator object rather than an async
-    generator: gRPC may close the request iterator while it waits, which a generator refuses."""
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[delivery.ConnectCommandsRequest | None] = asyncio.Queue()
-
-    def put(self, request: delivery.ConnectCommandsRequest) -> None:
-        self._queue.put_nowait(request)
-
-    def close(self) -> None:
-        """End the iteration (gRPC's task sending the requests then ends too)."""
-        self._queue.put_nowait(None)
-
-    def __aiter__(self) -> _Requests:
-        return self
-
-    async def __anext__(self) -> delivery.ConnectCommandsRequest:
-        request = await self._queue.get()
-        if request is None:
-            self._queue.put_nowait(None)
-            raise StopAsyncIteration
-        return request
-
-
-@dataclass
-class _Session:
-    """One ConnectCommands stream: what goes out, and which results await `result_stored`."""
-
-    requests: _Requests = field(default_factory=_Requests)
-    opened: bool = False
-    unstored: set[int] = field(default_factory=set)
-    stored: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def send(self, request: delivery.ConnectCommandsRequest) -> None:
-        self.requests.put(request)
-
-
-def result_message(entry: JournalEntry, outcome: Outcome) -> delivery.ConnectCommandsRequest:
-    finish_time = Timestamp()
-    finish_time.FromNanoseconds(outcome.finish_time_ns)
-    return delivery.ConnectCommandsRequest(
-        result=delivery.CommandResult(
-            command_id=entry.command_id,
-            succeeded=outcome.succeeded,
-            result=as_struct(outcome.result),
-            error_message=outcome.error,
-            finish_time=finish_time,
-        )
-    )
-
-
 class CommandLink:
     """The command channel of `device_id`; `await run()` until `stop()` (or cancellation)."""
 
@@ -190,7 +138,7 @@ class CommandLink:
         self._active: set[int] = set()  # told to run here: queued or running
         self._idle = asyncio.Event()
         self._idle.set()
-        self._session: _Session | None = None
+        self._session: Session | None = None
         self._stopping = asyncio.Event()
         self._token_in_use = token.token
 
@@ -259,7 +207,7 @@ class CommandLink:
             await self._wait_to_retry()
 
     async def _session_once(self) -> None:
-        session = _Session()
+        session = Session()
         session.send(self.hello())
         self._session = session
         metadata = (("authorization", f"Bearer {self._token.token}"),)
@@ -272,7 +220,7 @@ class CommandLink:
             session.requests.close()
             call.cancel()
 
-    async def _handle(self, session: _Session, response: delivery.ConnectCommandsResponse) -> None:
+    async def _handle(self, session: Session, response: delivery.ConnectCommandsResponse) -> None:
         kind = response.WhichOneof("message")
         if not session.opened:
             if kind != "opened":
@@ -287,7 +235,7 @@ class CommandLink:
         elif kind == "result_stored":
             await self._on_result_stored(session, response.result_stored.command_id)
 
-    async def _on_opened(self, session: _Session, opened: delivery.CommandChannelOpened) -> None:
+    async def _on_opened(self, session: Session, opened: delivery.CommandChannelOpened) -> None:
         session.opened = True
         self.counters.sessions += 1
         self._backoff.reset()
@@ -305,7 +253,7 @@ class CommandLink:
             if entry.outcome is not None:
                 self._send_result(entry, entry.outcome)
 
-    async def _on_offer(self, session: _Session, command: Command) -> None:
+    async def _on_offer(self, session: Session, command: Command) -> None:
         self.counters.offers += 1
         entry = await self.journal.get(command.command_id)
         if entry is None:
@@ -319,7 +267,7 @@ class CommandLink:
             )  # fmt: skip
         await self._answer_known(session, entry, offered=True)
 
-    async def _answer_known(self, session: _Session, entry: JournalEntry, *, offered: bool) -> None:
+    async def _answer_known(self, session: Session, entry: JournalEntry, *, offered: bool) -> None:
         """What an offer (or a run) of a command already in the journal calls for."""
         if entry.state is EntryState.RECEIVED and offered:
             session.send(
@@ -335,7 +283,7 @@ class CommandLink:
                 self._log_finished(entry.command_id, entry.name, outcome, 0.0)
                 self._send_result(entry, outcome)
 
-    async def _on_run(self, session: _Session, command_id: int) -> None:
+    async def _on_run(self, session: Session, command_id: int) -> None:
         if command_id in self._active:
             return  # queued or running here: its result follows
         entry = await self.journal.get(command_id)
@@ -358,7 +306,7 @@ class CommandLink:
                 self.device_id, withdrawal.command_id, CommandState.Name(withdrawal.state),
             )  # fmt: skip
 
-    async def _on_result_stored(self, session: _Session, command_id: int) -> None:
+    async def _on_result_stored(self, session: Session, command_id: int) -> None:
         await self.journal.mark_reported(command_id)
         self.counters.results_stored += 1
         session.unstored.discard(command_id)
