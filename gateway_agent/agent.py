@@ -1,11 +1,17 @@
-"""The agent: inputs -> buffer -> uplink, wired once from settings and run until stopped.
+"""The agent: inputs -> buffer -> uplink, and commands back; wired once from settings, run until stopped.
 
 Start-up opens the buffer (creating it on first run), builds the inputs and
-the channel, then runs the scheduler and the uplink side by side. Stopping
-(SIGTERM from systemd, Ctrl-C) cancels both, closes the inputs, commits
-what the buffer still holds in memory and closes it: nothing taken is lost
-on an orderly stop, and a crash loses at most the last group commit's worth
-(see gateway_agent/buffer.py).
+the channel, then runs the scheduler, the uplink and (unless `[commands]`
+disables it) the command link side by side. The command link shares the
+uplink's channel and token, and its journal and the inputs' stored overrides
+share the buffer's file (gateway_agent/commands/).
+
+Stopping (SIGTERM from systemd, Ctrl-C) goes in order: the command link
+first (no new command starts; the running one has `stop_timeout` to finish
+and report), then the inputs, then the buffer commits what it holds in
+memory, then the uplink's stream gets `stop_timeout` to be acknowledged:
+nothing taken is lost on an orderly stop, and a crash loses at most the last
+group commit's worth (see gateway_agent/buffer.py).
 """
 
 from __future__ import annotations
@@ -20,10 +26,18 @@ import grpc
 
 from gateway_agent.buffer import Buffer
 from gateway_agent.channel import open_channel
-from gateway_agent.config import AgentSettings, build_inputs
+from gateway_agent.commands.base import CommandHandler, ManagedHandler
+from gateway_agent.commands.builtins import BUILTIN_NAMES, builtin_handlers
+from gateway_agent.commands.input_overrides import InputOverrides
+from gateway_agent.commands.journal import CommandJournal
+from gateway_agent.commands.link import CommandLink, LinkTiming
+from gateway_agent.commands.store import StateStore
+from gateway_agent.config import AgentSettings, build_commands, build_inputs
+from gateway_agent.control import AgentControls, apply_stored_overrides
 from gateway_agent.inputs.base import Input
 from gateway_agent.scheduler import ReadingSink, Scheduler
 from gateway_agent.status import StatusBoard
+from gateway_agent.token_source import TokenSource
 from gateway_agent.uplink import Uplink
 from sensormesh_core.stop_signals import stop_on_signals
 from sensormesh_core.telemetry import Telemetry
@@ -41,6 +55,8 @@ class Agent:
     uplink: Uplink
     statuses: StatusBoard
     channel: grpc.aio.Channel
+    commands: CommandLink | None = None
+    command_store: StateStore | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -50,6 +66,7 @@ class Agent:
         """Open the buffer and build the parts; `run()` then does the work."""
         token = settings.token_source()
         built = list(inputs) if inputs is not None else build_inputs(settings.inputs)
+        configured = build_commands(settings.commands, BUILTIN_NAMES) if settings.commands.enabled else []
         buffer = await Buffer.open(settings.buffer)
         statuses = StatusBoard()
         meter = telemetry.meter("gateway_agent")
@@ -66,7 +83,28 @@ class Agent:
             retry_max=settings.input_retry_max.total_seconds(),
             read_timeout=settings.read_timeout.total_seconds(),
         )  # fmt: skip
-        return cls(settings, buffer, scheduler, uplink, statuses, channel)
+        agent = cls(settings, buffer, scheduler, uplink, statuses, channel)
+        if settings.commands.enabled:
+            await agent._start_commands(configured, token, telemetry)
+        return agent
+
+    async def _start_commands(
+        self, configured: list[CommandHandler], token: TokenSource, telemetry: Telemetry
+    ) -> None:
+        """The command link, its journal, the stored input overrides and every handler."""
+        self.command_store = store = await StateStore.open(self.settings.buffer.path)
+        overrides = await InputOverrides.open(store)
+        await apply_stored_overrides(self.scheduler, overrides)
+        controls = AgentControls(self.scheduler, self.buffer, self.uplink, self.statuses, overrides)
+        handlers = [*builtin_handlers(controls), *configured]
+        for handler in handlers:
+            if isinstance(handler, ManagedHandler):
+                await handler.open()
+        self.commands = CommandLink(
+            self.settings.device_id, token, self.channel,
+            await CommandJournal.open(store), handlers, telemetry.tracer("gateway_agent"),
+            telemetry.meter("gateway_agent"), LinkTiming.like(self.settings.uplink),
+        )  # fmt: skip
 
     def request_stop(self) -> None:
         """Ask `run()` to stop in order (what SIGTERM does)."""
@@ -76,15 +114,26 @@ class Agent:
         """Read and upload until `request_stop()` (or cancellation); then stop in order:
         inputs first, then commit what is in memory, then let the uplink finish its stream."""
         log.info(
-            "event=agent_started device_id=%s inputs=%s target=%s buffer=%s",
+            "event=agent_started device_id=%s inputs=%s commands=%s target=%s buffer=%s",
             self.settings.device_id, ",".join(i.name for i in self.scheduler.inputs),
+            ",".join(self.commands.handlers) if self.commands else "disabled",
             self.settings.uplink.target, self.settings.buffer.path,
         )  # fmt: skip
         scheduler = asyncio.create_task(self.scheduler.run(), name="scheduler")
         uplink = asyncio.create_task(self.uplink.run(), name="uplink")
         stop = asyncio.create_task(self._stop.wait(), name="stop")
+        parts = {scheduler, uplink, stop}
+        commands = None
+        if self.commands is not None:
+            commands = asyncio.create_task(self.commands.run(), name="commands")
+            parts.add(commands)
         try:
-            done, _ = await asyncio.wait({scheduler, uplink, stop}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+            if commands is not None and self.commands is not None:
+                self.commands.stop()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.stop_timeout.total_seconds()):
+                        await asyncio.gather(commands, return_exceptions=True)
             scheduler.cancel()
             await asyncio.gather(scheduler, return_exceptions=True)
             await self.buffer.flush()
@@ -95,13 +144,19 @@ class Agent:
             for task in done - {stop}:
                 task.result()  # a part that ended by itself failed: raise, so systemd restarts us
         finally:
-            for task in (scheduler, uplink, stop):
+            for task in parts:
                 task.cancel()
-            await asyncio.gather(scheduler, uplink, stop, return_exceptions=True)
+            await asyncio.gather(*parts, return_exceptions=True)
             await self.close()
 
     async def close(self) -> None:
         await self.scheduler.close()
+        if self.commands is not None:
+            for handler in self.commands.handlers.values():
+                if isinstance(handler, ManagedHandler):
+                    await handler.close()
+        if self.command_store is not None:
+            await self.command_store.close()
         await self.buffer.close()
         await self.channel.close()
         log.info(

@@ -6,13 +6,15 @@ Environment variables win over the file, nested with "__":
 `SENSORMESH_AGENT_DEVICE_ID`, `SENSORMESH_AGENT_TOKEN`,
 `SENSORMESH_AGENT_UPLINK__TARGET`, `SENSORMESH_AGENT_BUFFER__DISK_BUDGET`.
 Inputs are configured in the file only (`[[inputs.<name>]]` tables, as in
-Telegraf), each validated by its own module's `Settings`. See
-gateway_agent/agent.example.toml for every option with its default.
+Telegraf), each validated by its own module's `Settings`; so are configured
+commands (`[[commands.<kind>]]`). See gateway_agent/agent.example.toml for
+every option with its default.
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,11 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway_agent import commands as command_registry
 from gateway_agent import inputs as registry
 from gateway_agent.buffer import BufferSettings
+from gateway_agent.commands.base import MAX_COMMANDS, CommandHandler
+from gateway_agent.commands.settings import CommandsSettings
 from gateway_agent.durations import Duration
 from gateway_agent.inputs.base import Input
 from gateway_agent.token_source import TokenSource
@@ -76,9 +81,11 @@ class AgentSettings(SensormeshSettings):
         description="A read taking longer (or longer than its interval) counts as failed.",
     )
     stop_timeout: Duration = Field(
-        default=timedelta(seconds=10), description="On stop, time the last upload stream has to finish."
+        default=timedelta(seconds=10),
+        description="On stop, time a running command has to finish, then the last upload stream.",
     )
     inputs: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    commands: CommandsSettings = Field(default_factory=CommandsSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -147,6 +154,36 @@ def build_inputs(configured: dict[str, list[dict[str, Any]]]) -> list[Input]:
     if duplicates:
         raise ConfigError(f"inputs: more than one input named {', '.join(duplicates)}; give each a `name`")
     return built
+
+
+def build_commands(configured: CommandsSettings, reserved: Sequence[str]) -> list[CommandHandler]:
+    """Instantiate every `[[commands.<kind>]]` table; ConfigError names the table and the field, or
+    a name used twice (`reserved`: the built-ins' names)."""
+    handlers: list[CommandHandler] = []
+    for kind, tables in configured.tables().items():
+        if not tables:
+            continue
+        module = command_registry.plugin(kind)
+        settings = []
+        for index, table in enumerate(tables):
+            try:
+                settings.append(module.Settings.model_validate(table))
+            except ValidationError as error:
+                raise ConfigError(describe(error, f"commands.{kind}[{index}]")) from error
+        try:
+            handlers.extend(module.create(settings))
+        except ValueError as error:
+            raise ConfigError(f"commands.{kind}: {error}") from error
+    names = [*reserved, *(h.spec.name for h in handlers)]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"commands: more than one command named {', '.join(duplicates)}"
+            f" (the built-ins are {', '.join(reserved)}; set_output is the GPIO outputs' command)"
+        )
+    if len(names) > MAX_COMMANDS:
+        raise ConfigError(f"commands: {len(names)} commands; an agent advertises at most {MAX_COMMANDS}")
+    return handlers
 
 
 SIMULATED_INPUTS: dict[str, list[dict[str, Any]]] = {

@@ -53,10 +53,12 @@ def advice(code: grpc.StatusCode, device_id: str, new_token: str) -> str:
 
 
 class RefusalWatch:
-    """The uplink's refused-or-not state; logs only when it changes."""
+    """A link's refused-or-not state; logs only when it changes. `what` names the link in the
+    log events (`upload_refused`, `command_channel_refused`, ...)."""
 
-    def __init__(self, device_id: str) -> None:
+    def __init__(self, device_id: str, what: str = "upload") -> None:
         self.device_id = device_id
+        self.what = what
         self.current: Refusal | None = None
 
     @property
@@ -76,8 +78,8 @@ class RefusalWatch:
         previous = self.current
         self.current = Refusal(code, detail, previous.since if previous else time.monotonic())
         log.error(
-            "event=upload_refused device_id=%s code=%s detail=%r buffered=%d retry_max_s=%g action=%r",
-            self.device_id, code.name, detail, buffered, retry_s, advice(code, self.device_id, new_token),
+            "event=%s_refused device_id=%s code=%s detail=%r buffered=%d retry_max_s=%g action=%r",
+            self.what, self.device_id, code.name, detail, buffered, retry_s, advice(code, self.device_id, new_token),
         )  # fmt: skip
 
     def allow(self, *, buffered: int) -> None:
@@ -87,6 +89,6 @@ class RefusalWatch:
             return
         self.current = None
         log.info(
-            "event=upload_allowed device_id=%s refused_for_s=%.0f was=%s buffered=%d",
-            self.device_id, time.monotonic() - previous.since, previous.code.name, buffered,
+            "event=%s_allowed device_id=%s refused_for_s=%.0f was=%s buffered=%d",
+            self.what, self.device_id, time.monotonic() - previous.since, previous.code.name, buffered,
         )  # fmt: skip

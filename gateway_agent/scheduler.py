@@ -8,6 +8,13 @@ the server with the next batch) and retried with exponential backoff after
 closing and reopening the input, so an unplugged sensor is re-detected. One
 input failing or hanging never delays the others: blocking drivers run in
 worker threads, and every read has a timeout.
+
+Commands change inputs at run time (gateway_agent/commands/builtins.py):
+`set_interval` moves a polled input to a new grid at once, `set_enabled`
+stops an input's task (closing its source) or starts it again, and
+`read_now` takes one reading between the scheduled ones. A polled input's
+source is used by one caller at a time (its task or a `read_now`), so a
+driver never sees two transactions on its bus at once.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from opentelemetry import metrics
@@ -74,6 +82,33 @@ class ReadingSink:
         self.taken[input_name] = self.taken.get(input_name, 0) + len(readings)
 
 
+class ControlError(Exception):
+    """A run-time change the scheduler cannot make; the message says why, for the operator."""
+
+
+@dataclass
+class _Slot:
+    """One input and what may change about it at run time."""
+
+    item: Input
+    interval: float | None  # seconds; None for a streaming input
+    enabled: bool = True
+    opened: bool = False  # a polled input's source is open
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one user of a polled source at a time
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # wakes a polled input's wait
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True)
+class InputRuntime:
+    """An input as the scheduler runs it now."""
+
+    name: str
+    polled: bool
+    enabled: bool
+    interval_seconds: float | None  # None for a streaming input
+
+
 class Scheduler:
     """Owns the input tasks; `await run()` until cancelled."""
 
@@ -89,6 +124,10 @@ class Scheduler:
         read_timeout: float = 10.0,
     ) -> None:
         self.inputs = list(inputs)
+        self._slots = {
+            i.name: _Slot(i, None if isinstance(i, StreamingInput) else i.interval.total_seconds())
+            for i in self.inputs
+        }
         self._sink = sink
         self._statuses = statuses
         self._errors = meter.create_counter(
@@ -96,24 +135,107 @@ class Scheduler:
         )
         self._retry = (retry_initial, retry_max)
         self._read_timeout = read_timeout
+        self._crashed: asyncio.Future[None] | None = None
 
     async def run(self) -> None:
-        tasks = [asyncio.create_task(self._run_one(i), name=f"input:{i.name}") for i in self.inputs]
+        """Run every enabled input until cancelled; raises if an input's task fails unexpectedly."""
+        self._crashed = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.gather(*tasks)
+            for slot in self._slots.values():
+                if slot.enabled:
+                    self._start(slot)
+            await self._crashed
         finally:
+            self._crashed = None
+            tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
+            for slot in self._slots.values():
+                slot.task = None
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run_one(self, item: Input) -> None:
+    def _start(self, slot: _Slot) -> None:
+        slot.task = asyncio.create_task(self._run_one(slot), name=f"input:{slot.item.name}")
+        slot.task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._crashed is None or self._crashed.done():
+            return
+        error = task.exception()
+        if error is not None:
+            self._crashed.set_exception(error)
+
+    # -- run-time control (commands) ---------------------------------------------------------------
+
+    def runtime(self) -> list[InputRuntime]:
+        """Every input as it runs now, in configuration order."""
+        return [
+            InputRuntime(name, slot.interval is not None, slot.enabled, slot.interval)
+            for name, slot in self._slots.items()
+        ]
+
+    def _slot(self, name: str) -> _Slot:
+        slot = self._slots.get(name)
+        if slot is None:
+            known = ", ".join(self._slots) or "none"
+            raise ControlError(f"no input named {name!r}; configured: {known}")
+        return slot
+
+    def set_interval(self, name: str, seconds: float) -> float:
+        """Read polled input `name` every `seconds` from now on; returns the previous interval."""
+        slot = self._slot(name)
+        if slot.interval is None:
+            raise ControlError(f"{name} is a streaming input: its source decides when readings come")
+        if not seconds > 0:
+            raise ControlError("the interval must be more than 0 seconds")
+        previous, slot.interval = slot.interval, seconds
+        slot.changed.set()
+        return previous
+
+    async def set_enabled(self, name: str, enabled: bool) -> bool:
+        """Start or stop input `name` (stopping closes its source); returns whether it was enabled."""
+        slot = self._slot(name)
+        previous, slot.enabled = slot.enabled, enabled
+        if enabled and slot.task is None and self._crashed is not None:
+            self._start(slot)
+        elif not enabled and slot.task is not None:
+            task, slot.task = slot.task, None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self._close(slot)
+        return previous
+
+    async def read_now(self, name: str) -> int:
+        """Take one reading of polled input `name` now, hand it to the sink; returns how many readings."""
+        slot = self._slot(name)
+        if slot.interval is None:
+            raise ControlError(
+                f"{name} is a streaming input: it delivers readings as its source sends them,"
+                " and cannot be read on demand"
+            )
+        if not slot.enabled:
+            raise ControlError(f"{name} is disabled; enable_input it first")
+        try:
+            readings = await self._read(slot, max(self._read_timeout, slot.interval))
+        except Exception as error:  # reported like a scheduled read's failure, and to the operator
+            self._failed(name, error, None)
+            await self._close(slot)
+            raise ControlError(f"reading {name} failed: {type(error).__name__}: {error}") from error
+        self._statuses.succeeded(name)
+        self._sink.emit(name, readings)
+        return len(readings)
+
+    # -- the input tasks ---------------------------------------------------------------------------
+
+    async def _run_one(self, slot: _Slot) -> None:
+        item = slot.item
         if isinstance(item, StreamingInput):
             await self._run_streaming(item)
         else:
-            await self._run_polled(item)
+            await self._run_polled(slot)
 
-    def _failed(self, name: str, error: BaseException, backoff: Backoff) -> float:
-        delay = backoff.next_delay()
+    def _failed(self, name: str, error: BaseException, backoff: Backoff | None) -> float:
+        delay = backoff.next_delay() if backoff is not None else 0.0
         message = str(error) or type(error).__name__
         self._statuses.failed(name, f"{type(error).__name__}: {message}")
         self._errors.add(1, {"input": name})
@@ -123,37 +245,61 @@ class Scheduler:
         )  # fmt: skip
         return delay
 
-    async def _run_polled(self, item: PolledInput) -> None:
+    async def _read(self, slot: _Slot, limit_s: float) -> Sequence[Reading]:
+        """Open the source if needed and read it, within `limit_s`, as the source's only user."""
+        item = slot.item
+        assert isinstance(item, PolledInput)
+        async with slot.lock, asyncio.timeout(limit_s):
+            if not slot.opened:
+                await item.open()
+                slot.opened = True
+            return await item.read()
+
+    async def _close(self, slot: _Slot) -> None:
+        item = slot.item
+        async with slot.lock:
+            if slot.opened and isinstance(item, PolledInput):
+                slot.opened = False
+                with contextlib.suppress(Exception):
+                    await item.close()
+
+    async def _run_polled(self, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()
         backoff = Backoff(*self._retry)
-        interval = item.interval.total_seconds()
-        timeout = max(self._read_timeout, interval)
-        opened = False
         next_at = loop.time()
         while True:
+            slot.changed.clear()
+            interval = slot.interval or 0.0
             try:
-                async with asyncio.timeout(timeout):
-                    if not opened:
-                        await item.open()
-                        opened = True
-                    readings = await item.read()
+                readings = await self._read(slot, max(self._read_timeout, interval))
             except Exception as error:  # drivers raise what their source raises; reported here, once
-                delay = self._failed(item.name, error, backoff)
-                if opened:
-                    opened = False
-                    with contextlib.suppress(Exception):
-                        await item.close()
+                delay = self._failed(slot.item.name, error, backoff)
+                await self._close(slot)
                 await asyncio.sleep(delay)
                 next_at = loop.time()
                 continue
             backoff.reset()
-            self._statuses.succeeded(item.name)
-            self._sink.emit(item.name, readings)
-            next_at += interval
-            now = loop.time()
-            if next_at < now:  # fell behind: skip the missed ticks rather than bunch reads up
-                next_at += ((now - next_at) // interval + 1) * interval
-            await asyncio.sleep(next_at - now)
+            self._statuses.succeeded(slot.item.name)
+            self._sink.emit(slot.item.name, readings)
+            next_at = await self._wait_next(slot, next_at, interval)
+
+    async def _wait_next(self, slot: _Slot, tick: float, interval: float) -> float:
+        """Sleep until the tick after `tick` and return it; a new interval starts a new grid from
+        `tick` at once (reading now if that tick has passed)."""
+        loop = asyncio.get_running_loop()
+        next_at = tick + interval
+        now = loop.time()
+        if next_at < now:  # fell behind: skip the missed ticks rather than bunch reads up
+            next_at += ((now - next_at) // interval + 1) * interval
+        while (delay := next_at - loop.time()) > 0:
+            try:
+                async with asyncio.timeout(delay):
+                    await slot.changed.wait()
+            except TimeoutError:
+                break
+            slot.changed.clear()
+            next_at = max(tick + (slot.interval or interval), loop.time())
+        return next_at
 
     async def _run_streaming(self, item: StreamingInput) -> None:
         backoff = Backoff(*self._retry)
@@ -176,8 +322,11 @@ class Scheduler:
             await asyncio.sleep(self._failed(item.name, error, backoff))
 
     async def close(self) -> None:
-        """Close polled inputs (streaming ones close when their task is cancelled)."""
-        for item in self.inputs:
-            if isinstance(item, PolledInput):
+        """Close polled inputs (streaming ones close when their task is cancelled); call after `run()`
+        has ended. Every polled input is closed, opened or not: a source cancelled halfway through
+        `open()` releases what it took."""
+        for slot in self._slots.values():
+            if isinstance(slot.item, PolledInput):
+                slot.opened = False
                 with contextlib.suppress(Exception):
-                    await item.close()
+                    await slot.item.close()

@@ -25,6 +25,15 @@ class _Entry:
     version: int
 
 
+@dataclass(frozen=True)
+class InputHealth:
+    """An input's latest state, for the `status` command."""
+
+    ok: bool
+    error_count: int
+    last_error: str
+
+
 class StatusBoard:
     """Input name -> its current state, with versions for change tracking."""
 
@@ -46,6 +55,11 @@ class StatusBoard:
         """Record a failed read (always a change: the count and the message move)."""
         entry = self._entries.get(name)
         self._set(name, False, error, (entry.error_count if entry else 0) + 1)
+
+    def health(self, name: str) -> InputHealth | None:
+        """The input's latest state; None before its first read or connection."""
+        entry = self._entries.get(name)
+        return None if entry is None else InputHealth(entry.ok, entry.error_count, entry.last_error)
 
     def error_count(self, name: str) -> int:
         entry = self._entries.get(name)

@@ -23,6 +23,10 @@ resumes from the server's offset like after any failure. `state` says which
 of these the uplink is in, and the `sensormesh.agent.upload.refused` gauge
 exports it.
 
+`send_now()` (the `flush` command) cuts the waits: what the buffer has
+committed goes out at once, and the stream ends once it is sent, so its
+acknowledgement follows at once too.
+
 Each stream is a span, each batch a child span, and the gRPC client
 interceptor carries the trace into the ingest service.
 """
@@ -36,69 +40,25 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
-from pathlib import Path
 
 import grpc
 from opentelemetry import metrics, trace
-from pydantic import BaseModel, ConfigDict, Field
 from sensormesh.v1.ingest_pb2 import GetUploadOffsetRequest, UploadReadingsRequest, UploadReadingsResponse
 from sensormesh.v1.ingest_pb2_grpc import IngestServiceStub
 
 from gateway_agent.backoff import Backoff
 from gateway_agent.batches import build_batch
 from gateway_agent.buffer import Buffer, Stored
-from gateway_agent.durations import Duration
 from gateway_agent.refusal import Refusal, RefusalWatch, is_refusal
 from gateway_agent.status import StatusBoard
 from gateway_agent.token_source import TokenSource
+from gateway_agent.uplink_settings import UplinkSettings
+
+# UplinkSettings lives in gateway_agent/uplink_settings.py; named here too, so whoever builds an
+# uplink imports it and its settings from one place.
+__all__ = ["Uplink", "UplinkSettings", "UplinkState"]
 
 log = logging.getLogger(__name__)
-
-
-class UplinkSettings(BaseModel):
-    """Where and how the agent uploads."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    target: str = Field(default="127.0.0.1:50051", min_length=1, description="The ingest service, host:port.")
-    tls: bool = Field(default=True, description="TLS to the ingest service; false only for loopback.")
-    ca_file: Path | None = Field(default=None, description="PEM CA bundle; unset uses the system's roots.")
-    gzip: bool = Field(default=False, description="Compress uploads (worth it on metered cellular links).")
-    # Steady readings go out by age (100 Hz for 1 s: 100 a batch); the count caps a backlog's
-    # batches, and each batch is a transaction on the server: 5,000 drains a local backlog at
-    # about 80,000 readings/s where 1,000 managed 50,000 (sensormesh bench agent).
-    batch_max_readings: int = Field(
-        default=5000, ge=1, le=10_000, description="A batch is sent when it holds this many readings..."
-    )
-    batch_max_age: Duration = Field(
-        default=timedelta(seconds=1), description="...or when its oldest reading has waited this long."
-    )
-    stream_max_batches: int = Field(
-        default=50, ge=1, description="A stream ends (and is acknowledged) after this many batches..."
-    )
-    stream_max_duration: Duration = Field(
-        default=timedelta(seconds=10),
-        description="...or this long: acknowledgements arrive at least this often.",
-    )
-    ack_timeout: Duration = Field(
-        default=timedelta(seconds=30), description="Wait for GetUploadOffset and for a stream's response."
-    )
-    backoff_initial: Duration = Field(
-        default=timedelta(milliseconds=500),
-        description="First wait before reconnecting (doubles, with jitter).",
-    )
-    backoff_max: Duration = Field(
-        default=timedelta(seconds=60), description="Longest wait before reconnecting."
-    )
-    refused_backoff_initial: Duration = Field(
-        default=timedelta(seconds=10),
-        description="While the server refuses the device (disabled, deleted, token rotated): first wait...",
-    )
-    refused_backoff_max: Duration = Field(
-        default=timedelta(seconds=60),
-        description="...and longest wait before asking again; readings stay buffered meanwhile.",
-    )
 
 
 class UplinkState(enum.StrEnum):
@@ -165,6 +125,9 @@ class Uplink:
         self.committed: int | None = None
         self.connected = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._send_now = asyncio.Event()
+        self._send_through = 0
+        self._acked = asyncio.Event()
 
     @property
     def state(self) -> UplinkState:
@@ -190,6 +153,25 @@ class Uplink:
         """Finish the current stream without waiting for more data (its ack lets the buffer forget),
         then return from `run()`. Readings left are sent on the next start."""
         self._stopping.set()
+
+    def send_now(self) -> None:
+        """Send what the buffer has committed now, without waiting for `batch_max_age`, and end the
+        stream once it is sent, so its acknowledgement follows at once (see `wait_acknowledged`)."""
+        self._send_through = self._buffer.last_sequence if self._buffer.bound else 0
+        self._send_now.set()
+
+    async def wait_acknowledged(self, sequence: int) -> None:
+        """Return once the server has acknowledged readings through `sequence` (bound it with a timeout)."""
+        while self.committed is None or self.committed < sequence:
+            self._acked.clear()
+            await self._acked.wait()
+
+    def _sent_what_was_asked(self, sent: int) -> bool:
+        """Whether a `send_now()` is pending and `sent` covers it (which ends that request)."""
+        if self._send_now.is_set() and sent >= self._send_through:
+            self._send_now.clear()
+            return True
+        return False
 
     async def run(self) -> None:
         while not self._stopping.is_set():
@@ -223,7 +205,10 @@ class Uplink:
         self._reload_token()
 
     def _reload_token(self) -> bool:
-        changed = self._token.reload()
+        """Re-read the token file; True when the token differs from the one in use. Compared with
+        what this uplink sends, not taken from reload(): the command link shares the source."""
+        self._token.reload()
+        changed = self._metadata != self._bearer()
         if changed:
             self._metadata = self._bearer()
         return changed
@@ -270,6 +255,7 @@ class Uplink:
         previous = self.committed
         await self._buffer.forget_through(committed)
         self.committed = committed
+        self._acked.set()
         if previous is not None and committed > previous:
             self._uploaded.add(committed - previous)
 
@@ -281,25 +267,43 @@ class Uplink:
     async def _wait_for_work(self, after: int) -> None:
         period = self.settings.batch_max_age.total_seconds()
         while not self._has_work(after) and not self._stopping.is_set():
+            self._sent_what_was_asked(after)  # nothing to send: a send_now() has nothing left to do
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(period):
-                    await self._buffer.wait_for_data(after)
+                async with asyncio.timeout(period):  # statuses change without an event: look again
+                    await self._data_or_cut()
 
     async def _next_rows(self, after: int, stream_deadline: float) -> list[Stored]:
         """A full batch if the backlog has one, else what arrives within `batch_max_age`."""
         limit = self._batch_limit
         rows = await self._buffer.read(after, limit)
-        if len(rows) == limit or self._stopping.is_set():
+        if len(rows) == limit or self._cut():
             return rows
         loop = asyncio.get_running_loop()
         end = min(loop.time() + self.settings.batch_max_age.total_seconds(), stream_deadline)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(end):
-                while self._buffer.last_sequence - after < limit:
-                    await self._buffer.wait_for_data(self._buffer.last_sequence)
+                while self._buffer.last_sequence - after < limit and not self._cut():
+                    await self._data_or_cut()
         if self._buffer.last_sequence > (rows[-1].sequence if rows else after):
             rows = await self._buffer.read(after, limit)
         return rows
+
+    def _cut(self) -> bool:
+        """Whether to send what there is now: `send_now()` or `stop()` was called."""
+        return self._send_now.is_set() or self._stopping.is_set()
+
+    async def _data_or_cut(self) -> None:
+        """Wait for the buffer's next commit, `send_now()` or `stop()`."""
+        waits = {
+            asyncio.ensure_future(self._buffer.wait_for_data(self._buffer.last_sequence)),
+            asyncio.ensure_future(self._send_now.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def _stream(self, committed: int) -> int:
         """One bounded upload stream after `committed`; returns the server's new mark."""
@@ -337,6 +341,7 @@ class Uplink:
             ]
             new_version, statuses = self._statuses.changed_since(progress.status_version)
             if not rows and (progress.sent < 1 or not (statuses or thinned)):
+                self._sent_what_was_asked(progress.sent)
                 return  # nothing to send (or nothing to anchor a status-only batch to yet)
             request = build_batch(self.device_id, progress.sent, rows, thinned, statuses)
             attributes: dict[str, str | int] = {
@@ -358,6 +363,8 @@ class Uplink:
             progress.sent = request.last_sequence
             progress.status_version = new_version
             progress.batches += 1
+            if self._sent_what_was_asked(progress.sent):
+                return  # end the stream: its response acknowledges what send_now() asked for
 
     def _log_response(self, response: UploadReadingsResponse, sent: int) -> None:
         if response.rejected_count:

@@ -53,9 +53,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
 from gateway_agent.inputs.base import Emit, InputSettings
+from gateway_agent.mqtt_broker import BrokerSettings, client
 from gateway_agent.readings import Reading, environment, measurement, now_ns, sensor_name
 
 log = logging.getLogger(__name__)
@@ -69,21 +70,15 @@ _NAME_FORBIDDEN = re.compile(r"[^a-z0-9_.-]")
 _ENVIRONMENT_FIELDS = ("temperature", "humidity", "relative_humidity", "pressure")
 
 
-class Settings(InputSettings):
-    """Options of one MQTT subscription set."""
+class Settings(InputSettings, BrokerSettings):
+    """Options of one MQTT subscription set (the broker's: gateway_agent/mqtt_broker.py)."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: bool = False
     topics: list[str] = Field(min_length=1)
     qos: int = Field(default=1, ge=0, le=2)
     measurement: str = ""
     units: dict[str, str] = Field(default_factory=dict)
     rename: dict[str, str] = Field(default_factory=dict)
     time_field: str | None = None
-    client_id: str = ""
 
 
 def measurement_name(text: str) -> str | None:
@@ -164,23 +159,13 @@ class Mqtt:
         self.name = settings.name or f"mqtt-{settings.host}-{settings.port}"[:64]
 
     async def stream(self, emit: Emit) -> None:
-        import aiomqtt
-
         s = self.settings
-        tls_params = aiomqtt.TLSParameters() if s.tls else None
-        async with aiomqtt.Client(
-            s.host,
-            s.port,
-            username=s.username,
-            password=s.password.get_secret_value() if s.password else None,
-            identifier=s.client_id or sensor_name(f"sensormesh-agent-{self.name}"),
-            tls_params=tls_params,
-        ) as client:
+        async with client(s, sensor_name(f"sensormesh-agent-{self.name}")) as broker:
             for topic in s.topics:
-                await client.subscribe(topic, qos=s.qos)
+                await broker.subscribe(topic, qos=s.qos)
             log.info("event=mqtt_subscribed input=%s topics=%s", self.name, ",".join(s.topics))
             emit([])  # subscribed: the input is healthy even before the first message
-            async for message in client.messages:
+            async for message in broker.messages:
                 payload = (
                     message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
                 )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway_agent.config import AgentSettings, ConfigError, build_inputs
+from gateway_agent.config import AgentSettings, ConfigError, build_commands, build_inputs
 
 PACKAGE = Path(__file__).resolve().parents[2] / "gateway_agent"
 
@@ -132,3 +132,40 @@ def test_systemd_unit_is_hardened(unit_file: Path) -> None:
     line = next(line for line in result.stdout.splitlines() if "Overall exposure level" in line)
     exposure = float(line.split(":")[1].split()[0])
     assert exposure <= 2.5, line  # systemd rates 0-2 "OK"; a default service is about 9.6 "UNSAFE"
+
+
+def test_the_example_config_declares_every_command_kind() -> None:
+    from gateway_agent.commands import KINDS
+    from gateway_agent.commands.builtins import BUILTIN_NAMES
+
+    settings = AgentSettings.load(PACKAGE / "agent.example.toml")
+    assert settings.commands.enabled is True
+    assert {kind for kind, tables in settings.commands.tables().items() if tables} == set(KINDS)
+    names = [h.spec.name for h in build_commands(settings.commands, BUILTIN_NAMES)]
+    assert names == ["relay", "pump-plug", "set_output"]
+
+
+def test_every_sample_config_in_a_command_docstring_is_valid() -> None:
+    import importlib
+    import tomllib
+
+    from gateway_agent.commands import KINDS
+    from gateway_agent.commands.builtins import BUILTIN_NAMES
+    from gateway_agent.commands.settings import CommandsSettings
+
+    for kind, module_name in KINDS.items():
+        doc = importlib.import_module(module_name).__doc__ or ""
+        block = doc[doc.index("Sample config:") :].split("\n\n")[1]
+        table = tomllib.loads("\n".join(line[4:] for line in block.splitlines()))
+        assert kind in table["commands"], kind
+        assert build_commands(CommandsSettings.model_validate(table["commands"]), BUILTIN_NAMES), kind
+
+
+def test_bad_commands_are_refused_naming_the_option(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('device_id = "pi"\n[commands]\nenabled = true\n[[commands.relay]]\nname = "x"\n')
+    with pytest.raises(ConfigError, match=r"commands\.relay: Extra inputs are not permitted"):
+        AgentSettings.load(path)
+    path.write_text('device_id = "pi"\n[[commands.program]]\nname = "x"\nargv = ["a"]\ntimeout = "soon"\n')
+    with pytest.raises(ConfigError, match=r"commands\.program\[0\]\.timeout: "):
+        build_commands(AgentSettings.load(path).commands, ())

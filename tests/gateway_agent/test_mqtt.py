@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -21,6 +16,7 @@ from gateway_agent.scheduler import Scheduler
 from gateway_agent.status import StatusBoard
 from sensormesh_core.telemetry import configure_telemetry
 from sensormesh_core.validation import validate
+from tests.gateway_agent.mosquitto import Broker, start_mosquitto
 from tests.gateway_agent.support import Collector, until
 
 pytestmark = pytest.mark.timeout(60)
@@ -89,58 +85,6 @@ def test_unusable_payloads_are_skipped_with_a_warning(caplog: pytest.LogCaptureF
     assert "event=mqtt_payload_skipped topic=door/state" in caplog.text
 
 
-@dataclass
-class Broker:
-    host: str
-    port: int
-    process: subprocess.Popen[bytes] | None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_listening(port: int, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"mosquitto did not listen on {port}")
-
-
-def _start_mosquitto(folder: Path, port: int) -> subprocess.Popen[bytes]:
-    conf = folder / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    process = subprocess.Popen(
-        ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    _wait_listening(port)
-    return process
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    """Our own Mosquitto on a free port, or the machine's on 1883 when the binary is not on PATH."""
-    if shutil.which("mosquitto") is None:
-        try:
-            _wait_listening(1883, seconds=1)
-        except TimeoutError:
-            pytest.skip("neither a mosquitto binary on PATH nor a broker on 127.0.0.1:1883")
-        yield Broker("127.0.0.1", 1883, None)
-        return
-    port = _free_port()
-    handle = Broker("127.0.0.1", port, _start_mosquitto(tmp_path, port))
-    try:
-        yield handle
-    finally:
-        if handle.process is not None:
-            handle.process.kill()
-            handle.process.wait(timeout=10)
-
-
 @contextlib.asynccontextmanager
 async def scheduled(item: mqtt.Mqtt) -> AsyncIterator[tuple[Collector, StatusBoard]]:
     collector, board = Collector(), StatusBoard()
@@ -192,7 +136,7 @@ async def test_broker_outage_is_reported_and_the_input_resubscribes(broker: Brok
         broker.process.kill()
         broker.process.wait(timeout=10)
         await until(lambda: board.error_count(item.name) >= 2)
-        broker.process = await asyncio.to_thread(_start_mosquitto, tmp_path, broker.port)
+        broker.process = await asyncio.to_thread(start_mosquitto, tmp_path, broker.port)
         await until(lambda: _ok(board, item.name))
         async with aiomqtt.Client(broker.host, broker.port) as publisher:
             await publisher.publish(topic, b"7", qos=1)

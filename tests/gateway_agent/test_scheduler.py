@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 
 import pytest
@@ -14,7 +14,7 @@ from sensormesh.v1 import ingest_pb2
 from gateway_agent.inputs.simulated import Settings as SimulatedSettings
 from gateway_agent.inputs.simulated import Simulated
 from gateway_agent.readings import Reading
-from gateway_agent.scheduler import Scheduler
+from gateway_agent.scheduler import ControlError, Scheduler
 from gateway_agent.status import StatusBoard
 from sensormesh_core.telemetry import configure_telemetry
 from tests.gateway_agent.support import Collector, until
@@ -134,3 +134,73 @@ async def test_polled_input_keeps_its_interval_on_a_fixed_grid() -> None:
     times = collector.times["steady"]
     # 10 intervals of 40 ms: 0.4 s on the grid; sleeping an interval after each 20 ms read would take 0.6 s.
     assert 0.35 < times[10] - times[0] < 0.52
+
+
+class Counted(Flaky):
+    """Flaky, counting closes too."""
+
+    def __init__(self, name: str, interval: float = 0.01) -> None:
+        super().__init__(name, interval)
+        self.closes = 0
+
+    async def close(self) -> None:
+        self.closes += 1
+
+
+class Pushing:
+    """A streaming input that connects and waits."""
+
+    name = "pushing"
+
+    async def stream(self, emit: Callable[[Sequence[Reading]], None]) -> None:
+        emit([])
+        await asyncio.Event().wait()
+
+
+async def test_a_new_interval_takes_effect_at_once_not_after_the_old_one() -> None:
+    hourly = Counted("hourly", interval=3600)
+    scheduler, collector, _, _ = make([hourly])
+    async with scheduled(scheduler):
+        await until(lambda: len(collector.readings["hourly"]) == 1)
+        assert scheduler.set_interval("hourly", 0.01) == 3600
+        await until(lambda: len(collector.readings["hourly"]) >= 10)
+        assert scheduler.set_interval("hourly", 3600) == 0.01
+    assert [(i.name, i.interval_seconds) for i in scheduler.runtime()] == [("hourly", 3600)]
+
+
+async def test_a_disabled_input_stops_and_closes_and_starts_again_when_enabled() -> None:
+    item, other = Counted("item"), Counted("other")
+    scheduler, collector, _, _ = make([item, other])
+    assert await scheduler.set_enabled("other", False) is True  # before run(): never started
+    async with scheduled(scheduler):
+        await until(lambda: len(collector.readings["item"]) >= 3)
+        assert await scheduler.set_enabled("item", False) is True
+        assert item.closes == 1
+        stopped = len(collector.readings["item"])
+        assert await scheduler.set_enabled("other", True) is False
+        await until(lambda: len(collector.readings["other"]) >= 5)
+        assert len(collector.readings["item"]) == stopped
+        await scheduler.set_enabled("item", True)
+        await until(lambda: len(collector.readings["item"]) >= stopped + 3)
+    assert item.opens == 2  # reopened when enabled again
+    assert [i.enabled for i in scheduler.runtime()] == [True, True]
+
+
+async def test_read_now_reads_between_ticks_and_refuses_what_it_cannot_read() -> None:
+    hourly, pushing = Counted("hourly", interval=3600), Pushing()
+    scheduler, collector, board, _ = make([hourly, pushing])  # type: ignore[list-item]
+    async with scheduled(scheduler):
+        await until(lambda: len(collector.readings["hourly"]) == 1)
+        assert await scheduler.read_now("hourly") == 1
+        assert len(collector.readings["hourly"]) == 2
+        with pytest.raises(ControlError, match="streaming input"):
+            await scheduler.read_now("pushing")
+        with pytest.raises(ControlError, match="no input named 'nope'; configured: hourly, pushing"):
+            await scheduler.read_now("nope")
+        hourly.failing = True
+        with pytest.raises(ControlError, match="reading hourly failed: OSError"):
+            await scheduler.read_now("hourly")
+        assert board.error_count("hourly") == 1
+        await scheduler.set_enabled("hourly", False)
+        with pytest.raises(ControlError, match="hourly is disabled"):
+            await scheduler.read_now("hourly")

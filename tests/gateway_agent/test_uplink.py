@@ -7,6 +7,7 @@ import contextlib
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -286,3 +287,28 @@ async def test_tls_refuses_a_server_the_ca_did_not_sign(
     finally:
         await server.stop(grace=None)
     assert servicer.stored == {}
+
+
+async def test_send_now_cuts_the_batch_wait_and_ends_the_stream_so_the_ack_follows(
+    ingest: Ingest, buffer: Buffer, make_uplink: UplinkFactory
+) -> None:
+    # Batches wait 30 s to fill and streams last a minute: only send_now() gets these out soon.
+    uplink = make_uplink(ingest.target, buffer, batch_max_age=timedelta(seconds=30),
+                         stream_max_duration=timedelta(seconds=60), stream_max_batches=50)  # fmt: skip
+    async with running(uplink) as task:
+        await until(uplink.connected.is_set)
+        buffer.add(imu_records(0, 30))
+        await buffer.flush()
+        uplink.send_now()
+        async with asyncio.timeout(10):
+            await uplink.wait_acknowledged(30)
+        assert ingest.servicer.committed == 30
+        buffer.add(imu_records(30, 10))  # each request is answered the same way
+        await buffer.flush()
+        uplink.send_now()
+        async with asyncio.timeout(10):
+            await uplink.wait_acknowledged(40)
+        uplink.stop()  # and stop() does not wait out batch_max_age either
+        async with asyncio.timeout(5):
+            await task
+    assert_stored_exactly_once(ingest.servicer, 40)

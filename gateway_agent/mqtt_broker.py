@@ -1,0 +1,44 @@
+"""How the agent reaches an MQTT broker: the options and the client, shared by the MQTT input
+(gateway_agent/inputs/mqtt.py) and the MQTT command (gateway_agent/commands/mqtt.py).
+
+Both talk to the same kind of broker (often Mosquitto on the Pi itself) with the
+same options, so agent.toml spells them the same way in `[[inputs.mqtt]]` and
+`[[commands.mqtt]]`. aiomqtt is imported only when a client is made.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+if TYPE_CHECKING:
+    import aiomqtt
+
+
+class BrokerSettings(BaseModel):
+    """The broker and the credentials to use there."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="The broker's host name or address.")
+    port: int = Field(default=1883, ge=1, le=65535, description="The broker's port (8883 is usual with TLS).")
+    username: str | None = Field(default=None, description="User name; unset connects anonymously.")
+    password: SecretStr | None = Field(default=None, description="Password for `username`.")
+    tls: bool = Field(default=False, description="TLS to the broker, verified against the system's roots.")
+    client_id: str = Field(default="", description="MQTT client id; empty: the agent picks one.")
+
+
+def client(settings: BrokerSettings, identifier: str | None = None) -> aiomqtt.Client:
+    """An unconnected client for `settings` (`async with` connects it); `identifier` is used when
+    the settings name no client id (None: a random one)."""
+    import aiomqtt
+
+    return aiomqtt.Client(
+        settings.host,
+        settings.port,
+        username=settings.username,
+        password=settings.password.get_secret_value() if settings.password else None,
+        identifier=settings.client_id or identifier,
+        tls_params=aiomqtt.TLSParameters() if settings.tls else None,
+    )
