@@ -108,6 +108,14 @@ def rest_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
             f"{base}/v1/apiKeys",
         ),
         Example(
+            f"a command to {WATCHED}'s agent: stored, offered, run once; read it back by its commandId",
+            f'{curl} -s {key} -d \'{{"name": "status"}}\' {base}/v1/devices/{WATCHED}/commands',
+        ),
+        Example(
+            f"{WATCHED}'s commands, newest first, with their states and results",
+            f"{curl} -s {key} {base}/v1/devices/{WATCHED}/commands",
+        ),
+        Example(
             f"write a reading as {DIRECT}, a direct device, with its token",
             f'{curl} -s -H "authorization: Bearer $(cat {token})" '
             f"-d '{reading}' {base}/v1/devices/{DIRECT}/readings:write",
@@ -152,6 +160,10 @@ def cli_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
     return [
         Example("a live view of a device's readings", f"{sensormesh} watch {WATCHED}{server}", streams=True),
         Example("the registry (the CLI reads the admin key file)", f"{sensormesh} devices list{server}"),
+        Example(
+            "ping the greenhouse agent and wait for its answer",
+            f"{sensormesh} commands send {WATCHED} ping --wait{server}",
+        ),
         Example("operator API keys", f"{sensormesh} keys list{server}"),
         Example("who changed what", f"{sensormesh} audit{server}"),
     ]

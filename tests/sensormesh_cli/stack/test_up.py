@@ -102,6 +102,14 @@ def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
     assert written["acceptedCount"] == "1"
     dashboard = json.loads(_run(_pick(commands, "curl", "/v1/apiKeys"), cwd))
     assert dashboard["key"].startswith("smak_") and dashboard["apiKey"]["role"] == "ROLE_VIEWER"
+    sent = json.loads(_run(_pick(commands, "curl", '"status"'), cwd))["command"]
+    assert sent["state"] == "COMMAND_STATE_QUEUED" and sent["deviceId"] == "greenhouse-pi"
+    ping = _run(_pick(commands, "commands send greenhouse-pi ping --wait"), cwd)
+    assert "SUCCEEDED in " in ping and '"agent_time"' in ping, ping
+    list_commands = next(c for c in commands if c.endswith("/greenhouse-pi/commands") and " -d " not in c)
+    listed_commands = json.loads(_run(list_commands, cwd))["commands"]
+    status = next(c for c in listed_commands if c["commandId"] == sent["commandId"])
+    assert status["state"] == "COMMAND_STATE_SUCCEEDED" and "buffer" in status["result"], status
     _first_output(_pick(commands, "curl", "readings:watch"), cwd, '"sim-environment"')
     assert '"values"' in _run(_pick(commands, "buf curl", "--schema"), cwd)
     assert "sensormesh.v1.QueryService/WatchReadings" in _run(_pick(commands, "--list-methods"), cwd)
@@ -143,7 +151,7 @@ def test_up_serves_the_printed_commands_stops_cleanly_and_resumes_with_its_data(
         ]
         children = up.descendants()
         server = postmaster(cwd / ".sensormesh")
-        assert server is not None and len(children) >= 6  # ingest, query, Envoy, 2 agents, direct device
+        assert server is not None and len(children) >= 7  # ingest, query, control, Envoy, 2 agents, direct device
 
         assert up.interrupt() == 0, up.output
         assert "PostgreSQL stopped" in up.output

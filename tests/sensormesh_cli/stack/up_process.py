@@ -25,6 +25,7 @@ class Ports:
     admin: int = field(default_factory=free_port)
     ingest: int = field(default_factory=free_port)
     query: int = field(default_factory=free_port)
+    control: int = field(default_factory=free_port)
 
     def flags(self) -> list[str]:
         return [
@@ -36,6 +37,8 @@ class Ports:
             str(self.ingest),
             "--query",
             str(self.query),
+            "--control",
+            str(self.control),
         ]
 
 
