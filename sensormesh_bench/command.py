@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "ingest": "sensormesh_bench.ingest.benchmark",
     "query": "sensormesh_bench.query.benchmark",
     "agent": "sensormesh_bench.agent",
+    "commands": "sensormesh_bench.commands",
 }
 
 
