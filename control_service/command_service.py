@@ -78,11 +78,7 @@ class CommandServicer(command_pb2_grpc.CommandServiceServicer):
         scope = current_caller().scope
         states = sorted({int(state) for state in request.states})
         parameters = {"device_id": request.device_id, "states": states}
-        before = None
-        if request.page_token:
-            before = page_tokens.decode(request.page_token, "commands", parameters).get("before")
-            if not isinstance(before, int) or isinstance(before, bool) or before < 1:
-                raise page_tokens.invalid()
+        before = page_tokens.id_before(request.page_token, "commands", parameters)
         size = request.page_size or self._settings.commands_page_size
         device_id = None if request.device_id == ALL_DEVICES else request.device_id
         async with self._pool.acquire() as conn:

@@ -20,7 +20,7 @@ from sensormesh_core import command_parameters
 from sensormesh_core.access.principal import Principal
 from sensormesh_core.command_telemetry import current_trace_context
 from sensormesh_core.errors import FailedPrecondition, FieldViolation, InvalidArgument
-from sensormesh_core.storage import commands, registry
+from sensormesh_core.storage import command_offers, commands, registry
 from sensormesh_core.storage.commands import CommandRecord, NewCommand
 
 MAX_EXPIRY = timedelta(days=30)
@@ -41,7 +41,7 @@ async def send_command(
             f"device {request.device_id!r} is disabled: it cannot receive commands until it is enabled",
             reason="DEVICE_DISABLED",
         )
-    specs = await commands.advertised(conn, request.device_id)
+    specs = await command_offers.advertised(conn, request.device_id)
     if not specs:
         raise FailedPrecondition(
             f"device {request.device_id!r} has advertised no commands: its agent has never opened the "

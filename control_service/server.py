@@ -28,7 +28,7 @@ from sensormesh_core.access.forwarded import ForwardedIdentity
 from sensormesh_core.access.interceptor import AccessInterceptor
 from sensormesh_core.command_telemetry import CommandMetrics
 from sensormesh_core.grpc_errors import ErrorMappingInterceptor
-from sensormesh_core.grpc_options import metadata_options
+from sensormesh_core.grpc_options import operator_server_options
 from sensormesh_core.grpc_tls import add_port
 from sensormesh_core.storage.database import Database, open_database
 from sensormesh_core.telemetry import Telemetry, configure_telemetry
@@ -66,20 +66,10 @@ class ControlServer:
 
 
 def _options(settings: ControlSettings) -> list[tuple[str, Any]]:
-    def ms(value: Any) -> int:
-        return int(value.total_seconds() * 1000)
-
-    return [
-        ("grpc.max_receive_message_length", settings.control_max_message_bytes),
-        *metadata_options(),
-        ("grpc.max_connection_age_ms", ms(settings.control_max_connection_age)),
-        ("grpc.max_connection_age_grace_ms", 5 * 60_000),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ("grpc.so_reuseport", 0),
-    ]
+    return operator_server_options(
+        max_receive_bytes=settings.control_max_message_bytes,
+        max_connection_age=settings.control_max_connection_age,
+    )
 
 
 async def start_control_server(

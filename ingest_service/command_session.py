@@ -32,7 +32,7 @@ from sensormesh_core.command_parameters import as_dict
 from sensormesh_core.command_states import DELIVERED, STATE_NAMES
 from sensormesh_core.command_telemetry import CommandMetrics, parent_context
 from sensormesh_core.errors import FieldViolation, InvalidArgument, Unavailable
-from sensormesh_core.storage import commands
+from sensormesh_core.storage import command_offers, commands
 from sensormesh_core.storage.outages import RETRYABLE_DATABASE_ERRORS
 from sensormesh_core.validation import validate
 
@@ -118,7 +118,7 @@ class CommandSession:
 
     async def _advertise(self, hello: pb.CommandChannelHello) -> None:
         async with self._app.pool.acquire() as conn:
-            await commands.advertise(conn, self._device_id, list(hello.commands))
+            await command_offers.advertise(conn, self._device_id, list(hello.commands))
 
     @staticmethod
     async def _guard(work: Awaitable[None], out: Outgoing) -> None:
@@ -157,7 +157,7 @@ class CommandSession:
 
     async def _receipt(self, command_id: int) -> pb.ConnectCommandsResponse:
         async with self._app.pool.acquire() as conn:
-            record, changed = await commands.confirm_receipt(conn, self._device_id, command_id)
+            record, changed = await command_offers.confirm_receipt(conn, self._device_id, command_id)
         with self._span("command delivered", record):
             if record.state == DELIVERED:
                 if changed and record.deliver_time is not None:
@@ -187,7 +187,7 @@ class CommandSession:
                 f"the device's result was {size:,} bytes, over the limit of {MAX_RESULT_BYTES:,}; not stored"
             )
         async with self._app.pool.acquire() as conn:
-            record, changed = await commands.store_result(
+            record, changed = await command_offers.store_result(
                 conn,
                 self._device_id,
                 result.command_id,
@@ -233,7 +233,7 @@ class CommandSession:
 
     async def _next_offers(self) -> list[commands.CommandRecord]:
         async with self._app.pool.acquire() as conn:
-            return await commands.offers(conn, self._device_id, sorted(self._offered), OFFER_BATCH)
+            return await command_offers.offers(conn, self._device_id, sorted(self._offered), OFFER_BATCH)
 
     @contextlib.contextmanager
     def _span(self, name: str, record: commands.CommandRecord) -> Iterator[None]:

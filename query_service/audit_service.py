@@ -50,11 +50,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             "start": start.isoformat() if start else "",
             "end": end.isoformat() if end else "",
         }
-        before = None
-        if request.page_token:
-            before = page_tokens.decode(request.page_token, "audit_events", parameters).get("before")
-            if not isinstance(before, int) or isinstance(before, bool) or before < 1:
-                raise page_tokens.invalid()
+        before = page_tokens.id_before(request.page_token, "audit_events", parameters)
         size = request.page_size or self._default_page_size
         async with self._pool.acquire() as conn:
             entries = await audit.list_events(

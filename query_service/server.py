@@ -36,7 +36,7 @@ from sensormesh_core.access.audit_log import AuditLog
 from sensormesh_core.access.forwarded import ForwardedIdentity
 from sensormesh_core.access.interceptor import AccessInterceptor
 from sensormesh_core.grpc_errors import ErrorMappingInterceptor
-from sensormesh_core.grpc_options import metadata_options
+from sensormesh_core.grpc_options import operator_server_options
 from sensormesh_core.grpc_tls import add_port
 from sensormesh_core.storage.database import Database, open_database
 from sensormesh_core.storage.maintenance import storage_backend
@@ -82,20 +82,13 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 def _options(settings: QuerySettings) -> list[tuple[str, Any]]:
-    def ms(value: Any) -> int:
-        return int(value.total_seconds() * 1000)
-
-    return [
-        ("grpc.max_receive_message_length", settings.query_max_message_bytes),
-        *metadata_options(),
-        ("grpc.max_connection_age_ms", ms(settings.max_connection_age)),
-        ("grpc.max_connection_age_grace_ms", ms(settings.max_connection_age_grace)),
-        ("grpc.keepalive_time_ms", ms(settings.keepalive_time)),
-        ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout)),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ("grpc.so_reuseport", 0),
-    ]
+    return operator_server_options(
+        max_receive_bytes=settings.query_max_message_bytes,
+        max_connection_age=settings.max_connection_age,
+        max_connection_age_grace=settings.max_connection_age_grace,
+        keepalive_time=settings.keepalive_time,
+        keepalive_timeout=settings.keepalive_timeout,
+    )
 
 
 async def start_query_server(

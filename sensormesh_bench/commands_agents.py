@@ -20,7 +20,7 @@ from gateway_agent.commands.link import CommandLink, LinkTiming
 from gateway_agent.commands.store import StateStore
 from gateway_agent.token_source import TokenSource
 from sensormesh_core.command_states import SUCCEEDED
-from sensormesh_core.storage import commands
+from sensormesh_core.storage import command_offers
 
 
 async def advertise(url: str, device_ids: list[str]) -> None:
@@ -29,7 +29,7 @@ async def advertise(url: str, device_ids: list[str]) -> None:
     conn = await asyncpg.connect(url)
     try:
         for device_id in device_ids:
-            await commands.advertise(conn, device_id, specs)
+            await command_offers.advertise(conn, device_id, specs)
     finally:
         await conn.close()
 

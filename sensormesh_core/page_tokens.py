@@ -61,3 +61,14 @@ def decode(token: str, kind: str, parameters: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(cursor, dict):
         raise invalid()
     return cursor
+
+
+def id_before(token: str, kind: str, parameters: dict[str, Any]) -> int | None:
+    """The `before` id of a newest-first list's token (None for the first page); raises
+    InvalidArgument naming `page_token` for anything but a positive integer."""
+    if not token:
+        return None
+    before = decode(token, kind, parameters).get("before")
+    if not isinstance(before, int) or isinstance(before, bool) or before < 1:
+        raise invalid()
+    return before

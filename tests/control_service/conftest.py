@@ -165,7 +165,7 @@ def command_stack(
     import uuid
     from pathlib import Path
 
-    from sensormesh_core.storage import commands
+    from sensormesh_core.storage import command_offers
     from sensormesh_core.storage.database import with_database
     from sensormesh_core.storage.embedded import ensure_database
     from tests.conftest import _drop_database
@@ -180,7 +180,7 @@ def command_stack(
         conn = await asyncpg.connect(url)
         try:
             await create_device(conn, "hypothesis-pi")
-            await commands.advertise(conn, "hypothesis-pi", [PING, SET_INTERVAL])
+            await command_offers.advertise(conn, "hypothesis-pi", [PING, SET_INTERVAL])
         finally:
             await conn.close()
         return await make_key(url, "hypothesis-operator")

@@ -156,7 +156,7 @@ async def rig(
             python=sys.executable,
             script=COUNT_RUNS,
             marker=marker,
-        )  # fmt: skip
+        )
     )
     address = f"127.0.0.1:{control.port}"
     async with grpc.aio.insecure_channel(address, interceptors=aio_interceptors(operator_key)) as channel:

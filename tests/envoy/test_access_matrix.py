@@ -40,7 +40,7 @@ from sensormesh.v1 import (
 from sensormesh_core.access.principal import ROLE_ADMIN, ROLE_OPERATOR, ROLE_VIEWER
 from sensormesh_core.access.rules import Rule, rule_of
 from sensormesh_core.device_scope import DeviceScope
-from sensormesh_core.storage import commands
+from sensormesh_core.storage import command_offers, commands
 from sensormesh_core.storage.api_keys import LOCAL_CREATOR, create_key, revoke_key
 from sensormesh_core.storage.registry import create_device
 from tests.envoy.conftest import Stack
@@ -225,7 +225,7 @@ async def target(stack: Stack) -> Target:
         _, token = await create_device(conn, device_id)
         await create_key(conn, f"victim-{suffix}", ROLE_VIEWER, creator=LOCAL_CREATOR)
         # As if its agent had connected: it understands ping, and has one command queued.
-        await commands.advertise(conn, device_id, [command_delivery_pb2.CommandSpec(name="ping")])
+        await command_offers.advertise(conn, device_id, [command_delivery_pb2.CommandSpec(name="ping")])
         queued, _ = await commands.insert(
             conn,
             commands.NewCommand(

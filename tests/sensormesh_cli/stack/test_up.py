@@ -151,7 +151,9 @@ def test_up_serves_the_printed_commands_stops_cleanly_and_resumes_with_its_data(
         ]
         children = up.descendants()
         server = postmaster(cwd / ".sensormesh")
-        assert server is not None and len(children) >= 7  # ingest, query, control, Envoy, 2 agents, direct device
+        assert (
+            server is not None and len(children) >= 7
+        )  # ingest, query, control, Envoy, 2 agents, direct device
 
         assert up.interrupt() == 0, up.output
         assert "PostgreSQL stopped" in up.output
