@@ -29,6 +29,8 @@ class CommandDeliveryServicer(command_delivery_pb2_grpc.CommandDeliveryServiceSe
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[command_delivery_pb2.ConnectCommandsResponse]:
         app = self._app
+        # Headers at once: the device writes its hello after them (see CommandDeliveryService).
+        await context.send_initial_metadata(())
         session = CommandSession(
             app,
             app.command_channels,

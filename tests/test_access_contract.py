@@ -97,9 +97,10 @@ def test_roles_are_what_the_platform_promises(method: str, role: int) -> None:
     assert (rule.role, rule.device) == (role, False)
 
 
-def test_only_the_ingest_rpcs_take_a_device_token() -> None:
+def test_only_the_device_facing_rpcs_take_a_device_token() -> None:
     device_rpcs = sorted(rule.method for rule in _all_rules().values() if rule.device)
     assert device_rpcs == [
+        "sensormesh.v1.CommandDeliveryService/ConnectCommands",
         "sensormesh.v1.IngestService/GetUploadOffset",
         "sensormesh.v1.IngestService/UploadReadings",
         "sensormesh.v1.IngestService/WriteReadings",

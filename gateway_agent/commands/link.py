@@ -67,6 +67,9 @@ DEFAULT_RESULT_TIMEOUT_S = 60.0
 INTERRUPTED = "the agent restarted while the command ran; it may have run partly"
 STOPPED = "the agent stopped while the command ran; it may have run partly"
 STOP_REPORT_GRACE_S = 1.0
+# How long the hello waits for the call's headers (a service that sends none until its first
+# answer still gets the hello after this).
+HEADERS_WAIT_S = 5.0
 """On stop, how long the last results have to be confirmed before the stream is closed."""
 
 
@@ -208,12 +211,18 @@ class CommandLink:
 
     async def _session_once(self) -> None:
         session = Session()
-        session.send(self.hello())
         self._session = session
         metadata = (("authorization", f"Bearer {self._token.token}"),)
         self._token_in_use = self._token.token
         call = self._stub.ConnectCommands(session.requests, metadata=metadata)
         try:
+            # The service sends the call's headers once it has accepted the call; a refusal ends
+            # the call before that. Writing the hello only then keeps the refusal's own status:
+            # grpcio's asyncio client reports a write that races the server's status as INTERNAL
+            # (grpc/grpc#36066), which would hide a disabled device behind a transient error.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(call.initial_metadata(), HEADERS_WAIT_S)
+            session.send(self.hello())
             async for response in call:
                 await self._handle(session, response)
         finally:

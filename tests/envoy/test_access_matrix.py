@@ -282,9 +282,17 @@ async def _grpc_code(port: int, method: str, request: Message, credential: str |
 async def _bidi_code(
     channel: grpc.aio.Channel, path: str, request: Message, metadata: tuple[tuple[str, str], ...]
 ) -> tuple[str, str]:
-    """A bidirectional stream (the command channel): its first answer, or how it ended."""
+    """A bidirectional stream (the command channel): its first answer, or how it ended.
+
+    A refusal comes at the call's start. The first message is written only once the call has
+    not ended for a moment: grpcio's asyncio client reports a write after the server's status
+    as INTERNAL instead of that status (grpc/grpc#36066)."""
+    call: Any = None
 
     async def first_then_wait() -> AsyncIterator[Message]:
+        await asyncio.sleep(0.5)
+        if call.done():
+            return
         yield request
         await asyncio.sleep(5)
 
@@ -292,9 +300,8 @@ async def _bidi_code(
         first_then_wait(), metadata=metadata, timeout=10
     )
     try:
-        await asyncio.wait_for(call.read(), 2.0)
+        await asyncio.wait_for(call.read(), 3.0)
     except grpc.aio.AioRpcError:
-        # The status the call ended with (a read racing the request iterator may report INTERNAL).
         return (await call.code()).name, await call.details() or ""
     call.cancel()
     return "OK", ""  # it answered: the channel was accepted

@@ -132,6 +132,7 @@ class CommandDouble(command_delivery_pb2_grpc.CommandDeliveryServiceServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid device token")
         if self.refuse is not None:
             await context.abort(self.refuse, "refused by the test")
+        await context.send_initial_metadata(())  # accepted: as the service does, headers first
         session = _Session()
         reader = asyncio.create_task(self._read(request_iterator, session))
         try:

@@ -62,7 +62,8 @@ class DeviceChannel:
         *,
         hello_device_id: str | None = None,
     ) -> DeviceChannel:
-        """Open the stream and send the hello (without waiting for its answer)."""
+        """Open the stream and, once the service has accepted it, send the hello (without waiting
+        for its answer)."""
         outgoing: asyncio.Queue[pb.ConnectCommandsRequest | None] = asyncio.Queue()
 
         async def requests() -> AsyncIterator[pb.ConnectCommandsRequest]:
@@ -72,6 +73,8 @@ class DeviceChannel:
         stub = command_delivery_pb2_grpc.CommandDeliveryServiceStub(channel)
         call = stub.ConnectCommands(requests(), metadata=(("authorization", f"Bearer {token}"),))
         opened = cls(call, outgoing)
+        # As the agent does: the hello after the call's headers, so a refusal keeps its status.
+        await asyncio.wait_for(call.initial_metadata(), 10)
         hello = pb.CommandChannelHello(device_id=hello_device_id or device_id, commands=list(specs))
         opened.send(pb.ConnectCommandsRequest(hello=hello))
         return opened

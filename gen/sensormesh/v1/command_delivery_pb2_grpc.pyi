@@ -54,11 +54,13 @@ class CommandDeliveryServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CommandDeliveryServiceAsyncStub: ...
     ConnectCommands: _grpc.StreamStreamMultiCallable[_command_delivery_pb2.ConnectCommandsRequest, _command_delivery_pb2.ConnectCommandsResponse]
-    """The command channel. The first message must be a CommandChannelHello
-    naming the device and the commands it understands; the service answers
-    CommandChannelOpened, then offers the device's pending commands, and
-    others as they are sent. The stream stays open; the service ends it
-    (UNAVAILABLE) when it shuts down, and the device reconnects.
+    """The command channel. The service sends the call's headers as soon as it
+    has accepted the call (a refusal ends the call before); the device then
+    sends a CommandChannelHello, its first message, naming itself and the
+    commands it understands. The service answers CommandChannelOpened, then
+    offers the device's pending commands, and others as they are sent. The
+    stream stays open; the service ends it (UNAVAILABLE) when it shuts down,
+    and the device reconnects.
 
     Returns UNAUTHENTICATED without a valid device token; PERMISSION_DENIED
     for another device's id, a disabled device, or a receipt or result for
@@ -93,11 +95,13 @@ class CommandDeliveryServiceAsyncStub(CommandDeliveryServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ConnectCommands: _aio.StreamStreamMultiCallable[_command_delivery_pb2.ConnectCommandsRequest, _command_delivery_pb2.ConnectCommandsResponse]  # type: ignore[assignment]
-    """The command channel. The first message must be a CommandChannelHello
-    naming the device and the commands it understands; the service answers
-    CommandChannelOpened, then offers the device's pending commands, and
-    others as they are sent. The stream stays open; the service ends it
-    (UNAVAILABLE) when it shuts down, and the device reconnects.
+    """The command channel. The service sends the call's headers as soon as it
+    has accepted the call (a refusal ends the call before); the device then
+    sends a CommandChannelHello, its first message, naming itself and the
+    commands it understands. The service answers CommandChannelOpened, then
+    offers the device's pending commands, and others as they are sent. The
+    stream stays open; the service ends it (UNAVAILABLE) when it shuts down,
+    and the device reconnects.
 
     Returns UNAUTHENTICATED without a valid device token; PERMISSION_DENIED
     for another device's id, a disabled device, or a receipt or result for
@@ -135,11 +139,13 @@ class CommandDeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_command_delivery_pb2.ConnectCommandsRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_command_delivery_pb2.ConnectCommandsResponse], _abc.AsyncIterator[_command_delivery_pb2.ConnectCommandsResponse]]:
-        """The command channel. The first message must be a CommandChannelHello
-        naming the device and the commands it understands; the service answers
-        CommandChannelOpened, then offers the device's pending commands, and
-        others as they are sent. The stream stays open; the service ends it
-        (UNAVAILABLE) when it shuts down, and the device reconnects.
+        """The command channel. The service sends the call's headers as soon as it
+        has accepted the call (a refusal ends the call before); the device then
+        sends a CommandChannelHello, its first message, naming itself and the
+        commands it understands. The service answers CommandChannelOpened, then
+        offers the device's pending commands, and others as they are sent. The
+        stream stays open; the service ends it (UNAVAILABLE) when it shuts down,
+        and the device reconnects.
 
         Returns UNAUTHENTICATED without a valid device token; PERMISSION_DENIED
         for another device's id, a disabled device, or a receipt or result for

@@ -506,11 +506,13 @@ export declare const CommandParameterTypeSchema: GenEnum<CommandParameterType>;
  */
 export declare const CommandDeliveryService: GenService<{
   /**
-   * The command channel. The first message must be a CommandChannelHello
-   * naming the device and the commands it understands; the service answers
-   * CommandChannelOpened, then offers the device's pending commands, and
-   * others as they are sent. The stream stays open; the service ends it
-   * (UNAVAILABLE) when it shuts down, and the device reconnects.
+   * The command channel. The service sends the call's headers as soon as it
+   * has accepted the call (a refusal ends the call before); the device then
+   * sends a CommandChannelHello, its first message, naming itself and the
+   * commands it understands. The service answers CommandChannelOpened, then
+   * offers the device's pending commands, and others as they are sent. The
+   * stream stays open; the service ends it (UNAVAILABLE) when it shuts down,
+   * and the device reconnects.
    *
    * Returns UNAUTHENTICATED without a valid device token; PERMISSION_DENIED
    * for another device's id, a disabled device, or a receipt or result for
