@@ -7,8 +7,6 @@ did not exist).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
@@ -17,14 +15,14 @@ import asyncpg
 import grpc
 from sensormesh.v1 import command_pb2, command_pb2_grpc
 
-from control_service.command_watch import CommandWatcher, CommandWatchHub
+from control_service.change_watch import ChangeHub, changes
+from control_service.command_watch import command_watcher
 from control_service.sending import send_command
 from control_service.settings import ControlSettings
 from sensormesh_core import page_tokens
 from sensormesh_core.access.principal import current_caller
 from sensormesh_core.command_messages import command_message
 from sensormesh_core.command_telemetry import CommandMetrics
-from sensormesh_core.errors import ResourceExhausted
 from sensormesh_core.storage import commands, registry
 from sensormesh_core.validation import validate
 
@@ -37,7 +35,11 @@ class CommandServicer(command_pb2_grpc.CommandServiceServicer):
     """Validates, calls the domain or storage function, maps the result."""
 
     def __init__(
-        self, pool: asyncpg.Pool, hub: CommandWatchHub, metrics: CommandMetrics, settings: ControlSettings
+        self,
+        pool: asyncpg.Pool,
+        hub: ChangeHub[commands.CommandRecord],
+        metrics: CommandMetrics,
+        settings: ControlSettings,
     ) -> None:
         self._pool = pool
         self._hub = hub
@@ -117,7 +119,7 @@ class CommandServicer(command_pb2_grpc.CommandServiceServicer):
         validate(request)
         scope = current_caller().scope
         device_id = None if request.device_id == ALL_DEVICES else request.device_id
-        watcher = CommandWatcher(device_id, request.command_id or None, scope)
+        watcher = command_watcher(device_id, request.command_id or None, scope)
         self._hub.subscribe(watcher)  # first, so no change after the reads below is missed
         try:
             async with self._pool.acquire() as conn:
@@ -134,23 +136,10 @@ class CommandServicer(command_pb2_grpc.CommandServiceServicer):
                 yield command_pb2.WatchCommandsResponse(command=command_message(first))
                 if first.finished:
                     return
-            async for record in self._changes(watcher):
+            heartbeat = self._settings.command_watch_heartbeat.total_seconds()
+            async for record in changes(watcher, heartbeat, "ListCommands"):
                 yield command_pb2.WatchCommandsResponse(command=command_message(record) if record else None)
-                if record is not None and watcher.command_id is not None and record.finished:
+                if record is not None and request.command_id and record.finished:
                     return
         finally:
             self._hub.unsubscribe(watcher)
-
-    async def _changes(self, watcher: CommandWatcher) -> AsyncIterator[commands.CommandRecord | None]:
-        """The watcher's changes as they come; None for a heartbeat after a quiet spell."""
-        heartbeat = self._settings.command_watch_heartbeat.total_seconds()
-        while True:
-            record = None
-            with contextlib.suppress(TimeoutError):
-                record = await asyncio.wait_for(watcher.queue.get(), heartbeat)
-            if watcher.behind:
-                raise ResourceExhausted(
-                    "this watch fell too far behind the changes; open it again and read the current "
-                    "state with ListCommands"
-                )
-            yield record

@@ -16,11 +16,14 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sensormesh.v1 import command_pb2, command_pb2_grpc
+from sensormesh.v1 import alert_pb2, command_pb2, command_pb2_grpc
 
+from control_service.alerting.engine import AlertEngine
+from control_service.alerting.receivers import Alertmanager, Receiver, Webhook
+from control_service.change_watch import ChangeHub
 from control_service.command_clock import CommandClock
 from control_service.command_service import CommandServicer
-from control_service.command_watch import CommandWatchHub
+from control_service.command_watch import command_hub
 from control_service.settings import ControlSettings
 from sensormesh_core.access.api_keys import ApiKeys
 from sensormesh_core.access.audit_log import AuditLog
@@ -30,12 +33,18 @@ from sensormesh_core.command_telemetry import CommandMetrics
 from sensormesh_core.grpc_errors import ErrorMappingInterceptor
 from sensormesh_core.grpc_options import operator_server_options
 from sensormesh_core.grpc_tls import add_port
+from sensormesh_core.storage import alerts
+from sensormesh_core.storage.alerts import AlertRecord
+from sensormesh_core.storage.commands import CommandRecord
 from sensormesh_core.storage.database import Database, open_database
 from sensormesh_core.telemetry import Telemetry, configure_telemetry
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (command_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name,)
+SERVICE_NAMES = (
+    command_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name,
+    alert_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name,
+)
 
 
 @dataclass
@@ -43,8 +52,10 @@ class ControlServer:
     """A running control service."""
 
     port: int
-    hub: CommandWatchHub
+    hub: ChangeHub[CommandRecord]
     clock: CommandClock
+    alert_hub: ChangeHub[AlertRecord]
+    alerting: AlertEngine | None
     _server: grpc.aio.Server = field(repr=False)
     _health: health.aio.HealthServicer = field(repr=False)
     _pool: asyncpg.Pool = field(repr=False)
@@ -54,11 +65,14 @@ class ControlServer:
     async def stop(self, grace: float | None = 5.0) -> None:
         """Report NOT_SERVING, stop the clock, let calls finish for `grace` seconds."""
         await self._health.enter_graceful_shutdown()
+        if self.alerting is not None:
+            await self.alerting.stop()
         self._clock_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._clock_task
         await self._server.stop(grace)
         await self.hub.stop()
+        await self.alert_hub.stop()
         await self._pool.close()
         if self._database is not None:
             self._database.close()
@@ -82,8 +96,15 @@ async def start_control_server(
         database_url = database.url
     url = database_url
     pool = await asyncpg.create_pool(url, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
-    hub = CommandWatchHub(pool, lambda: asyncpg.connect(url), max_watchers=settings.command_max_watchers)
+
+    def connect() -> Any:
+        return asyncpg.connect(url)
+
+    hub = command_hub(pool, connect, max_watchers=settings.command_max_watchers)
     await hub.start()
+    alert_hub = alert_watch_hub(pool, connect, max_watchers=settings.command_max_watchers)
+    await alert_hub.start()
+    receivers = alert_receivers(settings)
     if telemetry is None:  # spans and metrics as the OTEL_* variables say, without touching globals
         telemetry = configure_telemetry("sensormesh-control", set_global=False)
     metrics = CommandMetrics(telemetry.meter("sensormesh.commands"))
@@ -113,7 +134,36 @@ async def start_control_server(
         retention=settings.command_retention,
     )
     clock_task = asyncio.create_task(clock.run(), name="command-clock")
+    alerting = None
+    if settings.alerts_enabled:
+        alerting = AlertEngine(pool, connect, receivers, settings)
+        await alerting.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("event=control_serving address=%s port=%d", settings.control_listen, port)
-    return ControlServer(port, hub, clock, server, health_servicer, pool, clock_task, database)
+    return ControlServer(
+        port, hub, clock, alert_hub, alerting, server, health_servicer, pool, clock_task, database
+    )
+
+
+def alert_receivers(settings: ControlSettings) -> list[Receiver]:
+    """The Alertmanagers and webhooks the settings name."""
+    link = settings.alert_link_base.rstrip("/")
+    found: list[Receiver] = [Alertmanager(url, link) for url in settings.alertmanager_urls]
+    if settings.alert_webhook_urls:
+        assert settings.alert_webhook_secret is not None  # the settings' validator saw to it
+        secret = settings.alert_webhook_secret.get_secret_value().encode()
+        found += [Webhook(url, secret, link) for url in settings.alert_webhook_urls]
+    return found
+
+
+def alert_watch_hub(pool: asyncpg.Pool, connect: Any, *, max_watchers: int) -> ChangeHub[AlertRecord]:
+    return ChangeHub(
+        pool,
+        connect,
+        channel=alerts.CHANNEL,
+        id_key="a",
+        read_many=alerts.get_many,
+        max_watchers=max_watchers,
+        what="alert",
+    )

@@ -1,0 +1,1 @@
+"""Alert rules evaluated on committed readings: conditions, the evaluator, notifications."""

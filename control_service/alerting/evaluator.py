@@ -1,0 +1,281 @@
+"""The alert evaluator: every committed reading judged against the rules, in reading time.
+
+It runs on the leader (leader.py). It LISTENs for ingest's commit signal (the one live feeds
+use): a signal says "device D committed sequences a..b, sampled t1..t2", and the evaluator
+reads exactly those rows back, for the quantities its rules of D watch, and judges them in
+sequence order. Per device it keeps a cursor (the last sequence judged and its sample time)
+and per rule and series what the condition remembers, both written in the same transaction
+as the alerts they lead to, after checking the leader's epoch: a restart or a failover
+resumes at the cursor, and nothing is judged twice or skipped.
+
+Signals are hints: a signal lost (the LISTEN connection dropped, the leader changed) is made
+good by a resync, which compares every cursor with the device's committed mark and judges the
+difference. Signals of one device that overtake each other (two ingest replicas) are merged
+and judged from the cursor on, so order never matters. The time range of a resync starts an
+hour before the cursor's sample time (`resync_margin`): readings a device's clock dated
+earlier than that, committed while no evaluator heard them, are not judged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from control_service.alerting import agent_rules
+from control_service.alerting.changes import Tally, apply
+from control_service.alerting.leader import check_epoch
+from control_service.alerting.rules import CompiledRule, Kind, compile_rule
+from sensormesh_core.storage import alert_inputs, alert_rules, live_signal
+from sensormesh_core.storage.alert_inputs import Window
+from sensormesh_core.storage.alerts import SeriesKey
+from sensormesh_core.storage.listener import Connect, Listener
+from sensormesh_core.storage.live_signal import CommitSignal
+
+log = logging.getLogger(__name__)
+
+FUTURE = timedelta(days=1)  # the upper end of a resync's time range, past any device clock's skew
+
+
+@dataclass
+class _Pending:
+    """Signals of one device not judged yet, merged."""
+
+    last_sequence: int
+    first_time: datetime | None
+    last_time: datetime | None
+
+    def merge(self, signal: CommitSignal) -> None:
+        self.last_sequence = max(self.last_sequence, signal.last_sequence)
+        if signal.first_time is not None and signal.last_time is not None:
+            self.first_time = min(self.first_time or signal.first_time, signal.first_time)
+            self.last_time = max(self.last_time or signal.last_time, signal.last_time)
+
+
+class Evaluator:
+    """Judges committed readings for as long as `lead(epoch)` runs."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        connect: Connect,
+        receivers: Sequence[str],
+        *,
+        resync_margin: timedelta = timedelta(hours=1),
+    ) -> None:
+        self._pool = pool
+        self._connect = connect
+        self._receivers = list(receivers)
+        self._margin = resync_margin
+        self._rules: list[CompiledRule] = []
+        self._pending: dict[str, _Pending] = {}
+        self._wake = asyncio.Event()
+        self._reload = True
+        self._epoch = 0
+        self.judged = 0  # readings judged (all rules), for tests and the benchmark
+        self.last_judged = 0.0  # when the last batch was judged (monotonic)
+
+    @property
+    def rules(self) -> list[CompiledRule]:
+        return self._rules
+
+    @property
+    def receivers(self) -> list[str]:
+        return self._receivers
+
+    async def lead(self, epoch: int) -> None:
+        """Evaluate as leader `epoch` until cancelled (or the epoch is taken: LeadershipLost)."""
+        self._epoch = epoch
+        readings = Listener(self._connect, live_signal.CHANNEL, self._on_commit, on_reconnect=self._resync)
+        rules = Listener(self._connect, alert_rules.CHANNEL, self._on_rules, on_reconnect=self._rules_changed)
+        await readings.start()
+        await rules.start()
+        try:
+            await self._load_rules()
+            await self._resync()
+            await self._work()
+        finally:
+            await readings.stop()
+            await rules.stop()
+
+    # -- signals ------------------------------------------------------------------------------
+
+    def _on_commit(self, payload: str) -> None:
+        try:
+            signal = live_signal.decode(payload)
+        except ValueError:
+            log.warning("event=alert_signal_malformed payload=%r", payload[:200])
+            return
+        if not isinstance(signal, CommitSignal) or not self._rules:
+            return
+        pending = self._pending.get(signal.device_id)
+        if pending is None:
+            self._pending[signal.device_id] = _Pending(
+                signal.last_sequence, signal.first_time, signal.last_time
+            )
+        else:
+            pending.merge(signal)
+        self._wake.set()
+
+    def _on_rules(self, _payload: str) -> None:
+        self._reload = True
+        self._wake.set()
+
+    async def _rules_changed(self) -> None:
+        self._on_rules("")
+
+    async def _load_rules(self) -> None:
+        self._reload = False
+        async with self._pool.acquire() as conn:
+            stored = await alert_rules.all_rules(conn)
+        self._rules = [compile_rule(s.rule) for s in stored if not s.rule.disabled]
+        log.info("event=alert_rules_loaded rules=%d", len(self._rules))
+
+    async def _resync(self) -> None:
+        """Judge what every device committed since its cursor (signals may have been lost)."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO alert_cursors (device_id, sequence, sample_time) "
+                "SELECT device_id, committed_sequence, now() FROM upload_offsets ON CONFLICT DO NOTHING"
+            )
+            rows = await conn.fetch(
+                "SELECT o.device_id, o.committed_sequence, c.sample_time FROM upload_offsets o "
+                "JOIN alert_cursors c USING (device_id) WHERE c.sequence < o.committed_sequence"
+            )
+        far = datetime.now(UTC) + FUTURE
+        for row in rows:
+            pending = self._pending.setdefault(row["device_id"], _Pending(0, None, None))
+            pending.last_sequence = max(pending.last_sequence, row["committed_sequence"])
+            since = (row["sample_time"] or datetime.now(UTC)) - self._margin
+            pending.first_time = min(pending.first_time or since, since)
+            pending.last_time = max(pending.last_time or far, far)
+        log.info("event=alert_resync devices_behind=%d", len(rows))
+        self._wake.set()
+
+    # -- judging ------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._reload:
+                await self._load_rules()
+            batch, self._pending = self._pending, {}
+            for device_id, pending in batch.items():
+                try:
+                    await self._judge(device_id, pending)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    # Not judged: it waits in the cursor; the next signal (or resync) takes it up.
+                    log.warning("event=alert_evaluation_failed device_id=%s error=%r", device_id, exc)
+            self.last_judged = time.monotonic()
+
+    async def _judge(self, device_id: str, pending: _Pending) -> None:
+        tally = Tally()
+        async with self._pool.acquire() as conn, conn.transaction():
+            await check_epoch(conn, self._epoch)
+            labels = await conn.fetchval("SELECT labels FROM devices WHERE device_id = $1", device_id)
+            if labels is None:
+                return  # deleted: its alerts and cursor went with it
+            device_labels = json.loads(labels) if isinstance(labels, str) else dict(labels)
+            rules = [
+                r for r in self._rules if r.kind is not Kind.NO_DATA and r.selects(device_id, device_labels)
+            ]
+            cursor = await conn.fetchrow(
+                "SELECT sequence, sample_time FROM alert_cursors WHERE device_id = $1 FOR UPDATE", device_id
+            )
+            after = int(cursor["sequence"]) if cursor else 0
+            if cursor is None:
+                await conn.execute(
+                    "INSERT INTO alert_cursors (device_id, sequence, sample_time) VALUES ($1, $2, now())",
+                    device_id,
+                    after,
+                )
+            if pending.last_sequence <= after:
+                return
+            newest = cursor["sample_time"] if cursor else None
+            if rules and pending.first_time is not None and pending.last_time is not None:
+                window = Window(
+                    device_id, after, pending.last_sequence, pending.first_time, pending.last_time
+                )
+                newest = await self._judge_window(conn, window, rules, tally) or newest
+            await conn.execute(
+                "UPDATE alert_cursors SET sequence = $2, sample_time = coalesce($3, sample_time) WHERE device_id = $1",
+                device_id,
+                pending.last_sequence,
+                newest,
+            )
+        if tally.raised or tally.cleared:
+            log.info(
+                "event=alerts_changed device_id=%s raised=%d cleared=%d sequence=%d",
+                device_id,
+                tally.raised,
+                tally.cleared,
+                pending.last_sequence,
+            )
+
+    async def _judge_window(
+        self, conn: asyncpg.Connection, window: Window, rules: list[CompiledRule], tally: Tally
+    ) -> datetime | None:
+        """Judge the window's readings; returns the newest sample time seen."""
+        series_rules = [r for r in rules if r.kind is Kind.SERIES]
+        states = await _states(conn, window.device_id, [r.rule_id for r in series_rules])
+        changed: dict[tuple[str, str], dict[str, Any]] = {}
+        newest = 0.0
+        for quantity in sorted({r.quantity for r in series_rules}):
+            on_quantity = [r for r in series_rules if r.quantity == quantity]
+            sensors = set().union(*(r.sensors for r in on_quantity))
+            everything = any(not r.sensors for r in on_quantity)
+            found = await alert_inputs.values(conn, window, quantity, [] if everything else sorted(sensors))
+            for series in found:
+                newest = max(newest, float(series.times[-1]))
+                self.judged += len(series.values) * len(on_quantity)
+                for rule in on_quantity:
+                    if not rule.watches(series.sensor):
+                        continue
+                    assert rule.condition is not None
+                    state = states.get((rule.rule_id, series.sensor), {})
+                    outcome, state = rule.condition.evaluate(series.times, series.values, state)
+                    changed[(rule.rule_id, series.sensor)] = state
+                    key = SeriesKey(rule.rule_id, window.device_id, series.sensor)
+                    await apply(conn, rule, key, outcome.events, self._receivers, tally)
+        await agent_rules.judge(
+            conn, window, [r for r in rules if r.kind is not Kind.SERIES], self._receivers, tally
+        )
+        await _save_states(conn, window.device_id, changed)
+        return datetime.fromtimestamp(newest, UTC) if newest else None
+
+
+async def _states(
+    conn: asyncpg.Connection, device_id: str, rule_ids: Sequence[str]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    if not rule_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT rule_id, sensor, state FROM alert_series_states WHERE device_id = $1 AND rule_id = ANY($2::text[])",
+        device_id,
+        list(rule_ids),
+    )
+    return {(r["rule_id"], r["sensor"]): _json(r["state"]) for r in rows}
+
+
+async def _save_states(
+    conn: asyncpg.Connection, device_id: str, states: Mapping[tuple[str, str], dict[str, Any]]
+) -> None:
+    if not states:
+        return
+    await conn.executemany(
+        "INSERT INTO alert_series_states (rule_id, device_id, sensor, state) VALUES ($1, $2, $3, $4::jsonb) "
+        "ON CONFLICT (rule_id, device_id, sensor) DO UPDATE SET state = EXCLUDED.state",
+        [(rule_id, device_id, sensor, json.dumps(state)) for (rule_id, sensor), state in states.items()],
+    )
+
+
+def _json(value: Any) -> dict[str, Any]:
+    return dict(json.loads(value) if isinstance(value, str) else value)
