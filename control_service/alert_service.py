@@ -22,7 +22,7 @@ from control_service.rule_changes import merged
 from control_service.settings import ControlSettings
 from sensormesh_core import page_tokens
 from sensormesh_core.access.principal import current_caller
-from sensormesh_core.errors import NotFound
+from sensormesh_core.errors import FieldViolation, InvalidArgument, NotFound
 from sensormesh_core.storage import alert_rules, alerts, registry
 from sensormesh_core.storage.alerts import AlertRecord, Notice
 from sensormesh_core.validation import validate
@@ -90,11 +90,17 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
     async def UpdateAlertRule(
         self, request: alert_pb2.UpdateAlertRuleRequest, context: Context
     ) -> alert_pb2.UpdateAlertRuleResponse:
-        validate(request)
+        # Only the fields the mask names are the request's: the rule is checked once merged.
+        rule_id = request.alert_rule.rule_id
+        if len(rule_id) > 63 or RULE_ID.fullmatch(rule_id) is None:
+            raise InvalidArgument(
+                "invalid alert_rule.rule_id",
+                [FieldViolation("alert_rule.rule_id", "1-63 lower-case letters, digits and '-'")],
+            )
         async with self._pool.acquire() as conn, conn.transaction():
-            stored = await alert_rules.get(conn, request.alert_rule.rule_id)
+            stored = await alert_rules.get(conn, rule_id)
             rule, restarts = merged(stored.rule, request)
-            validate(alert_pb2.CreateAlertRuleRequest(alert_rule=rule))  # the merged rule, as a whole
+            validate(alert_pb2.UpdateAlertRuleRequest(alert_rule=rule, update_mask=request.update_mask))
             await check_rule(conn, rule)
             if restarts:
                 await alerts.clear_rule(conn, rule.rule_id, "rule changed", _notice(rule), self._receivers)

@@ -16,8 +16,9 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sensormesh.v1 import alert_pb2, command_pb2, command_pb2_grpc
+from sensormesh.v1 import alert_pb2, alert_pb2_grpc, command_pb2, command_pb2_grpc
 
+from control_service.alert_service import AlertServicer
 from control_service.alerting.engine import AlertEngine
 from control_service.alerting.receivers import Alertmanager, Receiver, Webhook
 from control_service.change_watch import ChangeHub
@@ -61,9 +62,13 @@ class ControlServer:
     _pool: asyncpg.Pool = field(repr=False)
     _clock_task: asyncio.Task[None] = field(repr=False)
     _database: Database | None = field(default=None, repr=False)
+    _stopped: bool = field(default=False, repr=False)
 
     async def stop(self, grace: float | None = 5.0) -> None:
-        """Report NOT_SERVING, stop the clock, let calls finish for `grace` seconds."""
+        """Report NOT_SERVING, stop the clock, let calls finish for `grace` seconds (once)."""
+        if self._stopped:
+            return
+        self._stopped = True
         await self._health.enter_graceful_shutdown()
         if self.alerting is not None:
             await self.alerting.stop()
@@ -119,6 +124,9 @@ async def start_control_server(
     server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
     command_pb2_grpc.add_CommandServiceServicer_to_server(
         CommandServicer(pool, hub, metrics, settings), server
+    )
+    alert_pb2_grpc.add_AlertServiceServicer_to_server(
+        AlertServicer(pool, alert_hub, [r.name for r in receivers], settings), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

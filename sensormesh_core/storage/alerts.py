@@ -163,7 +163,7 @@ async def clear_active(
 ) -> AlertRecord | None:
     """Clear the active alert of `key` (its condition ended: `by` is "rule"); None if none is."""
     row = await conn.fetchrow(
-        "WITH a AS (UPDATE alerts SET state = CASE WHEN state = $4 THEN $5 ELSE $6 END, "
+        "WITH a AS (UPDATE alerts SET state = CASE WHEN state = $4 THEN $5::smallint ELSE $6::smallint END, "
         "clear_time = now(), cleared_by = $7 WHERE rule_id = $1 AND device_id = $2 AND sensor = $3 "
         f"AND state IN (1, 2) RETURNING *) {_CHANGED}",
         key.rule_id,
@@ -186,7 +186,7 @@ async def clear_rule(
 ) -> int:
     """Clear every active alert of a rule (deleted, or its condition changed); returns how many."""
     rows = await conn.fetch(
-        "WITH a AS (UPDATE alerts SET state = CASE WHEN state = $2 THEN $3 ELSE $4 END, "
+        "WITH a AS (UPDATE alerts SET state = CASE WHEN state = $2 THEN $3::smallint ELSE $4::smallint END, "
         f"clear_time = now(), cleared_by = $5 WHERE rule_id = $1 AND state IN (1, 2) RETURNING *) {_CHANGED}",
         rule_id,
         ACTIVE_UNACK,
@@ -207,7 +207,7 @@ async def acknowledge(
 ) -> AlertRecord:
     """Acknowledge an alert (an acknowledged one is returned as it is); NotFound."""
     row = await conn.fetchrow(
-        "WITH a AS (UPDATE alerts SET state = CASE WHEN state = $2 THEN $3 ELSE $4 END, "
+        "WITH a AS (UPDATE alerts SET state = CASE WHEN state = $2 THEN $3::smallint ELSE $4::smallint END, "
         "acknowledge_time = now(), acknowledged_by = $5 WHERE alert_id = $1 AND state IN ($2, $6) "
         f"RETURNING *) {_CHANGED}",
         alert_id,
@@ -229,7 +229,7 @@ async def clear_by_hand(
 ) -> AlertRecord:
     """Clear an active alert by hand (a cleared one is returned as it is); NotFound."""
     row = await conn.fetchrow(
-        "WITH a AS (UPDATE alerts SET state = CASE WHEN state = $2 THEN $3 ELSE $4 END, "
+        "WITH a AS (UPDATE alerts SET state = CASE WHEN state = $2 THEN $3::smallint ELSE $4::smallint END, "
         f"clear_time = now(), cleared_by = $5 WHERE alert_id = $1 AND state IN (1, 2) RETURNING *) {_CHANGED}",
         alert_id,
         ACTIVE_UNACK,
