@@ -29,11 +29,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[server,agent,local,dev]'
 	touch $(STAMP)
 
+# Debian packages the tests run for real: Prometheus Alertmanager (tests/support/alertmanager.py).
+# Installed when missing and this is a Debian system where we may (root); otherwise say what to install.
+SYSTEM_STAMP := $(VENV)/.system-packages
+$(SYSTEM_STAMP): | $(STAMP)
+	@command -v prometheus-alertmanager >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager; \
+		else echo "make: the tests need Prometheus Alertmanager: apt-get install prometheus-alertmanager (as root)" >&2; exit 1; fi; }
+	touch $(SYSTEM_STAMP)
+
 $(NODE_STAMP): $(STAMP) $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/npm ci --prefix $(NODE_CLIENT) --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-setup: $(STAMP) $(NODE_STAMP) ## create .venv and install sensormesh with every extra, and the example client's npm packages
+setup: $(STAMP) $(NODE_STAMP) $(SYSTEM_STAMP) ## create .venv and install sensormesh with every extra, the example client's npm packages, and the Debian packages the tests use
 
 proto: $(STAMP) $(NODE_STAMP) ## regenerate gen/ (messages, stubs, .pyi, Envoy descriptor set) and examples/node-client/gen/ from proto/
 	$(PY) tools/protogen.py
@@ -55,10 +65,10 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(STAMP) $(NODE_STAMP) ## run the whole test suite (embedded PostgreSQL, real Envoy, real gRPC, the Node.js example)
+test: $(STAMP) $(NODE_STAMP) $(SYSTEM_STAMP) ## run the whole test suite (embedded PostgreSQL, real Envoy, real gRPC, the Node.js example)
 	$(BIN)/pytest $(PYTEST_TMP) $(PYTEST_ARGS)
 
-test-storage: $(STAMP) $(NODE_STAMP) ## storage tests only; set SENSORMESH_TEST_DATABASE_URL to use a running server
+test-storage: $(STAMP) $(NODE_STAMP) $(SYSTEM_STAMP) ## storage tests only; set SENSORMESH_TEST_DATABASE_URL to use a running server
 	$(BIN)/pytest -m storage $(PYTEST_TMP) $(PYTEST_ARGS)
 
 run: $(STAMP) ## start the local stack; Ctrl-C stops it, data stays in .sensormesh/

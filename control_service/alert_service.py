@@ -53,6 +53,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         self, request: alert_pb2.CreateAlertRuleRequest, context: Context
     ) -> alert_pb2.CreateAlertRuleResponse:
         validate(request)
+        current_caller().require_unscoped("alert rules")
         caller = current_caller()
         async with self._pool.acquire() as conn:
             await check_rule(conn, request.alert_rule)
@@ -64,6 +65,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         self, request: alert_pb2.GetAlertRuleRequest, context: Context
     ) -> alert_pb2.GetAlertRuleResponse:
         validate(request)
+        current_caller().require_unscoped("alert rules")
         async with self._pool.acquire() as conn:
             stored = await alert_rules.get(conn, request.rule_id)
         return alert_pb2.GetAlertRuleResponse(alert_rule=stored.rule)
@@ -72,6 +74,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         self, request: alert_pb2.ListAlertRulesRequest, context: Context
     ) -> alert_pb2.ListAlertRulesResponse:
         validate(request)
+        current_caller().require_unscoped("alert rules")
         after = None
         if request.page_token:
             after = page_tokens.decode(request.page_token, "alert_rules", {}).get("after")
@@ -90,6 +93,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
     async def UpdateAlertRule(
         self, request: alert_pb2.UpdateAlertRuleRequest, context: Context
     ) -> alert_pb2.UpdateAlertRuleResponse:
+        current_caller().require_unscoped("managing alert rules")
         # Only the fields the mask names are the request's: the rule is checked once merged.
         rule_id = request.alert_rule.rule_id
         if len(rule_id) > 63 or RULE_ID.fullmatch(rule_id) is None:
@@ -113,6 +117,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         self, request: alert_pb2.DeleteAlertRuleRequest, context: Context
     ) -> alert_pb2.DeleteAlertRuleResponse:
         validate(request)
+        current_caller().require_unscoped("alert rules")
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await alert_rules.get(conn, request.rule_id)
             cleared = await alerts.clear_rule(

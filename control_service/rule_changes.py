@@ -25,7 +25,7 @@ def merged(
     stored: alert_pb2.AlertRule, request: alert_pb2.UpdateAlertRuleRequest
 ) -> tuple[alert_pb2.AlertRule, bool]:
     """The stored rule with the request's masked fields; and whether what it judges changed."""
-    paths = list(request.update_mask.paths) or list(UPDATABLE[:7])
+    paths = list(request.update_mask.paths) or _set_fields(request.alert_rule)
     bad = [p for p in paths if p not in UPDATABLE]
     if bad:
         raise InvalidArgument(
@@ -59,3 +59,9 @@ def merged(
         != getattr(stored, stored.WhichOneof("condition") or "")
     )
     return rule, restarts
+
+
+def _set_fields(rule: alert_pb2.AlertRule) -> list[str]:
+    """Without a mask, every updatable field the request sets (as UpdateDevice does)."""
+    present = [field.name for field, _ in rule.ListFields() if field.name in UPDATABLE[:6]]
+    return present + (["condition"] if rule.WhichOneof("condition") else [])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from google.api import annotations_pb2
 from google.protobuf.descriptor import Descriptor
-from sensormesh.v1 import access_pb2, audit_pb2, command_pb2, device_pb2, ingest_pb2, query_pb2
+from sensormesh.v1 import access_pb2, alert_pb2, audit_pb2, command_pb2, device_pb2, ingest_pb2, query_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -38,7 +38,7 @@ class Route:
 
 def _routes() -> list[Route]:
     routes = []
-    for module in (access_pb2, audit_pb2, command_pb2, device_pb2, ingest_pb2, query_pb2):
+    for module in (access_pb2, alert_pb2, audit_pb2, command_pb2, device_pb2, ingest_pb2, query_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 rule = method.GetOptions().Extensions[annotations_pb2.http]

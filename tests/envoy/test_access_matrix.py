@@ -29,6 +29,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from sensormesh.v1 import (
     access_pb2,
+    alert_pb2,
     audit_pb2,
     command_delivery_pb2,
     command_pb2,
@@ -40,7 +41,7 @@ from sensormesh.v1 import (
 from sensormesh_core.access.principal import ROLE_ADMIN, ROLE_OPERATOR, ROLE_VIEWER
 from sensormesh_core.access.rules import Rule, rule_of
 from sensormesh_core.device_scope import DeviceScope
-from sensormesh_core.storage import command_offers, commands
+from sensormesh_core.storage import alert_rules, alerts, command_offers, commands
 from sensormesh_core.storage.api_keys import LOCAL_CREATOR, create_key, revoke_key
 from sensormesh_core.storage.registry import create_device
 from tests.envoy.conftest import Stack
@@ -58,6 +59,7 @@ SERVICES = [
         (audit_pb2.DESCRIPTOR, "AuditService"),
         (command_pb2.DESCRIPTOR, "CommandService"),
         (command_delivery_pb2.DESCRIPTOR, "CommandDeliveryService"),
+        (alert_pb2.DESCRIPTOR, "AlertService"),
     )
 ]
 METHODS: dict[str, MethodDescriptor] = {f"{s.full_name}/{m.name}": m for s in SERVICES for m in s.methods}
@@ -73,6 +75,7 @@ DESCRIPTOR_FILES = sorted(
         audit_pb2.DESCRIPTOR,
         command_pb2.DESCRIPTOR,
         command_delivery_pb2.DESCRIPTOR,
+        alert_pb2.DESCRIPTOR,
     )
 )
 HTTP_STATUS = {"OK": 200, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404}
@@ -87,6 +90,7 @@ class Target:
     victim_key: str
     suffix: str
     command_id: int
+    alert_id: int
 
 
 # What each RPC is called with: a valid request naming the case's own device and key.
@@ -147,13 +151,58 @@ REQUESTS: dict[str, Callable[[Target], Message]] = {
         )
     ),
 }
+
+
+def _rule(rule_id: str) -> alert_pb2.AlertRule:
+    rule = alert_pb2.AlertRule(rule_id=rule_id, severity=alert_pb2.ALERT_SEVERITY_MINOR)
+    rule.threshold.quantity = "temperature"
+    rule.threshold.above = 50
+    return rule
+
+
+REQUESTS.update(
+    {
+        "sensormesh.v1.AlertService/CreateAlertRule": lambda t: alert_pb2.CreateAlertRuleRequest(
+            alert_rule=_rule(f"made-{t.suffix}")
+        ),
+        "sensormesh.v1.AlertService/GetAlertRule": lambda t: alert_pb2.GetAlertRuleRequest(
+            rule_id=f"r-{t.suffix}"
+        ),
+        "sensormesh.v1.AlertService/ListAlertRules": lambda t: alert_pb2.ListAlertRulesRequest(),
+        "sensormesh.v1.AlertService/UpdateAlertRule": lambda t: alert_pb2.UpdateAlertRuleRequest(
+            alert_rule=alert_pb2.AlertRule(rule_id=f"r-{t.suffix}", display_name="renamed"),
+            update_mask={"paths": ["display_name"]},
+        ),
+        "sensormesh.v1.AlertService/DeleteAlertRule": lambda t: alert_pb2.DeleteAlertRuleRequest(
+            rule_id=f"r-{t.suffix}"
+        ),
+        "sensormesh.v1.AlertService/ListAlerts": lambda t: alert_pb2.ListAlertsRequest(),
+        "sensormesh.v1.AlertService/GetAlert": lambda t: alert_pb2.GetAlertRequest(alert_id=t.alert_id),
+        "sensormesh.v1.AlertService/AcknowledgeAlert": lambda t: alert_pb2.AcknowledgeAlertRequest(
+            alert_id=t.alert_id
+        ),
+        "sensormesh.v1.AlertService/ClearAlert": lambda t: alert_pb2.ClearAlertRequest(alert_id=t.alert_id),
+        "sensormesh.v1.AlertService/WatchAlerts": lambda t: alert_pb2.WatchAlertsRequest(),
+    }
+)
+# A scoped key gets its part of these, not NOT_FOUND.
+LISTS = {
+    "sensormesh.v1.DeviceService/ListDevices",
+    "sensormesh.v1.AlertService/ListAlerts",
+    "sensormesh.v1.AlertService/WatchAlerts",
+}
+# Fleet-wide resources: a scoped key is refused them (PERMISSION_DENIED), whatever its role.
+UNSCOPED_ONLY = {
+    f"sensormesh.v1.AlertService/{name}"
+    for name in ("CreateAlertRule", "GetAlertRule", "ListAlertRules", "UpdateAlertRule", "DeleteAlertRule")
+}
 # Which process serves each service, for the gRPC half of the matrix.
 SERVED_BY = {
     "sensormesh.v1.IngestService": "ingest",
     "sensormesh.v1.CommandDeliveryService": "ingest",
     "sensormesh.v1.CommandService": "control",
+    "sensormesh.v1.AlertService": "control",
 }
-LISTS = {"sensormesh.v1.DeviceService/ListDevices"}  # a scoped key gets its part, not NOT_FOUND
 
 
 def test_the_matrix_covers_every_rpc_of_the_contract() -> None:
@@ -183,6 +232,8 @@ def expected(rule: Rule, caller: str, method: str) -> str:
         "scoped viewer": ROLE_VIEWER,
     }
     if role[caller] < rule.role:
+        return "PERMISSION_DENIED"
+    if caller == "scoped viewer" and method in UNSCOPED_ONLY:
         return "PERMISSION_DENIED"
     if caller == "scoped viewer" and method not in LISTS:
         return "NOT_FOUND"  # the device exists, but not for this key
@@ -226,6 +277,16 @@ async def target(stack: Stack) -> Target:
         await create_key(conn, f"victim-{suffix}", ROLE_VIEWER, creator=LOCAL_CREATOR)
         # As if its agent had connected: it understands ping, and has one command queued.
         await command_offers.advertise(conn, device_id, [command_delivery_pb2.CommandSpec(name="ping")])
+        await alert_rules.create(conn, _rule(f"r-{suffix}"), "key:matrix")
+        alert, _ = await alerts.raise_alert(
+            conn,
+            alerts.Raise(
+                alerts.SeriesKey(f"r-{suffix}", device_id, "bme280"), "temperature", 3,
+                datetime.now(UTC), datetime.now(UTC), 51.0, 1, "51 above 50",
+            ),
+            alerts.Notice("r", ""),
+            [],
+        )  # fmt: skip
         queued, _ = await commands.insert(
             conn,
             commands.NewCommand(
@@ -240,7 +301,7 @@ async def target(stack: Stack) -> Target:
         )
     finally:
         await conn.close()
-    return Target(device_id, token, f"victim-{suffix}", suffix, queued.command_id)
+    return Target(device_id, token, f"victim-{suffix}", suffix, queued.command_id, alert.alert_id)
 
 
 def _credential(caller: str, target: Target, keys: dict[str, str]) -> str | None:
@@ -364,7 +425,10 @@ async def test_grpc_answers_what_the_rule_says(
 
     want = expected(rule, caller, method)
     assert code == want, details
-    if want == "PERMISSION_DENIED" and not rule.device and caller != "device":
+    if want == "PERMISSION_DENIED" and method in UNSCOPED_ONLY and caller == "scoped viewer":
+        # Says why: the role when it is too low, else that a scoped key cannot.
+        assert rule.needs in details or "not scoped to some devices" in details
+    elif want == "PERMISSION_DENIED" and not rule.device and caller != "device":
         assert rule.needs in details  # names the role the call needs
     if want == "UNAUTHENTICATED" and caller in ("revoked", "expired"):
         assert caller in details  # says which

@@ -35,6 +35,7 @@ SERVING_COMPONENT = {
     "sensormesh.v1.AccessService": "query",
     "sensormesh.v1.AuditService": "query",
     "sensormesh.v1.CommandService": "control",
+    "sensormesh.v1.AlertService": "control",
 }
 
 

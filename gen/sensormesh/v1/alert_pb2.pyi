@@ -798,7 +798,7 @@ class UpdateAlertRuleRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change; empty for every field of the rule."""
+        """The fields to change; empty for every field set in `alert_rule`."""
 
     def __init__(
         self,

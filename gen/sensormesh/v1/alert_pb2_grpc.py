@@ -39,8 +39,9 @@ class AlertServiceStub:
     Prometheus Alertmanager and to signed webhooks.
 
     Reading rules and alerts needs the viewer role; changing rules,
-    acknowledging and clearing, the operator role. A key scoped to some devices
-    sees only their alerts.
+    acknowledging and clearing, the operator role. Rules are the fleet's: a key
+    scoped to some devices can neither read nor change them
+    (PERMISSION_DENIED), and sees only its devices' alerts.
     """
 
     def __init__(self, channel):
@@ -115,8 +116,9 @@ class AlertServiceServicer:
     Prometheus Alertmanager and to signed webhooks.
 
     Reading rules and alerts needs the viewer role; changing rules,
-    acknowledging and clearing, the operator role. A key scoped to some devices
-    sees only their alerts.
+    acknowledging and clearing, the operator role. Rules are the fleet's: a key
+    scoped to some devices can neither read nor change them
+    (PERMISSION_DENIED), and sees only its devices' alerts.
     """
 
     def CreateAlertRule(self, request, context):
@@ -151,8 +153,8 @@ class AlertServiceServicer:
     def UpdateAlertRule(self, request, context):
         """Updates the fields named in `update_mask` (display_name, description,
         severity, disabled, devices, sensors, condition); an empty mask updates
-        every field. A rule whose condition or selection changes starts afresh:
-        its active alerts are cleared.
+        every field set in the request. A rule whose condition or selection
+        changes starts afresh: its active alerts are cleared.
 
         Returns NOT_FOUND if the rule does not exist; INVALID_ARGUMENT as
         CreateAlertRule, or for a path in the mask that cannot be updated.
@@ -299,8 +301,9 @@ class AlertService:
     Prometheus Alertmanager and to signed webhooks.
 
     Reading rules and alerts needs the viewer role; changing rules,
-    acknowledging and clearing, the operator role. A key scoped to some devices
-    sees only their alerts.
+    acknowledging and clearing, the operator role. Rules are the fleet's: a key
+    scoped to some devices can neither read nor change them
+    (PERMISSION_DENIED), and sees only its devices' alerts.
     """
 
     @staticmethod

@@ -40,8 +40,9 @@ class AlertServiceStub:
     Prometheus Alertmanager and to signed webhooks.
 
     Reading rules and alerts needs the viewer role; changing rules,
-    acknowledging and clearing, the operator role. A key scoped to some devices
-    sees only their alerts.
+    acknowledging and clearing, the operator role. Rules are the fleet's: a key
+    scoped to some devices can neither read nor change them
+    (PERMISSION_DENIED), and sees only its devices' alerts.
     """
 
     @_typing.overload
@@ -68,8 +69,8 @@ class AlertServiceStub:
     UpdateAlertRule: _grpc.UnaryUnaryMultiCallable[_alert_pb2.UpdateAlertRuleRequest, _alert_pb2.UpdateAlertRuleResponse]
     """Updates the fields named in `update_mask` (display_name, description,
     severity, disabled, devices, sensors, condition); an empty mask updates
-    every field. A rule whose condition or selection changes starts afresh:
-    its active alerts are cleared.
+    every field set in the request. A rule whose condition or selection
+    changes starts afresh: its active alerts are cleared.
 
     Returns NOT_FOUND if the rule does not exist; INVALID_ARGUMENT as
     CreateAlertRule, or for a path in the mask that cannot be updated.
@@ -129,8 +130,9 @@ class AlertServiceAsyncStub(AlertServiceStub):
     Prometheus Alertmanager and to signed webhooks.
 
     Reading rules and alerts needs the viewer role; changing rules,
-    acknowledging and clearing, the operator role. A key scoped to some devices
-    sees only their alerts.
+    acknowledging and clearing, the operator role. Rules are the fleet's: a key
+    scoped to some devices can neither read nor change them
+    (PERMISSION_DENIED), and sees only its devices' alerts.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -154,8 +156,8 @@ class AlertServiceAsyncStub(AlertServiceStub):
     UpdateAlertRule: _aio.UnaryUnaryMultiCallable[_alert_pb2.UpdateAlertRuleRequest, _alert_pb2.UpdateAlertRuleResponse]  # type: ignore[assignment]
     """Updates the fields named in `update_mask` (display_name, description,
     severity, disabled, devices, sensors, condition); an empty mask updates
-    every field. A rule whose condition or selection changes starts afresh:
-    its active alerts are cleared.
+    every field set in the request. A rule whose condition or selection
+    changes starts afresh: its active alerts are cleared.
 
     Returns NOT_FOUND if the rule does not exist; INVALID_ARGUMENT as
     CreateAlertRule, or for a path in the mask that cannot be updated.
@@ -214,8 +216,9 @@ class AlertServiceServicer(metaclass=_abc_1.ABCMeta):
     Prometheus Alertmanager and to signed webhooks.
 
     Reading rules and alerts needs the viewer role; changing rules,
-    acknowledging and clearing, the operator role. A key scoped to some devices
-    sees only their alerts.
+    acknowledging and clearing, the operator role. Rules are the fleet's: a key
+    scoped to some devices can neither read nor change them
+    (PERMISSION_DENIED), and sees only its devices' alerts.
     """
 
     @_abc_1.abstractmethod
@@ -261,8 +264,8 @@ class AlertServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_alert_pb2.UpdateAlertRuleResponse, _abc.Awaitable[_alert_pb2.UpdateAlertRuleResponse]]:
         """Updates the fields named in `update_mask` (display_name, description,
         severity, disabled, devices, sensors, condition); an empty mask updates
-        every field. A rule whose condition or selection changes starts afresh:
-        its active alerts are cleared.
+        every field set in the request. A rule whose condition or selection
+        changes starts afresh: its active alerts are cleared.
 
         Returns NOT_FOUND if the rule does not exist; INVALID_ARGUMENT as
         CreateAlertRule, or for a path in the mask that cannot be updated.

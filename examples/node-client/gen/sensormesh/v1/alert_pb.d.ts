@@ -703,7 +703,7 @@ export declare type UpdateAlertRuleRequest = Message<"sensormesh.v1.UpdateAlertR
   alertRule?: AlertRule | undefined;
 
   /**
-   * The fields to change; empty for every field of the rule.
+   * The fields to change; empty for every field set in `alert_rule`.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
@@ -1209,8 +1209,9 @@ export declare const AgentConditionKindSchema: GenEnum<AgentConditionKind>;
  * Prometheus Alertmanager and to signed webhooks.
  *
  * Reading rules and alerts needs the viewer role; changing rules,
- * acknowledging and clearing, the operator role. A key scoped to some devices
- * sees only their alerts.
+ * acknowledging and clearing, the operator role. Rules are the fleet's: a key
+ * scoped to some devices can neither read nor change them
+ * (PERMISSION_DENIED), and sees only its devices' alerts.
  *
  * @generated from service sensormesh.v1.AlertService
  */
@@ -1256,8 +1257,8 @@ export declare const AlertService: GenService<{
   /**
    * Updates the fields named in `update_mask` (display_name, description,
    * severity, disabled, devices, sensors, condition); an empty mask updates
-   * every field. A rule whose condition or selection changes starts afresh:
-   * its active alerts are cleared.
+   * every field set in the request. A rule whose condition or selection
+   * changes starts afresh: its active alerts are cleared.
    *
    * Returns NOT_FOUND if the rule does not exist; INVALID_ARGUMENT as
    * CreateAlertRule, or for a path in the mask that cannot be updated.

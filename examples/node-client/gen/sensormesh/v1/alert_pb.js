@@ -288,8 +288,9 @@ export const AgentConditionKind = /*@__PURE__*/
  * Prometheus Alertmanager and to signed webhooks.
  *
  * Reading rules and alerts needs the viewer role; changing rules,
- * acknowledging and clearing, the operator role. A key scoped to some devices
- * sees only their alerts.
+ * acknowledging and clearing, the operator role. Rules are the fleet's: a key
+ * scoped to some devices can neither read nor change them
+ * (PERMISSION_DENIED), and sees only its devices' alerts.
  *
  * @generated from service sensormesh.v1.AlertService
  */
