@@ -13,20 +13,18 @@ its owner can read). Bootstrap, before any admin key exists: `create
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sensormesh_cli import durations
 from sensormesh_cli.client import ClientSettings, client_arguments
 from sensormesh_core.access.principal import ROLES_BY_NAME
 
 if TYPE_CHECKING:
     from sensormesh.v1 import access_pb2, access_pb2_grpc
 
-_SHORT_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 TIMEOUT_S = 30.0
 
 
@@ -57,16 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_duration(text: str) -> timedelta:
-    """`90d`, `12h`, `30m`, `45s`, `2w`, or an ISO 8601 duration (`P90D`, `PT12H`)."""
-    from pydantic import TypeAdapter, ValidationError
-
-    short = _SHORT_DURATION.match(text.strip())
-    if short:
-        return timedelta(**{_UNITS[short.group(2)]: int(short.group(1))})
-    try:
-        return TypeAdapter(timedelta).validate_python(text.strip())
-    except ValidationError:
-        raise ValueError(f"--expires {text!r}: expected e.g. 90d, 12h, 30m or P90D") from None
+    """`--expires`: see sensormesh_cli.durations."""
+    return durations.parse_duration(text, "--expires")
 
 
 def _api_key(args: argparse.Namespace) -> access_pb2.ApiKey:

@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sensormesh_cli.commands_command",
         "commands to devices: send (and --wait for the result), list, show, cancel, watch",
     ),
+    "alerts": (
+        "sensormesh_cli.alerts_command",
+        "alerts and alert rules: list, show, ack, clear, watch; rules create, list, show, delete",
+    ),
     "audit": ("sensormesh_cli.audit_command", "the audit log: who changed what, when, with what outcome"),
     "bench": ("sensormesh_bench.command", "measure throughput and latency against their targets"),
     "ingest": ("ingest_service.command", "run the device-facing ingest service (gRPC)"),
