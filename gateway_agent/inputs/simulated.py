@@ -27,6 +27,8 @@ Sample config:
       # seed = 1
       ## Time between reads; default 10ms for imu, 1s for environment and generic, 10s for system.
       # interval = "10ms"
+      ## environment only: every this long the temperature jumps 6 °C for 5 s; unset: never.
+      # excursion_every = "45s"
       ## generic only: the measurement's name and unit.
       # measurement = "soil_moisture"
       # unit = "%"
@@ -49,6 +51,7 @@ from gateway_agent.readings import Reading, environment, imu, measurement, now_n
 Kind = Literal["imu", "environment", "system", "generic"]
 GRAVITY = 9.80665
 DAY_S = 86400.0
+EXCURSION_C, EXCURSION_S = 6.0, 5.0  # how far and how long an environment excursion goes
 DEFAULT_INTERVAL = {
     "imu": timedelta(milliseconds=10),
     "environment": timedelta(seconds=1),
@@ -64,6 +67,13 @@ class Settings(InputSettings):
     sensor: str | None = Field(default=None, description='Sensor name; default "sim-<kind>".')
     seed: int = 1
     interval: Duration | None = None  # type: ignore[assignment]  # None: the kind's default
+    excursion_every: Duration | None = Field(
+        default=None,
+        description=(
+            "environment only: every this long, the temperature jumps 6 °C for 5 s (a door left open, a "
+            "heater stuck), something for an alert rule to catch; unset: never."
+        ),
+    )
     measurement: str = Field(default="soil_moisture", pattern=r"^[a-z][a-z0-9_.-]*$", max_length=64)
     unit: str = Field(default="%", max_length=32)
 
@@ -121,10 +131,16 @@ class Simulated:
         self._walk = max(-1.0, min(1.0, self._walk + self._rng.gauss(0, 0.01)))
         hour = (t % DAY_S) / 3600.0
         temperature = 18.0 + 6.0 * math.sin(2 * math.pi * (hour - 9.0) / 24.0) + self._walk
-        temperature += self._rng.gauss(0, 0.05)
+        temperature += self._rng.gauss(0, 0.05) + self._excursion(t)
         humidity = min(95.0, max(5.0, 55.0 - 2.0 * (temperature - 18.0) + self._rng.gauss(0, 0.3)))
         pressure = 1013.25 + 4.0 * math.sin(2 * math.pi * t / (3.3 * DAY_S)) + 2.0 * self._walk
         return environment(self.sensor, t_ns, temperature, humidity, pressure + self._rng.gauss(0, 0.02))
+
+    def _excursion(self, t: float) -> float:
+        every = self.settings.excursion_every
+        if every is None or t % every.total_seconds() >= EXCURSION_S:
+            return 0.0
+        return EXCURSION_C
 
     def _system(self, t_ns: int) -> Reading:
         t = t_ns / 1e9

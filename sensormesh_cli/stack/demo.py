@@ -26,13 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from sensormesh.v1 import device_pb2, device_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+from sensormesh.v1 import alert_pb2, alert_pb2_grpc, device_pb2, device_pb2_grpc, ingest_pb2, ingest_pb2_grpc
 
 from sensormesh_core.tokens import write_token_file
 
 log = logging.getLogger(__name__)
 
 LABELS = {"origin": "sensormesh-up", "simulated": "true"}
+DEMO_RULE_ID = "greenhouse-heat-spike"
+WATCHED_GATEWAY = "greenhouse-pi"
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,14 @@ DEMO_DEVICES = (
         device_pb2.DEVICE_TYPE_GATEWAY,
         {
             "simulated": [
-                {"kind": "environment", "sensor": "sim-environment", "interval": "1s", "seed": 11},
+                # Every 45 s a 6 °C heat spike: what the demo alert rule catches.
+                {
+                    "kind": "environment",
+                    "sensor": "sim-environment",
+                    "interval": "1s",
+                    "seed": 11,
+                    "excursion_every": "45s",
+                },
                 {"kind": "system", "sensor": "sim-system", "interval": "10s", "seed": 12},
             ]
         },
@@ -209,3 +218,35 @@ def _toml_value(value: object) -> str:
     if isinstance(value, int | float):
         return str(value)
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def demo_rule() -> alert_pb2.AlertRule:
+    """The alert rule `sensormesh up` adds: the greenhouse's heat spikes (its simulated
+    environment sensor jumps 6 °C every 45 s), so a new user sees an alert within a minute."""
+    rule = alert_pb2.AlertRule(
+        rule_id=DEMO_RULE_ID,
+        display_name="Greenhouse heat spike",
+        description=(
+            "The greenhouse warmed by more than 4 °C within 10 s (sensormesh up's simulation does this every "
+            "45 s). In a real greenhouse: check the vents and the heater."
+        ),
+        severity=alert_pb2.ALERT_SEVERITY_WARNING,
+    )
+    rule.devices.device_ids.append(WATCHED_GATEWAY)
+    rule.rate_of_change.quantity = "temperature"
+    rule.rate_of_change.window.FromSeconds(10)
+    rule.rate_of_change.max_change = 4.0
+    rule.rate_of_change.direction = alert_pb2.CHANGE_DIRECTION_RISE
+    return rule
+
+
+def ensure_demo_rule(alerts: alert_pb2_grpc.AlertServiceStub) -> str:
+    """Create the demo rule unless it exists (an operator may have changed it: kept as it is)."""
+    try:
+        alerts.GetAlertRule(alert_pb2.GetAlertRuleRequest(rule_id=DEMO_RULE_ID), timeout=10)
+        return "kept"
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+    alerts.CreateAlertRule(alert_pb2.CreateAlertRuleRequest(alert_rule=demo_rule()), timeout=10)
+    return "created"

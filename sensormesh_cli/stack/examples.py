@@ -116,6 +116,10 @@ def rest_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
             f"{curl} -s {key} {base}/v1/devices/{WATCHED}/commands",
         ),
         Example(
+            "alerts, newest first (the demo rule raises one on the greenhouse's heat spikes within a minute)",
+            f"{curl} -s {key} '{base}/v1/alerts?states=ALERT_STATE_ACTIVE_UNACK&states=ALERT_STATE_CLEARED_UNACK'",
+        ),
+        Example(
             f"write a reading as {DIRECT}, a direct device, with its token",
             f'{curl} -s -H "authorization: Bearer $(cat {token})" '
             f"-d '{reading}' {base}/v1/devices/{DIRECT}/readings:write",
@@ -164,6 +168,7 @@ def cli_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
             "ping the greenhouse agent and wait for its answer",
             f"{sensormesh} commands send {WATCHED} ping --wait{server}",
         ),
+        Example("alerts (acknowledge one: alerts ack ID)", f"{sensormesh} alerts list{server}"),
         Example("operator API keys", f"{sensormesh} keys list{server}"),
         Example("who changed what", f"{sensormesh} audit{server}"),
     ]

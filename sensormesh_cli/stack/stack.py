@@ -123,6 +123,7 @@ class LocalStack:
         self._start_envoy()
         if o.simulate:
             self._register_devices()
+            self._demo_alert_rule()
             self._start_devices()
             self._wait_first_readings()
 
@@ -212,6 +213,18 @@ class LocalStack:
         for token in self.running.tokens:
             if not token.usable:
                 self.status.warn(token.problem())
+
+    def _demo_alert_rule(self) -> None:
+        with (
+            self.status.step("demo alert rule (AlertService)") as details,
+            with_key(
+                self.transport.channel(reachable(self.options.endpoints.control)), self._key()
+            ) as control,
+        ):
+            from sensormesh.v1 import alert_pb2_grpc
+
+            state = demo.ensure_demo_rule(alert_pb2_grpc.AlertServiceStub(control))
+            details.append(f"{demo.DEMO_RULE_ID} ({state}): a heat spike on {demo.WATCHED_GATEWAY}")
 
     def _start_devices(self) -> None:
         o = self.options

@@ -111,6 +111,7 @@ def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
     status = next(c for c in listed_commands if c["commandId"] == sent["commandId"])
     assert status["state"] == "COMMAND_STATE_SUCCEEDED" and "buffer" in status["result"], status
     _first_output(_pick(commands, "curl", "readings:watch"), cwd, '"sim-environment"')
+    _check_demo_alert(commands, cwd)
     assert '"values"' in _run(_pick(commands, "buf curl", "--schema"), cwd)
     assert "sensormesh.v1.QueryService/WatchReadings" in _run(_pick(commands, "--list-methods"), cwd)
     assert "soil-node" in _run(_pick(commands, "buf curl", "ListDevices"), cwd)
@@ -120,6 +121,26 @@ def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
     assert "local-admin" in keys and "dashboard" in keys
     assert "AccessService/CreateApiKey" in _run(_pick(commands, "sensormesh audit"), cwd)
     _first_output(_pick(commands, "watch greenhouse-pi"), cwd, "temperature=")
+
+
+def _check_demo_alert(commands: list[str], cwd: Path) -> None:
+    """Within a minute the demo rule raises an alert on the simulated heat spikes; it is
+    acknowledged through REST, as the README shows."""
+    listed: list[dict[str, object]] = []
+    deadline = time.monotonic() + 70
+    while not listed and time.monotonic() < deadline:
+        listed = json.loads(_run(_pick(commands, "curl", "/v1/alerts?"), cwd)).get("alerts", [])
+        if not listed:
+            time.sleep(1)
+    assert listed, "no alert within a minute"
+    alert = listed[0]
+    assert alert["ruleId"] == "greenhouse-heat-spike" and alert["deviceId"] == "greenhouse-pi"
+    cli = _run(_pick(commands, "alerts list"), cwd)
+    assert "greenhouse-heat-spike" in cli and "warning" in cli
+    key = _pick(commands, "curl", "/v1/devices/greenhouse-pi/commands", " -d ").split(" -d ")[0]  # curl -s -H "..."
+    base = _pick(commands, "curl", "/v1/alerts?").split("'")[1].split("/v1/")[0]
+    acked = json.loads(_run(f"{key} -d '{{}}' {base}/v1/alerts/{alert['alertId']}:acknowledge", cwd))["alert"]
+    assert acked["state"] in ("ALERT_STATE_ACTIVE_ACK", "ALERT_STATE_CLEARED_ACK")
 
 
 def test_up_serves_the_printed_commands_stops_cleanly_and_resumes_with_its_data(tmp_path: Path) -> None:
