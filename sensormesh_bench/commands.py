@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ from sensormesh.v1 import command_pb2, command_pb2_grpc
 
 from sensormesh_bench import workload
 from sensormesh_bench.commands_load import LoadJob, run_load
+from sensormesh_bench.services import ServiceProcess, services
 from sensormesh_bench.targets import Target
 from sensormesh_cli.bearer import aio_interceptors
 from sensormesh_core.storage import migrate
@@ -84,7 +83,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             url = await asyncio.to_thread(embedded.url, "sensormesh_bench")
             await asyncio.to_thread(migrate.upgrade, url)
         try:
-            async with _services(url, Path(tmp)) as (ingest, control):
+            async with services(url, Path(tmp)) as (ingest, control):
                 key = await _admin_key(url)
                 figures = await _pings(args, url, ingest, control, key, Path(tmp))
                 figures |= await _offline(args, url, ingest, control, key, Path(tmp))
@@ -92,63 +91,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
-
-
-class _Service:
-    """`sensormesh <name>` in a child process on a free port; its log in a file."""
-
-    def __init__(self, name: str, url: str, folder: Path) -> None:
-        self.name = name
-        self.log = folder / f"{name}.log"
-        self._env = {
-            **os.environ,
-            "SENSORMESH_DATABASE_URL": url,
-            f"SENSORMESH_{name.upper()}_LISTEN": "127.0.0.1:0",
-        }
-        self.process: asyncio.subprocess.Process | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        with self.log.open("wb") as out:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sensormesh_cli", self.name, env=self._env, stderr=out
-            )
-        await self._find_port()
-
-    async def _find_port(self) -> None:
-        import re
-
-        pattern = re.compile(r"event=\w+_(?:serving|listening) .*port=(\d+)")
-        async with asyncio.timeout(60):
-            while not self.port:
-                assert self.process is not None
-                if self.process.returncode is not None:
-                    raise RuntimeError(f"sensormesh {self.name} exited:\n{self.log.read_text()[-2000:]}")
-                match = pattern.search(self.log.read_text(errors="replace"))
-                if match:
-                    self.port = int(match.group(1))
-                await asyncio.sleep(0.05)
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            await self.process.wait()
-
-
-@contextlib.asynccontextmanager
-async def _services(url: str, folder: Path) -> AsyncIterator[tuple[_Service, _Service]]:
-    ingest, control = _Service("ingest", url, folder), _Service("control", url, folder)
-    try:
-        await ingest.start()
-        await control.start()
-        yield ingest, control
-    finally:
-        await control.stop()
-        await ingest.stop()
 
 
 async def _admin_key(url: str) -> str:
@@ -176,7 +118,12 @@ async def _devices(url: str, prefix: str, count: int) -> list[tuple[str, str]]:
 
 
 async def _pings(
-    args: argparse.Namespace, url: str, ingest: _Service, control: _Service, key: str, folder: Path
+    args: argparse.Namespace,
+    url: str,
+    ingest: ServiceProcess,
+    control: ServiceProcess,
+    key: str,
+    folder: Path,
 ) -> dict[str, Any]:
     ((device_id, token),) = await _devices(url, "bench-pinger", 1)
     config = folder / "pinger.toml"
@@ -251,7 +198,7 @@ async def _ping(stub: command_pb2_grpc.CommandServiceStub, device_id: str) -> fl
     raise RuntimeError("the watch ended before the ping finished")
 
 
-async def _start_load(args: argparse.Namespace, url: str, ingest: _Service) -> tuple[Any, Any]:
+async def _start_load(args: argparse.Namespace, url: str, ingest: ServiceProcess) -> tuple[Any, Any]:
     devices = await _devices(url, "bench-load", args.load_devices)
     fleet = workload.fleet(300, time.time() - 420, 500)
     samples_per_batch = fleet.samples / len(fleet.batches)
@@ -281,7 +228,12 @@ async def _stop_load(load: tuple[Any, Any]) -> float:
 
 
 async def _offline(
-    args: argparse.Namespace, url: str, ingest: _Service, control: _Service, key: str, folder: Path
+    args: argparse.Namespace,
+    url: str,
+    ingest: ServiceProcess,
+    control: ServiceProcess,
+    key: str,
+    folder: Path,
 ) -> dict[str, Any]:
     from sensormesh_bench.commands_agents import advertise, connect_all
 

@@ -41,7 +41,8 @@ from sensormesh_core.storage.live_signal import CommitSignal
 
 log = logging.getLogger(__name__)
 
-FUTURE = timedelta(days=1)  # the upper end of a resync's time range, past any device clock's skew
+FUTURE = timedelta(days=1)
+CONCURRENT_DEVICES = 4  # devices judged at once (each holds a pooled connection meanwhile)  # the upper end of a resync's time range, past any device clock's skew
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Evaluator:
         self._wake = asyncio.Event()
         self._reload = True
         self._epoch = 0
+        self._concurrency = asyncio.Semaphore(CONCURRENT_DEVICES)
         self.judged = 0  # readings judged (all rules), for tests and the benchmark
         self.last_judged = 0.0  # when the last batch was judged (monotonic)
 
@@ -168,13 +170,18 @@ class Evaluator:
             if self._reload:
                 await self._load_rules()
             batch, self._pending = self._pending, {}
-            for device_id, pending in batch.items():
-                try:
-                    await self._judge(device_id, pending)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    # Not judged: it waits in the cursor; the next signal (or resync) takes it up.
-                    log.warning("event=alert_evaluation_failed device_id=%s error=%r", device_id, exc)
+            # Devices are independent (each its own cursor and rows): judge a few at once, so one
+            # busy device's database reads do not hold up the others'.
+            await asyncio.gather(*(self._judge_safely(d, p) for d, p in batch.items()))
             self.last_judged = time.monotonic()
+
+    async def _judge_safely(self, device_id: str, pending: _Pending) -> None:
+        async with self._concurrency:
+            try:
+                await self._judge(device_id, pending)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # Not judged: it waits in the cursor; the next signal (or resync) takes it up.
+                log.warning("event=alert_evaluation_failed device_id=%s error=%r", device_id, exc)
 
     async def _judge(self, device_id: str, pending: _Pending) -> None:
         tally = Tally()
@@ -228,21 +235,23 @@ class Evaluator:
         states = await _states(conn, window.device_id, [r.rule_id for r in series_rules])
         changed: dict[tuple[str, str], dict[str, Any]] = {}
         newest = 0.0
-        for quantity in sorted({r.quantity for r in series_rules}):
+        quantities = sorted({r.quantity for r in series_rules})
+        everything = any(not r.sensors for r in series_rules)
+        sensors = [] if everything else sorted(set().union(*(r.sensors for r in series_rules)))
+        found = await alert_inputs.values(conn, window, quantities, sensors) if quantities else {}
+        for quantity, all_series in found.items():
             on_quantity = [r for r in series_rules if r.quantity == quantity]
-            sensors = set().union(*(r.sensors for r in on_quantity))
-            everything = any(not r.sensors for r in on_quantity)
-            found = await alert_inputs.values(conn, window, quantity, [] if everything else sorted(sensors))
-            for series in found:
+            for series in all_series:
                 newest = max(newest, float(series.times[-1]))
                 self.judged += len(series.values) * len(on_quantity)
                 for rule in on_quantity:
                     if not rule.watches(series.sensor):
                         continue
                     assert rule.condition is not None
-                    state = states.get((rule.rule_id, series.sensor), {})
-                    outcome, state = rule.condition.evaluate(series.times, series.values, state)
-                    changed[(rule.rule_id, series.sensor)] = state
+                    before = states.get((rule.rule_id, series.sensor), {})
+                    outcome, state = rule.condition.evaluate(series.times, series.values, before)
+                    if state != before:  # an idle threshold's state rarely changes: no write
+                        changed[(rule.rule_id, series.sensor)] = state
                     key = SeriesKey(rule.rule_id, window.device_id, series.sensor)
                     await apply(conn, rule, key, outcome.events, self._receivers, tally)
         await agent_rules.judge(

@@ -45,28 +45,68 @@ def is_typed(quantity: str) -> bool:
 
 
 async def values(
-    conn: asyncpg.Connection, window: Window, quantity: str, sensors: Sequence[str]
-) -> list[SeriesValues]:
-    """The window's values of `quantity` (typed, or a measurement's name), per sensor (only
-    `sensors`, when given), each in sequence order."""
-    if quantity in TYPED_QUANTITIES:
-        table, column = TYPED_QUANTITIES[quantity]
-        sql = (
-            f"SELECT s.name, extract(epoch FROM r.time)::float8 AS t, r.{column.name}::float8 AS v "
-            f"FROM {table.table} r JOIN sensors s ON s.sensor_id = r.sensor_id WHERE s.device_id = $1 "
-            f"AND r.time BETWEEN $2 AND $3 AND r.sequence > $4 AND r.sequence <= $5 AND r.{column.name} IS NOT NULL "
-            "AND (cardinality($6::text[]) = 0 OR s.name = ANY($6::text[])) ORDER BY r.sequence"
-        )
-        rows = await conn.fetch(sql, *_arguments(window, sensors))
-    else:
-        sql = (
-            f"SELECT s.name, extract(epoch FROM m.time)::float8 AS t, m.value::float8 AS v FROM {MEASUREMENTS_TABLE} m "
-            "JOIN series se ON se.series_id = m.series_id JOIN sensors s ON s.sensor_id = se.sensor_id "
-            "WHERE s.device_id = $1 AND m.time BETWEEN $2 AND $3 AND m.sequence > $4 AND m.sequence <= $5 "
-            "AND se.quantity = $7 AND (cardinality($6::text[]) = 0 OR s.name = ANY($6::text[])) ORDER BY m.sequence"
-        )
-        rows = await conn.fetch(sql, *_arguments(window, sensors), quantity)
-    return _by_sensor(rows)
+    conn: asyncpg.Connection, window: Window, quantities: Sequence[str], sensors: Sequence[str]
+) -> dict[str, list[SeriesValues]]:
+    """The window's values of `quantities` (typed, or measurements' names), per quantity and
+    sensor (only `sensors`, when given), each in sequence order. A typed table is read once
+    for all its quantities the rules watch."""
+    found: dict[str, list[SeriesValues]] = {}
+    by_table: dict[str, list[str]] = {}
+    measured = []
+    for quantity in quantities:
+        if quantity in TYPED_QUANTITIES:
+            by_table.setdefault(TYPED_QUANTITIES[quantity][0].table, []).append(quantity)
+        else:
+            measured.append(quantity)
+    for table, columns in by_table.items():
+        found |= await _typed(conn, window, table, columns, sensors)
+    if measured:
+        found |= await _measured(conn, window, measured, sensors)
+    return found
+
+
+async def _typed(
+    conn: asyncpg.Connection, window: Window, table: str, columns: Sequence[str], sensors: Sequence[str]
+) -> dict[str, list[SeriesValues]]:
+    selected = ", ".join(f"r.{c}::float8" for c in columns)
+    rows = await conn.fetch(
+        f"SELECT s.name, extract(epoch FROM r.time)::float8, {selected} FROM {table} r "
+        "JOIN sensors s ON s.sensor_id = r.sensor_id WHERE s.device_id = $1 "
+        "AND r.time BETWEEN $2 AND $3 AND r.sequence > $4 AND r.sequence <= $5 "
+        "AND (cardinality($6::text[]) = 0 OR s.name = ANY($6::text[])) ORDER BY r.sequence",
+        *_arguments(window, sensors),
+    )
+    if not rows:
+        return {}
+    names = [row[0] for row in rows]
+    matrix = np.array([tuple(row)[1:] for row in rows], dtype=np.float64)  # NULL -> nan
+    found = {}
+    for position, column in enumerate(columns):
+        present = ~np.isnan(matrix[:, position + 1])
+        found[column] = _by_sensor(names, matrix[:, 0], matrix[:, position + 1], present)
+    return found
+
+
+async def _measured(
+    conn: asyncpg.Connection, window: Window, names: Sequence[str], sensors: Sequence[str]
+) -> dict[str, list[SeriesValues]]:
+    rows = await conn.fetch(
+        f"SELECT se.quantity, s.name, extract(epoch FROM m.time)::float8, m.value::float8 FROM {MEASUREMENTS_TABLE} m "
+        "JOIN series se ON se.series_id = m.series_id JOIN sensors s ON s.sensor_id = se.sensor_id "
+        "WHERE s.device_id = $1 AND m.time BETWEEN $2 AND $3 AND m.sequence > $4 AND m.sequence <= $5 "
+        "AND (cardinality($6::text[]) = 0 OR s.name = ANY($6::text[])) AND se.quantity = ANY($7::text[]) "
+        "ORDER BY m.sequence",
+        *_arguments(window, sensors),
+        list(names),
+    )
+    found: dict[str, list[SeriesValues]] = {}
+    for name in names:
+        mine = [row for row in rows if row[0] == name]
+        if mine:
+            times = np.fromiter((row[2] for row in mine), dtype=np.float64, count=len(mine))
+            vals = np.fromiter((row[3] for row in mine), dtype=np.float64, count=len(mine))
+            found[name] = _by_sensor([row[1] for row in mine], times, vals, np.ones(len(mine), dtype=bool))
+    return found
 
 
 def _arguments(window: Window, sensors: Sequence[str]) -> tuple[object, ...]:
@@ -80,16 +120,16 @@ def _arguments(window: Window, sensors: Sequence[str]) -> tuple[object, ...]:
     )
 
 
-def _by_sensor(rows: list[asyncpg.Record]) -> list[SeriesValues]:
-    if not rows:
-        return []
-    names = [row[0] for row in rows]
-    times = np.fromiter((row[1] for row in rows), dtype=np.float64, count=len(rows))
-    vals = np.fromiter((row[2] for row in rows), dtype=np.float64, count=len(rows))
-    found: dict[str, list[int]] = {}
-    for index, name in enumerate(names):
-        found.setdefault(name, []).append(index)
-    return [SeriesValues(name, times[np.asarray(idx)], vals[np.asarray(idx)]) for name, idx in found.items()]
+def _by_sensor(
+    names: list[str], times: NDArray[np.float64], vals: NDArray[np.float64], present: NDArray[np.bool_]
+) -> list[SeriesValues]:
+    """Split the rows where `present` by sensor, keeping their order."""
+    positions: dict[str, list[int]] = {}
+    for index in np.flatnonzero(present):
+        positions.setdefault(names[index], []).append(int(index))
+    return [
+        SeriesValues(name, times[np.asarray(idx)], vals[np.asarray(idx)]) for name, idx in positions.items()
+    ]
 
 
 async def known_measurement(conn: asyncpg.Connection, quantity: str) -> bool:
