@@ -137,7 +137,9 @@ def _check_demo_alert(commands: list[str], cwd: Path) -> None:
     assert alert["ruleId"] == "greenhouse-heat-spike" and alert["deviceId"] == "greenhouse-pi"
     cli = _run(_pick(commands, "alerts list"), cwd)
     assert "greenhouse-heat-spike" in cli and "warning" in cli
-    key = _pick(commands, "curl", "/v1/devices/greenhouse-pi/commands", " -d ").split(" -d ")[0]  # curl -s -H "..."
+    key = _pick(commands, "curl", "/v1/devices/greenhouse-pi/commands", " -d ").split(" -d ")[
+        0
+    ]  # curl -s -H "..."
     base = _pick(commands, "curl", "/v1/alerts?").split("'")[1].split("/v1/")[0]
     acked = json.loads(_run(f"{key} -d '{{}}' {base}/v1/alerts/{alert['alertId']}:acknowledge", cwd))["alert"]
     assert acked["state"] in ("ALERT_STATE_ACTIVE_ACK", "ALERT_STATE_CLEARED_ACK")
