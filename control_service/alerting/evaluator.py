@@ -42,6 +42,7 @@ from sensormesh_core.storage.live_signal import CommitSignal
 log = logging.getLogger(__name__)
 
 FUTURE = timedelta(days=1)
+LABELS_TTL = 10.0  # a device's new labels select it for rules within this (seconds)
 CONCURRENT_DEVICES = 4  # devices judged at once (each holds a pooled connection meanwhile)  # the upper end of a resync's time range, past any device clock's skew
 
 
@@ -81,6 +82,7 @@ class Evaluator:
         self._reload = True
         self._epoch = 0
         self._concurrency = asyncio.Semaphore(CONCURRENT_DEVICES)
+        self._labels: dict[str, tuple[float, dict[str, str] | None]] = {}
         self.judged = 0  # readings judged (all rules), for tests and the benchmark
         self.last_judged = 0.0  # when the last batch was judged (monotonic)
 
@@ -184,16 +186,15 @@ class Evaluator:
                 log.warning("event=alert_evaluation_failed device_id=%s error=%r", device_id, exc)
 
     async def _judge(self, device_id: str, pending: _Pending) -> None:
+        labels = await self._labels_of(device_id)
+        if labels is None:
+            return  # deleted: its alerts and cursor went with it
+        rules = [r for r in self._rules if r.kind is not Kind.NO_DATA and r.selects(device_id, labels)]
+        if not rules:
+            return  # nothing to judge: no transaction (a rule that selects it later starts from then)
         tally = Tally()
         async with self._pool.acquire() as conn, conn.transaction():
             await check_epoch(conn, self._epoch)
-            labels = await conn.fetchval("SELECT labels FROM devices WHERE device_id = $1", device_id)
-            if labels is None:
-                return  # deleted: its alerts and cursor went with it
-            device_labels = json.loads(labels) if isinstance(labels, str) else dict(labels)
-            rules = [
-                r for r in self._rules if r.kind is not Kind.NO_DATA and r.selects(device_id, device_labels)
-            ]
             cursor = await conn.fetchrow(
                 "SELECT sequence, sample_time FROM alert_cursors WHERE device_id = $1 FOR UPDATE", device_id
             )
@@ -207,11 +208,13 @@ class Evaluator:
             if pending.last_sequence <= after:
                 return
             newest = cursor["sample_time"] if cursor else None
-            if rules and pending.first_time is not None and pending.last_time is not None:
-                window = Window(
-                    device_id, after, pending.last_sequence, pending.first_time, pending.last_time
-                )
-                newest = await self._judge_window(conn, window, rules, tally) or newest
+            # A batch without readings (statuses, thinning reports) has no time range: its agent
+            # conditions are still judged; the readings' queries then find nothing.
+            now = datetime.now(UTC)
+            window = Window(
+                device_id, after, pending.last_sequence, pending.first_time or now, pending.last_time or now
+            )
+            newest = await self._judge_window(conn, window, rules, tally) or newest
             await conn.execute(
                 "UPDATE alert_cursors SET sequence = $2, sample_time = coalesce($3, sample_time) WHERE device_id = $1",
                 device_id,
@@ -226,6 +229,17 @@ class Evaluator:
                 tally.cleared,
                 pending.last_sequence,
             )
+
+    async def _labels_of(self, device_id: str) -> dict[str, str] | None:
+        """The device's labels (None if it was deleted), looked up at most every LABELS_TTL seconds."""
+        known = self._labels.get(device_id)
+        if known is not None and time.monotonic() - known[0] < LABELS_TTL:
+            return known[1]
+        async with self._pool.acquire() as conn:
+            value = await conn.fetchval("SELECT labels FROM devices WHERE device_id = $1", device_id)
+        labels = None if value is None else _json(value)
+        self._labels[device_id] = (time.monotonic(), labels)
+        return labels
 
     async def _judge_window(
         self, conn: asyncpg.Connection, window: Window, rules: list[CompiledRule], tally: Tally
@@ -287,4 +301,5 @@ async def _save_states(
 
 
 def _json(value: Any) -> dict[str, Any]:
+    """A jsonb value as asyncpg returns it (text, unless a codec is set)."""
     return dict(json.loads(value) if isinstance(value, str) else value)
