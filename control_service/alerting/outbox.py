@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 
 from control_service.alerting.receivers import Alertmanager, DeliveryFailed, Receiver
-from sensormesh_core.storage import alerts
+from sensormesh_core.storage import alert_rules, alerts
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +156,18 @@ class Outbox:
             return
         async with self._pool.acquire() as conn:
             active = await alerts.active(conn)
+            rules = {s.rule_id: s.rule for s in await alert_rules.all_rules(conn)} if active else {}
         if not active:
             return
-        payloads = [{"event": "firing", "alert": alerts.alert_json(a)} for a in active]
+        payloads = [
+            {
+                "event": "firing",
+                "alert": alerts.alert_json(a),
+                "rule_name": rules[a.rule_id].display_name if a.rule_id in rules else a.rule_id,
+                "rule_description": rules[a.rule_id].description if a.rule_id in rules else "",
+            }
+            for a in active
+        ]
         for manager in managers:
             try:
                 await manager.deliver(client, payloads)
