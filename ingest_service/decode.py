@@ -81,11 +81,7 @@ def decode_fast(
     imu_latest, env_latest = out.latest[IMU.table], out.latest[ENVIRONMENT.table]
     sys_latest, meas_latest = out.latest[SYSTEM.table], out.latest[MEASUREMENTS_TABLE]
     imu_ids, env_ids, sys_ids = device.typed["imu"], device.typed["environment"], device.typed["system"]
-    link_rows, link_latest, link_ids = (
-        out.rows[LINK_HEALTH.table],
-        out.latest[LINK_HEALTH.table],
-        device.typed[LINK_HEALTH.payload],
-    )
+    link_rows, link_ids = out.rows[LINK_HEALTH.table], device.typed[LINK_HEALTH.payload]
     series_ids = device.measurements
     (ax_lo, ax_hi), (ay_lo, ay_hi), (az_lo, az_hi), (gx_lo, gx_hi), (gy_lo, gy_hi), (gz_lo, gz_hi) = (
         (r.lo, r.hi) for r in rules.imu
@@ -221,11 +217,9 @@ def decode_fast(
             ):
                 flag(index)
                 continue
-            row = (time, sequence, sensor_id, level, volts, dbm, quality)
-            link_rows.append(row)
-            newest = link_latest.get(sensor_id)
-            if newest is None or time >= newest[0]:
-                link_latest[sensor_id] = row
+            # Its latest values are taken per quantity from the rows (prepare.py): a reading
+            # often carries some of them only (a BLE RSSI without the battery).
+            link_rows.append((time, sequence, sensor_id, level, volts, dbm, quality))
         else:  # no payload, or one this service's contracts do not know
             flag(index)
     return previous
