@@ -146,6 +146,16 @@ def _reading(**payload: object) -> reading_pb2.Reading:
             "environment.relative_humidity_percent",
         ),
         (_reading(system=reading_pb2.SystemPayload()), "system"),
+        (_reading(link_health=reading_pb2.LinkHealthPayload()), "link_health"),
+        (
+            _reading(link_health=reading_pb2.LinkHealthPayload(battery_level_percent=101)),
+            "link_health.battery_level_percent",
+        ),
+        (
+            _reading(link_health=reading_pb2.LinkHealthPayload(signal_strength_dbm=127)),
+            "link_health.signal_strength_dbm",
+        ),
+        (_reading(measurement=reading_pb2.Measurement(name="battery_level", value=1)), "measurement.name"),
         (_reading(measurement=reading_pb2.Measurement(name="temperature", value=1)), "measurement.name"),
         (_reading(measurement=reading_pb2.Measurement(name="Soil Moisture", value=1)), "measurement.name"),
         (reading_pb2.Reading(sensor="x", imu=reading_pb2.ImuPayload()), "sample_time"),
@@ -157,6 +167,7 @@ def _reading(**payload: object) -> reading_pb2.Reading:
         (ingest_pb2.GetUploadOffsetRequest(device_id="Pi_1"), "device_id"),
         (device_pb2.Device(device_id="-pi"), "device_id"),
         (device_pb2.ListDevicesRequest(page_size=5000), "page_size"),
+        (device_pb2.ListDevicesRequest(order_by="battery"), "order_by"),
         (query_pb2.ListReadingsRequest(device_id="pi-1", page_size=-1), "page_size"),
     ],
 )
@@ -170,3 +181,7 @@ def test_a_valid_reading_has_no_violations() -> None:
         environment=reading_pb2.EnvironmentPayload(temperature_celsius=21.5, pressure_hpa=1013.25)
     )
     assert validation.violations(reading) == []
+    link = _reading(
+        link_health=reading_pb2.LinkHealthPayload(battery_level_percent=0, signal_strength_dbm=-127)
+    )
+    assert validation.violations(link) == []

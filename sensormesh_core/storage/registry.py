@@ -17,6 +17,8 @@ import asyncpg
 
 from sensormesh_core.device_scope import DeviceScope
 from sensormesh_core.errors import AlreadyExists, FailedPrecondition, NotFound
+from sensormesh_core.storage import link_extremes
+from sensormesh_core.storage.link_extremes import BY_ID, DeviceOrder, SensorValue
 from sensormesh_core.storage.live_signal import CHANNEL, DeviceDeleted
 from sensormesh_core.storage.rollups import forget_keys, has_rollup_tables
 from sensormesh_core.storage.schema import MEASUREMENTS_TABLE, TYPED_TABLES
@@ -44,6 +46,9 @@ class DeviceRecord:
     # From upload_offsets, when the query joined it (0 / None otherwise).
     committed_sequence: int = 0
     last_upload_time: datetime | None = None
+    # The fleet answer (link_extremes), when the query selected it.
+    lowest_battery: SensorValue | None = None
+    weakest_signal: SensorValue | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> DeviceRecord:
@@ -59,7 +64,15 @@ class DeviceRecord:
             update_time=row["update_time"],
             committed_sequence=row.get("committed_sequence") or 0,
             last_upload_time=row.get("last_upload_time"),
+            lowest_battery=link_extremes.from_row(row, "battery"),
+            weakest_signal=link_extremes.from_row(row, "signal"),
         )
+
+    def sort_value(self, order: DeviceOrder) -> float | None:
+        """The stored value this device is sorted by in `order` (a page cursor holds it);
+        None in the id order or when the device has no such value."""
+        extreme = {"battery": self.lowest_battery, "signal": self.weakest_signal}.get(order.extreme or "")
+        return None if extreme is None else extreme.stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,11 +163,11 @@ async def token_owner(conn: asyncpg.Connection, token: str) -> TokenOwner | None
     return TokenOwner(row["device_id"], row["status"]) if row else None
 
 
-# The registry row with its upload offset: what GetDevice and ListDevices show.
+# The registry row with its upload offset and the fleet answer: what GetDevice and ListDevices show.
 _SELECT_DEVICE = (
     "SELECT d.device_id, d.display_name, d.description, d.device_type, d.status, d.labels, "
-    "d.create_time, d.update_time, o.committed_sequence, o.update_time AS last_upload_time "
-    "FROM devices d LEFT JOIN upload_offsets o USING (device_id)"
+    "d.create_time, d.update_time, o.committed_sequence, o.update_time AS last_upload_time, "
+    f"{link_extremes.COLUMNS} FROM devices d LEFT JOIN upload_offsets o USING (device_id) {link_extremes.JOINS}"
 )
 
 
@@ -210,20 +223,25 @@ async def list_devices(
     status: int = 0,
     device_type: int = 0,
     scope: DeviceScope | None = None,
+    order: DeviceOrder = BY_ID,
+    after_value: float | None = None,
 ) -> list[DeviceRecord]:
-    """Up to `limit` devices in `scope` with ids after `after`, in id order; 0 filters mean any."""
+    """Up to `limit` devices in `scope` in `order`, after the device `after` (whose stored
+    sort value was `after_value`, in an order by an extreme); 0 filters mean any."""
     ids, labels = scope_parameters(scope)
+    page, order_by = link_extremes.page_sql(order, "$1", "$7")
     rows = await conn.fetch(
-        f"{_SELECT_DEVICE} WHERE ($1::text IS NULL OR d.device_id > $1) "
+        f"{_SELECT_DEVICE} WHERE {page} "
         "AND ($2::smallint = 0 OR d.status = $2) AND ($3::smallint = 0 OR d.device_type = $3) "
         f"AND {IN_SCOPE.format(ids='$5', labels='$6')} "
-        "ORDER BY d.device_id LIMIT $4",
+        f"ORDER BY {order_by} LIMIT $4",
         after,
         status,
         device_type,
         limit,
         ids,
         labels,
+        *(() if order.column is None else (after_value,)),  # $7, the cursor's value
     )
     return [DeviceRecord.from_row(row) for row in rows]
 
