@@ -1,8 +1,10 @@
 """The simulated devices of `sensormesh up`, registered through the real DeviceService.
 
 Three devices, one of each kind a fleet has:
-- `greenhouse-pi`: a gateway with an environment sensor (1 s) and system
-  readings (10 s), uploading through the agent;
+- `greenhouse-pi`: a gateway with an environment sensor (1 s), a battery BLE
+  thermometer (`ble:sim-thermometer`, 5 s, its battery draining over two hours
+  and its signal strength every 10 s) and system readings (10 s), uploading
+  through the agent;
 - `vibration-pi`: a gateway with a 100 Hz IMU on a running machine;
 - `soil-node`: a direct device (a microcontroller) writing generic
   measurements over REST through Envoy.
@@ -33,6 +35,8 @@ from sensormesh_core.tokens import write_token_file
 log = logging.getLogger(__name__)
 
 LABELS = {"origin": "sensormesh-up", "simulated": "true"}
+# The demo's wireless sensor: its battery and signal strength show in greenhouse-pi's latest readings.
+BLE_SENSOR = "ble:sim-thermometer"
 
 
 @dataclass(frozen=True)
@@ -54,11 +58,20 @@ DEMO_DEVICES = (
     DemoDevice(
         "greenhouse-pi",
         "Greenhouse gateway",
-        "Simulated Raspberry Pi with an environment sensor (BME280-like) and its own system readings.",
+        "Simulated Raspberry Pi with an environment sensor (BME280-like), a battery BLE thermometer "
+        "and its own system readings.",
         device_pb2.DEVICE_TYPE_GATEWAY,
         {
             "simulated": [
                 {"kind": "environment", "sensor": "sim-environment", "interval": "1s", "seed": 11},
+                {
+                    "kind": "environment",
+                    "sensor": BLE_SENSOR,
+                    "interval": "5s",
+                    "seed": 13,
+                    "link_interval": "10s",
+                    "battery_life": "2h",
+                },
                 {"kind": "system", "sensor": "sim-system", "interval": "10s", "seed": 12},
             ]
         },
