@@ -4,15 +4,19 @@ ListDevices, sorted and paged by them."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from sensormesh.v1 import device_pb2, device_pb2_grpc, query_pb2, query_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from sensormesh.v1 import device_pb2, device_pb2_grpc, query_pb2, query_pb2_grpc, reading_pb2
 
+from query_service.server import QueryServer
 from sensormesh_core.storage.registry import create_device
 from tests.query_service.rpc_errors import field_violations
+from tests.query_service.test_watch import wait_for
 from tests.support.reading_writer import ReadingWriter, imu, link_health
 
 pytestmark = pytest.mark.storage
@@ -155,3 +159,39 @@ async def test_a_bad_order_or_a_token_of_another_order_is_invalid_argument(
         )
     assert other.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "page_token" in field_violations(other.value)
+
+
+async def test_a_live_feed_carries_link_health_live_and_in_its_replay(
+    query_server: QueryServer, queries: query_pb2_grpc.QueryServiceStub, writer: ReadingWriter, device: str
+) -> None:
+    earlier = NOW - timedelta(minutes=2)
+    await writer.write(device, [link_health("ble:tag", earlier, battery=64.5, rssi=-77, volts=3.71)])
+    feed = queries.WatchReadings(
+        query_pb2.WatchReadingsRequest(
+            device_id=device,
+            quantities=["signal_strength"],
+            start_time=Timestamp(seconds=int(earlier.timestamp()) - 1),
+        )
+    )
+    replayed = await anext(aiter(feed))  # the replay comes first
+    await wait_for(lambda: query_server.hub.subscriber_count == 1)
+    await writer.write(device, [imu("ble:tag", NOW), link_health("ble:tag", NOW, quality=40)])
+    await writer.write(device, [link_health("ble:tag", NOW + timedelta(seconds=1), rssi=-80.5)])
+    live: list[reading_pb2.Reading] = []
+    async with asyncio.timeout(20):
+        async for message in feed:
+            live += message.readings
+            if live:
+                break
+    feed.cancel()
+
+    [old] = replayed.readings
+    assert (old.sensor, old.link_health.battery_level_percent, old.link_health.signal_strength_dbm) == (
+        "ble:tag", 64.5, -77.0,
+    )  # fmt: skip
+    assert old.link_health.battery_voltage_volts == pytest.approx(3.71)
+    assert not old.link_health.HasField("link_quality_percent")
+    # Only readings carrying a signal strength pass the filter: not the IMU, not the link quality alone.
+    assert [(r.WhichOneof("payload"), r.link_health.signal_strength_dbm) for r in live] == [
+        ("link_health", -80.5)
+    ]
