@@ -46,7 +46,8 @@ class Decoded:
     """What the decoder made of a batch so far."""
 
     rows: dict[str, list[Row]] = field(default_factory=lambda: {t: [] for t in _TABLES})
-    # table -> sensor_id (typed) or series_id (measurements) -> newest row
+    # table -> sensor_id (typed) or series_id (measurements) -> newest row; not used for link
+    # health, whose latest values prepare.py takes per quantity from its rows
     latest: dict[str, dict[int, Row]] = field(default_factory=lambda: {t: {} for t in _TABLES})
     flagged: list[int] = field(default_factory=list)
     pending: list[int] = field(default_factory=list)
