@@ -6,6 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import type { Message } from "@bufbuild/protobuf";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { InputStatus } from "./ingest_pb.js";
+import type { Camera } from "./frame_pb.js";
 
 /**
  * Describes the file sensormesh/v1/device.proto.
@@ -120,6 +121,21 @@ export declare type Device = Message<"sensormesh.v1.Device"> & {
    * @generated from field: uint64 rejected_count = 14;
    */
   rejectedCount: bigint;
+
+  /**
+   * The cameras seen on the device (frames uploaded), by name, with their
+   * newest frame; GetFrame and WatchFrames take their names.
+   *
+   * @generated from field: repeated sensormesh.v1.Camera cameras = 15;
+   */
+  cameras: Camera[];
+
+  /**
+   * The device's committed frame sequence (see IngestService.UploadFrames).
+   *
+   * @generated from field: uint64 committed_frame_sequence = 16;
+   */
+  committedFrameSequence: bigint;
 };
 
 /**
@@ -481,6 +497,13 @@ export declare type DeleteDeviceResponse = Message<"sensormesh.v1.DeleteDeviceRe
    * @generated from field: uint64 deleted_reading_count = 1;
    */
   deletedReadingCount: bigint;
+
+  /**
+   * Camera frames deleted with the device, images included.
+   *
+   * @generated from field: uint64 deleted_frame_count = 2;
+   */
+  deletedFrameCount: bigint;
 };
 
 /**
@@ -664,10 +687,10 @@ export declare const DeviceService: GenService<{
     output: typeof UpdateDeviceResponseSchema;
   },
   /**
-   * Deletes a device, its token, sensors, series, latest values, offsets and
-   * readings. Its id stays reserved: registering it again is an explicit
-   * admin act (CreateDevice with `reregister`), so nobody can take over a
-   * device's identity by deleting and re-creating it.
+   * Deletes a device, its token, sensors, series, latest values, offsets,
+   * readings and camera frames. Its id stays reserved: registering it again
+   * is an explicit admin act (CreateDevice with `reregister`), so nobody can
+   * take over a device's identity by deleting and re-creating it.
    *
    * Returns NOT_FOUND if the device does not exist.
    *
