@@ -16,6 +16,7 @@ from sensormesh_core.storage.schema import (
     TYPED_TABLES,
     SqlType,
 )
+from tests.support.schema import HEAD_REVISION
 
 pytestmark = pytest.mark.storage
 
@@ -34,6 +35,13 @@ REGISTRY_TABLES = {
 
 ACCESS_TABLES = {"api_keys", "audit_events", "retired_device_ids"}  # revision 0004
 COMMAND_TABLES = {"commands", "device_commands"}  # revision 0006
+FRAME_TABLES = {
+    "frames",
+    "frame_blobs",
+    "frame_offsets",
+    "cameras",
+    "frame_thinning_reports",
+}  # revision 0007
 
 ROLLUP_TABLES = {s.rollup(w) for s in ROLLUP_SOURCES for w in ROLLUP_WIDTHS} | {
     "rollup_watermarks",
@@ -42,13 +50,20 @@ ROLLUP_TABLES = {s.rollup(w) for s in ROLLUP_SOURCES for w in ROLLUP_WIDTHS} | {
 
 
 async def _backend_tables(url: str) -> set[str]:
-    """Tables of revision 0002 and later: readings, (plain PostgreSQL) the rollups of 0003, access, commands."""
+    """Tables of revision 0002 and later: readings, (plain PostgreSQL) the rollups of 0003, access,
+    commands, frames."""
     conn = await asyncpg.connect(url)
     try:
         has_timescale = await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
     finally:
         await conn.close()
-    return set(READING_TABLES) | (set() if has_timescale else ROLLUP_TABLES) | ACCESS_TABLES | COMMAND_TABLES
+    return (
+        set(READING_TABLES)
+        | (set() if has_timescale else ROLLUP_TABLES)
+        | ACCESS_TABLES
+        | COMMAND_TABLES
+        | FRAME_TABLES
+    )
 
 
 async def _tables(url: str) -> set[str]:
@@ -66,7 +81,7 @@ async def _tables(url: str) -> set[str]:
 async def test_upgrade_creates_every_table(empty_database_url: str) -> None:
     migrate.upgrade(empty_database_url)
 
-    assert migrate.current_revision(empty_database_url) == "0006"
+    assert migrate.current_revision(empty_database_url) == HEAD_REVISION
     assert await _tables(empty_database_url) == REGISTRY_TABLES | await _backend_tables(empty_database_url)
 
 
@@ -79,13 +94,16 @@ async def test_migrating_twice_is_harmless(empty_database_url: str) -> None:
         assert await conn.fetchval("SELECT count(*) FROM devices") == 1
     finally:
         await conn.close()
-    assert migrate.current_revision(empty_database_url) == "0006"
+    assert migrate.current_revision(empty_database_url) == HEAD_REVISION
 
 
 async def test_downgrade_removes_everything_and_upgrade_restores_it(empty_database_url: str) -> None:
     migrate.upgrade(empty_database_url)
     every_table = REGISTRY_TABLES | await _backend_tables(empty_database_url)
 
+    migrate.downgrade(empty_database_url, "0006")
+    assert await _tables(empty_database_url) == every_table - FRAME_TABLES
+    every_table -= FRAME_TABLES
     migrate.downgrade(empty_database_url, "0005")
     assert await _tables(empty_database_url) == every_table - COMMAND_TABLES
     migrate.downgrade(empty_database_url, "0004")  # 0005 changed how rollups sum, not which tables exist
@@ -101,7 +119,7 @@ async def test_downgrade_removes_everything_and_upgrade_restores_it(empty_databa
     assert migrate.current_revision(empty_database_url) is None
 
     migrate.upgrade(empty_database_url)
-    assert await _tables(empty_database_url) == every_table
+    assert await _tables(empty_database_url) == every_table | FRAME_TABLES
 
 
 async def test_reading_tables_match_the_schema_module(db: asyncpg.Connection) -> None:
