@@ -173,7 +173,11 @@ async def test_a_deleted_device_ends_its_live_view_with_not_found(
 
     assert deleted.deleted_frame_count == 2
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        async with asyncio.timeout(10):
-            while True:
-                await feed.read()
+        await _read_until_it_ends(feed)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def _read_until_it_ends(feed: grpc.aio.UnaryStreamCall) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            await feed.read()
