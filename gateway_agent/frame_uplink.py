@@ -107,9 +107,10 @@ class FrameUplink:
             delay = 0.0
             try:
                 committed = await self._resume()
-                while not self._stopping.is_set():
+                while True:
                     committed = await self._stream(committed)
-                return
+                    if self._stopping.is_set() and self._frames.last_sequence <= committed:
+                        return  # stopped, and everything spooled is acknowledged
             except grpc.aio.AioRpcError as error:
                 delay = self._on_error(error)
             except (OSError, sqlite3.Error):
@@ -168,8 +169,8 @@ class FrameUplink:
     async def _stream(self, committed: int) -> int:
         """One bounded upload stream after `committed`; returns the server's new frame mark."""
         await self._wait_for_frames(committed)
-        if self._stopping.is_set():
-            return committed
+        if self._frames.last_sequence <= committed:
+            return committed  # stopping with nothing left to send
         s = self.settings
         timeout = (s.stream_max_duration + s.ack_timeout).total_seconds()
         with self._tracer.start_as_current_span("frame upload stream"):
