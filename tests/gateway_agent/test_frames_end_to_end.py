@@ -132,3 +132,41 @@ async def test_frames_through_a_cut_network_and_an_ingest_restart_are_stored_exa
         assert await db.fetchval("SELECT count(*) FROM environment_readings") > 0
     finally:
         await ingest.stop(grace=2)
+
+
+async def test_the_capture_command_takes_a_frame_now_and_answers_its_stored_sequence(
+    database_url: str, db: asyncpg.Connection, token: str, tmp_path: Path
+) -> None:
+    ingest = await _ingest(database_url, free_port())
+    source = NumberedCamera()
+    settings = AgentSettings(
+        device_id="camera-pi",
+        token=SecretStr(token),
+        uplink={"target": f"127.0.0.1:{ingest.port}", "tls": False, "batch_max_age": "50ms"},  # type: ignore[arg-type]
+        buffer={"path": tmp_path / "buffer.sqlite3"},  # type: ignore[arg-type]
+    )
+    hourly = camera.Camera(camera.Settings(name="door", interval=timedelta(hours=1)), source)
+    agent = await Agent.start(settings, configure_telemetry("test-agent", set_global=False), [hourly])
+    running = asyncio.create_task(agent.run())
+    try:
+        assert agent.commands is not None
+        capture = agent.commands.handlers["capture"]
+        assert list(capture.spec.parameters[0].allowed_values) == ["door"]
+        await wait_until(lambda: _count_at_least(db, 1), within=30, what="the scheduled first frame")
+
+        answer = await capture.run({"input": "door"})
+
+        assert answer["input"] == "door" and answer["acknowledged"] is True
+        stored = await db.fetchrow(
+            "SELECT b.data FROM frames f JOIN frame_blobs b USING (device_id, sequence, time) WHERE f.sequence = $1",
+            answer["sequence"],
+        )
+        assert stored is not None and bytes(stored["data"]) == source.taken[-1]
+    finally:
+        agent.request_stop()
+        await asyncio.wait_for(running, 30)
+        await ingest.stop(grace=2)
+
+
+async def _count_at_least(db: asyncpg.Connection, count: int) -> bool:
+    return bool(await db.fetchval("SELECT count(*) FROM frames") >= count)
