@@ -217,3 +217,23 @@ async def test_a_device_over_the_frame_rate_is_slowed_down_not_refused(
     assert time.monotonic() - started >= 0.9
     assert response.committed_sequence == 15
     assert len(await stored(db, device.device_id)) == 15
+
+
+async def test_frames_the_device_thinned_are_recorded_once_however_often_reported(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
+) -> None:
+    report = ingest_pb2.FrameThinningReport(camera="cam", count=5)
+    report.first_capture_time.FromDatetime(NOW - timedelta(hours=2))
+    report.last_capture_time.FromDatetime(NOW - timedelta(hours=1))
+    batch = frames_batch(device.device_id, 6, 8)  # numbers 1-5 were thinned on the device
+    batch.first_sequence = 1
+    batch.thinned.append(report)
+
+    for _ in range(2):  # a replay after a lost acknowledgement carries the report again
+        response = await stub.UploadFrames(frames_stream(batch), metadata=device.metadata)
+
+    assert response.committed_sequence == 8
+    rows = await db.fetch(
+        "SELECT camera, count FROM frame_thinning_reports WHERE device_id = $1", device.device_id
+    )
+    assert [tuple(r) for r in rows] == [("cam", 5)]
