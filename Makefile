@@ -26,14 +26,14 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sensormesh needs Python 3.11 or newer; set PYTHON=python3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[server,agent,local,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[server,agent,camera,local,dev]'
 	touch $(STAMP)
 
 $(NODE_STAMP): $(STAMP) $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/npm ci --prefix $(NODE_CLIENT) --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-setup: $(STAMP) $(NODE_STAMP) ## create .venv and install sensormesh with every extra, and the example client's npm packages
+setup: $(STAMP) $(NODE_STAMP) ## create .venv and install sensormesh with every extra (pi-camera only on a Pi), and the example client's npm packages
 
 proto: $(STAMP) $(NODE_STAMP) ## regenerate gen/ (messages, stubs, .pyi, Envoy descriptor set) and examples/node-client/gen/ from proto/
 	$(PY) tools/protogen.py

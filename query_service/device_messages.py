@@ -87,6 +87,15 @@ def _add_details(device: device_pb2.Device, details: DeviceDetails) -> None:
             last_sample_time=_stamp(thinned.last_sample_time),
         )
     device.rejected_count = details.rejected_count
+    for camera in details.cameras:
+        device.cameras.add(
+            name=camera.name,
+            create_time=_stamp(camera.create_time),
+            last_sequence=camera.last_sequence,
+            last_capture_time=_stamp(camera.last_capture_time),
+            thinned_count=camera.thinned_count,
+        )
+    device.committed_frame_sequence = details.committed_frame_sequence
 
 
 def create_arguments(device: device_pb2.Device) -> dict[str, object]:

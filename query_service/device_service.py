@@ -136,8 +136,15 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         async with self._pool.acquire() as conn:
             await registry.require_visible(conn, request.device_id, current_caller().scope)
             deleted = await registry.delete_device(conn, request.device_id)
-        log.info("event=device_deleted device_id=%s deleted_readings=%d", request.device_id, deleted)
-        return device_pb2.DeleteDeviceResponse(deleted_reading_count=deleted)
+        log.info(
+            "event=device_deleted device_id=%s deleted_readings=%d deleted_frames=%d",
+            request.device_id,
+            deleted.readings,
+            deleted.frames,
+        )
+        return device_pb2.DeleteDeviceResponse(
+            deleted_reading_count=deleted.readings, deleted_frame_count=deleted.frames
+        )
 
     async def RotateDeviceToken(
         self, request: device_pb2.RotateDeviceTokenRequest, context: Context

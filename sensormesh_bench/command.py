@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "query": "sensormesh_bench.query.benchmark",
     "agent": "sensormesh_bench.agent",
     "commands": "sensormesh_bench.commands",
+    "frames": "sensormesh_bench.frames",
 }
 
 

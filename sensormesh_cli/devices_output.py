@@ -198,5 +198,8 @@ def updated(
 
 def deleted(stub: device_pb2_grpc.DeviceServiceStub, device_id: str) -> int:
     response = stub.DeleteDevice(device_pb2.DeleteDeviceRequest(device_id=device_id), timeout=TIMEOUT_S)
-    print(f"device {device_id} deleted with {response.deleted_reading_count} readings")
+    print(
+        f"device {device_id} deleted with {response.deleted_reading_count} readings"
+        f" and {response.deleted_frame_count} camera frames"
+    )
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 from sensormesh_cli.stack.settings import split_host_port
 
 WATCHED = "greenhouse-pi"  # 1 s environment readings: a live feed a person can follow
+CAMERA = "greenhouse-cam"  # WATCHED's simulated camera, a frame every 5 s
 DOWNSAMPLED = "vibration-pi"  # 100 Hz: what downsampling is for
 DIRECT = "soil-node"
 WIRELESS = "ble:sim-thermometer"  # greenhouse-pi's battery BLE sensor (stack/demo.py)
@@ -111,6 +112,11 @@ def rest_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
             "live feed: a JSON array that grows as readings commit (Ctrl-C ends it)",
             f"{curl} -sN {key} {base}/v1/devices/{WATCHED}/readings:watch",
             streams=True,
+        ),
+        Example(
+            f"{CAMERA}'s latest frame, the JPEG itself (open latest.jpg; {base}/v1/devices/{WATCHED}/frames "
+            "lists them)",
+            f"{curl} -s {key} -o latest.jpg '{base}/v1/devices/{WATCHED}/frames:latest?camera={CAMERA}'",
         ),
         Example(
             "a read-only key for a dashboard, shown once",

@@ -18,8 +18,10 @@ import asyncpg
 from sensormesh_core.device_scope import DeviceScope
 from sensormesh_core.errors import AlreadyExists, FailedPrecondition, NotFound
 from sensormesh_core.storage import link_extremes
+from sensormesh_core.storage.frame_blobs import FrameBlobStore, PostgresFrameBlobs
+from sensormesh_core.storage.frames import delete_device_frames
 from sensormesh_core.storage.link_extremes import BY_ID, DeviceOrder, SensorValue
-from sensormesh_core.storage.live_signal import CHANNEL, DeviceDeleted
+from sensormesh_core.storage.live_signal import CHANNEL, FRAMES_CHANNEL, DeviceDeleted
 from sensormesh_core.storage.rollups import forget_keys, has_rollup_tables
 from sensormesh_core.storage.schema import MEASUREMENTS_TABLE, TYPED_TABLES
 from sensormesh_core.tokens import hash_token, new_token
@@ -284,21 +286,33 @@ async def update_device(conn: asyncpg.Connection, device_id: str, changes: Devic
         return await get_device(conn, device_id)
 
 
-async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
-    """Delete a device, its readings in every reading table and (by cascade) its
-    token, offset, sensors, series, latest values, dead letters, thinning
-    reports and input states. Returns how many readings were deleted.
+@dataclass(frozen=True, slots=True)
+class DeletedDevice:
+    """What went with a deleted device."""
 
-    One transaction: the device's upload offset is locked first, so an ingest
-    commit for the device either lands before the delete, and its rows are
-    deleted too, or waits and then finds no device. The order is ingest's: a
-    batch transaction holds the offset row and then writes rows that reference
-    the device (input states, thinning reports, dead letters), whose foreign
-    keys take a share lock on the device row; locking the device row first
-    would deadlock with it. On plain PostgreSQL the device's rollup buckets go
-    in the same transaction. Live feeds of the device on every query process
-    hear `DeviceDeleted` when the transaction commits, and end. The id is
-    retired: `create_device` takes it again only with `reregister`.
+    readings: int
+    frames: int
+
+
+async def delete_device(
+    conn: asyncpg.Connection, device_id: str, blobs: FrameBlobStore | None = None
+) -> DeletedDevice:
+    """Delete a device, its readings in every reading table, its camera frames
+    with their images (in `blobs`, the PostgreSQL store by default) and (by
+    cascade) its token, offsets, sensors, series, latest values, dead letters,
+    thinning reports, cameras and input states.
+
+    One transaction: the device's upload offsets (readings', then frames') are
+    locked first, so an ingest commit for the device either lands before the
+    delete, and its rows are deleted too, or waits and then finds no device.
+    The order is ingest's: a batch transaction holds an offset row and then
+    writes rows that reference the device (input states, thinning reports,
+    dead letters, cameras), whose foreign keys take a share lock on the device
+    row; locking the device row first would deadlock with it. On plain
+    PostgreSQL the device's rollup buckets go in the same transaction. Live
+    feeds of the device (readings and frames) on every query process hear
+    `DeviceDeleted` when the transaction commits, and end. The id is retired:
+    `create_device` takes it again only with `reregister`.
 
     Sensor and series ids are identities and never reused, so rows that
     TimescaleDB's continuous aggregates still hold for them are unreachable
@@ -307,7 +321,8 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
     async with conn.transaction():
         await _lock_device(conn, device_id)
         sensor_ids, series_ids = await _device_keys(conn, device_id)
-        deleted = await _delete_readings(conn, sensor_ids, series_ids)
+        readings = await _delete_readings(conn, sensor_ids, series_ids)
+        frames = await delete_device_frames(conn, device_id, blobs or PostgresFrameBlobs())
         if await has_rollup_tables(conn):
             await forget_keys(conn, sensor_ids, series_ids)
         await conn.execute("DELETE FROM devices WHERE device_id = $1", device_id)
@@ -318,14 +333,16 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
         )
         # Inside the transaction: heard only if it commits. Deletes are rare, so the
         # notify queue's commit lock (see live_signal) costs nothing here.
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, DeviceDeleted(device_id).encode())
-    return deleted
+        for channel in (CHANNEL, FRAMES_CHANNEL):
+            await conn.execute("SELECT pg_notify($1, $2)", channel, DeviceDeleted(device_id).encode())
+    return DeletedDevice(readings, frames)
 
 
 async def _lock_device(conn: asyncpg.Connection, device_id: str) -> None:
-    """Lock the device's upload offset, then its row, in ingest's order (see
+    """Lock the device's upload offsets, then its row, in ingest's order (see
     `delete_device`: the other order deadlocks with a batch). Raises NotFound."""
     await conn.execute("SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device_id)
+    await conn.execute("SELECT 1 FROM frame_offsets WHERE device_id = $1 FOR UPDATE", device_id)
     locked = await conn.fetchval("SELECT device_id FROM devices WHERE device_id = $1 FOR UPDATE", device_id)
     if locked is None:
         raise NotFound(f"device {device_id!r} does not exist")

@@ -151,3 +151,20 @@ ROLLUP_SOURCE_BY_TABLE: dict[str, RollupSource] = {s.table: s for s in ROLLUP_SO
 # Bookkeeping of the rollups on plain PostgreSQL (migration 0003; TimescaleDB keeps its own).
 ROLLUP_WATERMARKS = "rollup_watermarks"
 ROLLUP_INVALIDATIONS = "rollup_invalidations"
+
+# Camera frames (migration 0008): metadata rows and images, each partitioned by capture time
+# (hypertables, or daily partitions on plain PostgreSQL) with a retention of their own.
+FRAMES_TABLE = "frames"
+FRAME_BLOBS_TABLE = "frame_blobs"
+FRAME_TABLES: tuple[str, ...] = (FRAMES_TABLE, FRAME_BLOBS_TABLE)
+# What ingest writes per frame, in table order (receive_time takes its default).
+FRAME_COLUMNS: tuple[str, ...] = (
+    "time",
+    "sequence",
+    "device_id",
+    "camera",
+    "content_type",
+    "width",
+    "height",
+    "size_bytes",
+)

@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from sensormesh.v1 import frame_pb2 as _frame_pb2
 from sensormesh.v1 import ingest_pb2 as _ingest_pb2
 from sensormesh.v1 import query_pb2 as _query_pb2
 import builtins as _builtins
@@ -115,6 +116,8 @@ class Device(_message.Message):
     REJECTED_COUNT_FIELD_NUMBER: _builtins.int
     LOWEST_BATTERY_LEVEL_FIELD_NUMBER: _builtins.int
     WEAKEST_SIGNAL_STRENGTH_FIELD_NUMBER: _builtins.int
+    CAMERAS_FIELD_NUMBER: _builtins.int
+    COMMITTED_FRAME_SEQUENCE_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     """The device's id, chosen at creation and immutable: 1-63 characters of
     lower-case letters, digits and '-', starting and ending with a letter or
@@ -132,6 +135,8 @@ class Device(_message.Message):
     """The device's committed sequence (see IngestService)."""
     rejected_count: _builtins.int
     """Readings refused by the ingest service and kept in its dead-letter table."""
+    committed_frame_sequence: _builtins.int
+    """The device's committed frame sequence (see IngestService.UploadFrames)."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels for grouping, at most 32; keys 1-63 and values up to 63
@@ -181,6 +186,12 @@ class Device(_message.Message):
         reported a signal strength.
         """
 
+    @_builtins.property
+    def cameras(self) -> _containers.RepeatedCompositeFieldContainer[_frame_pb2.Camera]:
+        """The cameras seen on the device (frames uploaded), by name, with their
+        newest frame; GetFrame and WatchFrames take their names.
+        """
+
     def __init__(
         self,
         *,
@@ -200,10 +211,12 @@ class Device(_message.Message):
         rejected_count: _builtins.int = ...,
         lowest_battery_level: _query_pb2.LatestValue | None = ...,
         weakest_signal_strength: _query_pb2.LatestValue | None = ...,
+        cameras: _abc.Iterable[_frame_pb2.Camera] | None = ...,
+        committed_frame_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_upload_time", b"last_upload_time", "lowest_battery_level", b"lowest_battery_level", "update_time", b"update_time", "weakest_signal_strength", b"weakest_signal_strength"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_sequence", b"committed_sequence", "create_time", b"create_time", "description", b"description", "device_id", b"device_id", "display_name", b"display_name", "input_statuses", b"input_statuses", "labels", b"labels", "last_upload_time", b"last_upload_time", "lowest_battery_level", b"lowest_battery_level", "rejected_count", b"rejected_count", "sensors", b"sensors", "status", b"status", "thinned", b"thinned", "type", b"type", "update_time", b"update_time", "weakest_signal_strength", b"weakest_signal_strength"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cameras", b"cameras", "committed_frame_sequence", b"committed_frame_sequence", "committed_sequence", b"committed_sequence", "create_time", b"create_time", "description", b"description", "device_id", b"device_id", "display_name", b"display_name", "input_statuses", b"input_statuses", "labels", b"labels", "last_upload_time", b"last_upload_time", "lowest_battery_level", b"lowest_battery_level", "rejected_count", b"rejected_count", "sensors", b"sensors", "status", b"status", "thinned", b"thinned", "type", b"type", "update_time", b"update_time", "weakest_signal_strength", b"weakest_signal_strength"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -481,8 +494,9 @@ class ListDevicesResponse(_message.Message):
     @_builtins.property
     def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Device]:
         """The page of devices, in the requested order. Listed devices carry no
-        sensors, input states or thinning totals (GetDevice returns those); they
-        do carry `lowest_battery_level` and `weakest_signal_strength`.
+        sensors, input states, thinning totals, cameras or frame sequence
+        (GetDevice returns those); they do carry `lowest_battery_level` and
+        `weakest_signal_strength`.
         """
 
     def __init__(
@@ -582,16 +596,20 @@ class DeleteDeviceResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DELETED_READING_COUNT_FIELD_NUMBER: _builtins.int
+    DELETED_FRAME_COUNT_FIELD_NUMBER: _builtins.int
     deleted_reading_count: _builtins.int
     """Readings deleted with the device, across every reading table."""
+    deleted_frame_count: _builtins.int
+    """Camera frames deleted with the device, images included."""
     def __init__(
         self,
         *,
         deleted_reading_count: _builtins.int = ...,
+        deleted_frame_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_reading_count", b"deleted_reading_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_frame_count", b"deleted_frame_count", "deleted_reading_count", b"deleted_reading_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -130,10 +130,10 @@ class DeviceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteDevice(self, request, context):
-        """Deletes a device, its token, sensors, series, latest values, offsets and
-        readings. Its id stays reserved: registering it again is an explicit
-        admin act (CreateDevice with `reregister`), so nobody can take over a
-        device's identity by deleting and re-creating it.
+        """Deletes a device, its token, sensors, series, latest values, offsets,
+        readings and camera frames. Its id stays reserved: registering it again
+        is an explicit admin act (CreateDevice with `reregister`), so nobody can
+        take over a device's identity by deleting and re-creating it.
 
         Returns NOT_FOUND if the device does not exist.
         """

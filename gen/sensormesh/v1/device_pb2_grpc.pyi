@@ -70,10 +70,10 @@ class DeviceServiceStub:
     path in the mask that is not updatable.
     """
     DeleteDevice: _grpc.UnaryUnaryMultiCallable[_device_pb2.DeleteDeviceRequest, _device_pb2.DeleteDeviceResponse]
-    """Deletes a device, its token, sensors, series, latest values, offsets and
-    readings. Its id stays reserved: registering it again is an explicit
-    admin act (CreateDevice with `reregister`), so nobody can take over a
-    device's identity by deleting and re-creating it.
+    """Deletes a device, its token, sensors, series, latest values, offsets,
+    readings and camera frames. Its id stays reserved: registering it again
+    is an explicit admin act (CreateDevice with `reregister`), so nobody can
+    take over a device's identity by deleting and re-creating it.
 
     Returns NOT_FOUND if the device does not exist.
     """
@@ -127,10 +127,10 @@ class DeviceServiceAsyncStub(DeviceServiceStub):
     path in the mask that is not updatable.
     """
     DeleteDevice: _aio.UnaryUnaryMultiCallable[_device_pb2.DeleteDeviceRequest, _device_pb2.DeleteDeviceResponse]  # type: ignore[assignment]
-    """Deletes a device, its token, sensors, series, latest values, offsets and
-    readings. Its id stays reserved: registering it again is an explicit
-    admin act (CreateDevice with `reregister`), so nobody can take over a
-    device's identity by deleting and re-creating it.
+    """Deletes a device, its token, sensors, series, latest values, offsets,
+    readings and camera frames. Its id stays reserved: registering it again
+    is an explicit admin act (CreateDevice with `reregister`), so nobody can
+    take over a device's identity by deleting and re-creating it.
 
     Returns NOT_FOUND if the device does not exist.
     """
@@ -211,10 +211,10 @@ class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _device_pb2.DeleteDeviceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_device_pb2.DeleteDeviceResponse, _abc.Awaitable[_device_pb2.DeleteDeviceResponse]]:
-        """Deletes a device, its token, sensors, series, latest values, offsets and
-        readings. Its id stays reserved: registering it again is an explicit
-        admin act (CreateDevice with `reregister`), so nobody can take over a
-        device's identity by deleting and re-creating it.
+        """Deletes a device, its token, sensors, series, latest values, offsets,
+        readings and camera frames. Its id stays reserved: registering it again
+        is an explicit admin act (CreateDevice with `reregister`), so nobody can
+        take over a device's identity by deleting and re-creating it.
 
         Returns NOT_FOUND if the device does not exist.
         """

@@ -23,6 +23,7 @@ import httpx
 import psycopg
 import pytest
 
+from sensormesh_core.image_headers import JPEG, image_size
 from tests.sensormesh_cli.stack.up_process import Ports, UpProcess, gone, postmaster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
@@ -105,6 +106,18 @@ def _check_link_health(commands: list[str], cwd: Path) -> None:
     assert all("lowestBatteryLevel" not in d for d in fleet[1:])
 
 
+def _check_latest_frame(command: str, cwd: Path) -> None:
+    """The simulated camera's latest frame, fetched as the banner says, is a 640x480 JPEG."""
+    deadline = time.monotonic() + 30
+    while True:
+        _run(command, cwd)
+        data = (cwd / "latest.jpg").read_bytes()
+        if data.startswith(b"\xff\xd8") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # the camera's first frame is still on its way
+    assert image_size(JPEG, data) == (640, 480), data[:200]
+
+
 def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
     commands = up.commands()
     list_devices = next(c for c in commands if c.startswith("curl") and c.endswith("/v1/devices"))
@@ -135,6 +148,7 @@ def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
     status = next(c for c in listed_commands if c["commandId"] == sent["commandId"])
     assert status["state"] == "COMMAND_STATE_SUCCEEDED" and "buffer" in status["result"], status
     _first_output(_pick(commands, "curl", "readings:watch"), cwd, '"sim-environment"')
+    _check_latest_frame(_pick(commands, "curl", "frames:latest"), cwd)
     assert '"values"' in _run(_pick(commands, "buf curl", "--schema"), cwd)
     assert "sensormesh.v1.QueryService/WatchReadings" in _run(_pick(commands, "--list-methods"), cwd)
     assert "soil-node" in _run(_pick(commands, "buf curl", "ListDevices"), cwd)

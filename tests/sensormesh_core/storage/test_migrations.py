@@ -17,11 +17,12 @@ from sensormesh_core.storage.schema import (
     TYPED_TABLES,
     SqlType,
 )
+from tests.support.schema import HEAD_REVISION
 
 pytestmark = pytest.mark.storage
 
-HEAD = "0007"  # the newest revision (renumbered with its migration when branches merge)
 BEFORE_LINK_HEALTH = "0006"  # the revision link_health_readings (0007) follows
+BEFORE_FRAMES = "0007"  # the revision the frame tables (0008) follow
 
 REGISTRY_TABLES = {
     "sensormesh_meta",
@@ -40,6 +41,13 @@ ACCESS_TABLES = {"api_keys", "audit_events", "retired_device_ids"}  # revision 0
 COMMAND_TABLES = {"commands", "device_commands"}  # revision 0006
 # Revision 0007 (its rollups are tables on plain PostgreSQL, views on TimescaleDB).
 LINK_HEALTH_TABLES = {LINK_HEALTH.table} | {LINK_HEALTH.rollup(w) for w in ROLLUP_WIDTHS}
+FRAME_TABLES = {
+    "frames",
+    "frame_blobs",
+    "frame_offsets",
+    "cameras",
+    "frame_thinning_reports",
+}  # revision 0008
 
 ROLLUP_TABLES = {s.rollup(w) for s in ROLLUP_SOURCES for w in ROLLUP_WIDTHS} | {
     "rollup_watermarks",
@@ -48,13 +56,20 @@ ROLLUP_TABLES = {s.rollup(w) for s in ROLLUP_SOURCES for w in ROLLUP_WIDTHS} | {
 
 
 async def _backend_tables(url: str) -> set[str]:
-    """Tables of revision 0002 and later: readings, (plain PostgreSQL) the rollups of 0003, access, commands."""
+    """Tables of revision 0002 and later: readings, (plain PostgreSQL) the rollups of 0003, access,
+    commands, frames."""
     conn = await asyncpg.connect(url)
     try:
         has_timescale = await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
     finally:
         await conn.close()
-    return set(READING_TABLES) | (set() if has_timescale else ROLLUP_TABLES) | ACCESS_TABLES | COMMAND_TABLES
+    return (
+        set(READING_TABLES)
+        | (set() if has_timescale else ROLLUP_TABLES)
+        | ACCESS_TABLES
+        | COMMAND_TABLES
+        | FRAME_TABLES
+    )
 
 
 async def _tables(url: str) -> set[str]:
@@ -72,7 +87,7 @@ async def _tables(url: str) -> set[str]:
 async def test_upgrade_creates_every_table(empty_database_url: str) -> None:
     migrate.upgrade(empty_database_url)
 
-    assert migrate.current_revision(empty_database_url) == HEAD
+    assert migrate.current_revision(empty_database_url) == HEAD_REVISION
     assert await _tables(empty_database_url) == REGISTRY_TABLES | await _backend_tables(empty_database_url)
 
 
@@ -85,13 +100,16 @@ async def test_migrating_twice_is_harmless(empty_database_url: str) -> None:
         assert await conn.fetchval("SELECT count(*) FROM devices") == 1
     finally:
         await conn.close()
-    assert migrate.current_revision(empty_database_url) == HEAD
+    assert migrate.current_revision(empty_database_url) == HEAD_REVISION
 
 
 async def test_downgrade_removes_everything_and_upgrade_restores_it(empty_database_url: str) -> None:
     migrate.upgrade(empty_database_url)
     every_table = REGISTRY_TABLES | await _backend_tables(empty_database_url)
 
+    migrate.downgrade(empty_database_url, BEFORE_FRAMES)
+    every_table -= FRAME_TABLES
+    assert await _tables(empty_database_url) == every_table
     migrate.downgrade(empty_database_url, BEFORE_LINK_HEALTH)
     every_table -= LINK_HEALTH_TABLES
     assert await _tables(empty_database_url) == every_table
@@ -110,7 +128,7 @@ async def test_downgrade_removes_everything_and_upgrade_restores_it(empty_databa
     assert migrate.current_revision(empty_database_url) is None
 
     migrate.upgrade(empty_database_url)
-    assert await _tables(empty_database_url) == every_table | (
+    assert await _tables(empty_database_url) == every_table | FRAME_TABLES | (
         LINK_HEALTH_TABLES & await _backend_tables(empty_database_url)
     )
 

@@ -19,7 +19,7 @@ from sensormesh_core.storage import continuous_aggregates, maintenance, migrate
 from sensormesh_core.storage.continuous_aggregates import refresh_continuous_aggregates
 from sensormesh_core.storage.maintenance import Backend, maintain
 from sensormesh_core.storage.registry import create_device
-from sensormesh_core.storage.schema import LINK_HEALTH, READING_TABLES, ROLLUP_WIDTHS
+from sensormesh_core.storage.schema import FRAME_TABLES, LINK_HEALTH, READING_TABLES, ROLLUP_WIDTHS
 from sensormesh_core.storage.time_buckets import HOUR, floor_to
 from sensormesh_core.storage.timescaledb_probe import (
     PROBE_SQL,
@@ -135,7 +135,7 @@ async def test_hypertables_rollups_and_policies(empty_database_url: str) -> None
             r["hypertable_name"]
             for r in await conn.fetch("SELECT hypertable_name FROM timescaledb_information.hypertables")
         }
-        assert set(READING_TABLES) <= hypertables
+        assert set(READING_TABLES) | set(FRAME_TABLES) <= hypertables
         views = {
             r["view_name"]
             for r in await conn.fetch("SELECT view_name FROM timescaledb_information.continuous_aggregates")
@@ -143,7 +143,7 @@ async def test_hypertables_rollups_and_policies(empty_database_url: str) -> None
         rollups = {f"{t}_{w}" for t in READING_TABLES for w in ROLLUP_WIDTHS}
         assert rollups == views
         report = await maintain(conn, StorageSettings(), apply_policies=True)
-        assert len(report.policies_applied) == len(READING_TABLES) * 6
+        assert len(report.policies_applied) == len(READING_TABLES) * 6 + len(FRAME_TABLES)
         # Ours only: TimescaleDB keeps jobs of its own (telemetry, job history retention).
         jobs = await conn.fetch(
             "SELECT hypertable_name, proc_name, config->>'start_offset' AS start_offset "

@@ -7,6 +7,7 @@ import type { Message } from "@bufbuild/protobuf";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { InputStatus } from "./ingest_pb.js";
 import type { LatestValue } from "./query_pb.js";
+import type { Camera } from "./frame_pb.js";
 
 /**
  * Describes the file sensormesh/v1/device.proto.
@@ -142,6 +143,21 @@ export declare type Device = Message<"sensormesh.v1.Device"> & {
    * @generated from field: sensormesh.v1.LatestValue weakest_signal_strength = 16;
    */
   weakestSignalStrength?: LatestValue | undefined;
+
+  /**
+   * The cameras seen on the device (frames uploaded), by name, with their
+   * newest frame; GetFrame and WatchFrames take their names.
+   *
+   * @generated from field: repeated sensormesh.v1.Camera cameras = 17;
+   */
+  cameras: Camera[];
+
+  /**
+   * The device's committed frame sequence (see IngestService.UploadFrames).
+   *
+   * @generated from field: uint64 committed_frame_sequence = 18;
+   */
+  committedFrameSequence: bigint;
 };
 
 /**
@@ -416,8 +432,9 @@ export declare const ListDevicesRequestSchema: GenMessage<ListDevicesRequest>;
 export declare type ListDevicesResponse = Message<"sensormesh.v1.ListDevicesResponse"> & {
   /**
    * The page of devices, in the requested order. Listed devices carry no
-   * sensors, input states or thinning totals (GetDevice returns those); they
-   * do carry `lowest_battery_level` and `weakest_signal_strength`.
+   * sensors, input states, thinning totals, cameras or frame sequence
+   * (GetDevice returns those); they do carry `lowest_battery_level` and
+   * `weakest_signal_strength`.
    *
    * @generated from field: repeated sensormesh.v1.Device devices = 1;
    */
@@ -516,6 +533,13 @@ export declare type DeleteDeviceResponse = Message<"sensormesh.v1.DeleteDeviceRe
    * @generated from field: uint64 deleted_reading_count = 1;
    */
   deletedReadingCount: bigint;
+
+  /**
+   * Camera frames deleted with the device, images included.
+   *
+   * @generated from field: uint64 deleted_frame_count = 2;
+   */
+  deletedFrameCount: bigint;
 };
 
 /**
@@ -700,10 +724,10 @@ export declare const DeviceService: GenService<{
     output: typeof UpdateDeviceResponseSchema;
   },
   /**
-   * Deletes a device, its token, sensors, series, latest values, offsets and
-   * readings. Its id stays reserved: registering it again is an explicit
-   * admin act (CreateDevice with `reregister`), so nobody can take over a
-   * device's identity by deleting and re-creating it.
+   * Deletes a device, its token, sensors, series, latest values, offsets,
+   * readings and camera frames. Its id stays reserved: registering it again
+   * is an explicit admin act (CreateDevice with `reregister`), so nobody can
+   * take over a device's identity by deleting and re-creating it.
    *
    * Returns NOT_FOUND if the device does not exist.
    *
