@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sensormesh needs Python 3.11 or newer; set PYTHON=python3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[server,agent,local,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[server,agent,camera,local,dev]'
 	touch $(STAMP)
 
 # Debian packages the tests run for real: Prometheus Alertmanager (tests/support/alertmanager.py).
@@ -43,7 +43,7 @@ $(NODE_STAMP): $(STAMP) $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/npm ci --prefix $(NODE_CLIENT) --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-setup: $(STAMP) $(NODE_STAMP) $(SYSTEM_STAMP) ## create .venv and install sensormesh with every extra, the example client's npm packages, and the Debian packages the tests use
+setup: $(STAMP) $(NODE_STAMP) $(SYSTEM_STAMP) ## create .venv and install sensormesh with every extra (pi-camera only on a Pi), the example client's npm packages, and the Debian packages the tests use
 
 proto: $(STAMP) $(NODE_STAMP) ## regenerate gen/ (messages, stubs, .pyi, Envoy descriptor set) and examples/node-client/gen/ from proto/
 	$(PY) tools/protogen.py

@@ -27,13 +27,16 @@ import grpc
 from gateway_agent.buffer import Buffer
 from gateway_agent.channel import open_channel
 from gateway_agent.commands.base import CommandHandler, ManagedHandler
-from gateway_agent.commands.builtins import BUILTIN_NAMES, builtin_handlers
+from gateway_agent.commands.builtins import RESERVED_NAMES, builtin_handlers
+from gateway_agent.commands.capture import Capture
 from gateway_agent.commands.input_overrides import InputOverrides
 from gateway_agent.commands.journal import CommandJournal
 from gateway_agent.commands.link import CommandLink, LinkTiming
 from gateway_agent.commands.store import StateStore
 from gateway_agent.config import AgentSettings, build_commands, build_inputs
 from gateway_agent.control import AgentControls, apply_stored_overrides
+from gateway_agent.frame_buffer import FrameBuffer
+from gateway_agent.frame_uplink import FrameUplink
 from gateway_agent.inputs.base import Input
 from gateway_agent.scheduler import ReadingSink, Scheduler
 from gateway_agent.status import StatusBoard
@@ -57,6 +60,8 @@ class Agent:
     channel: grpc.aio.Channel
     commands: CommandLink | None = None
     command_store: StateStore | None = None
+    frames: FrameBuffer | None = None  # with a camera input: its frame spool and uplink
+    frame_uplink: FrameUplink | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -66,8 +71,10 @@ class Agent:
         """Open the buffer and build the parts; `run()` then does the work."""
         token = settings.token_source()
         built = list(inputs) if inputs is not None else build_inputs(settings.inputs)
-        configured = build_commands(settings.commands, BUILTIN_NAMES) if settings.commands.enabled else []
+        configured = build_commands(settings.commands, RESERVED_NAMES) if settings.commands.enabled else []
         buffer = await Buffer.open(settings.buffer)
+        cameras = [i.name for i in built if getattr(i, "captures_frames", False)]
+        frames = FrameBuffer(buffer) if cameras else None
         statuses = StatusBoard()
         meter = telemetry.meter("gateway_agent")
         u = settings.uplink
@@ -77,26 +84,39 @@ class Agent:
         uplink = Uplink(
             u, settings.device_id, token, buffer, statuses, channel, telemetry.tracer("gateway_agent"), meter
         )
+        frame_uplink = None
+        if frames is not None:
+            frames.start()
+            frame_uplink = FrameUplink(
+                u, settings.device_id, token, frames, channel, telemetry.tracer("gateway_agent")
+            )
         scheduler = Scheduler(
-            built, ReadingSink(buffer, meter), statuses, meter,
+            built, ReadingSink(buffer, meter, frames), statuses, meter,
             retry_initial=settings.input_retry_initial.total_seconds(),
             retry_max=settings.input_retry_max.total_seconds(),
             read_timeout=settings.read_timeout.total_seconds(),
         )  # fmt: skip
-        agent = cls(settings, buffer, scheduler, uplink, statuses, channel)
+        agent = cls(
+            settings, buffer, scheduler, uplink, statuses, channel, frames=frames, frame_uplink=frame_uplink
+        )
         if settings.commands.enabled:
-            await agent._start_commands(configured, token, telemetry)
+            await agent._start_commands(configured, token, telemetry, cameras)
         return agent
 
     async def _start_commands(
-        self, configured: list[CommandHandler], token: TokenSource, telemetry: Telemetry
+        self, configured: list[CommandHandler], token: TokenSource, telemetry: Telemetry, cameras: list[str]
     ) -> None:
-        """The command link, its journal, the stored input overrides and every handler."""
+        """The command link, its journal, the stored input overrides and every handler (`capture`
+        with camera inputs)."""
         self.command_store = store = await StateStore.open(self.settings.buffer.path)
         overrides = await InputOverrides.open(store)
         await apply_stored_overrides(self.scheduler, overrides)
-        controls = AgentControls(self.scheduler, self.buffer, self.uplink, self.statuses, overrides)
-        handlers = [*builtin_handlers(controls), *configured]
+        frames = None
+        if self.frames is not None and self.frame_uplink is not None:
+            frames = (self.frames, self.frame_uplink)
+        controls = AgentControls(self.scheduler, self.buffer, self.uplink, self.statuses, overrides, frames)
+        camera_handlers: list[CommandHandler] = [Capture(controls, cameras)] if cameras else []
+        handlers = [*builtin_handlers(controls), *camera_handlers, *configured]
         for handler in handlers:
             if isinstance(handler, ManagedHandler):
                 await handler.open()
@@ -123,6 +143,10 @@ class Agent:
         uplink = asyncio.create_task(self.uplink.run(), name="uplink")
         stop = asyncio.create_task(self._stop.wait(), name="stop")
         parts = {scheduler, uplink, stop}
+        frame_uplink = None
+        if self.frame_uplink is not None:
+            frame_uplink = asyncio.create_task(self.frame_uplink.run(), name="frame-uplink")
+            parts.add(frame_uplink)
         commands = None
         if self.commands is not None:
             commands = asyncio.create_task(self.commands.run(), name="commands")
@@ -137,10 +161,14 @@ class Agent:
             scheduler.cancel()
             await asyncio.gather(scheduler, return_exceptions=True)
             await self.buffer.flush()
+            if self.frames is not None:
+                await self.frames.flush()
             self.uplink.stop()
+            if self.frame_uplink is not None:
+                self.frame_uplink.stop()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.stop_timeout.total_seconds()):
-                    await asyncio.gather(uplink, return_exceptions=True)
+                    await asyncio.gather(*[t for t in (uplink, frame_uplink) if t], return_exceptions=True)
             for task in done - {stop}:
                 task.result()  # a part that ended by itself failed: raise, so systemd restarts us
         finally:
@@ -157,6 +185,8 @@ class Agent:
                     await handler.close()
         if self.command_store is not None:
             await self.command_store.close()
+        if self.frames is not None:
+            await self.frames.close()
         await self.buffer.close()
         await self.channel.close()
         log.info(

@@ -22,6 +22,12 @@ dropped as duplicates.
 Everything SQLite runs on one worker thread that owns the connection; the
 event loop never blocks on disk. The buffer knows nothing of sensors beyond
 a name and a sample time per record (for thinning reports), nor of gRPC.
+
+Camera frames share the file and the disk budget: their spool
+(gateway_agent/frame_spool.py, files in a folder beside this file, indexed
+here) counts in `disk_budget`, and over budget frames are thinned before
+readings. gateway_agent/frame_buffer.py is their async side, on this
+buffer's worker thread (`run_on_disk`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import TypeVar
 
 from gateway_agent import thinning
 from gateway_agent.buffer_settings import BufferSettings
+from gateway_agent.frame_spool import FrameSpool
 
 # BufferSettings lives in gateway_agent/buffer_settings.py; it is named here too, so whoever
 # opens a buffer imports the buffer and its settings from one place.
@@ -128,6 +135,7 @@ class Buffer:
         # The newest row read for the uplink: it and the rows before it may be on the server
         # already, so thinning leaves them alone (touched on the SQLite thread only).
         self._handed_out_id = 0
+        self.spool = FrameSpool(settings.path.with_name(settings.path.name + ".frames"))
 
     @classmethod
     async def open(cls, settings: BufferSettings) -> Buffer:
@@ -138,6 +146,10 @@ class Buffer:
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def run_on_disk(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on the buffer's SQLite thread (the frame buffer's way in)."""
+        return await self._run(lambda: fn(self._connection()))
 
     def _open(self) -> None:
         self.settings.path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +163,7 @@ class Buffer:
         conn.executescript(_SCHEMA)
         conn.isolation_level = "DEFERRED"  # `with conn:` now wraps a transaction
         self._sensor_ids = dict(conn.execute("SELECT name, id FROM sensors").fetchall())
+        self.spool.open(conn)
         row = conn.execute("SELECT value FROM meta WHERE key = 'sequence_base'").fetchone()
         self._base = None if row is None else int(row[0])
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
@@ -235,15 +248,28 @@ class Buffer:
             self._sensor_ids = dict(conn.execute("SELECT name, id FROM sensors").fetchall())
             raise
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
-        self._enforce_budget(conn)
+        self.enforce_budget(conn)
         return self._last_id if row is None else int(row[0])
 
-    def _enforce_budget(self, conn: sqlite3.Connection) -> None:
+    def enforce_budget(self, conn: sqlite3.Connection) -> None:
+        """Thin until readings and frames fit the budget: frames first, readings when no frame is
+        left to thin. Runs on the SQLite thread after every commit of either."""
         budget = int(self.settings.disk_budget)
-        used = thinning.used_bytes(conn)
+        used = thinning.used_bytes(conn) + self.spool.disk_bytes
         if used <= budget:
             return
         target = budget * self.settings.thin_to
+        frames = 0
+        while used > target and (thinned := self.spool.thin(conn)):
+            frames += thinned
+            used = thinning.used_bytes(conn) + self.spool.disk_bytes
+        if frames:
+            log.warning(
+                "event=frames_thinned dropped=%d used_bytes=%d budget_bytes=%d",
+                frames, used, budget,
+            )  # fmt: skip
+        if used <= target:
+            return
         started = time.monotonic()
         dropped = 0
         while used > target:
@@ -251,7 +277,7 @@ class Buffer:
             if result.dropped == 0:
                 break
             dropped += result.dropped
-            used = result.used_bytes_after
+            used = result.used_bytes_after + self.spool.disk_bytes
         self.thinned_total += dropped
         log.warning(
             "event=buffer_thinned dropped=%d used_bytes=%d budget_bytes=%d seconds=%.3f",
@@ -365,7 +391,9 @@ class Buffer:
         conn = self._connection()
         pending = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
         last = None if self._base is None else self._last_id + self._base
-        return BufferStats(pending, last, thinning.used_bytes(conn), self.thinned_total)
+        return BufferStats(
+            pending, last, thinning.used_bytes(conn) + self.spool.disk_bytes, self.thinned_total
+        )
 
     async def close(self) -> None:
         """Commit what is queued, stop the writer and close the database."""

@@ -189,9 +189,10 @@ def build_commands(configured: CommandsSettings, reserved: Sequence[str]) -> lis
 SIMULATED_INPUTS: dict[str, list[dict[str, Any]]] = {
     "simulated": [
         {"kind": "imu", "interval": "10ms"},
-        {"kind": "environment", "interval": "1s"},
+        {"kind": "environment", "interval": "1s", "link_interval": "30s"},
         {"kind": "system", "interval": "10s"},
         {"kind": "generic", "interval": "1s"},
     ]
 }
-"""What `--simulate` runs instead of the configured inputs: one sensor of each payload kind."""
+"""What `--simulate` runs instead of the configured inputs: one sensor of each payload kind (the
+environment sensor wireless, so link health too)."""

@@ -21,6 +21,8 @@ from gateway_agent.buffer import Buffer
 from gateway_agent.commands.base import CommandFailed
 from gateway_agent.commands.control import AgentStatus, InputView
 from gateway_agent.commands.input_overrides import InputOverrides, effective
+from gateway_agent.frame_buffer import FrameBuffer
+from gateway_agent.frame_uplink import FrameUplink
 from gateway_agent.inputs.base import PolledInput
 from gateway_agent.scheduler import ControlError, Scheduler
 from gateway_agent.status import StatusBoard
@@ -38,7 +40,10 @@ class AgentControls:
         uplink: Uplink,
         statuses: StatusBoard,
         overrides: InputOverrides | None,
+        frames: tuple[FrameBuffer, FrameUplink] | None = None,
     ) -> None:
+        """`frames`: the frame spool and its uplink, when a camera input is configured."""
+        self._frames = frames
         self._scheduler = scheduler
         self._buffer = buffer
         self._uplink = uplink
@@ -106,6 +111,25 @@ class AgentControls:
                 async with asyncio.timeout(wait_s):
                     await self._uplink.wait_acknowledged(through)
         return (await self._buffer.stats()).pending
+
+    async def spool_frames(self) -> int | None:
+        if self._frames is None:
+            raise CommandFailed("this agent has no camera input")
+        return await self._frames[0].flush()
+
+    async def upload_frames(self, through: int | None, wait_s: float) -> bool:
+        if self._frames is None:
+            raise CommandFailed("this agent has no camera input")
+        uplink = self._frames[1]
+        uplink.send_now()
+        if through is None or wait_s <= 0:
+            return False
+        try:
+            async with asyncio.timeout(wait_s):
+                await uplink.wait_acknowledged(through)
+        except TimeoutError:
+            return False
+        return True
 
     async def status(self) -> AgentStatus:
         stats = await self._buffer.stats()

@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sensormesh.v1.reading_pb2 import (
     EnvironmentPayload,
     ImuPayload,
+    LinkHealthPayload,
     Measurement,
     Reading,
     SystemPayload,
@@ -28,6 +29,7 @@ __all__ = [
     "Reading",
     "environment",
     "imu",
+    "link_health",
     "measurement",
     "now_ns",
     "sample_time_ns",
@@ -98,6 +100,26 @@ def system(
         disk_free_bytes=disk_free_bytes,
     )
     return Reading(sensor=sensor, sample_time=_time(sample_time_ns), system=payload)
+
+
+def link_health(
+    sensor: str,
+    sample_time_ns: int,
+    *,
+    battery_level_percent: float | None = None,
+    battery_voltage_volts: float | None = None,
+    signal_strength_dbm: float | None = None,
+    link_quality_percent: float | None = None,
+) -> Reading:
+    """A wireless sensor's battery and radio link, under the sensor's own name; set what the
+    radio reports (at least one), leave the rest absent."""
+    payload = LinkHealthPayload(
+        battery_level_percent=battery_level_percent,
+        battery_voltage_volts=battery_voltage_volts,
+        signal_strength_dbm=signal_strength_dbm,
+        link_quality_percent=link_quality_percent,
+    )
+    return Reading(sensor=sensor, sample_time=_time(sample_time_ns), link_health=payload)
 
 
 def measurement(sensor: str, sample_time_ns: int, name: str, value: float, unit: str = "") -> Reading:

@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from opentelemetry import metrics
+from sensormesh.v1.frame_pb2 import Frame
 
 from gateway_agent.backoff import Backoff
 from gateway_agent.buffer import Buffer, Record
-from gateway_agent.inputs.base import Input, InputError, PolledInput, StreamingInput
+from gateway_agent.frame_buffer import FrameBuffer
+from gateway_agent.inputs.base import Input, InputError, PolledInput, Sample, StreamingInput
 from gateway_agent.readings import Reading, sample_time_ns
 from gateway_agent.status import StatusBoard
 
@@ -40,18 +42,20 @@ log = logging.getLogger(__name__)
 class Sink(Protocol):
     """Where the scheduler hands readings."""
 
-    def emit(self, input_name: str, readings: Sequence[Reading]) -> None: ...
+    def emit(self, input_name: str, readings: Sequence[Sample]) -> None: ...
 
 
 class ReadingSink:
-    """The agent's sink: readings encoded once, into the buffer's next group commit.
+    """The agent's sink: readings encoded once, into the buffer's next group commit; camera
+    frames to the frame spool (`frames`), which an agent without cameras does not have.
 
     Counts are plain integers reported through an observable counter: at 100 Hz a
     synchronous `Counter.add` (attribute checks, aggregation) would cost more than the reading.
     """
 
-    def __init__(self, buffer: Buffer, meter: metrics.Meter) -> None:
+    def __init__(self, buffer: Buffer, meter: metrics.Meter, frames: FrameBuffer | None = None) -> None:
         self._buffer = buffer
+        self._frames = frames
         self.taken: dict[str, int] = {}
         meter.create_observable_counter(
             "sensormesh.agent.readings.taken",
@@ -75,11 +79,23 @@ class ReadingSink:
             metrics.Observation(self._buffer.dropped_in_memory, {"reason": "disk_stalled"}),
         ]
 
-    def emit(self, input_name: str, readings: Sequence[Reading]) -> None:
+    def emit(self, input_name: str, readings: Sequence[Sample]) -> None:
         if not readings:
             return
-        self._buffer.add([Record(r.sensor, sample_time_ns(r), r.SerializeToString()) for r in readings])
-        self.taken[input_name] = self.taken.get(input_name, 0) + len(readings)
+        frames = [item for item in readings if isinstance(item, Frame)]
+        if frames:
+            if self._frames is None:
+                raise RuntimeError(f"{input_name} captured frames, but this agent has no frame spool")
+            self._frames.add(frames)
+            readings = [item for item in readings if not isinstance(item, Frame)]
+        self._buffer.add(
+            [
+                Record(r.sensor, sample_time_ns(r), r.SerializeToString())
+                for r in readings
+                if isinstance(r, Reading)
+            ]
+        )
+        self.taken[input_name] = self.taken.get(input_name, 0) + len(readings) + len(frames)
 
 
 class ControlError(Exception):
@@ -245,7 +261,7 @@ class Scheduler:
         )  # fmt: skip
         return delay
 
-    async def _read(self, slot: _Slot, limit_s: float) -> Sequence[Reading]:
+    async def _read(self, slot: _Slot, limit_s: float) -> Sequence[Sample]:
         """Open the source if needed and read it, within `limit_s`, as the source's only user."""
         item = slot.item
         assert isinstance(item, PolledInput)

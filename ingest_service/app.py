@@ -1,6 +1,7 @@
 """Everything one ingest process holds, built once at start and passed down:
-the connection pool, caches, the writer, the notifier, telemetry, and the
-shutdown flag. No module-level state, so a test can start two services.
+the connection pool, caches, the writers (readings and frames), the frame
+store and rate limit, the notifier, telemetry, and the shutdown flag. No
+module-level state, so a test can start two services.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import asyncpg
 from ingest_service.batch import PreparedBatch
 from ingest_service.catalog import SensorCatalog, StaleCatalog
 from ingest_service.command_channels import CommandChannels
+from ingest_service.frame_batch import PreparedFrames
+from ingest_service.frame_pacing import FramePacer
+from ingest_service.frame_writer import FrameCommit, FrameWriter
 from ingest_service.notifier import CommitNotifier
 from ingest_service.observability import IngestMetrics
 from ingest_service.pg_time import install_codec
@@ -26,10 +30,13 @@ from ingest_service.writer import BatchWriter, Commit
 from sensormesh_core.access.device_tokens import DeviceTokens
 from sensormesh_core.command_telemetry import CommandMetrics
 from sensormesh_core.errors import NotFound, Unavailable
+from sensormesh_core.storage.frame_blobs import FrameBlobStore, PostgresFrameBlobs
+from sensormesh_core.storage.live_signal import FRAMES_CHANNEL
 from sensormesh_core.storage.maintenance import Backend, maintain, storage_backend
 from sensormesh_core.storage.outages import RETRYABLE_DATABASE_ERRORS
 from sensormesh_core.storage.partitions import PartitionManager
 from sensormesh_core.storage.rollups import RefreshReport, has_rollup_tables, refresh_rollups
+from sensormesh_core.storage.schema import FRAME_TABLES
 from sensormesh_core.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -58,10 +65,12 @@ class IngestApp:
         *,
         connect: Callable[[], Awaitable[asyncpg.Connection]],
         rollups: bool = False,
+        frame_blobs: FrameBlobStore | None = None,
     ) -> None:
         """`rollups`: this service keeps the rollup tables (plain PostgreSQL,
         migration 0003); `connect` opens a connection of its own (the refresher's,
-        the command signal's LISTEN)."""
+        the command signal's LISTEN); `frame_blobs` stores frame images (the
+        PostgreSQL store by default)."""
         self.settings = settings
         self.pool = pool
         self.backend = backend
@@ -71,6 +80,7 @@ class IngestApp:
         self.notifier = notifier
         self.catalog = SensorCatalog()
         self.partitions = PartitionManager() if backend is Backend.PARTITIONED else None
+        self.frame_partitions = PartitionManager(FRAME_TABLES) if backend is Backend.PARTITIONED else None
         self.auth = DeviceTokens(pool, settings.credential_cache_ttl.total_seconds())
         self.recheck_interval = settings.stream_recheck_interval.total_seconds()
         try:
@@ -82,6 +92,8 @@ class IngestApp:
             rules = None
         self.preparer = Preparer(settings, self.catalog, pool, rules)
         self.writer = BatchWriter(pool, self.catalog, self.partitions, self.tracer, rollup_gate=rollups)
+        self.frame_writer = FrameWriter(pool, frame_blobs or PostgresFrameBlobs(), self.frame_partitions)
+        self.frame_pacer = FramePacer(settings.ingest_frame_rate, settings.ingest_frame_burst)
         self._connect = connect
         self.command_channels = CommandChannels(connect)
         self.rollups = rollups
@@ -140,7 +152,7 @@ class IngestApp:
     async def maintain(self) -> None:
         """Partitions ahead of time and past retention (plain PostgreSQL)."""
         async with self.pool.acquire() as conn:
-            await maintain(conn, self.settings, self.partitions)
+            await maintain(conn, self.settings, self.partitions, frame_partitions=self.frame_partitions)
 
     async def _maintain_every(self, interval: timedelta) -> None:
         while True:
@@ -207,6 +219,35 @@ class IngestApp:
             self.metrics.sequence_gaps.add(1)
         return result
 
+    async def commit_frames(self, batch: PreparedFrames) -> FrameCommit:
+        """Commit a frame batch, then hand its signal to the notifier (the frames' channel)."""
+        try:
+            result = await self.frame_writer.commit(batch)
+        except RETRYABLE_DATABASE_ERRORS as exc:
+            log.warning("event=database_unavailable device=%s error=%r", batch.device_id, exc)
+            raise Unavailable("the database is unavailable; retry from GetFrameUploadOffset") from exc
+        for refused in result.refused:
+            first = refused.violations[0]
+            log.warning(
+                "event=frame_refused device=%s sequence=%d field=%s reason=%r",
+                batch.device_id, refused.sequence, first.field, first.description,
+            )  # fmt: skip
+        if result.duplicates:
+            log.info(
+                "event=frame_duplicates_dropped device=%s first_sequence=%d last_sequence=%d duplicates=%d",
+                batch.device_id, batch.first_sequence, batch.last_sequence, result.duplicates,
+            )  # fmt: skip
+        self.metrics.record_frames(
+            result.accepted, len(result.refused), result.duplicates, result.stored_bytes
+        )
+        if result.signal is not None and self.notifier is not None:
+            self.notifier.publish(result.signal, FRAMES_CHANNEL)
+        return result
+
+    async def read_frame_mark(self, device_id: str) -> tuple[int, datetime | None]:
+        """The device's committed frame sequence and when it last moved; NotFound if no such device."""
+        return await self._read_offset("frame_offsets", device_id)
+
     def track(self, task: asyncio.Task[object]) -> None:
         """Keep `task` alive until it ends; `close` waits for it (in-flight commits)."""
         self._background.add(task)
@@ -232,10 +273,15 @@ class IngestApp:
 
     async def read_mark(self, device_id: str) -> tuple[int, datetime | None]:
         """The device's committed sequence and when it last moved; NotFound if no such device."""
+        return await self._read_offset("upload_offsets", device_id)
+
+    async def _read_offset(self, table: str, device_id: str) -> tuple[int, datetime | None]:
+        """A mark from `table`; a device without a row there is at 0 (frames: none uploaded yet)."""
         try:
             async with self.pool.acquire() as conn:
                 row = await conn.fetchrow(
-                    "SELECT committed_sequence, update_time FROM upload_offsets WHERE device_id = $1",
+                    "SELECT coalesce(o.committed_sequence, 0) AS committed_sequence, o.update_time "
+                    f"FROM devices d LEFT JOIN {table} o ON o.device_id = d.device_id WHERE d.device_id = $1",
                     device_id,
                 )
         except RETRYABLE_DATABASE_ERRORS as exc:

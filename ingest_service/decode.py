@@ -25,28 +25,30 @@ from ingest_service.offsets import describe
 from ingest_service.pg_time import PG_EPOCH_UNIX_MICROS
 from ingest_service.rules import ReadingRules
 from sensormesh_core.errors import FieldViolation
-from sensormesh_core.storage.schema import ENVIRONMENT, IMU, MEASUREMENTS_TABLE, SYSTEM
+from sensormesh_core.storage.schema import (
+    ENVIRONMENT,
+    IMU,
+    LINK_HEALTH,
+    MEASUREMENTS_TABLE,
+    SYSTEM,
+    TYPED_BY_PAYLOAD,
+    TYPED_TABLES,
+)
 
 # Whole-batch violations reported before giving up on a batch.
 MAX_BATCH_VIOLATIONS = 10
 _NANOS_MAX = 999_999_999
+_TABLES = (*(t.table for t in TYPED_TABLES), MEASUREMENTS_TABLE)
 
 
 @dataclass(slots=True)
 class Decoded:
     """What the decoder made of a batch so far."""
 
-    rows: dict[str, list[Row]] = field(
-        default_factory=lambda: {
-            t: [] for t in (IMU.table, ENVIRONMENT.table, SYSTEM.table, MEASUREMENTS_TABLE)
-        }
-    )
-    # table -> sensor_id (typed) or series_id (measurements) -> newest row
-    latest: dict[str, dict[int, Row]] = field(
-        default_factory=lambda: {
-            t: {} for t in (IMU.table, ENVIRONMENT.table, SYSTEM.table, MEASUREMENTS_TABLE)
-        }
-    )
+    rows: dict[str, list[Row]] = field(default_factory=lambda: {t: [] for t in _TABLES})
+    # table -> sensor_id (typed) or series_id (measurements) -> newest row; not used for link
+    # health, whose latest values prepare.py takes per quantity from its rows
+    latest: dict[str, dict[int, Row]] = field(default_factory=lambda: {t: {} for t in _TABLES})
     flagged: list[int] = field(default_factory=list)
     pending: list[int] = field(default_factory=list)
     violations: list[FieldViolation] = field(default_factory=list)
@@ -80,6 +82,7 @@ def decode_fast(
     imu_latest, env_latest = out.latest[IMU.table], out.latest[ENVIRONMENT.table]
     sys_latest, meas_latest = out.latest[SYSTEM.table], out.latest[MEASUREMENTS_TABLE]
     imu_ids, env_ids, sys_ids = device.typed["imu"], device.typed["environment"], device.typed["system"]
+    link_rows, link_ids = out.rows[LINK_HEALTH.table], device.typed[LINK_HEALTH.payload]
     series_ids = device.measurements
     (ax_lo, ax_hi), (ay_lo, ay_hi), (az_lo, az_hi), (gx_lo, gx_hi), (gy_lo, gy_hi), (gz_lo, gz_hi) = (
         (r.lo, r.hi) for r in rules.imu
@@ -89,6 +92,7 @@ def decode_fast(
     p_lo, p_hi = rules.pressure.lo, rules.pressure.hi
     c_lo, c_hi = rules.cpu_temperature.lo, rules.cpu_temperature.hi
     v_lo, v_hi = rules.measurement_value.lo, rules.measurement_value.hi
+    (bl_lo, bl_hi), (bv_lo, bv_hi), (ss_lo, ss_hi), (lq_lo, lq_hi) = ((r.lo, r.hi) for r in rules.link_health)
     unit_ok = rules.measurement_unit.ok
     lo, hi = window.lo, window.hi
     flag, wait = out.flagged.append, out.pending.append
@@ -192,6 +196,31 @@ def decode_fast(
             newest = meas_latest.get(series_id)
             if newest is None or time >= newest[0]:
                 meas_latest[series_id] = row
+        # Last of the kinds: a wireless sensor sends one every minute or so, and the
+        # kinds above, tested first, pay nothing for this branch.
+        elif kind == "link_health":
+            sensor_id = link_ids.get(reading.sensor)
+            if sensor_id is None:
+                wait(index)
+                continue
+            k = reading.link_health
+            level = k.battery_level_percent if k.HasField("battery_level_percent") else None
+            volts = k.battery_voltage_volts if k.HasField("battery_voltage_volts") else None
+            dbm = k.signal_strength_dbm if k.HasField("signal_strength_dbm") else None
+            quality = k.link_quality_percent if k.HasField("link_quality_percent") else None
+            # link_health_payload.not_empty, then each range.
+            if (
+                (level is None and volts is None and dbm is None and quality is None)
+                or (level is not None and not bl_lo <= level <= bl_hi)
+                or (volts is not None and not bv_lo <= volts <= bv_hi)
+                or (dbm is not None and not ss_lo <= dbm <= ss_hi)
+                or (quality is not None and not lq_lo <= quality <= lq_hi)
+            ):
+                flag(index)
+                continue
+            # Its latest values are taken per quantity from the rows (prepare.py): a reading
+            # often carries some of them only (a BLE RSSI without the battery).
+            link_rows.append((time, sequence, sensor_id, level, volts, dbm, quality))
         else:  # no payload, or one this service's contracts do not know
             flag(index)
     return previous
@@ -217,7 +246,7 @@ def decode_one(index: int, item: Any, time: int, device: DeviceCatalog, out: Dec
         if sensor_id is None or kind is None:
             return False
         payload = getattr(reading, kind)
-        schema = {IMU.payload: IMU, ENVIRONMENT.payload: ENVIRONMENT, SYSTEM.payload: SYSTEM}[kind]
+        schema = TYPED_BY_PAYLOAD[kind]
         values = tuple(
             getattr(payload, q.proto_field) if q.required or payload.HasField(q.proto_field) else None
             for q in schema.quantities

@@ -7,6 +7,10 @@ of one device are merged over a short window (`CommitSignal.merge`, when their
 ranges adjoin), and all devices' signals of a window leave in one statement,
 so the notification rate stays bounded however fast batches commit.
 
+Readings' and camera frames' signals travel on their own channels
+(`live_signal.CHANNEL`, `live_signal.FRAMES_CHANNEL`), through this one
+notifier and its one connection; they are never merged across channels.
+
 A signal is a hint for live subscribers, not part of exactly-once delivery:
 when the connection fails the pending signals are dropped (and logged), and
 the notifier reconnects.
@@ -25,7 +29,7 @@ from sensormesh_core.storage.live_signal import CHANNEL, CommitSignal
 
 log = logging.getLogger(__name__)
 
-_NOTIFY = "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload"
+_NOTIFY = "SELECT pg_notify(n.channel, n.payload) FROM unnest($1::text[], $2::text[]) AS n(channel, payload)"
 _RECONNECT_DELAY = 1.0
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
@@ -37,9 +41,9 @@ class CommitNotifier:
     def __init__(self, connect: Connect, window: float) -> None:
         self._connect = connect
         self._window = window
-        # Per device, signals in commit order; adjoining ones are merged. A device
+        # Per channel and device, signals in commit order; adjoining ones are merged. A device
         # that committed on another replica in between has a hole here: those stay apart.
-        self._pending: dict[str, list[CommitSignal]] = {}
+        self._pending: dict[tuple[str, str], list[CommitSignal]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
@@ -48,9 +52,9 @@ class CommitNotifier:
         self.sent = 0  # NOTIFY payloads sent, for tests and the benchmark
         self.dropped = 0
 
-    def publish(self, signal: CommitSignal) -> None:
-        """Queue a signal; never blocks and never fails the caller."""
-        queued = self._pending.setdefault(signal.device_id, [])
+    def publish(self, signal: CommitSignal, channel: str = CHANNEL) -> None:
+        """Queue a signal for `channel`; never blocks and never fails the caller."""
+        queued = self._pending.setdefault((channel, signal.device_id), [])
         if queued and queued[-1].adjoins(signal):
             queued[-1] = queued[-1].merge(signal)
         else:
@@ -94,11 +98,12 @@ class CommitNotifier:
         if not self._pending:
             return
         signals, self._pending = self._pending, {}
+        channels = [channel for (channel, _), queued in signals.items() for _ in queued]
         payloads = [signal.encode() for queued in signals.values() for signal in queued]
         try:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await self._connect()
-            await self._conn.execute(_NOTIFY, CHANNEL, payloads)
+            await self._conn.execute(_NOTIFY, channels, payloads)
             self.sent += len(payloads)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
             # InternalClientError: the connection was cut while a statement was on it

@@ -6,9 +6,15 @@ Metrics (OpenTelemetry names; Prometheus shows them with `_` for `.`):
   accepted | rejected | duplicate.
 - `sensormesh.ingest.batch.duration` (histogram, s): prepare + commit of one
   batch, by `rpc`.
-- `sensormesh.ingest.streams.active` (up-down counter): open UploadReadings streams.
+- `sensormesh.ingest.streams.active` (up-down counter): open UploadReadings
+  streams, and UploadFrames ones with `rpc` = UploadFrames.
 - `sensormesh.ingest.sequence_gaps` (counter): batches that started past
   mark + 1 (readings the device never sent; the mark moves past them).
+- `sensormesh.ingest.frames` (counter, {frame}): camera frames received, by
+  `outcome` = accepted | refused | duplicate; `sensormesh.ingest.frame_bytes`
+  (counter, By): image bytes stored.
+- `sensormesh.ingest.frames.paced` (counter, s): time frame streams were held
+  back by the per-device frame rate.
 """
 
 from __future__ import annotations
@@ -39,13 +45,34 @@ class IngestMetrics:
             explicit_bucket_boundaries_advisory=list(BATCH_BUCKETS),
         )
         self.active_streams = meter.create_up_down_counter(
-            "sensormesh.ingest.streams.active", unit="{stream}", description="Open UploadReadings streams."
+            "sensormesh.ingest.streams.active",
+            unit="{stream}",
+            description="Open upload streams (UploadFrames ones with rpc=UploadFrames).",
         )
         self.sequence_gaps = meter.create_counter(
             "sensormesh.ingest.sequence_gaps",
             unit="{batch}",
             description="Batches that began after the device's mark + 1.",
         )
+
+        self.frames = meter.create_counter(
+            "sensormesh.ingest.frames", unit="{frame}", description="Camera frames received, by outcome."
+        )
+        self.frame_bytes = meter.create_counter(
+            "sensormesh.ingest.frame_bytes", unit="By", description="Image bytes of the frames stored."
+        )
+        self.frames_paced = meter.create_counter(
+            "sensormesh.ingest.frames.paced",
+            unit="s",
+            description="Time frame streams waited for the per-device frame rate.",
+        )
+
+    def record_frames(self, accepted: int, refused: int, duplicates: int, stored_bytes: int) -> None:
+        for outcome, count in (("accepted", accepted), ("refused", refused), ("duplicate", duplicates)):
+            if count:
+                self.frames.add(count, {"outcome": outcome})
+        if stored_bytes:
+            self.frame_bytes.add(stored_bytes)
 
     def record_batch(self, rpc: str, accepted: int, rejected: int, duplicates: int, seconds: float) -> None:
         self.readings.add(accepted, {"outcome": "accepted"})

@@ -23,13 +23,16 @@ _sequence_of_row = itemgetter(SEQUENCE)
 _sequence_of = attrgetter("sequence")
 
 
-def range_violations(first: int, last: int, sequences: list[int], *, limit: int = 10) -> list[FieldViolation]:
-    """Readings out of order or outside [first, last], as `readings[i].sequence` violations."""
+def range_violations(
+    first: int, last: int, sequences: list[int], *, limit: int = 10, items: str = "readings"
+) -> list[FieldViolation]:
+    """Items out of order or outside [first, last], as `readings[i].sequence` violations
+    (`items` names the repeated field: "frames" for a frame batch)."""
     found: list[FieldViolation] = []
     previous = first - 1
     for index, sequence in enumerate(sequences):
         if sequence <= previous or sequence > last:
-            found.append(FieldViolation(f"readings[{index}].sequence", describe(sequence, previous, last)))
+            found.append(FieldViolation(f"{items}[{index}].sequence", describe(sequence, previous, last)))
             if len(found) >= limit:
                 break
         else:
@@ -41,7 +44,7 @@ def describe(sequence: int, previous: int, last: int) -> str:
     """Why a reading's sequence breaks its batch."""
     if sequence > last:
         return f"{sequence} is after the batch's last_sequence {last}"
-    return f"{sequence} must be greater than {previous} (readings in strictly increasing sequence order)"
+    return f"{sequence} must be greater than {previous} (strictly increasing sequence order)"
 
 
 def next_mark(mark: int, last_sequence: int) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 from sensormesh.v1 import ingest_pb2, reading_pb2
 
-from ingest_service.batch import InputRow, LatestValue, PreparedBatch, Rejection, ThinningRow
+from ingest_service.batch import InputRow, LatestValue, PreparedBatch, Rejection, Row, ThinningRow
 from ingest_service.catalog import DeviceCatalog, SensorCatalog, Wanted
 from ingest_service.checks import (
     Limits,
@@ -35,7 +35,7 @@ from ingest_service.pg_time import from_unix
 from ingest_service.rules import ReadingRules
 from ingest_service.settings import IngestSettings
 from sensormesh_core.errors import FieldViolation, InvalidArgument
-from sensormesh_core.storage.schema import MEASUREMENTS_TABLE, TYPED_TABLES
+from sensormesh_core.storage.schema import LINK_HEALTH, MEASUREMENTS_TABLE, TYPED_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -285,14 +285,41 @@ class Preparer:
         ]
         for table, by_sensor in out.latest.items():
             schema = _SCHEMA_BY_TABLE.get(table)
-            if schema is None:
+            if schema is None or table == LINK_HEALTH.table:
                 continue
             for sensor_id, row in by_sensor.items():
                 for quantity, value in zip(schema.quantities, row[3:], strict=True):
                     if value is not None:
                         series_id = device.typed_series[(sensor_id, quantity.name)]
                         latest.append(LatestValue(series_id, row[0], float(value), row[1]))
+        if out.rows[LINK_HEALTH.table]:
+            latest += _newest_per_quantity(out.rows[LINK_HEALTH.table], device)
         return latest
+
+
+def _newest_per_quantity(rows: list[Row], device: DeviceCatalog) -> list[LatestValue]:
+    """Link health's latest values, each quantity from the newest row that has it: a
+    battery read and an RSSI often come in readings of their own, and the newest row
+    alone would leave out the other. A pass over the batch's link-health rows only
+    (a sensor sends one every minute or so); other kinds keep the newest row."""
+    newest: dict[tuple[int, int], Row] = {}
+    for row in rows:
+        for position, value in enumerate(row[3:]):
+            if value is not None:
+                key = (row[2], position)
+                found = newest.get(key)
+                if found is None or (row[0], row[1]) >= (found[0], found[1]):
+                    newest[key] = row
+    quantities = LINK_HEALTH.quantities
+    return [
+        LatestValue(
+            device.typed_series[(sensor_id, quantities[position].name)],
+            row[0],
+            float(row[3 + position]),
+            row[1],
+        )
+        for (sensor_id, position), row in newest.items()
+    ]
 
 
 def _summary(what: str, violations: list[FieldViolation]) -> str:

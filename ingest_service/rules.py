@@ -27,7 +27,7 @@ from buf.validate import validate_pb2
 from google.protobuf.descriptor import Descriptor
 from sensormesh.v1 import reading_pb2
 
-from sensormesh_core.storage.schema import ENVIRONMENT, IMU, SYSTEM
+from sensormesh_core.storage.schema import ENVIRONMENT, IMU, LINK_HEALTH, SYSTEM
 
 _DOUBLE_MAX = sys.float_info.max
 
@@ -93,6 +93,7 @@ class ReadingRules:
     relative_humidity: FloatRange
     pressure: FloatRange
     cpu_temperature: FloatRange
+    link_health: tuple[FloatRange, ...]  # in LINK_HEALTH.quantities order
     measurement_name: StringRule
     measurement_value: FloatRange
     measurement_unit: StringRule
@@ -179,20 +180,28 @@ def _check_reading_shape() -> tuple[int, int]:
     payload = reading.oneofs_by_name["payload"].GetOptions().Extensions[validate_pb2.oneof]
     if not payload.required:
         raise UnsupportedRules("Reading.payload: optional payload")
-    for name in ("imu", "environment", "system", "measurement"):
+    for name in ("imu", "environment", "system", "measurement", "link_health"):
         _only(_field_rules(reading, name), set(), f"Reading.{name}")
     sequenced = reading_pb2.SequencedReading.DESCRIPTOR
     _only(_field_rules(sequenced, "reading"), {"required"}, "SequencedReading.reading")
     return after
 
 
-_SYSTEM_NOT_EMPTY = (
-    "has(this.cpu_temperature_celsius) || has(this.disk_used_bytes) || has(this.disk_free_bytes)"
-)
+# The message-level (CEL) rules the decoder implements: "at least one field set" of the
+# payloads whose fields are all optional. The expression must be exactly the one whose
+# meaning the decoder's check has.
+def _not_empty(message: Descriptor) -> str:
+    return " || ".join(f"has(this.{f.name})" for f in message.fields)
+
+
+_NOT_EMPTY_RULES = {
+    reading_pb2.SystemPayload.DESCRIPTOR: "system_payload.not_empty",
+    reading_pb2.LinkHealthPayload.DESCRIPTOR: "link_health_payload.not_empty",
+}
 
 
 def _check_message_rules() -> None:
-    """Message-level (CEL) rules: only the system payload's, which the decoder implements."""
+    """Message-level (CEL) rules: only the payloads' "not empty" ones, which the decoder implements."""
     for message in (
         reading_pb2.SequencedReading,
         reading_pb2.Reading,
@@ -202,10 +211,11 @@ def _check_message_rules() -> None:
     ):
         if _set_fields(message.DESCRIPTOR.GetOptions().Extensions[validate_pb2.message]):
             raise UnsupportedRules(f"{message.DESCRIPTOR.name}: message rules")
-    system = reading_pb2.SystemPayload.DESCRIPTOR.GetOptions().Extensions[validate_pb2.message]
-    expressions = [(rule.id, rule.expression) for rule in system.cel]
-    if _set_fields(system) - {"cel"} or expressions != [("system_payload.not_empty", _SYSTEM_NOT_EMPTY)]:
-        raise UnsupportedRules("SystemPayload: message rules changed")
+    for descriptor, rule_id in _NOT_EMPTY_RULES.items():
+        rules = descriptor.GetOptions().Extensions[validate_pb2.message]
+        expressions = [(rule.id, rule.expression) for rule in rules.cel]
+        if _set_fields(rules) - {"cel"} or expressions != [(rule_id, _not_empty(descriptor))]:
+            raise UnsupportedRules(f"{descriptor.name}: message rules changed")
     for name in ("disk_used_bytes", "disk_free_bytes"):
         _only(_field_rules(reading_pb2.SystemPayload.DESCRIPTOR, name), set(), f"SystemPayload.{name}")
 
@@ -220,6 +230,7 @@ def load_rules() -> ReadingRules:
     imu = reading_pb2.ImuPayload.DESCRIPTOR
     environment = reading_pb2.EnvironmentPayload.DESCRIPTOR
     system = reading_pb2.SystemPayload.DESCRIPTOR
+    link_health = reading_pb2.LinkHealthPayload.DESCRIPTOR
     measurement = reading_pb2.Measurement.DESCRIPTOR
     if [f.name for f in imu.fields] != [q.proto_field for q in IMU.quantities]:
         raise UnsupportedRules("ImuPayload: fields differ from storage/schema.py")
@@ -227,6 +238,8 @@ def load_rules() -> ReadingRules:
         raise UnsupportedRules("EnvironmentPayload: fields differ from storage/schema.py")
     if [f.name for f in system.fields] != [q.proto_field for q in SYSTEM.quantities]:
         raise UnsupportedRules("SystemPayload: fields differ from storage/schema.py")
+    if [f.name for f in link_health.fields] != [q.proto_field for q in LINK_HEALTH.quantities]:
+        raise UnsupportedRules("LinkHealthPayload: fields differ from storage/schema.py")
     return ReadingRules(
         sequence_min=sequence_rules.uint64.gte,
         time_after=after,
@@ -236,6 +249,7 @@ def load_rules() -> ReadingRules:
         relative_humidity=float_range(environment, "relative_humidity_percent"),
         pressure=float_range(environment, "pressure_hpa"),
         cpu_temperature=float_range(system, "cpu_temperature_celsius"),
+        link_health=tuple(float_range(link_health, q.proto_field) for q in LINK_HEALTH.quantities),
         measurement_name=string_rule(measurement, "name"),
         measurement_value=float_range(measurement, "value"),
         measurement_unit=string_rule(measurement, "unit"),

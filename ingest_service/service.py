@@ -20,6 +20,7 @@ from opentelemetry import trace
 from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
 
 from ingest_service.app import IngestApp
+from ingest_service.frame_upload import FrameUploadStream
 from ingest_service.upload import (
     MAX_REPORTED_REJECTIONS,
     UploadStream,
@@ -100,6 +101,32 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             rejected_count=len(commit.rejected),
             rejected=[rejected_reading(r) for r in commit.rejected[:MAX_REPORTED_REJECTIONS]],
         )
+
+    async def UploadFrames(  # noqa: N802 - named by the contract
+        self,
+        request_iterator: AsyncIterator[ingest_pb2.UploadFramesRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> ingest_pb2.UploadFramesResponse:
+        owner = current_caller()
+        self._app.metrics.active_streams.add(1, {"rpc": "UploadFrames"})
+        try:
+            return await FrameUploadStream(self._app, owner).run(request_iterator)
+        finally:
+            self._app.metrics.active_streams.add(-1, {"rpc": "UploadFrames"})
+
+    async def GetFrameUploadOffset(  # noqa: N802 - named by the contract
+        self, request: ingest_pb2.GetFrameUploadOffsetRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ingest_pb2.GetFrameUploadOffsetResponse:
+        owner = current_caller()
+        validation.validate(request)
+        self._app.auth.authorize(owner, request.device_id)
+        mark, moved = await self._app.read_frame_mark(request.device_id)
+        response = ingest_pb2.GetFrameUploadOffsetResponse(
+            device_id=request.device_id, committed_sequence=mark
+        )
+        if moved is not None:
+            response.update_time.CopyFrom(_timestamp(moved))
+        return response
 
 
 def _timestamp(value: Any) -> timestamp_pb2.Timestamp:

@@ -33,6 +33,31 @@ class IngestSettings(ServiceSettings):
         ge=64 * 1024,
         description="Largest gRPC message accepted; larger ones fail with RESOURCE_EXHAUSTED.",
     )
+    ingest_max_frame_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        le=4 * 1024 * 1024,
+        description="Largest camera frame (encoded image) accepted; at most the contract's 4 MiB.",
+    )
+    ingest_max_batch_frames: int = Field(
+        default=16,
+        ge=1,
+        le=1_000,
+        description="Most frames in one UploadFrames batch (a batch also stays within the message limit).",
+    )
+    ingest_frame_rate: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Frames per second one device may upload on average (per ingest process); a faster device's "
+            "stream is slowed down, not refused, so a backlog after an outage drains at this rate."
+        ),
+    )
+    ingest_frame_burst: int = Field(
+        default=100,
+        ge=1,
+        description="Frames a device may upload at once before ingest_frame_rate paces it.",
+    )
     ingest_future_tolerance: timedelta = Field(
         default=timedelta(minutes=10),
         description="How far a sample time may lie ahead of the server's clock (device clock skew).",

@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from sensormesh.v1 import device_pb2, ingest_pb2
+from sensormesh.v1 import device_pb2, ingest_pb2, query_pb2
 
 from sensormesh_core.errors import FieldViolation, InvalidArgument
 from sensormesh_core.storage.device_details import DeviceDetails
+from sensormesh_core.storage.link_extremes import SensorValue
 from sensormesh_core.storage.registry import (
     DEVICE_STATUS_ACTIVE,
     DEVICE_TYPE_GATEWAY,
@@ -42,9 +43,23 @@ def device_message(record: DeviceRecord, details: DeviceDetails | None = None) -
         device.update_time.CopyFrom(_stamp(record.update_time))
     if record.last_upload_time is not None:
         device.last_upload_time.CopyFrom(_stamp(record.last_upload_time))
+    if record.lowest_battery is not None:
+        device.lowest_battery_level.CopyFrom(_latest_value(record.lowest_battery))
+    if record.weakest_signal is not None:
+        device.weakest_signal_strength.CopyFrom(_latest_value(record.weakest_signal))
     if details is not None:
         _add_details(device, details)
     return device
+
+
+def _latest_value(value: SensorValue) -> query_pb2.LatestValue:
+    return query_pb2.LatestValue(
+        sensor=value.sensor,
+        quantity=value.quantity,
+        unit=value.unit,
+        sample_time=_stamp(value.time),
+        value=value.value,
+    )
 
 
 def _add_details(device: device_pb2.Device, details: DeviceDetails) -> None:
@@ -72,6 +87,15 @@ def _add_details(device: device_pb2.Device, details: DeviceDetails) -> None:
             last_sample_time=_stamp(thinned.last_sample_time),
         )
     device.rejected_count = details.rejected_count
+    for camera in details.cameras:
+        device.cameras.add(
+            name=camera.name,
+            create_time=_stamp(camera.create_time),
+            last_sequence=camera.last_sequence,
+            last_capture_time=_stamp(camera.last_capture_time),
+            thinned_count=camera.thinned_count,
+        )
+    device.committed_frame_sequence = details.committed_frame_sequence
 
 
 def create_arguments(device: device_pb2.Device) -> dict[str, object]:

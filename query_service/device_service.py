@@ -22,6 +22,7 @@ from sensormesh_core.access.principal import ROLE_ADMIN, current_caller
 from sensormesh_core.errors import PermissionDenied
 from sensormesh_core.storage import registry
 from sensormesh_core.storage.device_details import device_details
+from sensormesh_core.storage.link_extremes import parse_order_by
 from sensormesh_core.validation import validate
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,18 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         self, request: device_pb2.ListDevicesRequest, context: Context
     ) -> device_pb2.ListDevicesResponse:
         validate(request)
-        parameters = {"status": int(request.status), "type": int(request.type)}
-        after = None
+        order = parse_order_by(request.order_by)
+        parameters: dict[str, object] = {"status": int(request.status), "type": int(request.type)}
+        if order.column is not None or order.descending:  # tokens of the id order stay as they were
+            parameters["order_by"] = order.text
+        after, after_value = None, None
         if request.page_token:
-            after = page_tokens.decode(request.page_token, "devices", parameters).get("after")
+            given = page_tokens.decode(request.page_token, "devices", parameters)
+            after, after_value = given.get("after"), given.get("value")
             if not isinstance(after, str) or DEVICE_ID.fullmatch(after) is None:
                 raise page_tokens.invalid()  # a forged cursor: not a device id
+            if not (after_value is None or isinstance(after_value, float)):
+                raise page_tokens.invalid()
         size = request.page_size or self._default_page_size
         async with self._pool.acquire() as conn:
             records = await registry.list_devices(
@@ -99,12 +106,16 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
                 status=request.status,
                 device_type=request.type,
                 scope=current_caller().scope,
+                order=order,
+                after_value=after_value,
             )
         response = device_pb2.ListDevicesResponse(devices=[device_message(r) for r in records[:size]])
         if len(records) > size:
-            response.next_page_token = page_tokens.encode(
-                "devices", parameters, {"after": records[size - 1].device_id}
-            )
+            last = records[size - 1]
+            cursor: dict[str, object] = {"after": last.device_id}
+            if order.column is not None:  # the stored double sorted by: exact in JSON (its repr)
+                cursor["value"] = last.sort_value(order)
+            response.next_page_token = page_tokens.encode("devices", parameters, cursor)
         return response
 
     async def UpdateDevice(
@@ -125,8 +136,15 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
         async with self._pool.acquire() as conn:
             await registry.require_visible(conn, request.device_id, current_caller().scope)
             deleted = await registry.delete_device(conn, request.device_id)
-        log.info("event=device_deleted device_id=%s deleted_readings=%d", request.device_id, deleted)
-        return device_pb2.DeleteDeviceResponse(deleted_reading_count=deleted)
+        log.info(
+            "event=device_deleted device_id=%s deleted_readings=%d deleted_frames=%d",
+            request.device_id,
+            deleted.readings,
+            deleted.frames,
+        )
+        return device_pb2.DeleteDeviceResponse(
+            deleted_reading_count=deleted.readings, deleted_frame_count=deleted.frames
+        )
 
     async def RotateDeviceToken(
         self, request: device_pb2.RotateDeviceTokenRequest, context: Context

@@ -21,6 +21,8 @@ from sensormesh.v1 import (
     audit_pb2_grpc,
     device_pb2,
     device_pb2_grpc,
+    frame_pb2,
+    frame_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
 )
@@ -28,7 +30,9 @@ from sensormesh.v1 import (
 from query_service.access_service import AccessServicer
 from query_service.audit_service import AuditServicer
 from query_service.device_service import DeviceServicer
+from query_service.frame_service import FrameServicer
 from query_service.live.hub import LiveHub
+from query_service.live.sources import FramesSource
 from query_service.query_service import QueryServicer
 from query_service.settings import QuerySettings
 from sensormesh_core.access.api_keys import ApiKeys
@@ -39,6 +43,7 @@ from sensormesh_core.grpc_errors import ErrorMappingInterceptor
 from sensormesh_core.grpc_options import operator_server_options
 from sensormesh_core.grpc_tls import add_port
 from sensormesh_core.storage.database import Database, open_database
+from sensormesh_core.storage.frame_blobs import PostgresFrameBlobs
 from sensormesh_core.storage.maintenance import storage_backend
 from sensormesh_core.telemetry import Telemetry
 
@@ -47,6 +52,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     device_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name,
     query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
+    frame_pb2.DESCRIPTOR.services_by_name["FrameService"].full_name,
     access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
@@ -58,6 +64,7 @@ class QueryServer:
 
     port: int
     hub: LiveHub
+    frame_hub: LiveHub
     _server: grpc.aio.Server = field(repr=False)
     _health: health.aio.HealthServicer = field(repr=False)
     _pool: asyncpg.Pool = field(repr=False)
@@ -67,6 +74,7 @@ class QueryServer:
         """Report NOT_SERVING, end live feeds, let calls finish for `grace` seconds."""
         await self._health.enter_graceful_shutdown()
         await self.hub.stop()
+        await self.frame_hub.stop()
         await self._server.stop(grace)
         await self._pool.close()
         if self._database is not None:
@@ -113,6 +121,15 @@ async def start_query_server(
         order_wait=settings.live_order_wait.total_seconds(),
     )
     await hub.start()
+    frame_hub = LiveHub(
+        pool,
+        lambda: asyncpg.connect(url),
+        max_subscribers=settings.max_subscribers,
+        queue_size=settings.frame_subscriber_queue_size,
+        order_wait=settings.live_order_wait.total_seconds(),
+        source=FramesSource(),
+    )
+    await frame_hub.start()
     access = AccessInterceptor(
         SERVICE_NAMES,
         keys=ApiKeys(pool, settings.credential_cache_ttl.total_seconds()),
@@ -130,6 +147,9 @@ async def start_query_server(
         DeviceServicer(pool, default_page_size=settings.devices_page_size), server
     )
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(pool, hub, backend, settings), server)
+    frame_pb2_grpc.add_FrameServiceServicer_to_server(
+        FrameServicer(pool, frame_hub, PostgresFrameBlobs(), settings), server
+    )
     page_size = settings.devices_page_size
     access_pb2_grpc.add_AccessServiceServicer_to_server(
         AccessServicer(pool, default_page_size=page_size), server
@@ -147,4 +167,4 @@ async def start_query_server(
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("event=query_serving address=%s port=%d backend=%s", settings.query_listen, port, backend.value)
-    return QueryServer(port, hub, server, health_servicer, pool, database)
+    return QueryServer(port, hub, frame_hub, server, health_servicer, pool, database)

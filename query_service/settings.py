@@ -47,6 +47,14 @@ class QuerySettings(ServiceSettings):
             "and counted in the next message's missed_count."
         ),
     )
+    frame_subscriber_queue_size: int = Field(
+        default=64,
+        ge=1,
+        description=(
+            "Frames buffered per WatchFrames subscriber; when full the oldest is dropped and counted in "
+            "the next message's missed_count."
+        ),
+    )
     heartbeat_interval: timedelta = Field(
         default=timedelta(seconds=15), description="An idle feed sends an empty message this often."
     )

@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "agent": "sensormesh_bench.agent",
     "commands": "sensormesh_bench.commands",
     "alerts": "sensormesh_bench.alerts",
+    "frames": "sensormesh_bench.frames",
 }
 
 

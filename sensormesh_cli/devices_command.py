@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listing = actions.add_parser("list", parents=[client, output], help="list devices (all pages)")
     listing.add_argument("--status", choices=sorted(STATUSES), help="only devices of this status")
     listing.add_argument("--type", choices=sorted(TYPES), help="only devices of this type")
+    listing.add_argument(
+        "--order-by",
+        choices=["battery", "id", "signal"],  # devices_output.ORDERS
+        default="id",
+        help="id (default), battery (lowest first) or signal (weakest first); devices without one come last",
+    )
 
     get = actions.add_parser(
         "get", parents=[client, output], help="a device with its sensors and input states"
@@ -151,7 +157,8 @@ def _call(args: argparse.Namespace, settings: ClientSettings) -> int:
             return out.rotated(stub, args.device_id, args.token_file)
         if args.action == "list":
             status = STATUSES.get(args.status or "", 0)
-            return out.listed(stub, status, TYPES.get(args.type or "", 0), as_json=args.json)
+            type_ = TYPES.get(args.type or "", 0)
+            return out.listed(stub, status, type_, as_json=args.json, order_by=out.ORDERS[args.order_by])
         if args.action == "get":
             return out.got(stub, args.device_id, as_json=args.json)
         if args.action == "update":

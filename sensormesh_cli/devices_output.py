@@ -8,11 +8,13 @@ from pathlib import Path
 from google.protobuf import field_mask_pb2, json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from sensormesh.v1 import device_pb2, device_pb2_grpc, ingest_pb2
+from sensormesh.v1 import device_pb2, device_pb2_grpc, ingest_pb2, query_pb2
 
 from sensormesh_core.tokens import write_token_file
 
 TIMEOUT_S = 30.0
+# `devices list --order-by`: ListDevices' order_by for each choice.
+ORDERS = {"id": "", "battery": "lowest_battery_level.value", "signal": "weakest_signal_strength.value"}
 
 
 def _json(message: Message) -> str:
@@ -83,10 +85,26 @@ def rotated(stub: device_pb2_grpc.DeviceServiceStub, device_id: str, token_file:
     return 0
 
 
-def _pages(stub: device_pb2_grpc.DeviceServiceStub, status: int, type_: int) -> Iterator[device_pb2.Device]:
+def _extreme(value: query_pb2.LatestValue, present: bool) -> str:
+    """A device's lowest battery or weakest signal as a cell: "23.1 %", "-91 dBm"."""
+    if not present:
+        return "-"
+    unit = "dBm" if value.unit == "dB[mW]" else value.unit
+    return f"{value.value:g} {unit}".rstrip()
+
+
+def _pages(
+    stub: device_pb2_grpc.DeviceServiceStub, status: int, type_: int, order_by: str = ""
+) -> Iterator[device_pb2.Device]:
     token = ""
     while True:
-        request = device_pb2.ListDevicesRequest(page_size=1000, page_token=token, status=status, type=type_)  # type: ignore[arg-type]
+        request = device_pb2.ListDevicesRequest(
+            page_size=1000,
+            page_token=token,
+            status=status,  # type: ignore[arg-type]
+            type=type_,  # type: ignore[arg-type]
+            order_by=order_by,
+        )
         page = stub.ListDevices(request, timeout=TIMEOUT_S)
         yield from page.devices
         token = page.next_page_token
@@ -94,12 +112,14 @@ def _pages(stub: device_pb2_grpc.DeviceServiceStub, status: int, type_: int) -> 
             return
 
 
-def listed(stub: device_pb2_grpc.DeviceServiceStub, status: int, type_: int, *, as_json: bool) -> int:
-    devices = list(_pages(stub, status, type_))
+def listed(
+    stub: device_pb2_grpc.DeviceServiceStub, status: int, type_: int, *, as_json: bool, order_by: str = ""
+) -> int:
+    devices = list(_pages(stub, status, type_, order_by))
     if as_json:
         print(_json(device_pb2.ListDevicesResponse(devices=devices)))
         return 0
-    rows = [["DEVICE", "TYPE", "STATUS", "LAST UPLOAD", "SEQUENCE", "NAME"]]
+    rows = [["DEVICE", "TYPE", "STATUS", "LAST UPLOAD", "SEQUENCE", "BATTERY", "SIGNAL", "NAME"]]
     for d in devices:
         rows.append(
             [
@@ -108,6 +128,8 @@ def listed(stub: device_pb2_grpc.DeviceServiceStub, status: int, type_: int, *, 
                 _enum(d.status, "DeviceStatus", "DEVICE_STATUS_"),
                 _time(d.last_upload_time, d.HasField("last_upload_time")),
                 str(d.committed_sequence),
+                _extreme(d.lowest_battery_level, d.HasField("lowest_battery_level")),
+                _extreme(d.weakest_signal_strength, d.HasField("weakest_signal_strength")),
                 d.display_name,
             ]
         )
@@ -131,6 +153,15 @@ def details(d: device_pb2.Device) -> str:
         f"sequence      {d.committed_sequence} committed",
         f"rejected      {d.rejected_count} readings in the dead-letter table",
     ]
+    for label, value, present in (
+        ("battery ", d.lowest_battery_level, d.HasField("lowest_battery_level")),
+        ("signal  ", d.weakest_signal_strength, d.HasField("weakest_signal_strength")),
+    ):
+        if present:
+            lines.append(
+                f"{label}      {_extreme(value, True)}, {'lowest' if label.startswith('b') else 'weakest'} "
+                f"of its sensors ({value.sensor}, {_time(value.sample_time)})"
+            )
     if d.sensors:
         lines += ["", "sensors"]
         for sensor in d.sensors:
@@ -167,5 +198,8 @@ def updated(
 
 def deleted(stub: device_pb2_grpc.DeviceServiceStub, device_id: str) -> int:
     response = stub.DeleteDevice(device_pb2.DeleteDeviceRequest(device_id=device_id), timeout=TIMEOUT_S)
-    print(f"device {device_id} deleted with {response.deleted_reading_count} readings")
+    print(
+        f"device {device_id} deleted with {response.deleted_reading_count} readings"
+        f" and {response.deleted_frame_count} camera frames"
+    )
     return 0

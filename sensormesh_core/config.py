@@ -66,6 +66,14 @@ class StorageSettings(SensormeshSettings):
             "ingest; at least 2 days (the rollups' refresh window ends a day inside it)."
         ),
     )
+    frame_retention: timedelta = Field(
+        default=timedelta(days=7),
+        ge=timedelta(days=1),
+        description=(
+            "Camera frames (metadata and images) older than this are dropped, a day at a time, and "
+            "refused by ingest; at least 1 day."
+        ),
+    )
     rollup_1m_retention: timedelta = Field(
         default=timedelta(days=365), description="How long 1-minute rollups stay."
     )

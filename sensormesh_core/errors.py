@@ -24,11 +24,15 @@ class SensormeshError(Exception):
     #: Stable UPPER_SNAKE reason for clients that branch on it (AIP-193).
     reason: str = "SENSORMESH_ERROR"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
+        #: Facts a client may act on, sent as ErrorInfo metadata (`committed_sequence`).
+        self.metadata = dict(metadata or {})
 
 
 class InvalidArgument(SensormeshError):
@@ -36,8 +40,14 @@ class InvalidArgument(SensormeshError):
 
     reason = "INVALID_ARGUMENT"
 
-    def __init__(self, message: str, violations: list[FieldViolation] | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        violations: list[FieldViolation] | None = None,
+        *,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, metadata=metadata)
         self.violations = violations or []
 
 

@@ -62,7 +62,8 @@ def _pack(message: Any) -> any_pb2.Any:
 def to_status(error: errors.SensormeshError) -> grpc.Status:
     """The rich status for `error`: code, message, ErrorInfo and BadRequest details."""
     code = status_code_for(error)
-    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))]
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    details = [_pack(info)]
     if isinstance(error, errors.InvalidArgument) and error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[

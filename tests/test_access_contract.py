@@ -11,7 +11,10 @@ from sensormesh.v1 import (  # noqa: F401 - imported for their descriptors
     access_pb2,
     access_rule_pb2,
     audit_pb2,
+    command_delivery_pb2,
+    command_pb2,
     device_pb2,
+    frame_pb2,
     ingest_pb2,
     query_pb2,
 )
@@ -36,6 +39,7 @@ def test_the_contract_has_the_services_we_serve() -> None:
         "sensormesh.v1.QueryService",
         "sensormesh.v1.AccessService",
         "sensormesh.v1.AuditService",
+        "sensormesh.v1.FrameService",
     } <= set(SENSORMESH_SERVICES)
 
 
@@ -82,6 +86,9 @@ def test_every_rpc_that_changes_something_is_audited() -> None:
         ("sensormesh.v1.QueryService/ListReadings", ROLE_VIEWER),
         ("sensormesh.v1.QueryService/GetLatestReadings", ROLE_VIEWER),
         ("sensormesh.v1.QueryService/WatchReadings", ROLE_VIEWER),
+        ("sensormesh.v1.FrameService/ListFrames", ROLE_VIEWER),
+        ("sensormesh.v1.FrameService/GetFrame", ROLE_VIEWER),
+        ("sensormesh.v1.FrameService/WatchFrames", ROLE_VIEWER),
         ("sensormesh.v1.DeviceService/CreateDevice", ROLE_OPERATOR),
         ("sensormesh.v1.DeviceService/UpdateDevice", ROLE_OPERATOR),
         ("sensormesh.v1.DeviceService/RotateDeviceToken", ROLE_OPERATOR),
@@ -101,7 +108,9 @@ def test_only_the_device_facing_rpcs_take_a_device_token() -> None:
     device_rpcs = sorted(rule.method for rule in _all_rules().values() if rule.device)
     assert device_rpcs == [
         "sensormesh.v1.CommandDeliveryService/ConnectCommands",
+        "sensormesh.v1.IngestService/GetFrameUploadOffset",
         "sensormesh.v1.IngestService/GetUploadOffset",
+        "sensormesh.v1.IngestService/UploadFrames",
         "sensormesh.v1.IngestService/UploadReadings",
         "sensormesh.v1.IngestService/WriteReadings",
     ]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
-from sensormesh.v1 import device_pb2, ingest_pb2, query_pb2, reading_pb2
+from sensormesh.v1 import device_pb2, frame_pb2, ingest_pb2, query_pb2, reading_pb2
 
 from sensormesh_core import validation
 
@@ -20,7 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 GEN = ROOT / "gen"
 DESCRIPTOR_SET = GEN / "sensormesh" / "descriptor_set.binpb"
 NODE_GEN = ROOT / "examples" / "node-client" / "gen"
-SERVICES = ("sensormesh.v1.IngestService", "sensormesh.v1.DeviceService", "sensormesh.v1.QueryService")
+SERVICES = (
+    "sensormesh.v1.IngestService",
+    "sensormesh.v1.DeviceService",
+    "sensormesh.v1.QueryService",
+    "sensormesh.v1.FrameService",
+)
 
 
 def _tool(name: str) -> str:
@@ -115,7 +120,7 @@ def test_descriptor_set_is_self_contained_for_envoy() -> None:
 
 def test_every_rpc_but_the_client_streams_has_a_rest_mapping() -> None:
     """REST through Envoy carries unary calls and server streams; a client stream (the readings
-    upload, the devices' command channel) is gRPC only."""
+    and frames uploads, the devices' command channel) is gRPC only."""
     missing, streams = [], []
     for file in _descriptor_set().file:
         for service in file.service:
@@ -127,7 +132,26 @@ def test_every_rpc_but_the_client_streams_has_a_rest_mapping() -> None:
                 elif not has_rule:
                     missing.append(f"{service.name}.{method.name}")
     assert missing == []
-    assert sorted(streams) == ["CommandDeliveryService.ConnectCommands", "IngestService.UploadReadings"]
+    assert sorted(streams) == [
+        "CommandDeliveryService.ConnectCommands",
+        "IngestService.UploadFrames",
+        "IngestService.UploadReadings",
+    ]
+
+
+def test_get_frame_answers_rest_with_the_image_itself() -> None:
+    """GetFrame's REST rules send its HttpBody field as the response body (the image with its
+    content type), on both paths: by number and the newest."""
+    method = frame_pb2.DESCRIPTOR.services_by_name["FrameService"].methods_by_name["GetFrame"]
+    rule = method.GetOptions().Extensions[annotations_pb2.http]
+    bindings = [rule, *rule.additional_bindings]
+    assert [b.get for b in bindings] == [
+        "/v1/devices/{device_id}/frames/{sequence}",
+        "/v1/devices/{device_id}/frames:latest",
+    ]
+    assert {b.response_body for b in bindings} == {"image"}
+    image_field = frame_pb2.GetFrameResponse.DESCRIPTOR.fields_by_name["image"]
+    assert image_field.message_type.full_name == "google.api.HttpBody"
 
 
 def _reading(**payload: object) -> reading_pb2.Reading:
@@ -146,6 +170,16 @@ def _reading(**payload: object) -> reading_pb2.Reading:
             "environment.relative_humidity_percent",
         ),
         (_reading(system=reading_pb2.SystemPayload()), "system"),
+        (_reading(link_health=reading_pb2.LinkHealthPayload()), "link_health"),
+        (
+            _reading(link_health=reading_pb2.LinkHealthPayload(battery_level_percent=101)),
+            "link_health.battery_level_percent",
+        ),
+        (
+            _reading(link_health=reading_pb2.LinkHealthPayload(signal_strength_dbm=127)),
+            "link_health.signal_strength_dbm",
+        ),
+        (_reading(measurement=reading_pb2.Measurement(name="battery_level", value=1)), "measurement.name"),
         (_reading(measurement=reading_pb2.Measurement(name="temperature", value=1)), "measurement.name"),
         (_reading(measurement=reading_pb2.Measurement(name="Soil Moisture", value=1)), "measurement.name"),
         (reading_pb2.Reading(sensor="x", imu=reading_pb2.ImuPayload()), "sample_time"),
@@ -157,7 +191,25 @@ def _reading(**payload: object) -> reading_pb2.Reading:
         (ingest_pb2.GetUploadOffsetRequest(device_id="Pi_1"), "device_id"),
         (device_pb2.Device(device_id="-pi"), "device_id"),
         (device_pb2.ListDevicesRequest(page_size=5000), "page_size"),
+        (device_pb2.ListDevicesRequest(order_by="battery"), "order_by"),
         (query_pb2.ListReadingsRequest(device_id="pi-1", page_size=-1), "page_size"),
+        (
+            frame_pb2.Frame(camera="cam", sequence=1, content_type="text/html", width=1, height=1),
+            "content_type",
+        ),
+        (frame_pb2.Frame(camera="cam", content_type="image/jpeg", width=1, height=1, data=b"x"), "sequence"),
+        (frame_pb2.Frame(camera="-cam", sequence=1, content_type="image/png", width=1, height=1), "camera"),
+        (
+            frame_pb2.Frame(sequence=1, content_type="image/png", width=1, height=1, data=b"x" * 4194305),
+            "data",
+        ),
+        (frame_pb2.Frame(sequence=1, content_type="image/png", width=16385, height=1), "width"),
+        (frame_pb2.ListFramesRequest(device_id="pi-1", page_size=1001), "page_size"),
+        (frame_pb2.GetFrameRequest(device_id="pi-1", camera="a b"), "camera"),
+        (
+            ingest_pb2.UploadFramesRequest(device_id="pi-1", first_sequence=9, last_sequence=3),
+            "last_sequence",
+        ),
     ],
 )
 def test_validation_rules_name_the_field(message: object, field: str) -> None:
@@ -170,3 +222,7 @@ def test_a_valid_reading_has_no_violations() -> None:
         environment=reading_pb2.EnvironmentPayload(temperature_celsius=21.5, pressure_hpa=1013.25)
     )
     assert validation.violations(reading) == []
+    link = _reading(
+        link_health=reading_pb2.LinkHealthPayload(battery_level_percent=0, signal_strength_dbm=-127)
+    )
+    assert validation.violations(link) == []

@@ -18,7 +18,16 @@ from pathlib import Path
 import pytest
 from google.api import annotations_pb2
 from google.protobuf.descriptor import Descriptor
-from sensormesh.v1 import access_pb2, alert_pb2, audit_pb2, command_pb2, device_pb2, ingest_pb2, query_pb2
+from sensormesh.v1 import (
+    access_pb2,
+    alert_pb2,
+    audit_pb2,
+    command_pb2,
+    device_pb2,
+    frame_pb2,
+    ingest_pb2,
+    query_pb2,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -38,18 +47,28 @@ class Route:
 
 def _routes() -> list[Route]:
     routes = []
-    for module in (access_pb2, alert_pb2, audit_pb2, command_pb2, device_pb2, ingest_pb2, query_pb2):
+    for module in (
+        access_pb2,
+        alert_pb2,
+        audit_pb2,
+        command_pb2,
+        device_pb2,
+        frame_pb2,
+        ingest_pb2,
+        query_pb2,
+    ):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
-                rule = method.GetOptions().Extensions[annotations_pb2.http]
-                verb = rule.WhichOneof("pattern")
-                if verb is None:
-                    continue
-                template = getattr(rule, verb)
-                regex = re.sub(
-                    r"\{[^}]+\}", "[^/:]+", re.escape(template).replace(r"\{", "{").replace(r"\}", "}")
-                )
-                routes.append(Route(verb.upper(), re.compile(f"^{regex}$"), method.input_type, rule.body))
+                top = method.GetOptions().Extensions[annotations_pb2.http]
+                for rule in (top, *top.additional_bindings):
+                    verb = rule.WhichOneof("pattern")
+                    if verb is None:
+                        continue
+                    template = getattr(rule, verb)
+                    regex = re.sub(
+                        r"\{[^}]+\}", "[^/:]+", re.escape(template).replace(r"\{", "{").replace(r"\}", "}")
+                    )
+                    routes.append(Route(verb.upper(), re.compile(f"^{regex}$"), method.input_type, rule.body))
     return routes
 
 
@@ -79,7 +98,15 @@ def test_the_generated_sections_are_fresh() -> None:
 
 def test_the_readme_has_rest_examples_for_reads_writes_and_feeds() -> None:
     urls = " ".join(arg for example in _rest_examples() for arg in example)
-    for fragment in ("readings:latest", "readings:watch", "readings:write", "interval=", "/v1/devices"):
+    for fragment in (
+        "readings:latest",
+        "readings:watch",
+        "readings:write",
+        "interval=",
+        "/v1/devices",
+        "frames:latest",
+        "frames:watch",
+    ):
         assert fragment in urls
 
 

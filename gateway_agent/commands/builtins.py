@@ -25,7 +25,17 @@ from sensormesh.v1 import command_delivery_pb2 as delivery
 from gateway_agent.commands.base import CommandHandler, time_left
 from gateway_agent.commands.control import AgentControl
 
-BUILTIN_NAMES = ("ping", "read_now", "set_interval", "enable_input", "disable_input", "flush", "status")
+BUILTIN_NAMES = (
+    "ping",
+    "read_now",
+    "set_interval",
+    "enable_input",
+    "disable_input",
+    "flush",
+    "status",
+)
+RESERVED_NAMES = (*BUILTIN_NAMES, "capture")
+"""The built-ins and the camera inputs' `capture` (gateway_agent/commands/capture.py)."""
 FLUSH_WAIT_S = 10.0
 """Longest wait for the acknowledgement of a flush (less when the command's timeout is shorter)."""
 MARGIN_S = 0.5

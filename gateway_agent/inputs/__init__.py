@@ -12,7 +12,7 @@ from typing import Any
 
 INPUTS: dict[str, str] = {
     name: f"gateway_agent.inputs.{name}"
-    for name in ("bme280", "mpu6050", "ble_imu", "cpu_temp", "disk", "mqtt", "simulated")
+    for name in ("bme280", "mpu6050", "ble_imu", "cpu_temp", "disk", "mqtt", "simulated", "camera")
 }
 
 

@@ -10,6 +10,10 @@ Two shapes, as in Telegraf (Input and ServiceInput):
   arrive; `emit([])` reports the source healthy (connected, subscribed)
   before any reading arrives. The scheduler restarts it with backoff when it raises.
 
+A polled input may return camera frames (the contract's `Frame`) instead of
+readings: the `camera` input does, and the agent's sink sends them to the
+frame spool instead of the readings' buffer.
+
 Inputs raise whatever their source raises; the scheduler is the one place that
 logs, counts and reports failures, so drivers stay free of that plumbing.
 """
@@ -21,10 +25,13 @@ from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+from sensormesh.v1.frame_pb2 import Frame
 
 from gateway_agent.durations import Duration
 from gateway_agent.readings import Reading
 
+Sample = Reading | Frame
+"""What an input produces: readings, or (cameras) frames."""
 Emit = Callable[[Sequence[Reading]], None]
 
 
@@ -58,8 +65,8 @@ class PolledInput(Protocol):
     async def open(self) -> None:
         """Prepare the source (check the chip, read calibration); called again after a failure."""
 
-    async def read(self) -> Sequence[Reading]:
-        """Take one set of readings now."""
+    async def read(self) -> Sequence[Sample]:
+        """Take one set of readings (or frames) now."""
 
     async def close(self) -> None:
         """Release the source; the scheduler may call `open()` again later."""

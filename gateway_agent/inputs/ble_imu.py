@@ -29,7 +29,12 @@ temperature) and are skipped. A notification normally holds one packet; the
 parser also accepts several back to back, skips bytes until a 0x55 0x61
 header, and drops an incomplete tail.
 
-Units: m/s² and deg/s in `imu` readings.
+Link health (gateway_agent/inputs/ble_link.py): every `health_interval` the
+battery level, when the sensor offers the standard Battery Service, and the
+RSSI of its advertisements, in `link_health` readings under the same sensor
+name, read beside the notifications without pausing them.
+
+Units: m/s² and deg/s in `imu` readings; %, dBm in `link_health` readings.
 
 Sample config:
 
@@ -43,6 +48,12 @@ Sample config:
       # notify_uuid = "0000ffe4-0000-1000-8000-00805f9a34fb"
       ## Sensor name in readings; default "ble:wt901-<address or name>".
       # sensor = "ble:wt901-C8:2B:96:A1:5E:0F"
+      ## How often to report link health: battery level (Battery Service 0x180F, if the
+      ## sensor has it) and signal strength (RSSI); "0s" for never.
+      # health_interval = "1m"
+      ## Keep scanning while connected for a fresher RSSI (sensors that advertise while
+      ## connected; costs radio time); otherwise the RSSI is that of each reconnection's scan.
+      # watch_advertisements = false
 """
 
 from __future__ import annotations
@@ -59,6 +70,7 @@ from pydantic import Field, model_validator
 
 from gateway_agent.durations import Duration
 from gateway_agent.inputs.base import Emit, InputError, InputSettings
+from gateway_agent.inputs.ble_link import Sighting, WatchAdvertisements, bleak_watch, monitored
 from gateway_agent.readings import imu, now_ns, sensor_name
 
 NOTIFY_UUID = "0000ffe4-0000-1000-8000-00805f9a34fb"
@@ -81,6 +93,13 @@ class Settings(InputSettings):
     scan_timeout: Duration = Field(default=timedelta(seconds=10))
     notify_uuid: str = NOTIFY_UUID
     sensor: str | None = None
+    health_interval: Duration = Field(
+        default=timedelta(minutes=1),
+        description="How often to report battery level and signal strength; 0 for never.",
+    )
+    watch_advertisements: bool = Field(
+        default=False, description="Scan while connected for a fresher RSSI (costs radio time)."
+    )
 
     @model_validator(mode="after")
     def _address_or_name(self) -> Settings:
@@ -132,18 +151,34 @@ class BleClient(Protocol):
 
     async def start_notify(self, char_specifier: str, callback: Callable[[Any, bytearray], None]) -> None: ...
 
+    @property
+    def services(self) -> Any: ...
 
-FindDevice = Callable[[str | None, str | None, float], Awaitable[Any]]
+    async def read_gatt_char(self, char_specifier: str) -> bytearray: ...
+
+
+FindDevice = Callable[[str | None, str | None, float], Awaitable[Sighting | None]]
 ClientFactory = Callable[[Any, Callable[[Any], None]], BleClient]
 
 
-async def bleak_find_device(address: str | None, name: str | None, scan_seconds: float) -> Any:
-    """Scan with bleak for the sensor (None if not seen within `scan_seconds`)."""
+async def bleak_find_device(address: str | None, name: str | None, scan_seconds: float) -> Sighting | None:
+    """Scan with bleak for the sensor (None if not seen within `scan_seconds`), keeping the
+    RSSI of the advertisement that matched."""
     from bleak import BleakScanner
 
-    if address is not None:
-        return await BleakScanner.find_device_by_address(address, timeout=scan_seconds)
-    return await BleakScanner.find_device_by_name(name or "", timeout=scan_seconds)
+    heard: list[int] = []
+
+    def wanted(device: Any, advertisement: Any) -> bool:
+        if address is not None:
+            match = str(device.address).lower() == address.lower()
+        else:
+            match = advertisement.local_name == name
+        if match:
+            heard.append(advertisement.rssi)
+        return bool(match)
+
+    device = await BleakScanner.find_device_by_filter(wanted, timeout=scan_seconds)
+    return None if device is None else Sighting(device, heard[-1] if heard else None)
 
 
 def bleak_client(device: Any, disconnected: Callable[[Any], None]) -> BleClient:
@@ -161,6 +196,7 @@ class BleImu:
         settings: Settings,
         find_device: FindDevice = bleak_find_device,
         client_factory: ClientFactory = bleak_client,
+        watch: WatchAdvertisements = bleak_watch,
     ) -> None:
         self.settings = settings
         identity = settings.address or settings.device_name or ""
@@ -168,12 +204,13 @@ class BleImu:
         self.name = settings.name or self.sensor
         self._find_device = find_device
         self._client_factory = client_factory
+        self._watch = watch if settings.watch_advertisements else None
 
     async def stream(self, emit: Emit) -> None:
         s = self.settings
         wanted = s.address or s.device_name
-        device = await self._find_device(s.address, s.device_name, s.scan_timeout.total_seconds())
-        if device is None:
+        sighting = await self._find_device(s.address, s.device_name, s.scan_timeout.total_seconds())
+        if sighting is None:
             raise InputError(f"BLE sensor {wanted} not found within {s.scan_timeout.total_seconds():g} s")
         loop = asyncio.get_running_loop()
         link_lost = asyncio.Event()
@@ -181,7 +218,7 @@ class BleImu:
         def on_disconnect(_client: Any) -> None:
             loop.call_soon_threadsafe(link_lost.set)  # bleak may call back from another thread
 
-        client = self._client_factory(device, on_disconnect)
+        client = self._client_factory(sighting.device, on_disconnect)
 
         def on_notify(_sender: Any, data: bytearray) -> None:
             received = now_ns()
@@ -193,7 +230,8 @@ class BleImu:
         try:
             await client.start_notify(s.notify_uuid, on_notify)
             emit([])  # subscribed: the input is healthy even before the first packet
-            await link_lost.wait()
+            async with monitored(self.sensor, client, sighting, emit, s.health_interval, self._watch):
+                await link_lost.wait()
             raise InputError(f"BLE link to {wanted} dropped")
         finally:
             with contextlib.suppress(Exception):

@@ -11,8 +11,16 @@ How payloads map to readings (one sensor per topic, "mqtt:<topic>"):
 - in a JSON object, "temperature" (°C) with optional "humidity" (or
   "relative_humidity", %) and "pressure" (hPa) -> one environment reading,
   as typed as a BME280's. Other typed quantity names (the contract reserves
-  them: cpu_temperature, disk_used, ...) cannot be generic measurements: such
-  fields are skipped with a warning; `rename` them to keep them.
+  them: cpu_temperature, disk_used, battery_level, ...) cannot be generic
+  measurements: such fields are skipped with a warning; `rename` them to keep them;
+- in a JSON object, the fields that `link` names (by their names in the
+  payload, nested ones joined with ".") -> one link-health reading of the same
+  sensor: battery level in %, battery voltage (× `battery_voltage_scale` to
+  volts: 0.001 for millivolts, as Zigbee2MQTT sends), signal strength in dBm,
+  link quality (÷ `link_quality_max` × 100 to percent: 255 for a Zigbee LQI).
+  They are not sent as measurements too. A mapped value outside the contract's
+  range (a battery of 120 %, an RSSI of 127) is left out with a warning, and
+  the others still go.
 Names are lower-cased and other characters become "_". A payload that is
 neither is skipped with a warning naming the topic; the input keeps running.
 Sample time: the arrival time, or the JSON field `time_field` (epoch seconds,
@@ -41,6 +49,14 @@ Sample config:
       # time_field = "time"
       ## MQTT client id; default "sensormesh-agent-<input name>".
       # client_id = ""
+      ## Fields of the device's payload that are its battery and radio link (unset: none).
+      # [inputs.mqtt.link]
+      #   battery_level = "meta_battery_level"      # %
+      #   signal_strength = "meta_signal_strength"  # dBm
+      #   battery_voltage = "voltage"
+      #   battery_voltage_scale = 0.001             # the field is in mV
+      #   link_quality = "linkquality"
+      #   link_quality_max = 255                    # the field's full scale (a Zigbee LQI)
 """
 
 from __future__ import annotations
@@ -53,21 +69,57 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field
+from buf.validate import validate_pb2
+from pydantic import BaseModel, ConfigDict, Field
+from sensormesh.v1 import reading_pb2
 
 from gateway_agent.inputs.base import Emit, InputSettings
 from gateway_agent.mqtt_broker import BrokerSettings, client
-from gateway_agent.readings import Reading, environment, measurement, now_ns, sensor_name
+from gateway_agent.readings import Reading, environment, link_health, measurement, now_ns, sensor_name
 
 log = logging.getLogger(__name__)
 
 RESERVED = frozenset({
     "acceleration_x", "acceleration_y", "acceleration_z", "angular_rate_x", "angular_rate_y",
     "angular_rate_z", "temperature", "relative_humidity", "pressure", "cpu_temperature",
-    "disk_used", "disk_free",
+    "disk_used", "disk_free", "battery_level", "battery_voltage", "signal_strength", "link_quality",
 })  # fmt: skip
 _NAME_FORBIDDEN = re.compile(r"[^a-z0-9_.-]")
 _ENVIRONMENT_FIELDS = ("temperature", "humidity", "relative_humidity", "pressure")
+
+
+class LinkFields(BaseModel):
+    """Which fields of a device's JSON payload are its link health, and their scales."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    battery_level: str | None = Field(default=None, description="Field with the battery level in %.")
+    battery_voltage: str | None = Field(default=None, description="Field with the battery voltage.")
+    battery_voltage_scale: float = Field(default=1.0, gt=0, description="Volts per unit of battery_voltage.")
+    signal_strength: str | None = Field(default=None, description="Field with the RSSI in dBm.")
+    link_quality: str | None = Field(default=None, description="Field with the link quality.")
+    link_quality_max: float = Field(default=100.0, gt=0, description="link_quality's full scale (100 %).")
+
+
+def _contract_range(field: str) -> tuple[float, float]:
+    rules = (
+        reading_pb2.LinkHealthPayload.DESCRIPTOR.fields_by_name[field]
+        .GetOptions()
+        .Extensions[validate_pb2.field]
+    )
+    return rules.float.gte, rules.float.lte
+
+
+# LinkHealthPayload field -> (LinkFields option naming the source field, the contract's range).
+_LINK_FIELDS = {
+    name: (option, _contract_range(name))
+    for name, option in (
+        ("battery_level_percent", "battery_level"),
+        ("battery_voltage_volts", "battery_voltage"),
+        ("signal_strength_dbm", "signal_strength"),
+        ("link_quality_percent", "link_quality"),
+    )
+}
 
 
 class Settings(InputSettings, BrokerSettings):
@@ -79,6 +131,7 @@ class Settings(InputSettings, BrokerSettings):
     units: dict[str, str] = Field(default_factory=dict)
     rename: dict[str, str] = Field(default_factory=dict)
     time_field: str | None = None
+    link: LinkFields | None = None
 
 
 def measurement_name(text: str) -> str | None:
@@ -109,6 +162,28 @@ def _sample_time(obj: dict[str, Any], field: str | None, received_ns: int) -> in
     return received_ns
 
 
+def _link_reading(
+    topic: str, sensor: str, sample_time: int, fields: dict[str, float], mapping: LinkFields
+) -> Reading | None:
+    """The link-health reading of the fields `mapping` names (taken out of `fields`), if any."""
+    values: dict[str, float] = {}
+    for name, (option, (lo, hi)) in _LINK_FIELDS.items():
+        source = getattr(mapping, option)
+        if source is None or source not in fields:
+            continue
+        value = fields.pop(source)
+        if name == "battery_voltage_volts":
+            value *= mapping.battery_voltage_scale
+        elif name == "link_quality_percent":
+            value = value / mapping.link_quality_max * 100
+        if lo <= value <= hi:
+            values[name] = value
+        else:
+            log.warning("event=mqtt_field_skipped topic=%s field=%s reason=outside_%g_to_%g value=%g",
+                        topic, source, lo, hi, value)  # fmt: skip
+    return link_health(sensor, sample_time, **values) if values else None
+
+
 def payload_readings(topic: str, payload: bytes, received_ns: int, settings: Settings) -> list[Reading]:
     """The readings one message carries (see the module doc); [] with a warning if none."""
     sensor = sensor_name(f"mqtt:{topic}")
@@ -132,6 +207,9 @@ def payload_readings(topic: str, payload: bytes, received_ns: int, settings: Set
             text[:80],
         )
         return []
+    link = None
+    if settings.link is not None and isinstance(parsed, dict):  # by the payload's own names
+        link = _link_reading(topic, sensor, sample_time, fields, settings.link)
     fields = {settings.rename.get(key, key): value for key, value in fields.items()}
     readings = []
     if "temperature" in fields:
@@ -148,6 +226,8 @@ def payload_readings(topic: str, payload: bytes, received_ns: int, settings: Set
                         "reserved_quantity_name_rename_it" if name in RESERVED else "unusable_name_or_value")  # fmt: skip
             continue
         readings.append(measurement(sensor, sample_time, name, value, settings.units.get(name, "")))
+    if link is not None:
+        readings.append(link)
     return readings
 
 

@@ -13,8 +13,17 @@ Each instance simulates one sensor of one payload kind:
   growing by about 1 MB an hour.
 - generic: a named measurement (default soil_moisture in %) as a bounded random walk.
 
+Any of them can be wireless (`link_interval`): then it also reports link
+health under its own sensor name every `link_interval`, as a battery BLE
+sensor would: a battery draining linearly from 100 % to empty over
+`battery_life` and then replaced (a sawtooth; the voltage of a one-cell
+lithium battery, 4.2 V full to 3.3 V empty, linear for simplicity), and an
+RSSI around -67 dBm fading ±5 dB over ten minutes with 3 dB of noise, in whole
+dBm within Bluetooth's -127 to 20. No link quality: Bluetooth has none.
+
 Signals are functions of the sample time plus noise from a generator seeded
-by `seed`: the same seed and the same sample times give the same readings.
+by `seed`: the same seed and the same sample times give the same readings
+(the battery too, so an agent restart does not recharge it).
 
 Sample config:
 
@@ -32,6 +41,10 @@ Sample config:
       ## generic only: the measurement's name and unit.
       # measurement = "soil_moisture"
       # unit = "%"
+      ## A wireless sensor: also report battery and signal strength this often; unset: none.
+      # link_interval = "30s"
+      ## Time for the simulated battery to drain from full to empty (then it is replaced).
+      # battery_life = "6h"
 """
 
 from __future__ import annotations
@@ -46,7 +59,7 @@ from pydantic import Field
 
 from gateway_agent.durations import Duration
 from gateway_agent.inputs.base import InputSettings
-from gateway_agent.readings import Reading, environment, imu, measurement, now_ns, system
+from gateway_agent.readings import Reading, environment, imu, link_health, measurement, now_ns, system
 
 Kind = Literal["imu", "environment", "system", "generic"]
 GRAVITY = 9.80665
@@ -76,6 +89,12 @@ class Settings(InputSettings):
     )
     measurement: str = Field(default="soil_moisture", pattern=r"^[a-z][a-z0-9_.-]*$", max_length=64)
     unit: str = Field(default="%", max_length=32)
+    link_interval: Duration | None = Field(
+        default=None, description="Also report link health this often (a wireless sensor); unset: none."
+    )
+    battery_life: Duration = Field(
+        default=timedelta(hours=6), description="Time for the simulated battery to drain from full to empty."
+    )
 
 
 class Simulated:
@@ -91,6 +110,12 @@ class Simulated:
         self._tilt = (self._rng.uniform(-0.05, 0.05), self._rng.uniform(-0.05, 0.05))
         self._gyro_bias = tuple(self._rng.uniform(-0.4, 0.4) for _ in range(3))
         self._walk = 0.0
+        # Link health draws from its own generator: turning it on leaves the data's noise as it was.
+        self._link_rng = random.Random(f"{settings.seed}-link")
+        life = settings.battery_life.total_seconds()
+        self._battery_phase = self._link_rng.uniform(0, life) if life > 0 else 0.0
+        self._fade_phase = self._link_rng.uniform(0, 2 * math.pi)
+        self._next_link_ns = 0
         self._generate = {
             "imu": self._imu,
             "environment": self._environment,
@@ -102,7 +127,13 @@ class Simulated:
         return None
 
     async def read(self) -> Sequence[Reading]:
-        return [self._generate(self._clock())]
+        t_ns = self._clock()
+        readings = [self._generate(t_ns)]
+        every = self.settings.link_interval
+        if every is not None and t_ns >= self._next_link_ns:
+            readings.append(self._link_health(t_ns))
+            self._next_link_ns = t_ns + int(every.total_seconds() * 1e9)
+        return readings
 
     async def close(self) -> None:
         return None
@@ -148,6 +179,21 @@ class Simulated:
         used = 6_000_000_000 + int((t % (30 * DAY_S)) * 300)  # ~1 MB an hour, wrapping monthly
         return system(self.sensor, t_ns, cpu_temperature_celsius=cpu, disk_used_bytes=used,
                       disk_free_bytes=25_000_000_000 - used)  # fmt: skip
+
+    def _link_health(self, t_ns: int) -> Reading:
+        t = t_ns / 1e9
+        life = self.settings.battery_life.total_seconds()
+        level = 100.0 * (1.0 - ((t + self._battery_phase) % life) / life) if life > 0 else 100.0
+        volts = 3.3 + 0.9 * level / 100.0 + self._link_rng.gauss(0, 0.005)
+        fade = 5.0 * math.sin(2 * math.pi * t / 600.0 + self._fade_phase)
+        rssi = max(-127, min(20, round(-67.0 + fade + self._link_rng.gauss(0, 3.0))))
+        return link_health(
+            self.sensor,
+            t_ns,
+            battery_level_percent=round(level, 1),
+            battery_voltage_volts=round(volts, 3),
+            signal_strength_dbm=float(rssi),
+        )
 
     def _generic(self, t_ns: int) -> Reading:
         self._walk = max(-10.0, min(10.0, self._walk + self._rng.gauss(0, 0.2)))

@@ -1,4 +1,9 @@
-"""The live hub: one LISTEN connection per process, fan-out to subscribers.
+"""The live hub: one LISTEN connection per process and channel, fan-out to subscribers.
+
+One hub serves readings (WatchReadings), another camera frames
+(WatchFrames); what differs between them, the channel and how a signal's
+items are read back, is their `LiveSource` (sources.py). Below, "readings"
+stands for either.
 
 Ingest sends a `CommitSignal` (device, sequence and time range) on
 `live_signal.CHANNEL` after each commit. The hub ignores signals of devices
@@ -29,27 +34,39 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import asyncpg
 
 from query_service.live.ordering import DeviceOrder, Hold
-from query_service.live.subscription import Subscription
-from query_service.storage.live_rows import Window, committed_readings
+from query_service.live.sources import LiveSource, ReadingsSource
 from sensormesh_core.errors import NotFound, ResourceExhausted
 from sensormesh_core.storage import live_signal
 from sensormesh_core.storage.listener import Listener
-from sensormesh_core.storage.live_signal import CHANNEL, CommitSignal
+from sensormesh_core.storage.live_signal import CommitSignal
 
 log = logging.getLogger(__name__)
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
+class Subscriber(Protocol):
+    """What the hub needs of a subscriber (readings' subscription.py, frames' frame_subscription.py)."""
+
+    device_id: str
+    skip_through: int
+
+    def offer(self, items: Any) -> None: ...
+    def report_missed(self, count: int) -> None: ...
+    def close(self) -> None: ...
+    def end(self, error: Exception) -> None: ...
+
+
 @dataclass(eq=False)
 class _Watched:
     """A device with subscribers in this process."""
 
-    subscriptions: set[Subscription] = field(default_factory=set)
+    subscriptions: set[Subscriber] = field(default_factory=set)
     order: DeviceOrder = field(default_factory=DeviceOrder)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a signal or the first mark came
     worker: asyncio.Task[None] | None = None
@@ -66,14 +83,19 @@ class LiveHub:
         max_subscribers: int,
         queue_size: int,
         order_wait: float = 2.0,
+        source: LiveSource | None = None,
     ) -> None:
+        """`source`: what the hub feeds from; readings by default."""
+        self._source: LiveSource = source or ReadingsSource()
         self._pool = pool
         self._connect = connect
         self._max_subscribers = max_subscribers
         self._queue_size = queue_size
         self._order_wait = order_wait
         self._devices: dict[str, _Watched] = {}
-        self._listener = Listener(connect, CHANNEL, self._on_notify, on_reconnect=self._report_gaps)
+        self._listener = Listener(
+            connect, self._source.channel, self._on_notify, on_reconnect=self._report_gaps
+        )
         self.signals_received = 0
 
     @property
@@ -101,7 +123,7 @@ class LiveHub:
             for sub in watched.subscriptions:
                 sub.close()
 
-    def subscribe(self, sub: Subscription) -> None:
+    def subscribe(self, sub: Subscriber) -> None:
         """Register `sub`; raises ResourceExhausted over the process's limit.
 
         Then call `start_from` with the device's committed sequence, read after
@@ -114,7 +136,7 @@ class LiveHub:
             )
         self._devices.setdefault(sub.device_id, _Watched()).subscriptions.add(sub)
 
-    def start_from(self, sub: Subscription, committed: int) -> None:
+    def start_from(self, sub: Subscriber, committed: int) -> None:
         """`sub` is owed every reading numbered above `committed`."""
         sub.skip_through = committed
         watched = self._devices.get(sub.device_id)
@@ -122,7 +144,7 @@ class LiveHub:
             watched.order.start_from(committed)
             watched.arrived.set()
 
-    def unsubscribe(self, sub: Subscription) -> None:
+    def unsubscribe(self, sub: Subscriber) -> None:
         watched = self._devices.get(sub.device_id)
         if watched is not None:
             watched.subscriptions.discard(sub)
@@ -141,11 +163,7 @@ class LiveHub:
         if not devices:
             return
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT device_id, committed_sequence FROM upload_offsets WHERE device_id = ANY($1::text[])",
-                devices,
-            )
-        marks = {row["device_id"]: int(row["committed_sequence"]) for row in rows}
+            marks = await self._source.marks(conn, devices)
         for device_id in devices:
             watched = self._devices.get(device_id)
             if watched is None:
@@ -222,13 +240,9 @@ class LiveHub:
             watched.worker = None
 
     async def _deliver(self, watched: _Watched, signal: CommitSignal) -> None:
-        assert signal.first_time is not None and signal.last_time is not None
-        window = Window(
-            signal.device_id, signal.first_time, signal.last_time, signal.first_sequence, signal.last_sequence
-        )
         try:
             async with self._pool.acquire() as conn:
-                readings = await committed_readings(conn, window)
+                readings = await self._source.read(conn, signal)
         except (OSError, asyncpg.PostgresError) as exc:
             log.error(
                 "event=live_read_failed device_id=%s sequences=%d-%d error=%r",

@@ -155,7 +155,9 @@ _PAYLOAD_TYPES = {
     "imu": reading_pb2.ImuPayload,
     "environment": reading_pb2.EnvironmentPayload,
     "system": reading_pb2.SystemPayload,
+    "link_health": reading_pb2.LinkHealthPayload,
 }
+assert _PAYLOAD_TYPES.keys() == {t.payload for t in TYPED_TABLES}
 # Per payload kind: (quantity, proto field, stored as bigint) in column order v0, v1, ...
 _PAYLOAD_FIELDS = {
     t.payload: [(q.name, q.proto_field, q.sql_type is SqlType.BIGINT) for q in t.quantities]

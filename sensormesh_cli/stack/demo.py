@@ -1,8 +1,11 @@
 """The simulated devices of `sensormesh up`, registered through the real DeviceService.
 
 Three devices, one of each kind a fleet has:
-- `greenhouse-pi`: a gateway with an environment sensor (1 s) and system
-  readings (10 s), uploading through the agent;
+- `greenhouse-pi`: a gateway with an environment sensor (1 s), a battery BLE
+  thermometer (`ble:sim-thermometer`, 5 s, its battery draining over two hours
+  and its signal strength every 10 s), system readings (10 s) and a simulated
+  camera (a 640x480 test card with the time on it every 5 s), uploading
+  through the agent;
 - `vibration-pi`: a gateway with a 100 Hz IMU on a running machine;
 - `soil-node`: a direct device (a microcontroller) writing generic
   measurements over REST through Envoy.
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 LABELS = {"origin": "sensormesh-up", "simulated": "true"}
 DEMO_RULE_ID = "greenhouse-heat-spike"
 WATCHED_GATEWAY = "greenhouse-pi"
+# The demo's wireless sensor: its battery and signal strength show in greenhouse-pi's latest readings.
+BLE_SENSOR = "ble:sim-thermometer"
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,8 @@ DEMO_DEVICES = (
     DemoDevice(
         "greenhouse-pi",
         "Greenhouse gateway",
-        "Simulated Raspberry Pi with an environment sensor (BME280-like) and its own system readings.",
+        "Simulated Raspberry Pi with an environment sensor (BME280-like), a battery BLE thermometer, "
+        "its own system readings and a camera (a test card with the time on it).",
         device_pb2.DEVICE_TYPE_GATEWAY,
         {
             "simulated": [
@@ -68,8 +74,19 @@ DEMO_DEVICES = (
                     "seed": 11,
                     "excursion_every": "45s",
                 },
+                {
+                    "kind": "environment",
+                    "sensor": BLE_SENSOR,
+                    "interval": "5s",
+                    "seed": 13,
+                    "link_interval": "10s",
+                    "battery_life": "2h",
+                },
                 {"kind": "system", "sensor": "sim-system", "interval": "10s", "seed": 12},
-            ]
+            ],
+            # One frame every 5 s: a live view that visibly moves. At 640x480 a test card is about
+            # 26 KB, so a day of frames is about 450 MB, kept for the 7-day frame retention.
+            "camera": [{"source": "simulated", "name": "greenhouse-cam", "interval": "5s"}],
         },
     ),
     DemoDevice(

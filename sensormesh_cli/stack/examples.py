@@ -16,8 +16,10 @@ from pathlib import Path
 from sensormesh_cli.stack.settings import split_host_port
 
 WATCHED = "greenhouse-pi"  # 1 s environment readings: a live feed a person can follow
+CAMERA = "greenhouse-cam"  # WATCHED's simulated camera, a frame every 5 s
 DOWNSAMPLED = "vibration-pi"  # 100 Hz: what downsampling is for
 DIRECT = "soil-node"
+WIRELESS = "ble:sim-thermometer"  # greenhouse-pi's battery BLE sensor (stack/demo.py)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,15 @@ def rest_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
             "latest value of every series", f"{curl} -s {key} {base}/v1/devices/{WATCHED}/readings:latest"
         ),
         Example(
+            f"battery and signal strength of {WATCHED}'s BLE sensor (its latest link health)",
+            f"{curl} -s {key} '{base}/v1/devices/{WATCHED}/readings:latest?sensors={WIRELESS}"
+            "&quantities=battery_level&quantities=signal_strength'",
+        ),
+        Example(
+            "the fleet by lowest battery: each device's lowestBatteryLevel and weakestSignalStrength",
+            f"{curl} -s {key} '{base}/v1/devices?order_by=lowest_battery_level.value'",
+        ),
+        Example(
             "the last hour of one axis at 100 Hz, downsampled to 10 s buckets (min, max, mean, count)",
             f"{curl} -s {key} '{base}/v1/devices/{DOWNSAMPLED}/readings?quantities=acceleration_z&interval=10s'",
         ),
@@ -101,6 +112,11 @@ def rest_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
             "live feed: a JSON array that grows as readings commit (Ctrl-C ends it)",
             f"{curl} -sN {key} {base}/v1/devices/{WATCHED}/readings:watch",
             streams=True,
+        ),
+        Example(
+            f"{CAMERA}'s latest frame, the JPEG itself (open latest.jpg; {base}/v1/devices/{WATCHED}/frames "
+            "lists them)",
+            f"{curl} -s {key} -o latest.jpg '{base}/v1/devices/{WATCHED}/frames:latest?camera={CAMERA}'",
         ),
         Example(
             "a read-only key for a dashboard, shown once",
@@ -164,6 +180,10 @@ def cli_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
     return [
         Example("a live view of a device's readings", f"{sensormesh} watch {WATCHED}{server}", streams=True),
         Example("the registry (the CLI reads the admin key file)", f"{sensormesh} devices list{server}"),
+        Example(
+            "devices by lowest battery, with their weakest signal",
+            f"{sensormesh} devices list --order-by battery{server}",
+        ),
         Example(
             "ping the greenhouse agent and wait for its answer",
             f"{sensormesh} commands send {WATCHED} ping --wait{server}",

@@ -1,5 +1,6 @@
 """What a device carries beyond its registry row: sensors with their series,
-the last state of each agent input, thinning totals and the dead-letter count.
+the last state of each agent input, thinning totals, the dead-letter count,
+its cameras with their newest frame and frames thinned, and its frame mark.
 
 Read together for GetDevice (ListDevices shows only the registry row), in one
 round trip per table, all indexed by device.
@@ -48,11 +49,24 @@ class ThinnedInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class CameraInfo:
+    """A camera of a device: its newest frame, and frames the device reported thinned."""
+
+    name: str
+    create_time: datetime
+    last_sequence: int
+    last_capture_time: datetime
+    thinned_count: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceDetails:
     sensors: tuple[SensorInfo, ...] = ()
     inputs: tuple[InputInfo, ...] = ()
     thinned: tuple[ThinnedInfo, ...] = ()
     rejected_count: int = 0
+    cameras: tuple[CameraInfo, ...] = ()
+    committed_frame_sequence: int = 0
 
 
 async def device_details(conn: asyncpg.Connection, device_id: str) -> DeviceDetails:
@@ -79,6 +93,16 @@ async def device_details(conn: asyncpg.Connection, device_id: str) -> DeviceDeta
         device_id,
     )
     rejected = await conn.fetchval("SELECT count(*) FROM dead_letters WHERE device_id = $1", device_id)
+    camera_rows = await conn.fetch(
+        "SELECT c.name, c.create_time, c.last_sequence, c.last_capture_time, "
+        "coalesce((SELECT sum(t.count) FROM frame_thinning_reports t "
+        "WHERE t.device_id = c.device_id AND t.camera = c.name), 0)::bigint AS thinned_count "
+        "FROM cameras c WHERE c.device_id = $1 ORDER BY c.name",
+        device_id,
+    )
+    frame_mark = await conn.fetchval(
+        "SELECT committed_sequence FROM frame_offsets WHERE device_id = $1", device_id
+    )
     return DeviceDetails(
         sensors=tuple(
             SensorInfo(name, created, tuple(series)) for name, (created, series) in sensors.items()
@@ -86,4 +110,6 @@ async def device_details(conn: asyncpg.Connection, device_id: str) -> DeviceDeta
         inputs=tuple(InputInfo(**dict(row)) for row in input_rows),
         thinned=tuple(ThinnedInfo(**dict(row)) for row in thinned_rows),
         rejected_count=int(rejected or 0),
+        cameras=tuple(CameraInfo(**dict(row)) for row in camera_rows),
+        committed_frame_sequence=int(frame_mark or 0),
     )

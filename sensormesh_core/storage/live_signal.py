@@ -24,6 +24,11 @@ earlier one before delivering the later (query_service/live/ordering.py).
 
 `DeviceDeleted` goes out on the same channel when a device is deleted, so
 live feeds of that device end instead of outliving it.
+
+Camera frames have their own channel, `FRAMES_CHANNEL`, with the same
+messages: a frame commit's signal names the device's frame sequence range
+(its own numbering) and capture-time range, so the frame feeds' hub reads
+exactly those frames back, and nothing on the readings' channel changes.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 CHANNEL = "sensormesh_readings"
+FRAMES_CHANNEL = "sensormesh_frames"
 MAX_PAYLOAD_BYTES = 7999
 
 

@@ -4,7 +4,8 @@ On TimescaleDB these are background jobs inside the database; applying them
 replaces the policies with ones built from the current settings (run at
 `sensormesh db migrate` and by the migration Job). On plain PostgreSQL the
 service itself keeps partitions ahead of time and drops expired ones, so
-ingest calls `maintain` on a timer as well.
+ingest calls `maintain` on a timer as well. Camera frames (metadata and
+images) age by `frame_retention`, readings by `retention`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncpg
 
 from sensormesh_core.config import StorageSettings
 from sensormesh_core.storage.partitions import PartitionManager, partition_name
-from sensormesh_core.storage.schema import READING_TABLES, ROLLUP_WIDTHS
+from sensormesh_core.storage.schema import FRAME_TABLES, READING_TABLES, ROLLUP_WIDTHS
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,12 @@ async def storage_backend(conn: asyncpg.Connection) -> Backend:
     return Backend(value)
 
 
+async def has_frame_tables(conn: asyncpg.Connection) -> bool:
+    """Whether the schema has the frame tables (revision 0008): maintenance of a database that an
+    older revision left (a test at 0004, services started before `db migrate`) skips them."""
+    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", FRAME_TABLES[0]))
+
+
 async def apply_timescale_policies(conn: asyncpg.Connection, settings: StorageSettings) -> list[str]:
     """Replace retention, compression and refresh policies with the configured ones."""
     applied: list[str] = []
@@ -99,6 +106,14 @@ async def apply_timescale_policies(conn: asyncpg.Connection, settings: StorageSe
             await conn.execute("SELECT remove_retention_policy($1, if_exists => true)", view)
             await conn.execute("SELECT add_retention_policy($1, drop_after => $2::interval)", view, keep)
             applied += [f"{view}:refresh", f"{view}:retention"]
+    if not await has_frame_tables(conn):
+        return applied
+    for table in FRAME_TABLES:  # images do not compress again: retention only
+        await conn.execute("SELECT remove_retention_policy($1, if_exists => true)", table)
+        await conn.execute(
+            "SELECT add_retention_policy($1, drop_after => $2::interval)", table, settings.frame_retention
+        )
+        applied.append(f"{table}:retention")
     return applied
 
 
@@ -107,14 +122,17 @@ async def maintain_partitions(
     settings: StorageSettings,
     partitions: PartitionManager,
     now: datetime | None = None,
+    *,
+    retention: timedelta | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Create today's and the next days' partitions; drop those past retention."""
+    """Create today's and the next days' partitions of the manager's tables; drop those past
+    `retention` (the readings' retention when None)."""
     now = now or datetime.now(UTC)
     await partitions.load(conn)
     days = [(now + timedelta(days=offset)).date() for offset in range(-1, settings.partitions_ahead + 1)]
     created = await partitions.ensure(conn, days)
-    dropped = await partitions.drop_before(conn, now - settings.retention)
-    return [partition_name(table, day) for day in created for table in READING_TABLES], dropped
+    dropped = await partitions.drop_before(conn, now - (retention or settings.retention))
+    return [partition_name(table, day) for day in created for table in partitions.tables], dropped
 
 
 async def maintain(
@@ -122,10 +140,14 @@ async def maintain(
     settings: StorageSettings,
     partitions: PartitionManager | None = None,
     *,
+    frame_partitions: PartitionManager | None = None,
     apply_policies: bool = False,
     now: datetime | None = None,
 ) -> MaintenanceReport:
-    """Bring storage in line with the settings. Safe to run from several replicas."""
+    """Bring storage in line with the settings. Safe to run from several replicas.
+
+    `partitions` and `frame_partitions` (plain PostgreSQL) are the caller's managers of the
+    reading and the frame tables, so it learns the days created; new ones otherwise."""
     backend = await storage_backend(conn)
     report = MaintenanceReport(backend=backend)
     if backend is Backend.TIMESCALEDB:
@@ -133,7 +155,15 @@ async def maintain(
             report.policies_applied = await apply_timescale_policies(conn, settings)
     else:
         created, dropped = await maintain_partitions(conn, settings, partitions or PartitionManager(), now)
-        report.partitions_created, report.partitions_dropped = created, dropped
+        frames_created: list[str] = []
+        frames_dropped: list[str] = []
+        if await has_frame_tables(conn):
+            frames = frame_partitions or PartitionManager(FRAME_TABLES)
+            frames_created, frames_dropped = await maintain_partitions(
+                conn, settings, frames, now, retention=settings.frame_retention
+            )
+        report.partitions_created = created + frames_created
+        report.partitions_dropped = dropped + frames_dropped
     log.info(
         "event=storage_maintained backend=%s partitions_created=%d partitions_dropped=%d policies=%d",
         backend.value,

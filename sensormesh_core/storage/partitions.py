@@ -4,6 +4,10 @@ TimescaleDB creates chunks by itself; native partitioning does not, and a row
 with no partition to go to fails the whole COPY. So ingest asks this module
 for the days a batch touches before writing (a set lookup once the days are
 known), and maintenance creates days ahead and drops days past retention.
+
+A manager keeps one group of tables that share their days and their
+retention: the reading tables (the default), or the frame tables (metadata
+and images, `frame_retention`).
 """
 
 from __future__ import annotations
@@ -48,20 +52,21 @@ async def oldest_partition_day(conn: asyncpg.Connection, table: str) -> date | N
 
 
 class PartitionManager:
-    """Creates missing daily partitions; remembers which days exist."""
+    """Creates missing daily partitions of `tables`; remembers which days exist."""
 
-    def __init__(self) -> None:
+    def __init__(self, tables: tuple[str, ...] = READING_TABLES) -> None:
+        self.tables = tables
         self._known: set[date] = set()
 
     def missing(self, days: Iterable[date]) -> list[date]:
         return sorted(set(days) - self._known)
 
     async def load(self, conn: asyncpg.Connection) -> None:
-        """Learn which days already have a partition of every reading table."""
+        """Learn which days already have a partition of every table of the group."""
         rows = await conn.fetch(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = ANY($1::text[])",
-            list(READING_TABLES),
+            list(self.tables),
         )
         per_day: dict[date, int] = {}
         for row in rows:
@@ -69,7 +74,7 @@ class PartitionManager:
             if match:
                 day = datetime.strptime(match["day"], "%Y%m%d").date()
                 per_day[day] = per_day.get(day, 0) + 1
-        self._known = {day for day, count in per_day.items() if count == len(READING_TABLES)}
+        self._known = {day for day, count in per_day.items() if count == len(self.tables)}
 
     async def ensure(self, conn: asyncpg.Connection, days: Iterable[date]) -> list[date]:
         """Create the partitions of `days` that do not exist yet. Returns the days created.
@@ -84,7 +89,7 @@ class PartitionManager:
             for day in missing:
                 lower = f"{day.isoformat()} 00:00:00+00"
                 upper = f"{(day + timedelta(days=1)).isoformat()} 00:00:00+00"
-                for table in READING_TABLES:
+                for table in self.tables:
                     await conn.execute(
                         f"CREATE TABLE IF NOT EXISTS {partition_name(table, day)} PARTITION OF {table} "
                         f"FOR VALUES FROM ('{lower}') TO ('{upper}')"
@@ -98,7 +103,7 @@ class PartitionManager:
         rows = await conn.fetch(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = ANY($1::text[])",
-            list(READING_TABLES),
+            list(self.tables),
         )
         last_day_to_drop = cutoff.astimezone(UTC).date() - timedelta(days=1)
         dropped: list[str] = []

@@ -17,7 +17,11 @@ import asyncpg
 
 from sensormesh_core.device_scope import DeviceScope
 from sensormesh_core.errors import AlreadyExists, FailedPrecondition, NotFound
-from sensormesh_core.storage.live_signal import CHANNEL, DeviceDeleted
+from sensormesh_core.storage import link_extremes
+from sensormesh_core.storage.frame_blobs import FrameBlobStore, PostgresFrameBlobs
+from sensormesh_core.storage.frames import delete_device_frames
+from sensormesh_core.storage.link_extremes import BY_ID, DeviceOrder, SensorValue
+from sensormesh_core.storage.live_signal import CHANNEL, FRAMES_CHANNEL, DeviceDeleted
 from sensormesh_core.storage.rollups import forget_keys, has_rollup_tables
 from sensormesh_core.storage.schema import MEASUREMENTS_TABLE, TYPED_TABLES
 from sensormesh_core.tokens import hash_token, new_token
@@ -44,6 +48,9 @@ class DeviceRecord:
     # From upload_offsets, when the query joined it (0 / None otherwise).
     committed_sequence: int = 0
     last_upload_time: datetime | None = None
+    # The fleet answer (link_extremes), when the query selected it.
+    lowest_battery: SensorValue | None = None
+    weakest_signal: SensorValue | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> DeviceRecord:
@@ -59,7 +66,15 @@ class DeviceRecord:
             update_time=row["update_time"],
             committed_sequence=row.get("committed_sequence") or 0,
             last_upload_time=row.get("last_upload_time"),
+            lowest_battery=link_extremes.from_row(row, "battery"),
+            weakest_signal=link_extremes.from_row(row, "signal"),
         )
+
+    def sort_value(self, order: DeviceOrder) -> float | None:
+        """The stored value this device is sorted by in `order` (a page cursor holds it);
+        None in the id order or when the device has no such value."""
+        extreme = {"battery": self.lowest_battery, "signal": self.weakest_signal}.get(order.extreme or "")
+        return None if extreme is None else extreme.stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,11 +165,11 @@ async def token_owner(conn: asyncpg.Connection, token: str) -> TokenOwner | None
     return TokenOwner(row["device_id"], row["status"]) if row else None
 
 
-# The registry row with its upload offset: what GetDevice and ListDevices show.
+# The registry row with its upload offset and the fleet answer: what GetDevice and ListDevices show.
 _SELECT_DEVICE = (
     "SELECT d.device_id, d.display_name, d.description, d.device_type, d.status, d.labels, "
-    "d.create_time, d.update_time, o.committed_sequence, o.update_time AS last_upload_time "
-    "FROM devices d LEFT JOIN upload_offsets o USING (device_id)"
+    "d.create_time, d.update_time, o.committed_sequence, o.update_time AS last_upload_time, "
+    f"{link_extremes.COLUMNS} FROM devices d LEFT JOIN upload_offsets o USING (device_id) {link_extremes.JOINS}"
 )
 
 
@@ -210,20 +225,25 @@ async def list_devices(
     status: int = 0,
     device_type: int = 0,
     scope: DeviceScope | None = None,
+    order: DeviceOrder = BY_ID,
+    after_value: float | None = None,
 ) -> list[DeviceRecord]:
-    """Up to `limit` devices in `scope` with ids after `after`, in id order; 0 filters mean any."""
+    """Up to `limit` devices in `scope` in `order`, after the device `after` (whose stored
+    sort value was `after_value`, in an order by an extreme); 0 filters mean any."""
     ids, labels = scope_parameters(scope)
+    page, order_by = link_extremes.page_sql(order, "$1", "$7")
     rows = await conn.fetch(
-        f"{_SELECT_DEVICE} WHERE ($1::text IS NULL OR d.device_id > $1) "
+        f"{_SELECT_DEVICE} WHERE {page} "
         "AND ($2::smallint = 0 OR d.status = $2) AND ($3::smallint = 0 OR d.device_type = $3) "
         f"AND {IN_SCOPE.format(ids='$5', labels='$6')} "
-        "ORDER BY d.device_id LIMIT $4",
+        f"ORDER BY {order_by} LIMIT $4",
         after,
         status,
         device_type,
         limit,
         ids,
         labels,
+        *(() if order.column is None else (after_value,)),  # $7, the cursor's value
     )
     return [DeviceRecord.from_row(row) for row in rows]
 
@@ -266,21 +286,33 @@ async def update_device(conn: asyncpg.Connection, device_id: str, changes: Devic
         return await get_device(conn, device_id)
 
 
-async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
-    """Delete a device, its readings in every reading table and (by cascade) its
-    token, offset, sensors, series, latest values, dead letters, thinning
-    reports and input states. Returns how many readings were deleted.
+@dataclass(frozen=True, slots=True)
+class DeletedDevice:
+    """What went with a deleted device."""
 
-    One transaction: the device's upload offset is locked first, so an ingest
-    commit for the device either lands before the delete, and its rows are
-    deleted too, or waits and then finds no device. The order is ingest's: a
-    batch transaction holds the offset row and then writes rows that reference
-    the device (input states, thinning reports, dead letters), whose foreign
-    keys take a share lock on the device row; locking the device row first
-    would deadlock with it. On plain PostgreSQL the device's rollup buckets go
-    in the same transaction. Live feeds of the device on every query process
-    hear `DeviceDeleted` when the transaction commits, and end. The id is
-    retired: `create_device` takes it again only with `reregister`.
+    readings: int
+    frames: int
+
+
+async def delete_device(
+    conn: asyncpg.Connection, device_id: str, blobs: FrameBlobStore | None = None
+) -> DeletedDevice:
+    """Delete a device, its readings in every reading table, its camera frames
+    with their images (in `blobs`, the PostgreSQL store by default) and (by
+    cascade) its token, offsets, sensors, series, latest values, dead letters,
+    thinning reports, cameras and input states.
+
+    One transaction: the device's upload offsets (readings', then frames') are
+    locked first, so an ingest commit for the device either lands before the
+    delete, and its rows are deleted too, or waits and then finds no device.
+    The order is ingest's: a batch transaction holds an offset row and then
+    writes rows that reference the device (input states, thinning reports,
+    dead letters, cameras), whose foreign keys take a share lock on the device
+    row; locking the device row first would deadlock with it. On plain
+    PostgreSQL the device's rollup buckets go in the same transaction. Live
+    feeds of the device (readings and frames) on every query process hear
+    `DeviceDeleted` when the transaction commits, and end. The id is retired:
+    `create_device` takes it again only with `reregister`.
 
     Sensor and series ids are identities and never reused, so rows that
     TimescaleDB's continuous aggregates still hold for them are unreachable
@@ -289,7 +321,8 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
     async with conn.transaction():
         await _lock_device(conn, device_id)
         sensor_ids, series_ids = await _device_keys(conn, device_id)
-        deleted = await _delete_readings(conn, sensor_ids, series_ids)
+        readings = await _delete_readings(conn, sensor_ids, series_ids)
+        frames = await delete_device_frames(conn, device_id, blobs or PostgresFrameBlobs())
         if await has_rollup_tables(conn):
             await forget_keys(conn, sensor_ids, series_ids)
         await conn.execute("DELETE FROM devices WHERE device_id = $1", device_id)
@@ -300,14 +333,16 @@ async def delete_device(conn: asyncpg.Connection, device_id: str) -> int:
         )
         # Inside the transaction: heard only if it commits. Deletes are rare, so the
         # notify queue's commit lock (see live_signal) costs nothing here.
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, DeviceDeleted(device_id).encode())
-    return deleted
+        for channel in (CHANNEL, FRAMES_CHANNEL):
+            await conn.execute("SELECT pg_notify($1, $2)", channel, DeviceDeleted(device_id).encode())
+    return DeletedDevice(readings, frames)
 
 
 async def _lock_device(conn: asyncpg.Connection, device_id: str) -> None:
-    """Lock the device's upload offset, then its row, in ingest's order (see
+    """Lock the device's upload offsets, then its row, in ingest's order (see
     `delete_device`: the other order deadlocks with a batch). Raises NotFound."""
     await conn.execute("SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device_id)
+    await conn.execute("SELECT 1 FROM frame_offsets WHERE device_id = $1 FOR UPDATE", device_id)
     locked = await conn.fetchval("SELECT device_id FROM devices WHERE device_id = $1 FOR UPDATE", device_id)
     if locked is None:
         raise NotFound(f"device {device_id!r} does not exist")

@@ -92,7 +92,21 @@ SYSTEM = PayloadTable(
     ),
 )
 
-TYPED_TABLES: tuple[PayloadTable, ...] = (IMU, ENVIRONMENT, SYSTEM)
+# A wireless sensor's battery and radio link, in a table of its own rather than
+# columns beside its data: link health comes every minute or so, the data of the
+# same sensor up to 100 times a second (docs/storage.md has the figures).
+LINK_HEALTH = PayloadTable(
+    payload="link_health",
+    table="link_health_readings",
+    quantities=(
+        Quantity("battery_level", "battery_level_percent", "%", SqlType.REAL, False),
+        Quantity("battery_voltage", "battery_voltage_volts", "V", SqlType.REAL, False),
+        Quantity("signal_strength", "signal_strength_dbm", "dB[mW]", SqlType.REAL, False),
+        Quantity("link_quality", "link_quality_percent", "%", SqlType.REAL, False),
+    ),
+)
+
+TYPED_TABLES: tuple[PayloadTable, ...] = (IMU, ENVIRONMENT, SYSTEM, LINK_HEALTH)
 TYPED_BY_PAYLOAD: dict[str, PayloadTable] = {t.payload: t for t in TYPED_TABLES}
 TYPED_QUANTITIES: dict[str, tuple[PayloadTable, Quantity]] = {
     q.name: (t, q) for t in TYPED_TABLES for q in t.quantities
@@ -137,3 +151,20 @@ ROLLUP_SOURCE_BY_TABLE: dict[str, RollupSource] = {s.table: s for s in ROLLUP_SO
 # Bookkeeping of the rollups on plain PostgreSQL (migration 0003; TimescaleDB keeps its own).
 ROLLUP_WATERMARKS = "rollup_watermarks"
 ROLLUP_INVALIDATIONS = "rollup_invalidations"
+
+# Camera frames (migration 0008): metadata rows and images, each partitioned by capture time
+# (hypertables, or daily partitions on plain PostgreSQL) with a retention of their own.
+FRAMES_TABLE = "frames"
+FRAME_BLOBS_TABLE = "frame_blobs"
+FRAME_TABLES: tuple[str, ...] = (FRAMES_TABLE, FRAME_BLOBS_TABLE)
+# What ingest writes per frame, in table order (receive_time takes its default).
+FRAME_COLUMNS: tuple[str, ...] = (
+    "time",
+    "sequence",
+    "device_id",
+    "camera",
+    "content_type",
+    "width",
+    "height",
+    "size_bytes",
+)

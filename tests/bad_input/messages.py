@@ -24,6 +24,7 @@ FLOAT_FIELDS = [
     ("environment", "relative_humidity_percent"),
     ("environment", "pressure_hpa"),
     ("system", "cpu_temperature_celsius"),
+    *(("link_health", f.name) for f in reading_pb2.LinkHealthPayload.DESCRIPTOR.fields),
     ("measurement", "value"),
 ]
 
@@ -53,6 +54,9 @@ def payload_reading(payload: str, sensor: str = "probe-1") -> reading_pb2.Readin
         reading.environment.pressure_hpa = 1013
     elif payload == "system":
         reading.system.cpu_temperature_celsius = 48.5
+    elif payload == "link_health":
+        reading.link_health.battery_level_percent = 87
+        reading.link_health.signal_strength_dbm = -71
     else:
         reading.measurement.name, reading.measurement.value, reading.measurement.unit = "current", 1.5, "A"
     return reading

@@ -32,6 +32,10 @@ RESERVED = [
     "cpu_temperature",
     "disk_used",
     "disk_free",
+    "battery_level",
+    "battery_voltage",
+    "signal_strength",
+    "link_quality",
 ]
 RANGES = {
     **{f.name: (-2000.0, 2000.0) for f in reading_pb2.ImuPayload.DESCRIPTOR.fields[:3]},
@@ -40,6 +44,10 @@ RANGES = {
     "relative_humidity_percent": (0.0, 100.0),
     "pressure_hpa": (0.0, 2000.0),
     "cpu_temperature_celsius": (-100.0, 200.0),
+    "battery_level_percent": (0.0, 100.0),
+    "battery_voltage_volts": (0.0, 100.0),
+    "signal_strength_dbm": (-150.0, 30.0),
+    "link_quality_percent": (0.0, 100.0),
     "value": (-float(2**53), float(2**53)),  # a measurement's (a double)
 }
 SENSOR_NAMES = st.one_of(
@@ -73,7 +81,7 @@ def valid_readings(draw: st.DrawFn) -> reading_pb2.Reading:
     reading = reading_pb2.Reading(sensor=draw(SENSOR_NAMES))
     reading.sample_time.seconds = int(moment)
     reading.sample_time.nanos = draw(st.integers(0, 999_999_999))
-    kind = draw(st.sampled_from(["imu", "environment", "system", "measurement"]))
+    kind = draw(st.sampled_from(["imu", "environment", "system", "measurement", "link_health"]))
     if kind == "imu":
         for field in reading_pb2.ImuPayload.DESCRIPTOR.fields:
             setattr(reading.imu, field.name, draw(_f32(*RANGES[field.name])))
@@ -91,6 +99,11 @@ def valid_readings(draw: st.DrawFn) -> reading_pb2.Reading:
             reading.system.disk_used_bytes = draw(st.integers(0, 2**63 - 1))
         if "free" in present:
             reading.system.disk_free_bytes = draw(st.integers(0, 2**63 - 1))
+    elif kind == "link_health":
+        fields = [f.name for f in reading_pb2.LinkHealthPayload.DESCRIPTOR.fields]
+        reading.link_health.SetInParent()
+        for name in draw(st.sets(st.sampled_from(fields), min_size=1)):
+            setattr(reading.link_health, name, draw(_f32(*RANGES[name])))
     else:
         reading.measurement.name = draw(MEASUREMENT_NAMES)
         reading.measurement.value = draw(st.floats(*RANGES["value"]))
@@ -109,6 +122,8 @@ def _payload_of(reading: reading_pb2.Reading, payload: str) -> None:
             reading.system.cpu_temperature_celsius = 40
         elif payload == "measurement":
             reading.measurement.name, reading.measurement.unit = "current", "A"
+        elif payload == "link_health":
+            reading.link_health.signal_strength_dbm = -70
         else:
             reading.imu.SetInParent()
 
@@ -161,7 +176,18 @@ def spoiled_readings(draw: st.DrawFn) -> ReadingCase:
     reading = draw(valid_readings())
     kind = draw(
         st.sampled_from(
-            ["float", "time", "sensor", "name", "unit", "system", "disk", "no payload", "newer payload"]
+            [
+                "float",
+                "time",
+                "sensor",
+                "name",
+                "unit",
+                "system",
+                "link",
+                "disk",
+                "no payload",
+                "newer payload",
+            ]
         )
     )
     malformed = False
@@ -184,6 +210,10 @@ def spoiled_readings(draw: st.DrawFn) -> ReadingCase:
         reading.ClearField("payload")
         reading.system.SetInParent()
         field = "reading.system"
+    elif kind == "link":  # a link-health payload with no field set
+        reading.ClearField("payload")
+        reading.link_health.SetInParent()
+        field = "reading.link_health"
     elif kind == "disk":
         _payload_of(reading, "system")
         name = draw(st.sampled_from(["disk_used_bytes", "disk_free_bytes"]))

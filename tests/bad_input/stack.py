@@ -132,6 +132,7 @@ def stored_count(db: psycopg.Connection, device_id: str, since: datetime | None 
         f"SELECT (SELECT count(*) FROM imu_readings WHERE sensor_id IN ({sensors}){recent})"
         f" + (SELECT count(*) FROM environment_readings WHERE sensor_id IN ({sensors}){recent})"
         f" + (SELECT count(*) FROM system_readings WHERE sensor_id IN ({sensors}){recent})"
+        f" + (SELECT count(*) FROM link_health_readings WHERE sensor_id IN ({sensors}){recent})"
         f" + (SELECT count(*) FROM measurements WHERE series_id IN ({series}){recent})",
         {"d": device_id, "since": since},
     ).fetchone()

@@ -148,7 +148,9 @@ def test_live_feed_clients_that_leave_early_are_not_errors(stack: Stack, device:
     headers), gRPC (the call is cancelled), during the replay or live. The services log no error
     for it (conftest checks)."""
     readings = [
-        payload_reading(kind) for kind in ("imu", "environment", "system", "measurement") for _ in range(50)
+        payload_reading(kind)
+        for kind in ("imu", "environment", "system", "measurement", "link_health")
+        for _ in range(40)
     ]
     write = ingest_pb2.WriteReadingsRequest(device_id=device.device_id, readings=readings)
     with grpc.insecure_channel(stack.envoy_target) as channel:

@@ -34,6 +34,7 @@ from sensormesh.v1 import (
     command_delivery_pb2,
     command_pb2,
     device_pb2,
+    frame_pb2,
     ingest_pb2,
     query_pb2,
 )
@@ -46,6 +47,7 @@ from sensormesh_core.storage.api_keys import LOCAL_CREATOR, create_key, revoke_k
 from sensormesh_core.storage.registry import create_device
 from tests.envoy.conftest import Stack
 from tests.ingest_service.readings import batch, reading
+from tests.support.frames import frame, image, store_frame
 
 pytestmark = pytest.mark.storage
 
@@ -55,6 +57,7 @@ SERVICES = [
         (ingest_pb2.DESCRIPTOR, "IngestService"),
         (device_pb2.DESCRIPTOR, "DeviceService"),
         (query_pb2.DESCRIPTOR, "QueryService"),
+        (frame_pb2.DESCRIPTOR, "FrameService"),
         (access_pb2.DESCRIPTOR, "AccessService"),
         (audit_pb2.DESCRIPTOR, "AuditService"),
         (command_pb2.DESCRIPTOR, "CommandService"),
@@ -71,6 +74,7 @@ DESCRIPTOR_FILES = sorted(
         ingest_pb2.DESCRIPTOR,
         device_pb2.DESCRIPTOR,
         query_pb2.DESCRIPTOR,
+        frame_pb2.DESCRIPTOR,
         access_pb2.DESCRIPTOR,
         audit_pb2.DESCRIPTOR,
         command_pb2.DESCRIPTOR,
@@ -78,6 +82,8 @@ DESCRIPTOR_FILES = sorted(
         alert_pb2.DESCRIPTOR,
     )
 )
+# The case's device has one frame (sequence 1) stored, so GetFrame has something to answer.
+FRAME_TIME = datetime.now(UTC) - timedelta(minutes=5)
 HTTP_STATUS = {"OK": 200, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404}
 
 
@@ -102,6 +108,17 @@ REQUESTS: dict[str, Callable[[Target], Message]] = {
     "sensormesh.v1.IngestService/WriteReadings": lambda t: ingest_pb2.WriteReadingsRequest(
         device_id=t.device_id, readings=[reading(1)]
     ),
+    "sensormesh.v1.IngestService/UploadFrames": lambda t: ingest_pb2.UploadFramesRequest(
+        device_id=t.device_id, first_sequence=2, last_sequence=2, frames=[frame(2, FRAME_TIME)]
+    ),
+    "sensormesh.v1.IngestService/GetFrameUploadOffset": lambda t: ingest_pb2.GetFrameUploadOffsetRequest(
+        device_id=t.device_id
+    ),
+    "sensormesh.v1.FrameService/ListFrames": lambda t: frame_pb2.ListFramesRequest(device_id=t.device_id),
+    "sensormesh.v1.FrameService/GetFrame": lambda t: frame_pb2.GetFrameRequest(
+        device_id=t.device_id, sequence=1
+    ),
+    "sensormesh.v1.FrameService/WatchFrames": lambda t: frame_pb2.WatchFramesRequest(device_id=t.device_id),
     "sensormesh.v1.DeviceService/CreateDevice": lambda t: device_pb2.CreateDeviceRequest(
         device=device_pb2.Device(device_id=f"new-{t.suffix}")
     ),
@@ -274,6 +291,7 @@ async def target(stack: Stack) -> Target:
     conn = await asyncpg.connect(stack.database_url)
     try:
         _, token = await create_device(conn, device_id)
+        await store_frame(conn, device_id, 1, FRAME_TIME, image())
         await create_key(conn, f"victim-{suffix}", ROLE_VIEWER, creator=LOCAL_CREATOR)
         # As if its agent had connected: it understands ping, and has one command queued.
         await command_offers.advertise(conn, device_id, [command_delivery_pb2.CommandSpec(name="ping")])

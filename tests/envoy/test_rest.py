@@ -104,7 +104,10 @@ async def test_device_crud_over_rest(http: httpx.AsyncClient) -> None:
     assert device in [d["deviceId"] for d in listed.json()["devices"]]
 
     deleted = await http.delete(f"/v1/devices/{device}")
-    assert deleted.status_code == 200 and deleted.json() == {"deletedReadingCount": "0"}
+    assert deleted.status_code == 200 and deleted.json() == {
+        "deletedReadingCount": "0",
+        "deletedFrameCount": "0",
+    }
     gone = await http.get(f"/v1/devices/{device}")
     assert gone.status_code == 404
     assert gone.json()["code"] == 5 and device in gone.json()["message"]

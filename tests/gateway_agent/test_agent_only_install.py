@@ -80,6 +80,27 @@ def test_the_server_packages_are_not_installed(agent_only: Path) -> None:
         assert found.stdout.strip() == "True", f"{module} is installed"
 
 
+CAMERA_WITHOUT_ITS_EXTRA = """
+import asyncio
+from gateway_agent.inputs import camera
+from gateway_agent.inputs.base import InputError
+try:
+    asyncio.run(camera.create(camera.Settings(source="simulated")).open())
+except InputError as error:
+    print(error)
+"""
+
+
+def test_a_camera_input_without_the_camera_extra_names_it(agent_only: Path) -> None:
+    """Pillow and linuxpy are optional: the agent extra alone imports the camera input, which
+    reports on opening what to install (and the agent's other inputs run on)."""
+    result = subprocess.run(
+        [agent_only / "python", "-c", CAMERA_WITHOUT_ITS_EXTRA],
+        capture_output=True, text=True, timeout=60, check=True, cwd=agent_only,
+    )  # fmt: skip
+    assert "pip install 'sensormesh[camera]'" in result.stdout, result.stdout + result.stderr
+
+
 def test_a_server_command_names_what_is_missing(agent_only: Path) -> None:
     result = subprocess.run(
         [agent_only / "sensormesh", "ingest"],

@@ -71,6 +71,58 @@ def test_reserved_names_are_skipped_with_a_warning_unless_renamed(caplog: pytest
     assert {r.measurement.name for r in renamed} == {"board_temp", "fan_speed"}
 
 
+LINK = {"battery_level": "meta_battery_level", "signal_strength": "meta_signal_strength"}
+
+
+def test_link_fields_map_to_a_link_health_reading_of_the_same_sensor_and_not_to_measurements() -> None:
+    payload = (
+        b'{"temperature": 21.5, "meta_battery_level": 64, "meta_signal_strength": -78, "meta_uptime": 9}'
+    )
+    readings = mqtt.payload_readings("platform/node-7", payload, NOW, settings(link=LINK))
+    for reading in readings:
+        validate(reading)
+    env, uptime, link = readings
+    assert env.environment.temperature_celsius == pytest.approx(21.5)
+    assert uptime.measurement.name == "meta_uptime"
+    assert link.sensor == env.sensor == "mqtt:platform/node-7"
+    assert (link.link_health.battery_level_percent, link.link_health.signal_strength_dbm) == (64, -78)
+    assert not link.link_health.HasField("link_quality_percent")
+    assert link.sample_time == env.sample_time
+
+
+def test_link_fields_are_scaled_to_volts_and_percent() -> None:
+    mapping = {"battery_voltage": "voltage", "battery_voltage_scale": 0.001, "link_quality": "linkquality",
+               "link_quality_max": 255, "battery_level": "battery"}  # fmt: skip
+    payload = b'{"battery": 91, "voltage": 2985, "linkquality": 102, "occupancy": false}'
+    occupancy, link = mqtt.payload_readings("zigbee2mqtt/hall", payload, NOW, settings(link=mapping))
+    validate(link)
+    assert occupancy.measurement.name == "occupancy"
+    assert link.link_health.battery_voltage_volts == pytest.approx(2.985)
+    assert link.link_health.link_quality_percent == pytest.approx(40.0)
+    assert link.link_health.battery_level_percent == 91
+
+
+def test_a_mapped_value_outside_the_contract_is_left_out_and_the_rest_goes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    payload = b'{"meta_battery_level": 120, "meta_signal_strength": -70}'
+    [link] = mqtt.payload_readings("platform/node-8", payload, NOW, settings(link=LINK))
+    validate(link)
+    assert not link.link_health.HasField("battery_level_percent")
+    assert link.link_health.signal_strength_dbm == -70
+    assert "field=meta_battery_level reason=outside_0_to_100" in caplog.text
+    assert (
+        mqtt.payload_readings("platform/node-8", b'{"meta_signal_strength": 127}', NOW, settings(link=LINK))
+        == []
+    )
+
+
+def test_link_field_names_are_reserved_for_the_typed_reading(caplog: pytest.LogCaptureFixture) -> None:
+    readings = mqtt.payload_readings("x/y", b'{"battery_level": 50, "rssi": -60}', NOW, settings())
+    assert [r.measurement.name for r in readings] == ["rssi"]
+    assert "field=battery_level reason=reserved_quantity_name_rename_it" in caplog.text
+
+
 def test_time_field_sets_the_sample_time() -> None:
     s = settings(time_field="ts")
     [by_seconds] = mqtt.payload_readings("t", b'{"ts": 1767225600.5, "v": 1}', NOW + 10**12, s)
@@ -124,6 +176,23 @@ async def test_subscribed_topics_arrive_as_readings(broker: Broker, tmp_path: Pa
     )
     assert office.sensor == f"mqtt:{prefix}/office"[:64]
     assert office.environment.temperature_celsius == pytest.approx(22.5)
+
+
+async def test_a_devices_battery_and_signal_arrive_through_the_broker_as_link_health(
+    broker: Broker, tmp_path: Path
+) -> None:
+    topic = f"sensormesh-test/{tmp_path.name}/node-3"
+    item = mqtt.Mqtt(settings(host=broker.host, port=broker.port, topics=[topic], link=LINK))
+    async with scheduled(item) as (collector, board):
+        await until(lambda: _ok(board, item.name))
+        async with aiomqtt.Client(broker.host, broker.port) as publisher:
+            payload = b'{"temperature": 19.0, "meta_battery_level": 18.5, "meta_signal_strength": -91}'
+            await publisher.publish(topic, payload, qos=1)
+            await until(lambda: len(collector.readings[item.name]) >= 2)
+    env, link = collector.readings[item.name]
+    assert env.environment.temperature_celsius == pytest.approx(19.0)
+    assert link.sensor == env.sensor
+    assert (link.link_health.battery_level_percent, link.link_health.signal_strength_dbm) == (18.5, -91)
 
 
 async def test_broker_outage_is_reported_and_the_input_resubscribes(broker: Broker, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Iterator
 
@@ -66,3 +67,46 @@ async def test_every_kind_passes_the_contract_validation(kind: str) -> None:
 def test_default_interval_depends_on_the_kind() -> None:
     assert make("imu").interval.total_seconds() == 0.01
     assert make("system").interval.total_seconds() == 10
+
+
+def wireless(seed: int = 1, start_ns: int = DAY0_NS, **options: str) -> simulated.Simulated:
+    settings = simulated.Settings.model_validate(
+        {"kind": "environment", "seed": seed, "link_interval": "30s", **options}
+    )
+    clock = ticks(start_ns, 1_000_000_000)  # a reading a second
+    return simulated.Simulated(settings, clock=lambda: next(clock))
+
+
+async def test_a_wireless_sensor_reports_link_health_under_its_own_name_every_interval() -> None:
+    readings = await take(wireless(), 90)
+    links = [r for r in readings if r.WhichOneof("payload") == "link_health"]
+    assert len(links) == 3  # at 0, 30 and 60 s
+    assert {r.sensor for r in readings} == {"sim-environment"}
+    for reading in links:
+        validate(reading)
+        assert not reading.link_health.HasField("link_quality_percent")  # Bluetooth has none
+    data = [r for r in readings if r.WhichOneof("payload") == "environment"]
+    plain = [r for r in await take(make("environment", step_ns=10**9), 90)]
+    assert [r.SerializeToString() for r in data] == [r.SerializeToString() for r in plain]  # same noise
+
+
+async def test_the_battery_drains_over_its_life_then_is_replaced_and_the_rssi_is_noisy() -> None:
+    sensor = wireless(battery_life="1h", link_interval="1s")
+    links = [r.link_health for r in await take(sensor, 7200) if r.WhichOneof("payload") == "link_health"]
+    levels = [p.battery_level_percent for p in links]
+    drops = [a - b for a, b in itertools.pairwise(levels)]
+    assert sum(1 for d in drops if d < -50) in (1, 2)  # a fresh battery once (or twice) in two hours
+    assert all(0 <= d <= 0.11 for d in drops if d > -50)  # 100 % an hour: 0.03 % a second, in tenths
+    assert max(levels) > 99 and min(levels) < 1
+    volts = [p.battery_voltage_volts for p in links]
+    assert 3.25 < min(volts) < 3.35 and 4.15 < max(volts) < 4.25
+    rssi = [p.signal_strength_dbm for p in links]
+    assert all(v == int(v) and -127 <= v <= 20 for v in rssi)
+    assert -72 < statistics.fmean(rssi) < -62 and statistics.pstdev(rssi) > 2
+
+
+async def test_the_battery_is_a_function_of_time_so_a_restart_does_not_recharge_it() -> None:
+    hour_ns = 3600 * 10**9
+    before = await take(wireless(seed=5, start_ns=DAY0_NS + hour_ns), 1)
+    restarted = await take(wireless(seed=5, start_ns=DAY0_NS + hour_ns), 1)
+    assert before[1].link_health.battery_level_percent == restarted[1].link_health.battery_level_percent

@@ -88,6 +88,7 @@ async def stored(db: asyncpg.Connection, device_id: str) -> Stored:
         f"SELECT sequence FROM imu_readings WHERE sensor_id IN ({sensors}) "
         f"UNION ALL SELECT sequence FROM environment_readings WHERE sensor_id IN ({sensors}) "
         f"UNION ALL SELECT sequence FROM system_readings WHERE sensor_id IN ({sensors}) "
+        f"UNION ALL SELECT sequence FROM link_health_readings WHERE sensor_id IN ({sensors}) "
         f"UNION ALL SELECT sequence FROM measurements WHERE series_id IN ({series})",
         device_id,
     )

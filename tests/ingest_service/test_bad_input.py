@@ -56,6 +56,15 @@ def _system(**fields: int) -> Mutation:
     return mutate
 
 
+def _link_health(**fields: float) -> Mutation:
+    def mutate(r: reading_pb2.Reading) -> None:
+        r.link_health.SetInParent()
+        for name, value in fields.items():
+            setattr(r.link_health, name, value)
+
+    return mutate
+
+
 def _sensor(name: str) -> Mutation:
     def mutate(r: reading_pb2.Reading) -> None:
         r.sensor = name
@@ -85,6 +94,22 @@ BAD_READINGS = {
     "empty system payload": (_system(), "reading.system", "at least one"),
     "disk size beyond bigint": (_system(disk_used_bytes=2**63), "reading.system.disk_used_bytes", "at most"),
     "reserved measurement name": (_measurement("temperature"), "reading.measurement.name", "must not be in"),
+    "battery above 100 %": (
+        _link_health(battery_level_percent=100.5, signal_strength_dbm=-60),
+        "reading.link_health.battery_level_percent",
+        "100",
+    ),
+    "signal beyond a radio's range": (
+        _link_health(battery_level_percent=80, signal_strength_dbm=127),  # Bluetooth's "not available"
+        "reading.link_health.signal_strength_dbm",
+        "30",
+    ),
+    "empty link-health payload": (_link_health(), "reading.link_health", "at least one"),
+    "link-health name as a measurement": (
+        _measurement("battery_level"),
+        "reading.measurement.name",
+        "must not be in",
+    ),
 }
 
 

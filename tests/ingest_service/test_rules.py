@@ -33,6 +33,7 @@ _validator = protovalidate.Validator()
 RESERVED = [
     "acceleration_x", "acceleration_y", "acceleration_z", "angular_rate_x", "angular_rate_y", "angular_rate_z",
     "temperature", "relative_humidity", "pressure", "cpu_temperature", "disk_used", "disk_free",
+    "battery_level", "battery_voltage", "signal_strength", "link_quality",
 ]  # fmt: skip
 
 
@@ -46,10 +47,9 @@ def _next_f32(value: float, direction: int) -> float:
     return float(struct.unpack("f", struct.pack("i", bits))[0])
 
 
-EDGES = [-10000.0, -2000.0, -100.0, 0.0, 100.0, 200.0, 2000.0, 10000.0]
-EDGES += [
-    _next_f32(b, s) for b in (-10000.0, -2000.0, -100.0, 100.0, 200.0, 2000.0, 10000.0) for s in (-1, 1)
-]
+BOUNDS = (-10000.0, -2000.0, -150.0, -100.0, 30.0, 100.0, 200.0, 2000.0, 10000.0)
+EDGES = [*BOUNDS, 0.0]
+EDGES += [_next_f32(b, s) for b in BOUNDS for s in (-1, 1)]
 EDGES += [float("nan"), float("inf"), float("-inf"), -0.0, 3.4028234663852886e38]
 floats32 = st.one_of(st.floats(width=32), st.sampled_from(EDGES).map(_f32))
 optional32 = st.one_of(st.none(), floats32)
@@ -75,7 +75,9 @@ def readings(draw: st.DrawFn) -> reading_pb2.SequencedReading:
         reading.sample_time.nanos = draw(
             st.one_of(st.integers(-(2**31), 2**31 - 1), st.sampled_from([0, 1, -1, 999_999_999, 10**9]))
         )
-    kind = draw(st.sampled_from(["imu", "environment", "system", "measurement", None, "unknown"]))
+    kind = draw(
+        st.sampled_from(["imu", "environment", "system", "measurement", "link_health", None, "unknown"])
+    )
     if kind == "imu":
         for field in reading_pb2.ImuPayload.DESCRIPTOR.fields:
             setattr(reading.imu, field.name, draw(floats32))
@@ -102,6 +104,12 @@ def readings(draw: st.DrawFn) -> reading_pb2.SequencedReading:
         reading.measurement.unit = draw(
             st.one_of(st.text(max_size=40), st.sampled_from(["x" * 32, "x" * 33]))
         )
+    elif kind == "link_health":
+        reading.link_health.SetInParent()
+        for field in reading_pb2.LinkHealthPayload.DESCRIPTOR.fields:
+            value = draw(optional32)
+            if value is not None:
+                setattr(reading.link_health, field.name, value)
     elif kind == "unknown":
         reading.MergeFromString(b"\x7a\x00")  # field 15: a payload from newer contracts
     return reading_pb2.SequencedReading(sequence=draw(st.integers(1, 2**64 - 1)), reading=reading)
@@ -170,6 +178,8 @@ def test_the_rules_are_read_from_the_contracts() -> None:
     assert RULES.sensor.max_len == 64 and RULES.measurement_unit.max_len == 32
     assert "temperature" in RULES.measurement_name.not_in
     assert RULES.time_after == (0, 0) and RULES.sequence_min == 1
+    assert [(r.lo, r.hi) for r in RULES.link_health] == [(0, 100), (0, 100), (-150, 30), (0, 100)]
+    assert "battery_level" in RULES.measurement_name.not_in
 
 
 def test_a_rule_the_fast_path_does_not_know_is_refused_loudly() -> None:

@@ -32,6 +32,7 @@ SERVING_COMPONENT = {
     "sensormesh.v1.CommandDeliveryService": "ingest",
     "sensormesh.v1.DeviceService": "query",
     "sensormesh.v1.QueryService": "query",
+    "sensormesh.v1.FrameService": "query",
     "sensormesh.v1.AccessService": "query",
     "sensormesh.v1.AuditService": "query",
     "sensormesh.v1.CommandService": "control",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
+from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc, reading_pb2
 
 from sensormesh_cli.main import main
 from tests.sensormesh_cli.conftest import Services
@@ -55,6 +55,8 @@ def test_list_get_update_and_delete_round_trip(
         "LAST",
         "UPLOAD",
         "SEQUENCE",
+        "BATTERY",
+        "SIGNAL",
         "NAME",
     ]
     assert any(line.split()[:3] == ["cmd-pi-2", "direct", "active"] for line in listed.splitlines())
@@ -108,3 +110,40 @@ def test_an_unreachable_server_is_named(capsys: pytest.CaptureFixture[str]) -> N
     server = f"127.0.0.1:{free_port()}"
     assert main(["devices", "list", "--server", server]) == 1
     assert f"cannot reach {server}" in capsys.readouterr().err
+
+
+def _write_link_health(services: Services, device_id: str, token: str, battery: float, rssi: float) -> None:
+    reading = reading_pb2.Reading(
+        sensor="ble:tag",
+        link_health=reading_pb2.LinkHealthPayload(battery_level_percent=battery, signal_strength_dbm=rssi),
+    )
+    reading.sample_time.GetCurrentTime()
+    with grpc.insecure_channel(services.ingest) as channel:
+        ingest_pb2_grpc.IngestServiceStub(channel).WriteReadings(
+            ingest_pb2.WriteReadingsRequest(device_id=device_id, readings=[reading]),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=10,
+        )
+
+
+def test_list_shows_and_sorts_by_each_devices_lowest_battery_and_weakest_signal(
+    services: Services, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for device_id, battery, rssi in (("bat-pi-1", 64.5, -58), ("bat-pi-2", 17.0, -93)):
+        token_file = tmp_path / f"{device_id}.token"
+        assert main(_devices(services, "create", device_id, "--token-file", str(token_file))) == 0
+        _write_link_health(services, device_id, token_file.read_text().strip(), battery, rssi)
+    capsys.readouterr()
+
+    assert main(_devices(services, "list", "--order-by", "battery")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[6:9] == ["BATTERY", "SIGNAL", "NAME"]
+    ours = [line.split() for line in lines if line.startswith("bat-pi-")]
+    assert [(row[0], row[6:10]) for row in ours] == [
+        ("bat-pi-2", ["17", "%", "-93", "dBm"]),
+        ("bat-pi-1", ["64.5", "%", "-58", "dBm"]),
+    ]
+    assert main(_devices(services, "get", "bat-pi-2")) == 0
+    shown = capsys.readouterr().out
+    assert "battery       17 %, lowest of its sensors (ble:tag," in shown
+    assert "signal        -93 dBm, weakest of its sensors (ble:tag," in shown

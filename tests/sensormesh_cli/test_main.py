@@ -15,6 +15,7 @@ from sensormesh_core.storage.schema import READING_TABLES, ROLLUP_WIDTHS
 from sensormesh_core.storage.timescaledb_probe import PROBE_SQL, ExtensionState, state_of
 from sensormesh_core.tokens import hash_token
 from tests.support.reading_writer import ReadingWriter, environment
+from tests.support.schema import HEAD_REVISION
 
 pytestmark = pytest.mark.storage
 
@@ -24,8 +25,8 @@ def test_db_migrate_then_current(empty_database_url: str, monkeypatch, capsys) -
     assert main(["db", "migrate"]) == 0
     assert main(["db", "current"]) == 0
     out = capsys.readouterr().out
-    assert "schema at revision 0006" in out
-    assert out.strip().endswith("0006")
+    assert f"schema at revision {HEAD_REVISION}" in out
+    assert out.strip().endswith(HEAD_REVISION)
 
 
 @pytest.mark.partitioned_only

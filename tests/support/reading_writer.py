@@ -194,3 +194,23 @@ def measurement(sensor: str, moment: datetime, name: str, value: float, unit: st
     )
     reading.sample_time.FromDatetime(moment)
     return reading
+
+
+def link_health(
+    sensor: str,
+    moment: datetime,
+    battery: float | None = None,
+    rssi: float | None = None,
+    volts: float | None = None,
+    quality: float | None = None,
+) -> reading_pb2.Reading:
+    """A link-health reading with the fields given (battery and quality in %, rssi in dBm)."""
+    payload = reading_pb2.LinkHealthPayload(
+        battery_level_percent=battery,
+        signal_strength_dbm=rssi,
+        battery_voltage_volts=volts,
+        link_quality_percent=quality,
+    )
+    reading = reading_pb2.Reading(sensor=sensor, link_health=payload)
+    reading.sample_time.FromDatetime(moment)
+    return reading

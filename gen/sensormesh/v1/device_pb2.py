@@ -28,10 +28,12 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from sensormesh.v1 import access_rule_pb2 as sensormesh_dot_v1_dot_access__rule__pb2
+from sensormesh.v1 import frame_pb2 as sensormesh_dot_v1_dot_frame__pb2
 from sensormesh.v1 import ingest_pb2 as sensormesh_dot_v1_dot_ingest__pb2
+from sensormesh.v1 import query_pb2 as sensormesh_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asensormesh/v1/device.proto\x12\rsensormesh.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsensormesh/v1/access_rule.proto\x1a\x1asensormesh/v1/ingest.proto\"\x96\x06\n\x06\x44\x65vice\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12\x1e\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x1d\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32\x19.sensormesh.v1.DeviceTypeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x35\n\x06status\x18\x05 \x01(\x0e\x32\x1b.sensormesh.v1.DeviceStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12o\n\x06labels\x18\x06 \x03(\x0b\x32!.sensormesh.v1.Device.LabelsEntryB<\xbaH9\x9a\x01\x36\x10 \"\x19r\x17\x10\x01\x18?2\x11^[A-Za-z0-9_.-]+$*\x17r\x15\x18?2\x11^[A-Za-z0-9_.-]*$\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12:\n\x10last_upload_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12 \n\x12\x63ommitted_sequence\x18\n \x01(\x04\x42\x04\xe2\x41\x01\x03\x12,\n\x07sensors\x18\x0b \x03(\x0b\x32\x15.sensormesh.v1.SensorB\x04\xe2\x41\x01\x03\x12\x38\n\x0einput_statuses\x18\x0c \x03(\x0b\x32\x1a.sensormesh.v1.InputStatusB\x04\xe2\x41\x01\x03\x12\x32\n\x07thinned\x18\r \x03(\x0b\x32\x1b.sensormesh.v1.ThinnedTotalB\x04\xe2\x41\x01\x03\x12\x1c\n\x0erejected_count\x18\x0e \x01(\x04\x42\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"n\n\x06Sensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x06series\x18\x02 \x03(\x0b\x32\x15.sensormesh.v1.Series\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x06Series\x12\x10\n\x08quantity\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\"\x9a\x01\n\x0cThinnedTotal\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x35\n\x11\x66irst_sample_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_sample_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x13\x43reateDeviceRequest\x12-\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.DeviceB\x06\xbaH\x03\xc8\x01\x01\x12\x12\n\nreregister\x18\x02 \x01(\x08\"L\n\x14\x43reateDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.Device\x12\r\n\x05token\x18\x02 \x01(\t\"Q\n\x10GetDeviceRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\":\n\x11GetDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.Device\"\xbb\x01\n\x12ListDevicesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x35\n\x06status\x18\x03 \x01(\x0e\x32\x1b.sensormesh.v1.DeviceStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32\x19.sensormesh.v1.DeviceTypeB\x08\xbaH\x05\x82\x01\x02\x10\x01\"V\n\x13ListDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.sensormesh.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"u\n\x13UpdateDeviceRequest\x12-\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.DeviceB\x06\xbaH\x03\xc8\x01\x01\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"=\n\x14UpdateDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.Device\"T\n\x13\x44\x65leteDeviceRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\"5\n\x14\x44\x65leteDeviceResponse\x12\x1d\n\x15\x64\x65leted_reading_count\x18\x01 \x01(\x04\"Y\n\x18RotateDeviceTokenRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\"*\n\x19RotateDeviceTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t*Z\n\nDeviceType\x12\x1b\n\x17\x44\x45VICE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45VICE_TYPE_GATEWAY\x10\x01\x12\x16\n\x12\x44\x45VICE_TYPE_DIRECT\x10\x02*c\n\x0c\x44\x65viceStatus\x12\x1d\n\x19\x44\x45VICE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45VICE_STATUS_ACTIVE\x10\x01\x12\x1a\n\x16\x44\x45VICE_STATUS_DISABLED\x10\x02\x32\xab\x06\n\rDeviceService\x12|\n\x0c\x43reateDevice\x12\".sensormesh.v1.CreateDeviceRequest\x1a#.sensormesh.v1.CreateDeviceResponse\"#\xa2\xbb\x18\x04\x08\x02\x18\x01\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/devices:\x06\x64\x65vice\x12u\n\tGetDevice\x12\x1f.sensormesh.v1.GetDeviceRequest\x1a .sensormesh.v1.GetDeviceResponse\"%\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/devices/{device_id}\x12o\n\x0bListDevices\x12!.sensormesh.v1.ListDevicesRequest\x1a\".sensormesh.v1.ListDevicesResponse\"\x19\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/devices\x12\x8f\x01\n\x0cUpdateDevice\x12\".sensormesh.v1.UpdateDeviceRequest\x1a#.sensormesh.v1.UpdateDeviceResponse\"6\xa2\xbb\x18\x04\x08\x02\x18\x01\x82\xd3\xe4\x93\x02(2\x1e/v1/devices/{device.device_id}:\x06\x64\x65vice\x12\x80\x01\n\x0c\x44\x65leteDevice\x12\".sensormesh.v1.DeleteDeviceRequest\x1a#.sensormesh.v1.DeleteDeviceResponse\"\'\xa2\xbb\x18\x04\x08\x03\x18\x01\x82\xd3\xe4\x93\x02\x19*\x17/v1/devices/{device_id}\x12\x9e\x01\n\x11RotateDeviceToken\x12\'.sensormesh.v1.RotateDeviceTokenRequest\x1a(.sensormesh.v1.RotateDeviceTokenResponse\"6\xa2\xbb\x18\x04\x08\x02\x18\x01\x82\xd3\xe4\x93\x02(\"#/v1/devices/{device_id}:rotateToken:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asensormesh/v1/device.proto\x12\rsensormesh.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsensormesh/v1/access_rule.proto\x1a\x19sensormesh/v1/frame.proto\x1a\x1asensormesh/v1/ingest.proto\x1a\x19sensormesh/v1/query.proto\"\xef\x07\n\x06\x44\x65vice\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12\x1e\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x1d\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32\x19.sensormesh.v1.DeviceTypeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x35\n\x06status\x18\x05 \x01(\x0e\x32\x1b.sensormesh.v1.DeviceStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12o\n\x06labels\x18\x06 \x03(\x0b\x32!.sensormesh.v1.Device.LabelsEntryB<\xbaH9\x9a\x01\x36\x10 \"\x19r\x17\x10\x01\x18?2\x11^[A-Za-z0-9_.-]+$*\x17r\x15\x18?2\x11^[A-Za-z0-9_.-]*$\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12:\n\x10last_upload_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12 \n\x12\x63ommitted_sequence\x18\n \x01(\x04\x42\x04\xe2\x41\x01\x03\x12,\n\x07sensors\x18\x0b \x03(\x0b\x32\x15.sensormesh.v1.SensorB\x04\xe2\x41\x01\x03\x12\x38\n\x0einput_statuses\x18\x0c \x03(\x0b\x32\x1a.sensormesh.v1.InputStatusB\x04\xe2\x41\x01\x03\x12\x32\n\x07thinned\x18\r \x03(\x0b\x32\x1b.sensormesh.v1.ThinnedTotalB\x04\xe2\x41\x01\x03\x12\x1c\n\x0erejected_count\x18\x0e \x01(\x04\x42\x04\xe2\x41\x01\x03\x12>\n\x14lowest_battery_level\x18\x0f \x01(\x0b\x32\x1a.sensormesh.v1.LatestValueB\x04\xe2\x41\x01\x03\x12\x41\n\x17weakest_signal_strength\x18\x10 \x01(\x0b\x32\x1a.sensormesh.v1.LatestValueB\x04\xe2\x41\x01\x03\x12,\n\x07\x63\x61meras\x18\x11 \x03(\x0b\x32\x15.sensormesh.v1.CameraB\x04\xe2\x41\x01\x03\x12&\n\x18\x63ommitted_frame_sequence\x18\x12 \x01(\x04\x42\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"n\n\x06Sensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x06series\x18\x02 \x03(\x0b\x32\x15.sensormesh.v1.Series\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x06Series\x12\x10\n\x08quantity\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\"\x9a\x01\n\x0cThinnedTotal\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x35\n\x11\x66irst_sample_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_sample_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x13\x43reateDeviceRequest\x12-\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.DeviceB\x06\xbaH\x03\xc8\x01\x01\x12\x12\n\nreregister\x18\x02 \x01(\x08\"L\n\x14\x43reateDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.Device\x12\r\n\x05token\x18\x02 \x01(\t\"Q\n\x10GetDeviceRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\":\n\x11GetDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.Device\"\xb0\x02\n\x12ListDevicesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x35\n\x06status\x18\x03 \x01(\x0e\x32\x1b.sensormesh.v1.DeviceStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32\x19.sensormesh.v1.DeviceTypeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12s\n\x08order_by\x18\x05 \x01(\tBa\xbaH^r\\\x18@2X^ *((device_id|lowest_battery_level\\.value|weakest_signal_strength\\.value)( +desc)? *)?$\"V\n\x13ListDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.sensormesh.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"u\n\x13UpdateDeviceRequest\x12-\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.DeviceB\x06\xbaH\x03\xc8\x01\x01\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"=\n\x14UpdateDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.Device\"T\n\x13\x44\x65leteDeviceRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\"R\n\x14\x44\x65leteDeviceResponse\x12\x1d\n\x15\x64\x65leted_reading_count\x18\x01 \x01(\x04\x12\x1b\n\x13\x64\x65leted_frame_count\x18\x02 \x01(\x04\"Y\n\x18RotateDeviceTokenRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\"*\n\x19RotateDeviceTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t*Z\n\nDeviceType\x12\x1b\n\x17\x44\x45VICE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45VICE_TYPE_GATEWAY\x10\x01\x12\x16\n\x12\x44\x45VICE_TYPE_DIRECT\x10\x02*c\n\x0c\x44\x65viceStatus\x12\x1d\n\x19\x44\x45VICE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45VICE_STATUS_ACTIVE\x10\x01\x12\x1a\n\x16\x44\x45VICE_STATUS_DISABLED\x10\x02\x32\xab\x06\n\rDeviceService\x12|\n\x0c\x43reateDevice\x12\".sensormesh.v1.CreateDeviceRequest\x1a#.sensormesh.v1.CreateDeviceResponse\"#\xa2\xbb\x18\x04\x08\x02\x18\x01\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/devices:\x06\x64\x65vice\x12u\n\tGetDevice\x12\x1f.sensormesh.v1.GetDeviceRequest\x1a .sensormesh.v1.GetDeviceResponse\"%\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/devices/{device_id}\x12o\n\x0bListDevices\x12!.sensormesh.v1.ListDevicesRequest\x1a\".sensormesh.v1.ListDevicesResponse\"\x19\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/devices\x12\x8f\x01\n\x0cUpdateDevice\x12\".sensormesh.v1.UpdateDeviceRequest\x1a#.sensormesh.v1.UpdateDeviceResponse\"6\xa2\xbb\x18\x04\x08\x02\x18\x01\x82\xd3\xe4\x93\x02(2\x1e/v1/devices/{device.device_id}:\x06\x64\x65vice\x12\x80\x01\n\x0c\x44\x65leteDevice\x12\".sensormesh.v1.DeleteDeviceRequest\x1a#.sensormesh.v1.DeleteDeviceResponse\"\'\xa2\xbb\x18\x04\x08\x03\x18\x01\x82\xd3\xe4\x93\x02\x19*\x17/v1/devices/{device_id}\x12\x9e\x01\n\x11RotateDeviceToken\x12\'.sensormesh.v1.RotateDeviceTokenRequest\x1a(.sensormesh.v1.RotateDeviceTokenResponse\"6\xa2\xbb\x18\x04\x08\x02\x18\x01\x82\xd3\xe4\x93\x02(\"#/v1/devices/{device_id}:rotateToken:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -68,6 +70,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEVICE'].fields_by_name['thinned']._serialized_options = b'\342A\001\003'
   _globals['_DEVICE'].fields_by_name['rejected_count']._loaded_options = None
   _globals['_DEVICE'].fields_by_name['rejected_count']._serialized_options = b'\342A\001\003'
+  _globals['_DEVICE'].fields_by_name['lowest_battery_level']._loaded_options = None
+  _globals['_DEVICE'].fields_by_name['lowest_battery_level']._serialized_options = b'\342A\001\003'
+  _globals['_DEVICE'].fields_by_name['weakest_signal_strength']._loaded_options = None
+  _globals['_DEVICE'].fields_by_name['weakest_signal_strength']._serialized_options = b'\342A\001\003'
+  _globals['_DEVICE'].fields_by_name['cameras']._loaded_options = None
+  _globals['_DEVICE'].fields_by_name['cameras']._serialized_options = b'\342A\001\003'
+  _globals['_DEVICE'].fields_by_name['committed_frame_sequence']._loaded_options = None
+  _globals['_DEVICE'].fields_by_name['committed_frame_sequence']._serialized_options = b'\342A\001\003'
   _globals['_CREATEDEVICEREQUEST'].fields_by_name['device']._loaded_options = None
   _globals['_CREATEDEVICEREQUEST'].fields_by_name['device']._serialized_options = b'\272H\003\310\001\001'
   _globals['_GETDEVICEREQUEST'].fields_by_name['device_id']._loaded_options = None
@@ -80,6 +90,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTDEVICESREQUEST'].fields_by_name['status']._serialized_options = b'\272H\005\202\001\002\020\001'
   _globals['_LISTDEVICESREQUEST'].fields_by_name['type']._loaded_options = None
   _globals['_LISTDEVICESREQUEST'].fields_by_name['type']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_LISTDEVICESREQUEST'].fields_by_name['order_by']._loaded_options = None
+  _globals['_LISTDEVICESREQUEST'].fields_by_name['order_by']._serialized_options = b'\272H^r\\\030@2X^ *((device_id|lowest_battery_level\\.value|weakest_signal_strength\\.value)( +desc)? *)?$'
   _globals['_UPDATEDEVICEREQUEST'].fields_by_name['device']._loaded_options = None
   _globals['_UPDATEDEVICEREQUEST'].fields_by_name['device']._serialized_options = b'\272H\003\310\001\001'
   _globals['_DELETEDEVICEREQUEST'].fields_by_name['device_id']._loaded_options = None
@@ -98,44 +110,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEVICESERVICE'].methods_by_name['DeleteDevice']._serialized_options = b'\242\273\030\004\010\003\030\001\202\323\344\223\002\031*\027/v1/devices/{device_id}'
   _globals['_DEVICESERVICE'].methods_by_name['RotateDeviceToken']._loaded_options = None
   _globals['_DEVICESERVICE'].methods_by_name['RotateDeviceToken']._serialized_options = b'\242\273\030\004\010\002\030\001\202\323\344\223\002(\"#/v1/devices/{device_id}:rotateToken:\001*'
-  _globals['_DEVICETYPE']._serialized_start=2416
-  _globals['_DEVICETYPE']._serialized_end=2506
-  _globals['_DEVICESTATUS']._serialized_start=2508
-  _globals['_DEVICESTATUS']._serialized_end=2607
-  _globals['_DEVICE']._serialized_start=266
-  _globals['_DEVICE']._serialized_end=1056
-  _globals['_DEVICE_LABELSENTRY']._serialized_start=1011
-  _globals['_DEVICE_LABELSENTRY']._serialized_end=1056
-  _globals['_SENSOR']._serialized_start=1058
-  _globals['_SENSOR']._serialized_end=1168
-  _globals['_SERIES']._serialized_start=1170
-  _globals['_SERIES']._serialized_end=1210
-  _globals['_THINNEDTOTAL']._serialized_start=1213
-  _globals['_THINNEDTOTAL']._serialized_end=1367
-  _globals['_CREATEDEVICEREQUEST']._serialized_start=1369
-  _globals['_CREATEDEVICEREQUEST']._serialized_end=1457
-  _globals['_CREATEDEVICERESPONSE']._serialized_start=1459
-  _globals['_CREATEDEVICERESPONSE']._serialized_end=1535
-  _globals['_GETDEVICEREQUEST']._serialized_start=1537
-  _globals['_GETDEVICEREQUEST']._serialized_end=1618
-  _globals['_GETDEVICERESPONSE']._serialized_start=1620
-  _globals['_GETDEVICERESPONSE']._serialized_end=1678
-  _globals['_LISTDEVICESREQUEST']._serialized_start=1681
-  _globals['_LISTDEVICESREQUEST']._serialized_end=1868
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=1870
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=1956
-  _globals['_UPDATEDEVICEREQUEST']._serialized_start=1958
-  _globals['_UPDATEDEVICEREQUEST']._serialized_end=2075
-  _globals['_UPDATEDEVICERESPONSE']._serialized_start=2077
-  _globals['_UPDATEDEVICERESPONSE']._serialized_end=2138
-  _globals['_DELETEDEVICEREQUEST']._serialized_start=2140
-  _globals['_DELETEDEVICEREQUEST']._serialized_end=2224
-  _globals['_DELETEDEVICERESPONSE']._serialized_start=2226
-  _globals['_DELETEDEVICERESPONSE']._serialized_end=2279
-  _globals['_ROTATEDEVICETOKENREQUEST']._serialized_start=2281
-  _globals['_ROTATEDEVICETOKENREQUEST']._serialized_end=2370
-  _globals['_ROTATEDEVICETOKENRESPONSE']._serialized_start=2372
-  _globals['_ROTATEDEVICETOKENRESPONSE']._serialized_end=2414
-  _globals['_DEVICESERVICE']._serialized_start=2610
-  _globals['_DEVICESERVICE']._serialized_end=3421
+  _globals['_DEVICETYPE']._serialized_start=2833
+  _globals['_DEVICETYPE']._serialized_end=2923
+  _globals['_DEVICESTATUS']._serialized_start=2925
+  _globals['_DEVICESTATUS']._serialized_end=3024
+  _globals['_DEVICE']._serialized_start=320
+  _globals['_DEVICE']._serialized_end=1327
+  _globals['_DEVICE_LABELSENTRY']._serialized_start=1282
+  _globals['_DEVICE_LABELSENTRY']._serialized_end=1327
+  _globals['_SENSOR']._serialized_start=1329
+  _globals['_SENSOR']._serialized_end=1439
+  _globals['_SERIES']._serialized_start=1441
+  _globals['_SERIES']._serialized_end=1481
+  _globals['_THINNEDTOTAL']._serialized_start=1484
+  _globals['_THINNEDTOTAL']._serialized_end=1638
+  _globals['_CREATEDEVICEREQUEST']._serialized_start=1640
+  _globals['_CREATEDEVICEREQUEST']._serialized_end=1728
+  _globals['_CREATEDEVICERESPONSE']._serialized_start=1730
+  _globals['_CREATEDEVICERESPONSE']._serialized_end=1806
+  _globals['_GETDEVICEREQUEST']._serialized_start=1808
+  _globals['_GETDEVICEREQUEST']._serialized_end=1889
+  _globals['_GETDEVICERESPONSE']._serialized_start=1891
+  _globals['_GETDEVICERESPONSE']._serialized_end=1949
+  _globals['_LISTDEVICESREQUEST']._serialized_start=1952
+  _globals['_LISTDEVICESREQUEST']._serialized_end=2256
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=2258
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=2344
+  _globals['_UPDATEDEVICEREQUEST']._serialized_start=2346
+  _globals['_UPDATEDEVICEREQUEST']._serialized_end=2463
+  _globals['_UPDATEDEVICERESPONSE']._serialized_start=2465
+  _globals['_UPDATEDEVICERESPONSE']._serialized_end=2526
+  _globals['_DELETEDEVICEREQUEST']._serialized_start=2528
+  _globals['_DELETEDEVICEREQUEST']._serialized_end=2612
+  _globals['_DELETEDEVICERESPONSE']._serialized_start=2614
+  _globals['_DELETEDEVICERESPONSE']._serialized_end=2696
+  _globals['_ROTATEDEVICETOKENREQUEST']._serialized_start=2698
+  _globals['_ROTATEDEVICETOKENREQUEST']._serialized_end=2787
+  _globals['_ROTATEDEVICETOKENRESPONSE']._serialized_start=2789
+  _globals['_ROTATEDEVICETOKENRESPONSE']._serialized_end=2831
+  _globals['_DEVICESERVICE']._serialized_start=3027
+  _globals['_DEVICESERVICE']._serialized_end=3838
 # @@protoc_insertion_point(module_scope)

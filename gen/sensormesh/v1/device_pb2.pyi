@@ -10,7 +10,9 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from sensormesh.v1 import frame_pb2 as _frame_pb2
 from sensormesh.v1 import ingest_pb2 as _ingest_pb2
+from sensormesh.v1 import query_pb2 as _query_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -112,6 +114,10 @@ class Device(_message.Message):
     INPUT_STATUSES_FIELD_NUMBER: _builtins.int
     THINNED_FIELD_NUMBER: _builtins.int
     REJECTED_COUNT_FIELD_NUMBER: _builtins.int
+    LOWEST_BATTERY_LEVEL_FIELD_NUMBER: _builtins.int
+    WEAKEST_SIGNAL_STRENGTH_FIELD_NUMBER: _builtins.int
+    CAMERAS_FIELD_NUMBER: _builtins.int
+    COMMITTED_FRAME_SEQUENCE_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     """The device's id, chosen at creation and immutable: 1-63 characters of
     lower-case letters, digits and '-', starting and ending with a letter or
@@ -129,6 +135,8 @@ class Device(_message.Message):
     """The device's committed sequence (see IngestService)."""
     rejected_count: _builtins.int
     """Readings refused by the ingest service and kept in its dead-letter table."""
+    committed_frame_sequence: _builtins.int
+    """The device's committed frame sequence (see IngestService.UploadFrames)."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels for grouping, at most 32; keys 1-63 and values up to 63
@@ -161,6 +169,29 @@ class Device(_message.Message):
         budget, or refused while its storage stalled), summed per sensor.
         """
 
+    @_builtins.property
+    def lowest_battery_level(self) -> _query_pb2.LatestValue:
+        """The lowest battery among the device's sensors: the smallest of each
+        sensor's latest `battery_level` (percent, from link-health readings),
+        with the sensor and its sample time. Unset when no sensor of the device
+        has reported a battery level. Sort a fleet by it with ListDevices
+        `order_by` to find the batteries to replace.
+        """
+
+    @_builtins.property
+    def weakest_signal_strength(self) -> _query_pb2.LatestValue:
+        """The weakest signal among the device's sensors: the smallest of each
+        sensor's latest `signal_strength` (dBm, from link-health readings), with
+        the sensor and its sample time. Unset when no sensor of the device has
+        reported a signal strength.
+        """
+
+    @_builtins.property
+    def cameras(self) -> _containers.RepeatedCompositeFieldContainer[_frame_pb2.Camera]:
+        """The cameras seen on the device (frames uploaded), by name, with their
+        newest frame; GetFrame and WatchFrames take their names.
+        """
+
     def __init__(
         self,
         *,
@@ -178,10 +209,14 @@ class Device(_message.Message):
         input_statuses: _abc.Iterable[_ingest_pb2.InputStatus] | None = ...,
         thinned: _abc.Iterable[Global___ThinnedTotal] | None = ...,
         rejected_count: _builtins.int = ...,
+        lowest_battery_level: _query_pb2.LatestValue | None = ...,
+        weakest_signal_strength: _query_pb2.LatestValue | None = ...,
+        cameras: _abc.Iterable[_frame_pb2.Camera] | None = ...,
+        committed_frame_sequence: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_upload_time", b"last_upload_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_upload_time", b"last_upload_time", "lowest_battery_level", b"lowest_battery_level", "update_time", b"update_time", "weakest_signal_strength", b"weakest_signal_strength"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_sequence", b"committed_sequence", "create_time", b"create_time", "description", b"description", "device_id", b"device_id", "display_name", b"display_name", "input_statuses", b"input_statuses", "labels", b"labels", "last_upload_time", b"last_upload_time", "rejected_count", b"rejected_count", "sensors", b"sensors", "status", b"status", "thinned", b"thinned", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cameras", b"cameras", "committed_frame_sequence", b"committed_frame_sequence", "committed_sequence", b"committed_sequence", "create_time", b"create_time", "description", b"description", "device_id", b"device_id", "display_name", b"display_name", "input_statuses", b"input_statuses", "labels", b"labels", "last_upload_time", b"last_upload_time", "lowest_battery_level", b"lowest_battery_level", "rejected_count", b"rejected_count", "sensors", b"sensors", "status", b"status", "thinned", b"thinned", "type", b"type", "update_time", b"update_time", "weakest_signal_strength", b"weakest_signal_strength"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -233,11 +268,12 @@ class Series(_message.Message):
     """The quantity: for typed readings one of acceleration_x, acceleration_y,
     acceleration_z, angular_rate_x, angular_rate_y, angular_rate_z,
     temperature, relative_humidity, pressure, cpu_temperature, disk_used,
-    disk_free; for measurements, the measurement's name.
+    disk_free, battery_level, battery_voltage, signal_strength,
+    link_quality; for measurements, the measurement's name.
     """
     unit: _builtins.str
-    """The unit, UCUM style: "m/s2", "deg/s", "Cel", "%", "hPa", "By", or the
-    measurement's unit.
+    """The unit, UCUM style: "m/s2", "deg/s", "Cel", "%", "hPa", "By", "V",
+    "dB[mW]" (dBm), or the measurement's unit.
     """
     def __init__(
         self,
@@ -410,6 +446,7 @@ class ListDevicesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Devices per page, 0 to 1,000; 0 means 100."""
     page_token: _builtins.str
@@ -420,6 +457,13 @@ class ListDevicesRequest(_message.Message):
     """Only devices of this status; unspecified for any."""
     type: Global___DeviceType.ValueType
     """Only devices of this type; unspecified for any."""
+    order_by: _builtins.str
+    """The order (AIP-132): `device_id` (the default, also when empty),
+    `lowest_battery_level.value` or `weakest_signal_strength.value`, each
+    optionally followed by ` desc`. Devices without the value come after
+    the others in either direction; ties go in device id order. A
+    `next_page_token` holds only with the same order.
+    """
     def __init__(
         self,
         *,
@@ -427,10 +471,11 @@ class ListDevicesRequest(_message.Message):
         page_token: _builtins.str = ...,
         status: Global___DeviceStatus.ValueType = ...,
         type: Global___DeviceType.ValueType = ...,
+        order_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "status", b"status", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -448,8 +493,10 @@ class ListDevicesResponse(_message.Message):
     """Token for the next page; empty on the last page."""
     @_builtins.property
     def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Device]:
-        """The page of devices, in id order. Listed devices carry no sensors, input
-        states or thinning totals; GetDevice returns those.
+        """The page of devices, in the requested order. Listed devices carry no
+        sensors, input states, thinning totals, cameras or frame sequence
+        (GetDevice returns those); they do carry `lowest_battery_level` and
+        `weakest_signal_strength`.
         """
 
     def __init__(
@@ -549,16 +596,20 @@ class DeleteDeviceResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DELETED_READING_COUNT_FIELD_NUMBER: _builtins.int
+    DELETED_FRAME_COUNT_FIELD_NUMBER: _builtins.int
     deleted_reading_count: _builtins.int
     """Readings deleted with the device, across every reading table."""
+    deleted_frame_count: _builtins.int
+    """Camera frames deleted with the device, images included."""
     def __init__(
         self,
         *,
         deleted_reading_count: _builtins.int = ...,
+        deleted_frame_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_reading_count", b"deleted_reading_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_frame_count", b"deleted_frame_count", "deleted_reading_count", b"deleted_reading_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

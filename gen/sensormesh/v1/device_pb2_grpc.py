@@ -108,9 +108,10 @@ class DeviceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDevices(self, request, context):
-        """Lists devices in id order, optionally filtered by status and type.
+        """Lists devices in id order, or in the order `order_by` names (by lowest
+        battery or weakest signal), optionally filtered by status and type.
 
-        Returns INVALID_ARGUMENT for a bad page token or page size.
+        Returns INVALID_ARGUMENT for a bad page token, page size or order_by.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,10 +130,10 @@ class DeviceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteDevice(self, request, context):
-        """Deletes a device, its token, sensors, series, latest values, offsets and
-        readings. Its id stays reserved: registering it again is an explicit
-        admin act (CreateDevice with `reregister`), so nobody can take over a
-        device's identity by deleting and re-creating it.
+        """Deletes a device, its token, sensors, series, latest values, offsets,
+        readings and camera frames. Its id stays reserved: registering it again
+        is an explicit admin act (CreateDevice with `reregister`), so nobody can
+        take over a device's identity by deleting and re-creating it.
 
         Returns NOT_FOUND if the device does not exist.
         """

@@ -56,9 +56,10 @@ class DeviceServiceStub:
     Returns NOT_FOUND if the device does not exist.
     """
     ListDevices: _grpc.UnaryUnaryMultiCallable[_device_pb2.ListDevicesRequest, _device_pb2.ListDevicesResponse]
-    """Lists devices in id order, optionally filtered by status and type.
+    """Lists devices in id order, or in the order `order_by` names (by lowest
+    battery or weakest signal), optionally filtered by status and type.
 
-    Returns INVALID_ARGUMENT for a bad page token or page size.
+    Returns INVALID_ARGUMENT for a bad page token, page size or order_by.
     """
     UpdateDevice: _grpc.UnaryUnaryMultiCallable[_device_pb2.UpdateDeviceRequest, _device_pb2.UpdateDeviceResponse]
     """Updates the fields named in `update_mask` (display_name, description,
@@ -69,10 +70,10 @@ class DeviceServiceStub:
     path in the mask that is not updatable.
     """
     DeleteDevice: _grpc.UnaryUnaryMultiCallable[_device_pb2.DeleteDeviceRequest, _device_pb2.DeleteDeviceResponse]
-    """Deletes a device, its token, sensors, series, latest values, offsets and
-    readings. Its id stays reserved: registering it again is an explicit
-    admin act (CreateDevice with `reregister`), so nobody can take over a
-    device's identity by deleting and re-creating it.
+    """Deletes a device, its token, sensors, series, latest values, offsets,
+    readings and camera frames. Its id stays reserved: registering it again
+    is an explicit admin act (CreateDevice with `reregister`), so nobody can
+    take over a device's identity by deleting and re-creating it.
 
     Returns NOT_FOUND if the device does not exist.
     """
@@ -112,9 +113,10 @@ class DeviceServiceAsyncStub(DeviceServiceStub):
     Returns NOT_FOUND if the device does not exist.
     """
     ListDevices: _aio.UnaryUnaryMultiCallable[_device_pb2.ListDevicesRequest, _device_pb2.ListDevicesResponse]  # type: ignore[assignment]
-    """Lists devices in id order, optionally filtered by status and type.
+    """Lists devices in id order, or in the order `order_by` names (by lowest
+    battery or weakest signal), optionally filtered by status and type.
 
-    Returns INVALID_ARGUMENT for a bad page token or page size.
+    Returns INVALID_ARGUMENT for a bad page token, page size or order_by.
     """
     UpdateDevice: _aio.UnaryUnaryMultiCallable[_device_pb2.UpdateDeviceRequest, _device_pb2.UpdateDeviceResponse]  # type: ignore[assignment]
     """Updates the fields named in `update_mask` (display_name, description,
@@ -125,10 +127,10 @@ class DeviceServiceAsyncStub(DeviceServiceStub):
     path in the mask that is not updatable.
     """
     DeleteDevice: _aio.UnaryUnaryMultiCallable[_device_pb2.DeleteDeviceRequest, _device_pb2.DeleteDeviceResponse]  # type: ignore[assignment]
-    """Deletes a device, its token, sensors, series, latest values, offsets and
-    readings. Its id stays reserved: registering it again is an explicit
-    admin act (CreateDevice with `reregister`), so nobody can take over a
-    device's identity by deleting and re-creating it.
+    """Deletes a device, its token, sensors, series, latest values, offsets,
+    readings and camera frames. Its id stays reserved: registering it again
+    is an explicit admin act (CreateDevice with `reregister`), so nobody can
+    take over a device's identity by deleting and re-creating it.
 
     Returns NOT_FOUND if the device does not exist.
     """
@@ -183,9 +185,10 @@ class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _device_pb2.ListDevicesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_device_pb2.ListDevicesResponse, _abc.Awaitable[_device_pb2.ListDevicesResponse]]:
-        """Lists devices in id order, optionally filtered by status and type.
+        """Lists devices in id order, or in the order `order_by` names (by lowest
+        battery or weakest signal), optionally filtered by status and type.
 
-        Returns INVALID_ARGUMENT for a bad page token or page size.
+        Returns INVALID_ARGUMENT for a bad page token, page size or order_by.
         """
 
     @_abc_1.abstractmethod
@@ -208,10 +211,10 @@ class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _device_pb2.DeleteDeviceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_device_pb2.DeleteDeviceResponse, _abc.Awaitable[_device_pb2.DeleteDeviceResponse]]:
-        """Deletes a device, its token, sensors, series, latest values, offsets and
-        readings. Its id stays reserved: registering it again is an explicit
-        admin act (CreateDevice with `reregister`), so nobody can take over a
-        device's identity by deleting and re-creating it.
+        """Deletes a device, its token, sensors, series, latest values, offsets,
+        readings and camera frames. Its id stays reserved: registering it again
+        is an explicit admin act (CreateDevice with `reregister`), so nobody can
+        take over a device's identity by deleting and re-creating it.
 
         Returns NOT_FOUND if the device does not exist.
         """

@@ -27,10 +27,11 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from sensormesh.v1 import access_rule_pb2 as sensormesh_dot_v1_dot_access__rule__pb2
+from sensormesh.v1 import frame_pb2 as sensormesh_dot_v1_dot_frame__pb2
 from sensormesh.v1 import reading_pb2 as sensormesh_dot_v1_dot_reading__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asensormesh/v1/ingest.proto\x12\rsensormesh.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsensormesh/v1/access_rule.proto\x1a\x1bsensormesh/v1/reading.proto\"\xca\x03\n\x15UploadReadingsRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12)\n\x0e\x66irst_sequence\x18\x02 \x01(\x04\x42\x11\xbaH\x0e\x32\x0c\x18\xff\xff\xff\xff\xff\xff\xff\xff\x7f(\x01\x12(\n\rlast_sequence\x18\x03 \x01(\x04\x42\x11\xbaH\x0e\x32\x0c\x18\xff\xff\xff\xff\xff\xff\xff\xff\x7f(\x01\x12\x31\n\x08readings\x18\x04 \x03(\x0b\x32\x1f.sensormesh.v1.SequencedReading\x12.\n\x07thinned\x18\x05 \x03(\x0b\x32\x1d.sensormesh.v1.ThinningReport\x12\x32\n\x0einput_statuses\x18\x06 \x03(\x0b\x32\x1a.sensormesh.v1.InputStatus:\x85\x01\xbaH\x81\x01\x1a\x7f\n\x1elast_sequence.not_before_first\x12\x32last_sequence must not be less than first_sequence\x1a)this.first_sequence <= this.last_sequence\"\xaf\x01\n\x16UploadReadingsResponse\x12\x1a\n\x12\x63ommitted_sequence\x18\x01 \x01(\x04\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x02 \x01(\x04\x12\x17\n\x0f\x64uplicate_count\x18\x03 \x01(\x04\x12\x16\n\x0erejected_count\x18\x04 \x01(\x04\x12\x30\n\x08rejected\x18\x05 \x03(\x0b\x32\x1e.sensormesh.v1.RejectedReading\"W\n\x16GetUploadOffsetRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\"\x7f\n\x17GetUploadOffsetResponse\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x1a\n\x12\x63ommitted_sequence\x18\x02 \x01(\x04\x12\x35\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xa1\x01\n\x14WriteReadingsRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12\x32\n\x08readings\x18\x02 \x03(\x0b\x32\x16.sensormesh.v1.ReadingB\x08\xbaH\x05\x92\x01\x02\x08\x01\x12\x16\n\x0e\x66irst_sequence\x18\x03 \x01(\x04\"\xae\x01\n\x15WriteReadingsResponse\x12\x1a\n\x12\x63ommitted_sequence\x18\x01 \x01(\x04\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x02 \x01(\x04\x12\x17\n\x0f\x64uplicate_count\x18\x03 \x01(\x04\x12\x16\n\x0erejected_count\x18\x04 \x01(\x04\x12\x30\n\x08rejected\x18\x05 \x03(\x0b\x32\x1e.sensormesh.v1.RejectedReading\"Q\n\x0fRejectedReading\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xdf\x02\n\x0eThinningReport\x12\x19\n\x06sensor\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12 \n\x05\x63ount\x18\x02 \x01(\x04\x42\x11\xbaH\x0e\x32\x0c\x18\xff\xff\xff\xff\xff\xff\xff\xff\x7f(\x01\x12=\n\x11\x66irst_sample_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12<\n\x10last_sample_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01:\x92\x01\xbaH\x8e\x01\x1a\x8b\x01\n!last_sample_time.not_before_first\x12\x35last_sample_time must not be before first_sample_time\x1a/this.first_sample_time <= this.last_sample_time\"\xdb\x01\n\x0bInputStatus\x12\x18\n\x05input\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x34\n\x05state\x18\x02 \x01(\x0e\x32\x19.sensormesh.v1.InputStateB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x1c\n\nlast_error\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12$\n\x0b\x65rror_count\x18\x04 \x01(\x04\x42\x0f\xbaH\x0c\x32\n\x18\xff\xff\xff\xff\xff\xff\xff\xff\x7f\x12\x38\n\x0cobserve_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01*V\n\nInputState\x12\x1b\n\x17INPUT_STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eINPUT_STATE_OK\x10\x01\x12\x17\n\x13INPUT_STATE_FAILING\x10\x02\x32\xa5\x03\n\rIngestService\x12g\n\x0eUploadReadings\x12$.sensormesh.v1.UploadReadingsRequest\x1a%.sensormesh.v1.UploadReadingsResponse\"\x06\xa2\xbb\x18\x02\x10\x01(\x01\x12\x94\x01\n\x0fGetUploadOffset\x12%.sensormesh.v1.GetUploadOffsetRequest\x1a&.sensormesh.v1.GetUploadOffsetResponse\"2\xa2\xbb\x18\x02\x10\x01\x82\xd3\xe4\x93\x02&\x12$/v1/devices/{device_id}/uploadOffset\x12\x93\x01\n\rWriteReadings\x12#.sensormesh.v1.WriteReadingsRequest\x1a$.sensormesh.v1.WriteReadingsResponse\"7\xa2\xbb\x18\x02\x10\x01\x82\xd3\xe4\x93\x02+\"&/v1/devices/{device_id}/readings:write:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asensormesh/v1/ingest.proto\x12\rsensormesh.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsensormesh/v1/access_rule.proto\x1a\x19sensormesh/v1/frame.proto\x1a\x1bsensormesh/v1/reading.proto\"\xca\x03\n\x15UploadReadingsRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12)\n\x0e\x66irst_sequence\x18\x02 \x01(\x04\x42\x11\xbaH\x0e\x32\x0c\x18\xff\xff\xff\xff\xff\xff\xff\xff\x7f(\x01\x12(\n\rlast_sequence\x18\x03 \x01(\x04\x42\x11\xbaH\x0e\x32\x0c\x18\xff\xff\xff\xff\xff\xff\xff\xff\x7f(\x01\x12\x31\n\x08readings\x18\x04 \x03(\x0b\x32\x1f.sensormesh.v1.SequencedReading\x12.\n\x07thinned\x18\x05 \x03(\x0b\x32\x1d.sensormesh.v1.ThinningReport\x12\x32\n\x0einput_statuses\x18\x06 \x03(\x0b\x32\x1a.sensormesh.v1.InputStatus:\x85\x01\xbaH\x81\x01\x1a\x7f\n\x1elast_sequence.not_before_first\x12\x32last_sequence must not be less than first_sequence\x1a)this.first_sequence <= this.last_sequence\"\xaf\x01\n\x16UploadReadingsResponse\x12\x1a\n\x12\x63ommitted_sequence\x18\x01 \x01(\x04\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x02 \x01(\x04\x12\x17\n\x0f\x64uplicate_count\x18\x03 \x01(\x04\x12\x16\n\x0erejected_count\x18\x04 \x01(\x04\x12\x30\n\x08rejected\x18\x05 \x03(\x0b\x32\x1e.sensormesh.v1.RejectedReading\"W\n\x16GetUploadOffsetRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\"\x7f\n\x17GetUploadOffsetResponse\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x1a\n\x12\x63ommitted_sequence\x18\x02 \x01(\x04\x12\x35\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xa1\x01\n\x14WriteReadingsRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12\x32\n\x08readings\x18\x02 \x03(\x0b\x32\x16.sensormesh.v1.ReadingB\x08\xbaH\x05\x92\x01\x02\x08\x01\x12\x16\n\x0e\x66irst_sequence\x18\x03 \x01(\x04\"\xae\x01\n\x15WriteReadingsResponse\x12\x1a\n\x12\x63ommitted_sequence\x18\x01 \x01(\x04\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x02 \x01(\x04\x12\x17\n\x0f\x64uplicate_count\x18\x03 \x01(\x04\x12\x16\n\x0erejected_count\x18\x04 \x01(\x04\x12\x30\n\x08rejected\x18\x05 \x03(\x0b\x32\x1e.sensormesh.v1.RejectedReading\"Q\n\x0fRejectedReading\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xdf\x02\n\x0eThinningReport\x12\x19\n\x06sensor\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12 \n\x05\x63ount\x18\x02 \x01(\x04\x42\x11\xbaH\x0e\x32\x0c\x18\xff\xff\xff\xff\xff\xff\xff\xff\x7f(\x01\x12=\n\x11\x66irst_sample_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12<\n\x10last_sample_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01:\x92\x01\xbaH\x8e\x01\x1a\x8b\x01\n!last_sample_time.not_before_first\x12\x35last_sample_time must not be before first_sample_time\x1a/this.first_sample_time <= this.last_sample_time\"\xdb\x01\n\x0bInputStatus\x12\x18\n\x05input\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x34\n\x05state\x18\x02 \x01(\x0e\x32\x19.sensormesh.v1.InputStateB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x1c\n\nlast_error\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12$\n\x0b\x65rror_count\x18\x04 \x01(\x04\x42\x0f\xbaH\x0c\x32\n\x18\xff\xff\xff\xff\xff\xff\xff\xff\x7f\x12\x38\n\x0cobserve_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\"\x8c\x03\n\x13UploadFramesRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12)\n\x0e\x66irst_sequence\x18\x02 \x01(\x04\x42\x11\xbaH\x0e\x32\x0c\x18\xff\xff\xff\xff\xff\xff\xff\xff\x7f(\x01\x12(\n\rlast_sequence\x18\x03 \x01(\x04\x42\x11\xbaH\x0e\x32\x0c\x18\xff\xff\xff\xff\xff\xff\xff\xff\x7f(\x01\x12$\n\x06\x66rames\x18\x04 \x03(\x0b\x32\x14.sensormesh.v1.Frame\x12\x33\n\x07thinned\x18\x05 \x03(\x0b\x32\".sensormesh.v1.FrameThinningReport:\x85\x01\xbaH\x81\x01\x1a\x7f\n\x1elast_sequence.not_before_first\x12\x32last_sequence must not be less than first_sequence\x1a)this.first_sequence <= this.last_sequence\"c\n\x14UploadFramesResponse\x12\x1a\n\x12\x63ommitted_sequence\x18\x01 \x01(\x04\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x02 \x01(\x04\x12\x17\n\x0f\x64uplicate_count\x18\x03 \x01(\x04\"\\\n\x1bGetFrameUploadOffsetRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\"\x84\x01\n\x1cGetFrameUploadOffsetResponse\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x1a\n\x12\x63ommitted_sequence\x18\x02 \x01(\x04\x12\x35\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x8c\x03\n\x13\x46rameThinningReport\x12:\n\x06\x63\x61mera\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18@2\x1f^[A-Za-z0-9][A-Za-z0-9._:@/-]*$\x12 \n\x05\x63ount\x18\x02 \x01(\x04\x42\x11\xbaH\x0e\x32\x0c\x18\xff\xff\xff\xff\xff\xff\xff\xff\x7f(\x01\x12>\n\x12\x66irst_capture_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12=\n\x11last_capture_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01:\x97\x01\xbaH\x93\x01\x1a\x90\x01\n\"last_capture_time.not_before_first\x12\x37last_capture_time must not be before first_capture_time\x1a\x31this.first_capture_time <= this.last_capture_time*V\n\nInputState\x12\x1b\n\x17INPUT_STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eINPUT_STATE_OK\x10\x01\x12\x17\n\x13INPUT_STATE_FAILING\x10\x02\x32\xb3\x05\n\rIngestService\x12g\n\x0eUploadReadings\x12$.sensormesh.v1.UploadReadingsRequest\x1a%.sensormesh.v1.UploadReadingsResponse\"\x06\xa2\xbb\x18\x02\x10\x01(\x01\x12\x94\x01\n\x0fGetUploadOffset\x12%.sensormesh.v1.GetUploadOffsetRequest\x1a&.sensormesh.v1.GetUploadOffsetResponse\"2\xa2\xbb\x18\x02\x10\x01\x82\xd3\xe4\x93\x02&\x12$/v1/devices/{device_id}/uploadOffset\x12\x93\x01\n\rWriteReadings\x12#.sensormesh.v1.WriteReadingsRequest\x1a$.sensormesh.v1.WriteReadingsResponse\"7\xa2\xbb\x18\x02\x10\x01\x82\xd3\xe4\x93\x02+\"&/v1/devices/{device_id}/readings:write:\x01*\x12\x61\n\x0cUploadFrames\x12\".sensormesh.v1.UploadFramesRequest\x1a#.sensormesh.v1.UploadFramesResponse\"\x06\xa2\xbb\x18\x02\x10\x01(\x01\x12\xa8\x01\n\x14GetFrameUploadOffset\x12*.sensormesh.v1.GetFrameUploadOffsetRequest\x1a+.sensormesh.v1.GetFrameUploadOffsetResponse\"7\xa2\xbb\x18\x02\x10\x01\x82\xd3\xe4\x93\x02+\x12)/v1/devices/{device_id}/frameUploadOffsetb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -73,32 +74,68 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INPUTSTATUS'].fields_by_name['error_count']._serialized_options = b'\272H\0142\n\030\377\377\377\377\377\377\377\377\177'
   _globals['_INPUTSTATUS'].fields_by_name['observe_time']._loaded_options = None
   _globals['_INPUTSTATUS'].fields_by_name['observe_time']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_UPLOADFRAMESREQUEST'].fields_by_name['device_id']._loaded_options = None
+  _globals['_UPLOADFRAMESREQUEST'].fields_by_name['device_id']._serialized_options = b'\272H\'r%\020\001\030?2\037^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'
+  _globals['_UPLOADFRAMESREQUEST'].fields_by_name['first_sequence']._loaded_options = None
+  _globals['_UPLOADFRAMESREQUEST'].fields_by_name['first_sequence']._serialized_options = b'\272H\0162\014\030\377\377\377\377\377\377\377\377\177(\001'
+  _globals['_UPLOADFRAMESREQUEST'].fields_by_name['last_sequence']._loaded_options = None
+  _globals['_UPLOADFRAMESREQUEST'].fields_by_name['last_sequence']._serialized_options = b'\272H\0162\014\030\377\377\377\377\377\377\377\377\177(\001'
+  _globals['_UPLOADFRAMESREQUEST']._loaded_options = None
+  _globals['_UPLOADFRAMESREQUEST']._serialized_options = b'\272H\201\001\032\177\n\036last_sequence.not_before_first\0222last_sequence must not be less than first_sequence\032)this.first_sequence <= this.last_sequence'
+  _globals['_GETFRAMEUPLOADOFFSETREQUEST'].fields_by_name['device_id']._loaded_options = None
+  _globals['_GETFRAMEUPLOADOFFSETREQUEST'].fields_by_name['device_id']._serialized_options = b'\272H\'r%\020\001\030?2\037^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'
+  _globals['_GETFRAMEUPLOADOFFSETRESPONSE'].fields_by_name['update_time']._loaded_options = None
+  _globals['_GETFRAMEUPLOADOFFSETRESPONSE'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_FRAMETHINNINGREPORT'].fields_by_name['camera']._loaded_options = None
+  _globals['_FRAMETHINNINGREPORT'].fields_by_name['camera']._serialized_options = b'\272H\'r%\020\001\030@2\037^[A-Za-z0-9][A-Za-z0-9._:@/-]*$'
+  _globals['_FRAMETHINNINGREPORT'].fields_by_name['count']._loaded_options = None
+  _globals['_FRAMETHINNINGREPORT'].fields_by_name['count']._serialized_options = b'\272H\0162\014\030\377\377\377\377\377\377\377\377\177(\001'
+  _globals['_FRAMETHINNINGREPORT'].fields_by_name['first_capture_time']._loaded_options = None
+  _globals['_FRAMETHINNINGREPORT'].fields_by_name['first_capture_time']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_FRAMETHINNINGREPORT'].fields_by_name['last_capture_time']._loaded_options = None
+  _globals['_FRAMETHINNINGREPORT'].fields_by_name['last_capture_time']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_FRAMETHINNINGREPORT']._loaded_options = None
+  _globals['_FRAMETHINNINGREPORT']._serialized_options = b'\272H\223\001\032\220\001\n\"last_capture_time.not_before_first\0227last_capture_time must not be before first_capture_time\0321this.first_capture_time <= this.last_capture_time'
   _globals['_INGESTSERVICE'].methods_by_name['UploadReadings']._loaded_options = None
   _globals['_INGESTSERVICE'].methods_by_name['UploadReadings']._serialized_options = b'\242\273\030\002\020\001'
   _globals['_INGESTSERVICE'].methods_by_name['GetUploadOffset']._loaded_options = None
   _globals['_INGESTSERVICE'].methods_by_name['GetUploadOffset']._serialized_options = b'\242\273\030\002\020\001\202\323\344\223\002&\022$/v1/devices/{device_id}/uploadOffset'
   _globals['_INGESTSERVICE'].methods_by_name['WriteReadings']._loaded_options = None
   _globals['_INGESTSERVICE'].methods_by_name['WriteReadings']._serialized_options = b'\242\273\030\002\020\001\202\323\344\223\002+\"&/v1/devices/{device_id}/readings:write:\001*'
-  _globals['_INPUTSTATE']._serialized_start=2089
-  _globals['_INPUTSTATE']._serialized_end=2175
-  _globals['_UPLOADREADINGSREQUEST']._serialized_start=233
-  _globals['_UPLOADREADINGSREQUEST']._serialized_end=691
-  _globals['_UPLOADREADINGSRESPONSE']._serialized_start=694
-  _globals['_UPLOADREADINGSRESPONSE']._serialized_end=869
-  _globals['_GETUPLOADOFFSETREQUEST']._serialized_start=871
-  _globals['_GETUPLOADOFFSETREQUEST']._serialized_end=958
-  _globals['_GETUPLOADOFFSETRESPONSE']._serialized_start=960
-  _globals['_GETUPLOADOFFSETRESPONSE']._serialized_end=1087
-  _globals['_WRITEREADINGSREQUEST']._serialized_start=1090
-  _globals['_WRITEREADINGSREQUEST']._serialized_end=1251
-  _globals['_WRITEREADINGSRESPONSE']._serialized_start=1254
-  _globals['_WRITEREADINGSRESPONSE']._serialized_end=1428
-  _globals['_REJECTEDREADING']._serialized_start=1430
-  _globals['_REJECTEDREADING']._serialized_end=1511
-  _globals['_THINNINGREPORT']._serialized_start=1514
-  _globals['_THINNINGREPORT']._serialized_end=1865
-  _globals['_INPUTSTATUS']._serialized_start=1868
-  _globals['_INPUTSTATUS']._serialized_end=2087
-  _globals['_INGESTSERVICE']._serialized_start=2178
-  _globals['_INGESTSERVICE']._serialized_end=2599
+  _globals['_INGESTSERVICE'].methods_by_name['UploadFrames']._loaded_options = None
+  _globals['_INGESTSERVICE'].methods_by_name['UploadFrames']._serialized_options = b'\242\273\030\002\020\001'
+  _globals['_INGESTSERVICE'].methods_by_name['GetFrameUploadOffset']._loaded_options = None
+  _globals['_INGESTSERVICE'].methods_by_name['GetFrameUploadOffset']._serialized_options = b'\242\273\030\002\020\001\202\323\344\223\002+\022)/v1/devices/{device_id}/frameUploadOffset'
+  _globals['_INPUTSTATE']._serialized_start=3244
+  _globals['_INPUTSTATE']._serialized_end=3330
+  _globals['_UPLOADREADINGSREQUEST']._serialized_start=260
+  _globals['_UPLOADREADINGSREQUEST']._serialized_end=718
+  _globals['_UPLOADREADINGSRESPONSE']._serialized_start=721
+  _globals['_UPLOADREADINGSRESPONSE']._serialized_end=896
+  _globals['_GETUPLOADOFFSETREQUEST']._serialized_start=898
+  _globals['_GETUPLOADOFFSETREQUEST']._serialized_end=985
+  _globals['_GETUPLOADOFFSETRESPONSE']._serialized_start=987
+  _globals['_GETUPLOADOFFSETRESPONSE']._serialized_end=1114
+  _globals['_WRITEREADINGSREQUEST']._serialized_start=1117
+  _globals['_WRITEREADINGSREQUEST']._serialized_end=1278
+  _globals['_WRITEREADINGSRESPONSE']._serialized_start=1281
+  _globals['_WRITEREADINGSRESPONSE']._serialized_end=1455
+  _globals['_REJECTEDREADING']._serialized_start=1457
+  _globals['_REJECTEDREADING']._serialized_end=1538
+  _globals['_THINNINGREPORT']._serialized_start=1541
+  _globals['_THINNINGREPORT']._serialized_end=1892
+  _globals['_INPUTSTATUS']._serialized_start=1895
+  _globals['_INPUTSTATUS']._serialized_end=2114
+  _globals['_UPLOADFRAMESREQUEST']._serialized_start=2117
+  _globals['_UPLOADFRAMESREQUEST']._serialized_end=2513
+  _globals['_UPLOADFRAMESRESPONSE']._serialized_start=2515
+  _globals['_UPLOADFRAMESRESPONSE']._serialized_end=2614
+  _globals['_GETFRAMEUPLOADOFFSETREQUEST']._serialized_start=2616
+  _globals['_GETFRAMEUPLOADOFFSETREQUEST']._serialized_end=2708
+  _globals['_GETFRAMEUPLOADOFFSETRESPONSE']._serialized_start=2711
+  _globals['_GETFRAMEUPLOADOFFSETRESPONSE']._serialized_end=2843
+  _globals['_FRAMETHINNINGREPORT']._serialized_start=2846
+  _globals['_FRAMETHINNINGREPORT']._serialized_end=3242
+  _globals['_INGESTSERVICE']._serialized_start=3333
+  _globals['_INGESTSERVICE']._serialized_end=4024
 # @@protoc_insertion_point(module_scope)

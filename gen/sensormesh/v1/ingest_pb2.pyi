@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from sensormesh.v1 import frame_pb2 as _frame_pb2
 from sensormesh.v1 import reading_pb2 as _reading_pb2
 import builtins as _builtins
 import sys
@@ -400,3 +401,185 @@ class InputStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InputStatus: _TypeAlias = InputStatus  # noqa: Y015
+
+@_typing.final
+class UploadFramesRequest(_message.Message):
+    """One batch of a frame upload stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    FRAMES_FIELD_NUMBER: _builtins.int
+    THINNED_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """The uploading device. Must be the device the token belongs to, and the
+    same in every batch of a stream.
+    """
+    first_sequence: _builtins.int
+    """The first frame sequence number this batch covers. Every frame's
+    sequence lies in [first_sequence, last_sequence]. From 1 to 2^63-1.
+    """
+    last_sequence: _builtins.int
+    """The last frame sequence number this batch covers. Once the batch is
+    committed the device's frame mark is at least this, even when the last
+    numbers were thinned on the device and never sent. From 1 to 2^63-1.
+    """
+    @_builtins.property
+    def frames(self) -> _containers.RepeatedCompositeFieldContainer[_frame_pb2.Frame]:
+        """The frames, in strictly increasing sequence order, each with its image.
+        At most the service's batch limit (16 by default).
+        """
+
+    @_builtins.property
+    def thinned(self) -> _containers.RepeatedCompositeFieldContainer[Global___FrameThinningReport]:
+        """Frames the device discarded to stay within its disk budget, so the loss
+        is visible on the server. Stored once, with the batch.
+        """
+
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        first_sequence: _builtins.int = ...,
+        last_sequence: _builtins.int = ...,
+        frames: _abc.Iterable[_frame_pb2.Frame] | None = ...,
+        thinned: _abc.Iterable[Global___FrameThinningReport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "first_sequence", b"first_sequence", "frames", b"frames", "last_sequence", b"last_sequence", "thinned", b"thinned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadFramesRequest: _TypeAlias = UploadFramesRequest  # noqa: Y015
+
+@_typing.final
+class UploadFramesResponse(_message.Message):
+    """The outcome of a frame upload stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMITTED_SEQUENCE_FIELD_NUMBER: _builtins.int
+    ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
+    DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
+    committed_sequence: _builtins.int
+    """The device's committed frame sequence after the stream: every frame at
+    or below it is stored or reported thinned. The device may forget them.
+    """
+    accepted_count: _builtins.int
+    """Frames stored by this stream."""
+    duplicate_count: _builtins.int
+    """Frames dropped because they were already committed (resent)."""
+    def __init__(
+        self,
+        *,
+        committed_sequence: _builtins.int = ...,
+        accepted_count: _builtins.int = ...,
+        duplicate_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "committed_sequence", b"committed_sequence", "duplicate_count", b"duplicate_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadFramesResponse: _TypeAlias = UploadFramesResponse  # noqa: Y015
+
+@_typing.final
+class GetFrameUploadOffsetRequest(_message.Message):
+    """Request for GetFrameUploadOffset."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """The device whose frame offset to read."""
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFrameUploadOffsetRequest: _TypeAlias = GetFrameUploadOffsetRequest  # noqa: Y015
+
+@_typing.final
+class GetFrameUploadOffsetResponse(_message.Message):
+    """Response for GetFrameUploadOffset."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    COMMITTED_SEQUENCE_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """The device."""
+    committed_sequence: _builtins.int
+    """Every frame numbered at or below this is committed. 0 before the first
+    frame upload.
+    """
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the frame mark last moved; unset before the first frame upload."""
+
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        committed_sequence: _builtins.int = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_sequence", b"committed_sequence", "device_id", b"device_id", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFrameUploadOffsetResponse: _TypeAlias = GetFrameUploadOffsetResponse  # noqa: Y015
+
+@_typing.final
+class FrameThinningReport(_message.Message):
+    """Frames of one camera a device discarded, oldest first and evenly in time
+    (every other frame of the oldest half it holds), to stay within its disk
+    budget during a long outage.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMERA_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_CAPTURE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_CAPTURE_TIME_FIELD_NUMBER: _builtins.int
+    camera: _builtins.str
+    """The camera whose frames were discarded."""
+    count: _builtins.int
+    """How many frames were discarded. From 1 to 2^63-1."""
+    @_builtins.property
+    def first_capture_time(self) -> _timestamp_pb2.Timestamp:
+        """The capture time of the oldest discarded frame."""
+
+    @_builtins.property
+    def last_capture_time(self) -> _timestamp_pb2.Timestamp:
+        """The capture time of the newest discarded frame."""
+
+    def __init__(
+        self,
+        *,
+        camera: _builtins.str = ...,
+        count: _builtins.int = ...,
+        first_capture_time: _timestamp_pb2.Timestamp | None = ...,
+        last_capture_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_capture_time", b"first_capture_time", "last_capture_time", b"last_capture_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera", b"camera", "count", b"count", "first_capture_time", b"first_capture_time", "last_capture_time", b"last_capture_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FrameThinningReport: _TypeAlias = FrameThinningReport  # noqa: Y015

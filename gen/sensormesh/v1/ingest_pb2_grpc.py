@@ -57,6 +57,16 @@ class IngestServiceStub:
                 request_serializer=sensormesh_dot_v1_dot_ingest__pb2.WriteReadingsRequest.SerializeToString,
                 response_deserializer=sensormesh_dot_v1_dot_ingest__pb2.WriteReadingsResponse.FromString,
                 _registered_method=True)
+        self.UploadFrames = channel.stream_unary(
+                '/sensormesh.v1.IngestService/UploadFrames',
+                request_serializer=sensormesh_dot_v1_dot_ingest__pb2.UploadFramesRequest.SerializeToString,
+                response_deserializer=sensormesh_dot_v1_dot_ingest__pb2.UploadFramesResponse.FromString,
+                _registered_method=True)
+        self.GetFrameUploadOffset = channel.unary_unary(
+                '/sensormesh.v1.IngestService/GetFrameUploadOffset',
+                request_serializer=sensormesh_dot_v1_dot_ingest__pb2.GetFrameUploadOffsetRequest.SerializeToString,
+                response_deserializer=sensormesh_dot_v1_dot_ingest__pb2.GetFrameUploadOffsetResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -115,6 +125,48 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadFrames(self, request_iterator, context):
+        """Streams batches of camera frames from a gateway, beside (never inside)
+        its readings upload: frames have their own sequence and their own mark,
+        so a frame stream never holds up or moves the readings' mark. The rule
+        is the readings' one: each batch commits its frames (metadata and image)
+        with the device's frame mark in one transaction; frames at or below the
+        mark are acknowledged and dropped. The single response, sent when the
+        client closes the stream, says how far the device's frames are
+        committed; after a broken stream resume from GetFrameUploadOffset.
+
+        Limits: a frame's image at most 4 MiB (the service's
+        `ingest_max_frame_bytes` may be lower), at most
+        `ingest_max_batch_frames` frames (16 by default) and 8 MiB per batch,
+        and `ingest_frame_rate` frames per second per device on average (bursts
+        of `ingest_frame_burst`): a faster device is slowed down, not refused.
+
+        A frame that breaks a rule (an image over the limit, a content type that
+        is not an image, bytes that do not decode as the content type with the
+        stated size, a capture time out of range) is refused alone: the other
+        frames of its batch are committed and the mark moves past the batch,
+        then the stream ends with INVALID_ARGUMENT whose BadRequest names each
+        refused frame's field (`frames[2].data`) and whose ErrorInfo metadata
+        gives `committed_sequence`. Returns UNAUTHENTICATED, PERMISSION_DENIED,
+        NOT_FOUND as UploadReadings; INVALID_ARGUMENT for a malformed batch
+        (wrong device id, sequences out of order, too many frames), nothing of
+        that batch stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFrameUploadOffset(self, request, context):
+        """Returns the device's committed frame sequence: every frame numbered at
+        or below it is stored (or was refused, or reported thinned). An agent
+        resumes uploading frames after it.
+
+        Returns UNAUTHENTICATED, PERMISSION_DENIED or NOT_FOUND as UploadReadings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +184,16 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.WriteReadings,
                     request_deserializer=sensormesh_dot_v1_dot_ingest__pb2.WriteReadingsRequest.FromString,
                     response_serializer=sensormesh_dot_v1_dot_ingest__pb2.WriteReadingsResponse.SerializeToString,
+            ),
+            'UploadFrames': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadFrames,
+                    request_deserializer=sensormesh_dot_v1_dot_ingest__pb2.UploadFramesRequest.FromString,
+                    response_serializer=sensormesh_dot_v1_dot_ingest__pb2.UploadFramesResponse.SerializeToString,
+            ),
+            'GetFrameUploadOffset': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFrameUploadOffset,
+                    request_deserializer=sensormesh_dot_v1_dot_ingest__pb2.GetFrameUploadOffsetRequest.FromString,
+                    response_serializer=sensormesh_dot_v1_dot_ingest__pb2.GetFrameUploadOffsetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +285,60 @@ class IngestService:
             '/sensormesh.v1.IngestService/WriteReadings',
             sensormesh_dot_v1_dot_ingest__pb2.WriteReadingsRequest.SerializeToString,
             sensormesh_dot_v1_dot_ingest__pb2.WriteReadingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadFrames(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/sensormesh.v1.IngestService/UploadFrames',
+            sensormesh_dot_v1_dot_ingest__pb2.UploadFramesRequest.SerializeToString,
+            sensormesh_dot_v1_dot_ingest__pb2.UploadFramesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFrameUploadOffset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sensormesh.v1.IngestService/GetFrameUploadOffset',
+            sensormesh_dot_v1_dot_ingest__pb2.GetFrameUploadOffsetRequest.SerializeToString,
+            sensormesh_dot_v1_dot_ingest__pb2.GetFrameUploadOffsetResponse.FromString,
             options,
             channel_credentials,
             insecure,

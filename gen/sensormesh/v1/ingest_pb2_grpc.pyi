@@ -74,6 +74,40 @@ class IngestServiceStub:
     INVALID_ARGUMENT with BadRequest field violations when every reading is
     invalid or the request itself is malformed.
     """
+    UploadFrames: _grpc.StreamUnaryMultiCallable[_ingest_pb2.UploadFramesRequest, _ingest_pb2.UploadFramesResponse]
+    """Streams batches of camera frames from a gateway, beside (never inside)
+    its readings upload: frames have their own sequence and their own mark,
+    so a frame stream never holds up or moves the readings' mark. The rule
+    is the readings' one: each batch commits its frames (metadata and image)
+    with the device's frame mark in one transaction; frames at or below the
+    mark are acknowledged and dropped. The single response, sent when the
+    client closes the stream, says how far the device's frames are
+    committed; after a broken stream resume from GetFrameUploadOffset.
+
+    Limits: a frame's image at most 4 MiB (the service's
+    `ingest_max_frame_bytes` may be lower), at most
+    `ingest_max_batch_frames` frames (16 by default) and 8 MiB per batch,
+    and `ingest_frame_rate` frames per second per device on average (bursts
+    of `ingest_frame_burst`): a faster device is slowed down, not refused.
+
+    A frame that breaks a rule (an image over the limit, a content type that
+    is not an image, bytes that do not decode as the content type with the
+    stated size, a capture time out of range) is refused alone: the other
+    frames of its batch are committed and the mark moves past the batch,
+    then the stream ends with INVALID_ARGUMENT whose BadRequest names each
+    refused frame's field (`frames[2].data`) and whose ErrorInfo metadata
+    gives `committed_sequence`. Returns UNAUTHENTICATED, PERMISSION_DENIED,
+    NOT_FOUND as UploadReadings; INVALID_ARGUMENT for a malformed batch
+    (wrong device id, sequences out of order, too many frames), nothing of
+    that batch stored.
+    """
+    GetFrameUploadOffset: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.GetFrameUploadOffsetRequest, _ingest_pb2.GetFrameUploadOffsetResponse]
+    """Returns the device's committed frame sequence: every frame numbered at
+    or below it is stored (or was refused, or reported thinned). An agent
+    resumes uploading frames after it.
+
+    Returns UNAUTHENTICATED, PERMISSION_DENIED or NOT_FOUND as UploadReadings.
+    """
 
 @_typing.type_check_only
 class IngestServiceAsyncStub(IngestServiceStub):
@@ -120,6 +154,40 @@ class IngestServiceAsyncStub(IngestServiceStub):
     Returns UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND as UploadReadings;
     INVALID_ARGUMENT with BadRequest field violations when every reading is
     invalid or the request itself is malformed.
+    """
+    UploadFrames: _aio.StreamUnaryMultiCallable[_ingest_pb2.UploadFramesRequest, _ingest_pb2.UploadFramesResponse]  # type: ignore[assignment]
+    """Streams batches of camera frames from a gateway, beside (never inside)
+    its readings upload: frames have their own sequence and their own mark,
+    so a frame stream never holds up or moves the readings' mark. The rule
+    is the readings' one: each batch commits its frames (metadata and image)
+    with the device's frame mark in one transaction; frames at or below the
+    mark are acknowledged and dropped. The single response, sent when the
+    client closes the stream, says how far the device's frames are
+    committed; after a broken stream resume from GetFrameUploadOffset.
+
+    Limits: a frame's image at most 4 MiB (the service's
+    `ingest_max_frame_bytes` may be lower), at most
+    `ingest_max_batch_frames` frames (16 by default) and 8 MiB per batch,
+    and `ingest_frame_rate` frames per second per device on average (bursts
+    of `ingest_frame_burst`): a faster device is slowed down, not refused.
+
+    A frame that breaks a rule (an image over the limit, a content type that
+    is not an image, bytes that do not decode as the content type with the
+    stated size, a capture time out of range) is refused alone: the other
+    frames of its batch are committed and the mark moves past the batch,
+    then the stream ends with INVALID_ARGUMENT whose BadRequest names each
+    refused frame's field (`frames[2].data`) and whose ErrorInfo metadata
+    gives `committed_sequence`. Returns UNAUTHENTICATED, PERMISSION_DENIED,
+    NOT_FOUND as UploadReadings; INVALID_ARGUMENT for a malformed batch
+    (wrong device id, sequences out of order, too many frames), nothing of
+    that batch stored.
+    """
+    GetFrameUploadOffset: _aio.UnaryUnaryMultiCallable[_ingest_pb2.GetFrameUploadOffsetRequest, _ingest_pb2.GetFrameUploadOffsetResponse]  # type: ignore[assignment]
+    """Returns the device's committed frame sequence: every frame numbered at
+    or below it is stored (or was refused, or reported thinned). An agent
+    resumes uploading frames after it.
+
+    Returns UNAUTHENTICATED, PERMISSION_DENIED or NOT_FOUND as UploadReadings.
     """
 
 class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -182,6 +250,52 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
         Returns UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND as UploadReadings;
         INVALID_ARGUMENT with BadRequest field violations when every reading is
         invalid or the request itself is malformed.
+        """
+
+    @_abc_1.abstractmethod
+    def UploadFrames(
+        self,
+        request_iterator: _MaybeAsyncIterator[_ingest_pb2.UploadFramesRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.UploadFramesResponse, _abc.Awaitable[_ingest_pb2.UploadFramesResponse]]:
+        """Streams batches of camera frames from a gateway, beside (never inside)
+        its readings upload: frames have their own sequence and their own mark,
+        so a frame stream never holds up or moves the readings' mark. The rule
+        is the readings' one: each batch commits its frames (metadata and image)
+        with the device's frame mark in one transaction; frames at or below the
+        mark are acknowledged and dropped. The single response, sent when the
+        client closes the stream, says how far the device's frames are
+        committed; after a broken stream resume from GetFrameUploadOffset.
+
+        Limits: a frame's image at most 4 MiB (the service's
+        `ingest_max_frame_bytes` may be lower), at most
+        `ingest_max_batch_frames` frames (16 by default) and 8 MiB per batch,
+        and `ingest_frame_rate` frames per second per device on average (bursts
+        of `ingest_frame_burst`): a faster device is slowed down, not refused.
+
+        A frame that breaks a rule (an image over the limit, a content type that
+        is not an image, bytes that do not decode as the content type with the
+        stated size, a capture time out of range) is refused alone: the other
+        frames of its batch are committed and the mark moves past the batch,
+        then the stream ends with INVALID_ARGUMENT whose BadRequest names each
+        refused frame's field (`frames[2].data`) and whose ErrorInfo metadata
+        gives `committed_sequence`. Returns UNAUTHENTICATED, PERMISSION_DENIED,
+        NOT_FOUND as UploadReadings; INVALID_ARGUMENT for a malformed batch
+        (wrong device id, sequences out of order, too many frames), nothing of
+        that batch stored.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFrameUploadOffset(
+        self,
+        request: _ingest_pb2.GetFrameUploadOffsetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.GetFrameUploadOffsetResponse, _abc.Awaitable[_ingest_pb2.GetFrameUploadOffsetResponse]]:
+        """Returns the device's committed frame sequence: every frame numbered at
+        or below it is stored (or was refused, or reported thinned). An agent
+        resumes uploading frames after it.
+
+        Returns UNAUTHENTICATED, PERMISSION_DENIED or NOT_FOUND as UploadReadings.
         """
 
 def add_IngestServiceServicer_to_server(servicer: IngestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

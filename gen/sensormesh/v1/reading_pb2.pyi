@@ -33,6 +33,7 @@ class Reading(_message.Message):
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
     SYSTEM_FIELD_NUMBER: _builtins.int
     MEASUREMENT_FIELD_NUMBER: _builtins.int
+    LINK_HEALTH_FIELD_NUMBER: _builtins.int
     sensor: _builtins.str
     """The sensor's name, unique within its device, for example "bme280-0x76",
     "mpu6050-0x68" or "ble:wt901-C8:2B". 1-64 characters: letters, digits and
@@ -62,6 +63,10 @@ class Reading(_message.Message):
     def measurement(self) -> Global___Measurement:
         """Any other named quantity."""
 
+    @_builtins.property
+    def link_health(self) -> Global___LinkHealthPayload:
+        """Battery and radio link of a wireless sensor."""
+
     def __init__(
         self,
         *,
@@ -71,12 +76,13 @@ class Reading(_message.Message):
         environment: Global___EnvironmentPayload | None = ...,
         system: Global___SystemPayload | None = ...,
         measurement: Global___Measurement | None = ...,
+        link_health: Global___LinkHealthPayload | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "imu", b"imu", "measurement", b"measurement", "payload", b"payload", "sample_time", b"sample_time", "system", b"system"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "imu", b"imu", "link_health", b"link_health", "measurement", b"measurement", "payload", b"payload", "sample_time", b"sample_time", "system", b"system"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "imu", b"imu", "measurement", b"measurement", "payload", b"payload", "sample_time", b"sample_time", "sensor", b"sensor", "system", b"system"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "imu", b"imu", "link_health", b"link_health", "measurement", b"measurement", "payload", b"payload", "sample_time", b"sample_time", "sensor", b"sensor", "system", b"system"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["imu", "environment", "system", "measurement"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["imu", "environment", "system", "measurement", "link_health"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -220,6 +226,71 @@ class SystemPayload(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__disk_used_bytes) -> _WhichOneofReturnType__disk_used_bytes | None: ...
 
 Global___SystemPayload: _TypeAlias = SystemPayload  # noqa: Y015
+
+@_typing.final
+class LinkHealthPayload(_message.Message):
+    """The health of a wireless sensor's battery and radio link, attributed to the
+    sensor it describes by the reading's `sensor` (a BLE sensor's link-health
+    readings carry the same sensor name as its data). Every field is optional,
+    because radios report different subsets: a mains-powered Zigbee router has
+    no battery, a BLE sensor's RSSI and battery level are read separately. At
+    least one field must be set.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATTERY_LEVEL_PERCENT_FIELD_NUMBER: _builtins.int
+    BATTERY_VOLTAGE_VOLTS_FIELD_NUMBER: _builtins.int
+    SIGNAL_STRENGTH_DBM_FIELD_NUMBER: _builtins.int
+    LINK_QUALITY_PERCENT_FIELD_NUMBER: _builtins.int
+    battery_level_percent: _builtins.float
+    """Remaining battery charge in percent, 0 to 100: the Bluetooth Battery
+    Service's Battery Level (characteristic 0x2A19), a Zigbee device's
+    battery. Absent for a sensor without a battery or that does not report it.
+    """
+    battery_voltage_volts: _builtins.float
+    """Battery voltage in volts, 0 to 100. Absent where not reported."""
+    signal_strength_dbm: _builtins.float
+    """Received signal strength (RSSI) in dBm, -150 to 30: what the receiving
+    radio measured of the sensor's last packets (a BLE advertisement, a
+    Zigbee or Wi-Fi frame). The range holds every radio's report (Bluetooth
+    -127 to 20, LoRa down to about -148); a value outside it is a unit
+    mix-up or a "not available" marker such as Bluetooth's 127.
+    """
+    link_quality_percent: _builtins.float
+    """Link quality in percent, 0 to 100, where the radio reports one: a
+    Zigbee LQI (0-255) is sent as LQI / 255 × 100. Absent otherwise.
+    """
+    def __init__(
+        self,
+        *,
+        battery_level_percent: _builtins.float | None = ...,
+        battery_voltage_volts: _builtins.float | None = ...,
+        signal_strength_dbm: _builtins.float | None = ...,
+        link_quality_percent: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_battery_level_percent", b"_battery_level_percent", "_battery_voltage_volts", b"_battery_voltage_volts", "_link_quality_percent", b"_link_quality_percent", "_signal_strength_dbm", b"_signal_strength_dbm", "battery_level_percent", b"battery_level_percent", "battery_voltage_volts", b"battery_voltage_volts", "link_quality_percent", b"link_quality_percent", "signal_strength_dbm", b"signal_strength_dbm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_battery_level_percent", b"_battery_level_percent", "_battery_voltage_volts", b"_battery_voltage_volts", "_link_quality_percent", b"_link_quality_percent", "_signal_strength_dbm", b"_signal_strength_dbm", "battery_level_percent", b"battery_level_percent", "battery_voltage_volts", b"battery_voltage_volts", "link_quality_percent", b"link_quality_percent", "signal_strength_dbm", b"signal_strength_dbm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__battery_level_percent: _TypeAlias = _typing.Literal["battery_level_percent"]  # noqa: Y015
+    _WhichOneofArgType__battery_level_percent: _TypeAlias = _typing.Literal["_battery_level_percent", b"_battery_level_percent"]  # noqa: Y015
+    _WhichOneofReturnType__battery_voltage_volts: _TypeAlias = _typing.Literal["battery_voltage_volts"]  # noqa: Y015
+    _WhichOneofArgType__battery_voltage_volts: _TypeAlias = _typing.Literal["_battery_voltage_volts", b"_battery_voltage_volts"]  # noqa: Y015
+    _WhichOneofReturnType__link_quality_percent: _TypeAlias = _typing.Literal["link_quality_percent"]  # noqa: Y015
+    _WhichOneofArgType__link_quality_percent: _TypeAlias = _typing.Literal["_link_quality_percent", b"_link_quality_percent"]  # noqa: Y015
+    _WhichOneofReturnType__signal_strength_dbm: _TypeAlias = _typing.Literal["signal_strength_dbm"]  # noqa: Y015
+    _WhichOneofArgType__signal_strength_dbm: _TypeAlias = _typing.Literal["_signal_strength_dbm", b"_signal_strength_dbm"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__battery_level_percent) -> _WhichOneofReturnType__battery_level_percent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__battery_voltage_volts) -> _WhichOneofReturnType__battery_voltage_volts | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__link_quality_percent) -> _WhichOneofReturnType__link_quality_percent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__signal_strength_dbm) -> _WhichOneofReturnType__signal_strength_dbm | None: ...
+
+Global___LinkHealthPayload: _TypeAlias = LinkHealthPayload  # noqa: Y015
 
 @_typing.final
 class Measurement(_message.Message):

@@ -61,7 +61,7 @@ def test_the_generated_agent_config_is_one_the_agent_accepts(device: demo.DemoDe
     settings = AgentSettings.load(path)
     assert settings.device_id == device.device_id and settings.device_token() == "smdt_x"
     assert settings.uplink.tls is False and settings.buffer.path.parent == (tmp_path / "agents").resolve()
-    assert len(build_inputs(settings.inputs)) == len(device.inputs["simulated"])
+    assert len(build_inputs(settings.inputs)) == sum(len(tables) for tables in device.inputs.values())
 
 
 def test_with_a_ca_the_agent_config_asks_for_tls_verified_against_it(tmp_path: Path) -> None:

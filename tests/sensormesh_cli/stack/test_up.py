@@ -23,6 +23,7 @@ import httpx
 import psycopg
 import pytest
 
+from sensormesh_core.image_headers import JPEG, image_size
 from tests.sensormesh_cli.stack.up_process import Ports, UpProcess, gone, postmaster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
@@ -83,6 +84,40 @@ def _temperature_points(base: str, headers: dict[str, str], start: datetime, end
     return sum(len(series["points"]) for series in body["series"])
 
 
+def _check_link_health(commands: list[str], cwd: Path) -> None:
+    """The simulated BLE sensor's battery and signal in its latest readings, over REST, and
+    its device first in the fleet sorted by lowest battery (the only device with one)."""
+    deadline = time.monotonic() + 30
+    while True:  # the sensor reports every 10 s; its first report came with its first reading
+        link = json.loads(_run(_pick(commands, "curl", "sensors=ble:sim-thermometer"), cwd))
+        shown = {(v["sensor"], v["quantity"], v["unit"]) for v in link.get("values", [])}
+        if len(shown) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert shown == {
+        ("ble:sim-thermometer", "battery_level", "%"),
+        ("ble:sim-thermometer", "signal_strength", "dB[mW]"),
+    }, link
+    assert all(-127 <= v["value"] <= 100 for v in link["values"])
+    fleet = json.loads(_run(_pick(commands, "curl", "order_by=lowest_battery_level.value"), cwd))["devices"]
+    assert fleet[0]["deviceId"] == "greenhouse-pi", fleet
+    assert fleet[0]["lowestBatteryLevel"]["sensor"] == "ble:sim-thermometer"
+    assert fleet[0]["weakestSignalStrength"]["unit"] == "dB[mW]"
+    assert all("lowestBatteryLevel" not in d for d in fleet[1:])
+
+
+def _check_latest_frame(command: str, cwd: Path) -> None:
+    """The simulated camera's latest frame, fetched as the banner says, is a 640x480 JPEG."""
+    deadline = time.monotonic() + 30
+    while True:
+        _run(command, cwd)
+        data = (cwd / "latest.jpg").read_bytes()
+        if data.startswith(b"\xff\xd8") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # the camera's first frame is still on its way
+    assert image_size(JPEG, data) == (640, 480), data[:200]
+
+
 def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
     commands = up.commands()
     list_devices = next(c for c in commands if c.startswith("curl") and c.endswith("/v1/devices"))
@@ -94,8 +129,10 @@ def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
     assert httpx.get(url, timeout=10, verify=verify).status_code == 401  # as its title says, keyless
     device = json.loads(_run(next(c for c in commands if c.endswith("/v1/devices/greenhouse-pi")), cwd))
     assert {s["name"] for s in device["device"]["sensors"]} >= {"sim-environment"}
-    latest = json.loads(_run(_pick(commands, "curl", "readings:latest"), cwd))
+    every_latest = next(c for c in commands if c.startswith("curl") and c.endswith("readings:latest"))
+    latest = json.loads(_run(every_latest, cwd))
     assert {v["quantity"] for v in latest["values"]} >= {"temperature", "relative_humidity", "pressure"}
+    _check_link_health(commands, cwd)
     buckets = json.loads(_run(_pick(commands, "curl", "interval=10s"), cwd))["series"][0]["buckets"]
     assert buckets and int(buckets[-1]["count"]) > 0
     written = json.loads(_run(_pick(commands, "curl", "readings:write"), cwd))
@@ -112,11 +149,15 @@ def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
     assert status["state"] == "COMMAND_STATE_SUCCEEDED" and "buffer" in status["result"], status
     _first_output(_pick(commands, "curl", "readings:watch"), cwd, '"sim-environment"')
     _check_demo_alert(commands, cwd)
+    _check_latest_frame(_pick(commands, "curl", "frames:latest"), cwd)
     assert '"values"' in _run(_pick(commands, "buf curl", "--schema"), cwd)
     assert "sensormesh.v1.QueryService/WatchReadings" in _run(_pick(commands, "--list-methods"), cwd)
     assert "soil-node" in _run(_pick(commands, "buf curl", "ListDevices"), cwd)
     assert "SERVING" in _run(_pick(commands, "Health/Check"), cwd)
-    assert "3 devices" in _run(_pick(commands, "devices list"), cwd)
+    devices_list = next(c for c in commands if "devices list" in c and "--order-by" not in c)
+    assert "3 devices" in _run(devices_list, cwd)
+    by_battery = _run(_pick(commands, "devices list --order-by battery"), cwd).splitlines()
+    assert by_battery[1].startswith("greenhouse-pi") and " %  " in by_battery[1], by_battery
     keys = _run(_pick(commands, "keys list"), cwd)
     assert "local-admin" in keys and "dashboard" in keys
     assert "AccessService/CreateApiKey" in _run(_pick(commands, "sensormesh audit"), cwd)

@@ -10,7 +10,7 @@ from sensormesh.v1 import reading_pb2
 
 from sensormesh_core.storage.rollup_sql import rollup_columns
 from sensormesh_core.storage.schema import ROLLUP_SOURCES, RollupSource, SqlType
-from tests.support.reading_writer import ReadingWriter, environment, imu, measurement
+from tests.support.reading_writer import ReadingWriter, environment, imu, link_health, measurement
 
 Buckets = dict[tuple[int, datetime], tuple[Any, ...]]
 STEPS = {"1m": "1 minute", "1h": "1 hour"}
@@ -70,7 +70,7 @@ async def assert_rollups_match_raw(conn: asyncpg.Connection, after: datetime | N
 async def write_fleet(writer: ReadingWriter, device: str, start: datetime, minutes: int) -> None:
     """`minutes` of readings from `start`, of every kind, at uneven times, with values
     exact in float32 (multiples of 1/4), so every sum is exact whatever its order."""
-    env, motion, soil, system = [], [], [], []
+    env, motion, soil, system, link = [], [], [], [], []
     for second in range(0, minutes * 60, 7):
         at = start + timedelta(seconds=second)
         humidity = None if second % 3 == 0 else 40 + (second % 11) / 4
@@ -86,4 +86,15 @@ async def write_fleet(writer: ReadingWriter, device: str, start: datetime, minut
             reading = reading_pb2.Reading(sensor="host", system=payload)
             reading.sample_time.FromDatetime(at)
             system.append(reading)
-    await writer.write(device, env + motion + soil + system, notify=False)
+        if second % 4 == 0:  # a BLE sensor's battery draining a quarter percent a minute, its RSSI
+            link.append(
+                link_health(
+                    "mpu",
+                    at,
+                    battery=100 - (second // 60) / 4,
+                    rssi=-70 - (second % 37) / 4,
+                    volts=3 + (second % 5) / 4 if second % 8 == 0 else None,
+                    quality=50 + (second % 9) / 4 if second % 12 == 0 else None,
+                )
+            )
+    await writer.write(device, env + motion + soil + system + link, notify=False)

@@ -10,7 +10,7 @@ import pytest
 from sensormesh_core.config import StorageSettings
 from sensormesh_core.storage.maintenance import Backend, maintain, storage_backend
 from sensormesh_core.storage.partitions import PartitionManager, days_between, partition_name
-from sensormesh_core.storage.schema import READING_TABLES
+from sensormesh_core.storage.schema import FRAME_TABLES, READING_TABLES
 
 pytestmark = pytest.mark.storage
 
@@ -26,7 +26,7 @@ async def _partitions(db: asyncpg.Connection) -> set[str]:
     rows = await db.fetch(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = ANY($1::text[])",
-        list(READING_TABLES),
+        [*READING_TABLES, *FRAME_TABLES],
     )
     return {r["relname"] for r in rows}
 
@@ -44,10 +44,10 @@ async def test_maintenance_creates_days_ahead(partitioned: asyncpg.Connection) -
 
     names = await _partitions(partitioned)
     for day in (date(2030, 1, 9), date(2030, 1, 10), date(2030, 1, 11), date(2030, 1, 12)):
-        for table in READING_TABLES:
+        for table in (*READING_TABLES, *FRAME_TABLES):
             assert partition_name(table, day) in names
     assert partition_name("imu_readings", date(2030, 1, 13)) not in names
-    assert len(report.partitions_created) == 4 * len(READING_TABLES)
+    assert len(report.partitions_created) == 4 * (len(READING_TABLES) + len(FRAME_TABLES))
 
 
 @pytest.mark.partitioned_only

@@ -15,11 +15,11 @@ import asyncpg
 import pytest
 
 from sensormesh_core.config import StorageSettings, TimescaleMode
-from sensormesh_core.storage import migrate
+from sensormesh_core.storage import continuous_aggregates, maintenance, migrate
 from sensormesh_core.storage.continuous_aggregates import refresh_continuous_aggregates
 from sensormesh_core.storage.maintenance import Backend, maintain
 from sensormesh_core.storage.registry import create_device
-from sensormesh_core.storage.schema import READING_TABLES, ROLLUP_WIDTHS
+from sensormesh_core.storage.schema import FRAME_TABLES, LINK_HEALTH, READING_TABLES, ROLLUP_WIDTHS
 from sensormesh_core.storage.time_buckets import HOUR, floor_to
 from sensormesh_core.storage.timescaledb_probe import (
     PROBE_SQL,
@@ -135,7 +135,7 @@ async def test_hypertables_rollups_and_policies(empty_database_url: str) -> None
             r["hypertable_name"]
             for r in await conn.fetch("SELECT hypertable_name FROM timescaledb_information.hypertables")
         }
-        assert set(READING_TABLES) <= hypertables
+        assert set(READING_TABLES) | set(FRAME_TABLES) <= hypertables
         views = {
             r["view_name"]
             for r in await conn.fetch("SELECT view_name FROM timescaledb_information.continuous_aggregates")
@@ -143,7 +143,7 @@ async def test_hypertables_rollups_and_policies(empty_database_url: str) -> None
         rollups = {f"{t}_{w}" for t in READING_TABLES for w in ROLLUP_WIDTHS}
         assert rollups == views
         report = await maintain(conn, StorageSettings(), apply_policies=True)
-        assert len(report.policies_applied) == len(READING_TABLES) * 6
+        assert len(report.policies_applied) == len(READING_TABLES) * 6 + len(FRAME_TABLES)
         # Ours only: TimescaleDB keeps jobs of its own (telemetry, job history retention).
         jobs = await conn.fetch(
             "SELECT hypertable_name, proc_name, config->>'start_offset' AS start_offset "
@@ -162,8 +162,20 @@ async def test_hypertables_rollups_and_policies(empty_database_url: str) -> None
         await conn.close()
 
 
+# The reading tables a database at revision 0005 has: later revisions add their own.
+TABLES_AT_0005 = tuple(t for t in READING_TABLES if t != LINK_HEALTH.table)
+
+
+@pytest.fixture
+def tables_at_0005(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Maintenance and refreshes of a database migrated only to 0004 or 0005 see its tables."""
+    monkeypatch.setattr(maintenance, "READING_TABLES", TABLES_AT_0005)
+    monkeypatch.setattr(continuous_aggregates, "READING_TABLES", TABLES_AT_0005)
+
+
 @pytest.mark.storage
 @pytest.mark.timescaledb_only
+@pytest.mark.usefixtures("tables_at_0005")
 async def test_migration_0005_rebuilds_the_aggregates_keeping_their_policies(empty_database_url: str) -> None:
     """An existing database at 0004, with policies applied, upgraded: every aggregate is rebuilt
     with double-precision sums and keeps its refresh and retention policies as they were."""
@@ -190,7 +202,7 @@ async def test_migration_0005_rebuilds_the_aggregates_keeping_their_policies(emp
     conn = await asyncpg.connect(empty_database_url)
     try:
         assert [tuple(r) for r in await conn.fetch(policies_sql)] == before
-        assert len(before) == len(READING_TABLES) * len(ROLLUP_WIDTHS) * 2
+        assert len(before) == len(TABLES_AT_0005) * len(ROLLUP_WIDTHS) * 2
         assert await conn.fetchval(sum_type_sql) == "double precision"
     finally:
         await conn.close()
@@ -205,6 +217,7 @@ async def test_migration_0005_rebuilds_the_aggregates_keeping_their_policies(emp
 
 @pytest.mark.storage
 @pytest.mark.timescaledb_only
+@pytest.mark.usefixtures("tables_at_0005")
 async def test_migration_0005_on_a_database_with_history_rebuilds_what_the_raw_rows_hold(
     empty_database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -6,6 +6,8 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import type { Message } from "@bufbuild/protobuf";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { InputStatus } from "./ingest_pb.js";
+import type { LatestValue } from "./query_pb.js";
+import type { Camera } from "./frame_pb.js";
 
 /**
  * Describes the file sensormesh/v1/device.proto.
@@ -120,6 +122,42 @@ export declare type Device = Message<"sensormesh.v1.Device"> & {
    * @generated from field: uint64 rejected_count = 14;
    */
   rejectedCount: bigint;
+
+  /**
+   * The lowest battery among the device's sensors: the smallest of each
+   * sensor's latest `battery_level` (percent, from link-health readings),
+   * with the sensor and its sample time. Unset when no sensor of the device
+   * has reported a battery level. Sort a fleet by it with ListDevices
+   * `order_by` to find the batteries to replace.
+   *
+   * @generated from field: sensormesh.v1.LatestValue lowest_battery_level = 15;
+   */
+  lowestBatteryLevel?: LatestValue | undefined;
+
+  /**
+   * The weakest signal among the device's sensors: the smallest of each
+   * sensor's latest `signal_strength` (dBm, from link-health readings), with
+   * the sensor and its sample time. Unset when no sensor of the device has
+   * reported a signal strength.
+   *
+   * @generated from field: sensormesh.v1.LatestValue weakest_signal_strength = 16;
+   */
+  weakestSignalStrength?: LatestValue | undefined;
+
+  /**
+   * The cameras seen on the device (frames uploaded), by name, with their
+   * newest frame; GetFrame and WatchFrames take their names.
+   *
+   * @generated from field: repeated sensormesh.v1.Camera cameras = 17;
+   */
+  cameras: Camera[];
+
+  /**
+   * The device's committed frame sequence (see IngestService.UploadFrames).
+   *
+   * @generated from field: uint64 committed_frame_sequence = 18;
+   */
+  committedFrameSequence: bigint;
 };
 
 /**
@@ -172,15 +210,16 @@ export declare type Series = Message<"sensormesh.v1.Series"> & {
    * The quantity: for typed readings one of acceleration_x, acceleration_y,
    * acceleration_z, angular_rate_x, angular_rate_y, angular_rate_z,
    * temperature, relative_humidity, pressure, cpu_temperature, disk_used,
-   * disk_free; for measurements, the measurement's name.
+   * disk_free, battery_level, battery_voltage, signal_strength,
+   * link_quality; for measurements, the measurement's name.
    *
    * @generated from field: string quantity = 1;
    */
   quantity: string;
 
   /**
-   * The unit, UCUM style: "m/s2", "deg/s", "Cel", "%", "hPa", "By", or the
-   * measurement's unit.
+   * The unit, UCUM style: "m/s2", "deg/s", "Cel", "%", "hPa", "By", "V",
+   * "dB[mW]" (dBm), or the measurement's unit.
    *
    * @generated from field: string unit = 2;
    */
@@ -366,6 +405,17 @@ export declare type ListDevicesRequest = Message<"sensormesh.v1.ListDevicesReque
    * @generated from field: sensormesh.v1.DeviceType type = 4;
    */
   type: DeviceType;
+
+  /**
+   * The order (AIP-132): `device_id` (the default, also when empty),
+   * `lowest_battery_level.value` or `weakest_signal_strength.value`, each
+   * optionally followed by ` desc`. Devices without the value come after
+   * the others in either direction; ties go in device id order. A
+   * `next_page_token` holds only with the same order.
+   *
+   * @generated from field: string order_by = 5;
+   */
+  orderBy: string;
 };
 
 /**
@@ -381,8 +431,10 @@ export declare const ListDevicesRequestSchema: GenMessage<ListDevicesRequest>;
  */
 export declare type ListDevicesResponse = Message<"sensormesh.v1.ListDevicesResponse"> & {
   /**
-   * The page of devices, in id order. Listed devices carry no sensors, input
-   * states or thinning totals; GetDevice returns those.
+   * The page of devices, in the requested order. Listed devices carry no
+   * sensors, input states, thinning totals, cameras or frame sequence
+   * (GetDevice returns those); they do carry `lowest_battery_level` and
+   * `weakest_signal_strength`.
    *
    * @generated from field: repeated sensormesh.v1.Device devices = 1;
    */
@@ -481,6 +533,13 @@ export declare type DeleteDeviceResponse = Message<"sensormesh.v1.DeleteDeviceRe
    * @generated from field: uint64 deleted_reading_count = 1;
    */
   deletedReadingCount: bigint;
+
+  /**
+   * Camera frames deleted with the device, images included.
+   *
+   * @generated from field: uint64 deleted_frame_count = 2;
+   */
+  deletedFrameCount: bigint;
 };
 
 /**
@@ -637,9 +696,10 @@ export declare const DeviceService: GenService<{
     output: typeof GetDeviceResponseSchema;
   },
   /**
-   * Lists devices in id order, optionally filtered by status and type.
+   * Lists devices in id order, or in the order `order_by` names (by lowest
+   * battery or weakest signal), optionally filtered by status and type.
    *
-   * Returns INVALID_ARGUMENT for a bad page token or page size.
+   * Returns INVALID_ARGUMENT for a bad page token, page size or order_by.
    *
    * @generated from rpc sensormesh.v1.DeviceService.ListDevices
    */
@@ -664,10 +724,10 @@ export declare const DeviceService: GenService<{
     output: typeof UpdateDeviceResponseSchema;
   },
   /**
-   * Deletes a device, its token, sensors, series, latest values, offsets and
-   * readings. Its id stays reserved: registering it again is an explicit
-   * admin act (CreateDevice with `reregister`), so nobody can take over a
-   * device's identity by deleting and re-creating it.
+   * Deletes a device, its token, sensors, series, latest values, offsets,
+   * readings and camera frames. Its id stays reserved: registering it again
+   * is an explicit admin act (CreateDevice with `reregister`), so nobody can
+   * take over a device's identity by deleting and re-creating it.
    *
    * Returns NOT_FOUND if the device does not exist.
    *

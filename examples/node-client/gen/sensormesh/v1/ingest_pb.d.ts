@@ -6,6 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import type { Message } from "@bufbuild/protobuf";
 import type { Reading, SequencedReading } from "./reading_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Frame } from "./frame_pb.js";
 
 /**
  * Describes the file sensormesh/v1/ingest.proto.
@@ -400,6 +401,193 @@ export declare type InputStatus = Message<"sensormesh.v1.InputStatus"> & {
 export declare const InputStatusSchema: GenMessage<InputStatus>;
 
 /**
+ * One batch of a frame upload stream.
+ *
+ * @generated from message sensormesh.v1.UploadFramesRequest
+ */
+export declare type UploadFramesRequest = Message<"sensormesh.v1.UploadFramesRequest"> & {
+  /**
+   * The uploading device. Must be the device the token belongs to, and the
+   * same in every batch of a stream.
+   *
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+
+  /**
+   * The first frame sequence number this batch covers. Every frame's
+   * sequence lies in [first_sequence, last_sequence]. From 1 to 2^63-1.
+   *
+   * @generated from field: uint64 first_sequence = 2;
+   */
+  firstSequence: bigint;
+
+  /**
+   * The last frame sequence number this batch covers. Once the batch is
+   * committed the device's frame mark is at least this, even when the last
+   * numbers were thinned on the device and never sent. From 1 to 2^63-1.
+   *
+   * @generated from field: uint64 last_sequence = 3;
+   */
+  lastSequence: bigint;
+
+  /**
+   * The frames, in strictly increasing sequence order, each with its image.
+   * At most the service's batch limit (16 by default).
+   *
+   * @generated from field: repeated sensormesh.v1.Frame frames = 4;
+   */
+  frames: Frame[];
+
+  /**
+   * Frames the device discarded to stay within its disk budget, so the loss
+   * is visible on the server. Stored once, with the batch.
+   *
+   * @generated from field: repeated sensormesh.v1.FrameThinningReport thinned = 5;
+   */
+  thinned: FrameThinningReport[];
+};
+
+/**
+ * Describes the message sensormesh.v1.UploadFramesRequest.
+ * Use `create(UploadFramesRequestSchema)` to create a new message.
+ */
+export declare const UploadFramesRequestSchema: GenMessage<UploadFramesRequest>;
+
+/**
+ * The outcome of a frame upload stream.
+ *
+ * @generated from message sensormesh.v1.UploadFramesResponse
+ */
+export declare type UploadFramesResponse = Message<"sensormesh.v1.UploadFramesResponse"> & {
+  /**
+   * The device's committed frame sequence after the stream: every frame at
+   * or below it is stored or reported thinned. The device may forget them.
+   *
+   * @generated from field: uint64 committed_sequence = 1;
+   */
+  committedSequence: bigint;
+
+  /**
+   * Frames stored by this stream.
+   *
+   * @generated from field: uint64 accepted_count = 2;
+   */
+  acceptedCount: bigint;
+
+  /**
+   * Frames dropped because they were already committed (resent).
+   *
+   * @generated from field: uint64 duplicate_count = 3;
+   */
+  duplicateCount: bigint;
+};
+
+/**
+ * Describes the message sensormesh.v1.UploadFramesResponse.
+ * Use `create(UploadFramesResponseSchema)` to create a new message.
+ */
+export declare const UploadFramesResponseSchema: GenMessage<UploadFramesResponse>;
+
+/**
+ * Request for GetFrameUploadOffset.
+ *
+ * @generated from message sensormesh.v1.GetFrameUploadOffsetRequest
+ */
+export declare type GetFrameUploadOffsetRequest = Message<"sensormesh.v1.GetFrameUploadOffsetRequest"> & {
+  /**
+   * The device whose frame offset to read.
+   *
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+};
+
+/**
+ * Describes the message sensormesh.v1.GetFrameUploadOffsetRequest.
+ * Use `create(GetFrameUploadOffsetRequestSchema)` to create a new message.
+ */
+export declare const GetFrameUploadOffsetRequestSchema: GenMessage<GetFrameUploadOffsetRequest>;
+
+/**
+ * Response for GetFrameUploadOffset.
+ *
+ * @generated from message sensormesh.v1.GetFrameUploadOffsetResponse
+ */
+export declare type GetFrameUploadOffsetResponse = Message<"sensormesh.v1.GetFrameUploadOffsetResponse"> & {
+  /**
+   * The device.
+   *
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+
+  /**
+   * Every frame numbered at or below this is committed. 0 before the first
+   * frame upload.
+   *
+   * @generated from field: uint64 committed_sequence = 2;
+   */
+  committedSequence: bigint;
+
+  /**
+   * When the frame mark last moved; unset before the first frame upload.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 3;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message sensormesh.v1.GetFrameUploadOffsetResponse.
+ * Use `create(GetFrameUploadOffsetResponseSchema)` to create a new message.
+ */
+export declare const GetFrameUploadOffsetResponseSchema: GenMessage<GetFrameUploadOffsetResponse>;
+
+/**
+ * Frames of one camera a device discarded, oldest first and evenly in time
+ * (every other frame of the oldest half it holds), to stay within its disk
+ * budget during a long outage.
+ *
+ * @generated from message sensormesh.v1.FrameThinningReport
+ */
+export declare type FrameThinningReport = Message<"sensormesh.v1.FrameThinningReport"> & {
+  /**
+   * The camera whose frames were discarded.
+   *
+   * @generated from field: string camera = 1;
+   */
+  camera: string;
+
+  /**
+   * How many frames were discarded. From 1 to 2^63-1.
+   *
+   * @generated from field: uint64 count = 2;
+   */
+  count: bigint;
+
+  /**
+   * The capture time of the oldest discarded frame.
+   *
+   * @generated from field: google.protobuf.Timestamp first_capture_time = 3;
+   */
+  firstCaptureTime?: Timestamp | undefined;
+
+  /**
+   * The capture time of the newest discarded frame.
+   *
+   * @generated from field: google.protobuf.Timestamp last_capture_time = 4;
+   */
+  lastCaptureTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message sensormesh.v1.FrameThinningReport.
+ * Use `create(FrameThinningReportSchema)` to create a new message.
+ */
+export declare const FrameThinningReportSchema: GenMessage<FrameThinningReport>;
+
+/**
  * Whether an input reads.
  *
  * @generated from enum sensormesh.v1.InputState
@@ -498,6 +686,54 @@ export declare const IngestService: GenService<{
     methodKind: "unary";
     input: typeof WriteReadingsRequestSchema;
     output: typeof WriteReadingsResponseSchema;
+  },
+  /**
+   * Streams batches of camera frames from a gateway, beside (never inside)
+   * its readings upload: frames have their own sequence and their own mark,
+   * so a frame stream never holds up or moves the readings' mark. The rule
+   * is the readings' one: each batch commits its frames (metadata and image)
+   * with the device's frame mark in one transaction; frames at or below the
+   * mark are acknowledged and dropped. The single response, sent when the
+   * client closes the stream, says how far the device's frames are
+   * committed; after a broken stream resume from GetFrameUploadOffset.
+   *
+   * Limits: a frame's image at most 4 MiB (the service's
+   * `ingest_max_frame_bytes` may be lower), at most
+   * `ingest_max_batch_frames` frames (16 by default) and 8 MiB per batch,
+   * and `ingest_frame_rate` frames per second per device on average (bursts
+   * of `ingest_frame_burst`): a faster device is slowed down, not refused.
+   *
+   * A frame that breaks a rule (an image over the limit, a content type that
+   * is not an image, bytes that do not decode as the content type with the
+   * stated size, a capture time out of range) is refused alone: the other
+   * frames of its batch are committed and the mark moves past the batch,
+   * then the stream ends with INVALID_ARGUMENT whose BadRequest names each
+   * refused frame's field (`frames[2].data`) and whose ErrorInfo metadata
+   * gives `committed_sequence`. Returns UNAUTHENTICATED, PERMISSION_DENIED,
+   * NOT_FOUND as UploadReadings; INVALID_ARGUMENT for a malformed batch
+   * (wrong device id, sequences out of order, too many frames), nothing of
+   * that batch stored.
+   *
+   * @generated from rpc sensormesh.v1.IngestService.UploadFrames
+   */
+  uploadFrames: {
+    methodKind: "client_streaming";
+    input: typeof UploadFramesRequestSchema;
+    output: typeof UploadFramesResponseSchema;
+  },
+  /**
+   * Returns the device's committed frame sequence: every frame numbered at
+   * or below it is stored (or was refused, or reported thinned). An agent
+   * resumes uploading frames after it.
+   *
+   * Returns UNAUTHENTICATED, PERMISSION_DENIED or NOT_FOUND as UploadReadings.
+   *
+   * @generated from rpc sensormesh.v1.IngestService.GetFrameUploadOffset
+   */
+  getFrameUploadOffset: {
+    methodKind: "unary";
+    input: typeof GetFrameUploadOffsetRequestSchema;
+    output: typeof GetFrameUploadOffsetResponseSchema;
   },
 }>;
 

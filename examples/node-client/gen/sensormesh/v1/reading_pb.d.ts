@@ -76,6 +76,14 @@ export declare type Reading = Message<"sensormesh.v1.Reading"> & {
      */
     value: Measurement;
     case: "measurement";
+  } | {
+    /**
+     * Battery and radio link of a wireless sensor.
+     *
+     * @generated from field: sensormesh.v1.LinkHealthPayload link_health = 7;
+     */
+    value: LinkHealthPayload;
+    case: "linkHealth";
   } | { case: undefined; value?: undefined };
 };
 
@@ -217,6 +225,59 @@ export declare type SystemPayload = Message<"sensormesh.v1.SystemPayload"> & {
  * Use `create(SystemPayloadSchema)` to create a new message.
  */
 export declare const SystemPayloadSchema: GenMessage<SystemPayload>;
+
+/**
+ * The health of a wireless sensor's battery and radio link, attributed to the
+ * sensor it describes by the reading's `sensor` (a BLE sensor's link-health
+ * readings carry the same sensor name as its data). Every field is optional,
+ * because radios report different subsets: a mains-powered Zigbee router has
+ * no battery, a BLE sensor's RSSI and battery level are read separately. At
+ * least one field must be set.
+ *
+ * @generated from message sensormesh.v1.LinkHealthPayload
+ */
+export declare type LinkHealthPayload = Message<"sensormesh.v1.LinkHealthPayload"> & {
+  /**
+   * Remaining battery charge in percent, 0 to 100: the Bluetooth Battery
+   * Service's Battery Level (characteristic 0x2A19), a Zigbee device's
+   * battery. Absent for a sensor without a battery or that does not report it.
+   *
+   * @generated from field: optional float battery_level_percent = 1;
+   */
+  batteryLevelPercent?: number | undefined;
+
+  /**
+   * Battery voltage in volts, 0 to 100. Absent where not reported.
+   *
+   * @generated from field: optional float battery_voltage_volts = 2;
+   */
+  batteryVoltageVolts?: number | undefined;
+
+  /**
+   * Received signal strength (RSSI) in dBm, -150 to 30: what the receiving
+   * radio measured of the sensor's last packets (a BLE advertisement, a
+   * Zigbee or Wi-Fi frame). The range holds every radio's report (Bluetooth
+   * -127 to 20, LoRa down to about -148); a value outside it is a unit
+   * mix-up or a "not available" marker such as Bluetooth's 127.
+   *
+   * @generated from field: optional float signal_strength_dbm = 3;
+   */
+  signalStrengthDbm?: number | undefined;
+
+  /**
+   * Link quality in percent, 0 to 100, where the radio reports one: a
+   * Zigbee LQI (0-255) is sent as LQI / 255 × 100. Absent otherwise.
+   *
+   * @generated from field: optional float link_quality_percent = 4;
+   */
+  linkQualityPercent?: number | undefined;
+};
+
+/**
+ * Describes the message sensormesh.v1.LinkHealthPayload.
+ * Use `create(LinkHealthPayloadSchema)` to create a new message.
+ */
+export declare const LinkHealthPayloadSchema: GenMessage<LinkHealthPayload>;
 
 /**
  * A generic named measurement: one value of one quantity, for sensors with
