@@ -36,7 +36,6 @@ from sensormesh_core.tokens import write_token_file
 log = logging.getLogger(__name__)
 
 LABELS = {"origin": "sensormesh-up", "simulated": "true"}
-DEMO_RULE_ID = "greenhouse-heat-spike"
 WATCHED_GATEWAY = "greenhouse-pi"
 # The demo's wireless sensor: its battery and signal strength show in greenhouse-pi's latest readings.
 BLE_SENSOR = "ble:sim-thermometer"
@@ -237,11 +236,11 @@ def _toml_value(value: object) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def demo_rule() -> alert_pb2.AlertRule:
-    """The alert rule `sensormesh up` adds: the greenhouse's heat spikes (its simulated
-    environment sensor jumps 6 °C every 45 s), so a new user sees an alert within a minute."""
+def heat_spike_rule() -> alert_pb2.AlertRule:
+    """The greenhouse's heat spikes (its simulated environment sensor jumps 6 °C every 45 s),
+    so a new user sees an alert within a minute."""
     rule = alert_pb2.AlertRule(
-        rule_id=DEMO_RULE_ID,
+        rule_id="greenhouse-heat-spike",
         display_name="Greenhouse heat spike",
         description=(
             "The greenhouse warmed by more than 4 °C within 10 s (sensormesh up's simulation does this every "
@@ -257,13 +256,40 @@ def demo_rule() -> alert_pb2.AlertRule:
     return rule
 
 
-def ensure_demo_rule(alerts: alert_pb2_grpc.AlertServiceStub) -> str:
-    """Create the demo rule unless it exists (an operator may have changed it: kept as it is)."""
+def low_battery_rule() -> alert_pb2.AlertRule:
+    """The wireless thermometer's battery below 20 % for 5 minutes: its simulated battery
+    drains over 2 hours, so this raises for about 20 minutes in every 2 hours and clears when
+    the battery is replaced (5 % of hysteresis keeps a noisy reading near the limit from
+    flapping). The rule every fleet of battery sensors needs first."""
+    rule = alert_pb2.AlertRule(
+        rule_id="sensor-battery-low",
+        display_name="Sensor battery low",
+        description="A wireless sensor's battery has been below 20 % for 5 minutes: replace or recharge it.",
+        severity=alert_pb2.ALERT_SEVERITY_WARNING,
+    )
+    rule.devices.device_ids.append(WATCHED_GATEWAY)
+    rule.sensors.append(BLE_SENSOR)
+    rule.threshold.quantity = "battery_level"
+    rule.threshold.below = 20.0
+    rule.threshold.for_duration.FromSeconds(300)
+    rule.threshold.hysteresis = 5.0
+    return rule
+
+
+# The alert rules `sensormesh up` adds, with what each watches (for its status line).
+DEMO_RULES: tuple[tuple[alert_pb2.AlertRule, str], ...] = (
+    (heat_spike_rule(), f"a heat spike on {WATCHED_GATEWAY}"),
+    (low_battery_rule(), f"{BLE_SENSOR}'s battery below 20 %"),
+)
+
+
+def ensure_demo_rule(alerts: alert_pb2_grpc.AlertServiceStub, rule: alert_pb2.AlertRule) -> str:
+    """Create a demo rule unless it exists (an operator may have changed it: kept as it is)."""
     try:
-        alerts.GetAlertRule(alert_pb2.GetAlertRuleRequest(rule_id=DEMO_RULE_ID), timeout=10)
+        alerts.GetAlertRule(alert_pb2.GetAlertRuleRequest(rule_id=rule.rule_id), timeout=10)
         return "kept"
     except grpc.RpcError as error:
         if error.code() != grpc.StatusCode.NOT_FOUND:
             raise
-    alerts.CreateAlertRule(alert_pb2.CreateAlertRuleRequest(alert_rule=demo_rule()), timeout=10)
+    alerts.CreateAlertRule(alert_pb2.CreateAlertRuleRequest(alert_rule=rule), timeout=10)
     return "created"

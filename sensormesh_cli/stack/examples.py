@@ -132,7 +132,7 @@ def rest_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
             f"{curl} -s {key} {base}/v1/devices/{WATCHED}/commands",
         ),
         Example(
-            "alerts, newest first (the demo rule raises one on the greenhouse's heat spikes within a minute)",
+            "alerts, newest first (a demo rule raises one on the greenhouse's heat spikes within a minute)",
             f"{curl} -s {key} '{base}/v1/alerts?states=ALERT_STATE_ACTIVE_UNACK&states=ALERT_STATE_CLEARED_UNACK'",
         ),
         Example(

@@ -216,15 +216,17 @@ class LocalStack:
 
     def _demo_alert_rule(self) -> None:
         with (
-            self.status.step("demo alert rule (AlertService)") as details,
+            self.status.step("demo alert rules (AlertService)") as details,
             with_key(
                 self.transport.channel(reachable(self.options.endpoints.control)), self._key()
             ) as control,
         ):
             from sensormesh.v1 import alert_pb2_grpc
 
-            state = demo.ensure_demo_rule(alert_pb2_grpc.AlertServiceStub(control))
-            details.append(f"{demo.DEMO_RULE_ID} ({state}): a heat spike on {demo.WATCHED_GATEWAY}")
+            alerts = alert_pb2_grpc.AlertServiceStub(control)
+            for rule, watches in demo.DEMO_RULES:
+                state = demo.ensure_demo_rule(alerts, rule)
+                details.append(f"{rule.rule_id} ({state}): {watches}")
 
     def _start_devices(self) -> None:
         o = self.options

@@ -165,24 +165,25 @@ def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
 
 
 def _check_demo_alert(commands: list[str], cwd: Path) -> None:
-    """Within a minute the demo rule raises an alert on the simulated heat spikes; it is
-    acknowledged through REST, as the README shows."""
-    listed: list[dict[str, object]] = []
+    """Within a minute the heat-spike rule raises an alert on the simulated heat spikes; it is
+    acknowledged through REST, as the README shows. The low-battery rule is there beside it."""
+    alerts_curl = _pick(commands, "curl", "/v1/alerts?")
+    get, base = alerts_curl.split(" '")[0], alerts_curl.split("'")[1].split("/v1/")[0]  # curl -s -H "..."
+    rules = json.loads(_run(f"{get} {base}/v1/alertRules", cwd))["alertRules"]
+    assert {r["ruleId"] for r in rules} == {"greenhouse-heat-spike", "sensor-battery-low"}, rules
+    spikes: list[dict[str, object]] = []
     deadline = time.monotonic() + 70
-    while not listed and time.monotonic() < deadline:
-        listed = json.loads(_run(_pick(commands, "curl", "/v1/alerts?"), cwd)).get("alerts", [])
-        if not listed:
+    while not spikes and time.monotonic() < deadline:
+        listed = json.loads(_run(alerts_curl, cwd)).get("alerts", [])
+        spikes = [a for a in listed if a["ruleId"] == "greenhouse-heat-spike"]
+        if not spikes:
             time.sleep(1)
-    assert listed, "no alert within a minute"
-    alert = listed[0]
-    assert alert["ruleId"] == "greenhouse-heat-spike" and alert["deviceId"] == "greenhouse-pi"
+    assert spikes, "no heat-spike alert within a minute"
+    alert = spikes[0]
+    assert alert["deviceId"] == "greenhouse-pi"
     cli = _run(_pick(commands, "alerts list"), cwd)
     assert "greenhouse-heat-spike" in cli and "warning" in cli
-    key = _pick(commands, "curl", "/v1/devices/greenhouse-pi/commands", " -d ").split(" -d ")[
-        0
-    ]  # curl -s -H "..."
-    base = _pick(commands, "curl", "/v1/alerts?").split("'")[1].split("/v1/")[0]
-    acked = json.loads(_run(f"{key} -d '{{}}' {base}/v1/alerts/{alert['alertId']}:acknowledge", cwd))["alert"]
+    acked = json.loads(_run(f"{get} -d '{{}}' {base}/v1/alerts/{alert['alertId']}:acknowledge", cwd))["alert"]
     assert acked["state"] in ("ALERT_STATE_ACTIVE_ACK", "ALERT_STATE_CLEARED_ACK")
 
 
