@@ -191,30 +191,36 @@ async def test_killed_before_its_receipt_is_answered_the_command_runs_once_after
     rig: Rig,
 ) -> None:
     ingest = await ingest_on(rig.database_url, rig.port)
+    conn = await asyncpg.connect(rig.database_url)
     try:
+        # The service's answer to the receipt waits 5 s (a trigger on the DELIVERED update, in this
+        # test's database only): the agent has recorded the command and is killed in between.
+        await conn.execute(_SLOW_DELIVERY)
         async with rig.agent() as first:
             await connected(rig, first)
-            lock = await asyncpg.connect(rig.database_url)
-            try:
-                async with lock.transaction():
-                    sent = await send(rig.stub, rig.device.device_id, "count", seconds=0)
-                    await lock.execute(
-                        "SELECT 1 FROM commands WHERE command_id = $1 FOR UPDATE", sent.command_id
-                    )
-                    await until_logged(
-                        first,
-                        f"event=command_received device_id={rig.device.device_id} command_id={sent.command_id} ",
-                    )
-                    first.process.kill()  # the receipt is on its way; the answer cannot come
-                    await first.process.wait()
-            finally:
-                await lock.close()
+            sent = await send(rig.stub, rig.device.device_id, "count", seconds=0)
+            received = (
+                f"event=command_received device_id={rig.device.device_id} command_id={sent.command_id} "
+            )
+            await until_logged(first, received)
+            first.process.kill()  # the receipt is on its way; the answer cannot come yet
+            await first.process.wait()
+        await conn.execute("DROP TRIGGER slow_delivery ON commands")
         assert rig.runs() == 0
         async with rig.agent():
             await rig.until_state(sent.command_id, S.COMMAND_STATE_SUCCEEDED)
         assert rig.runs() == 1
     finally:
+        await conn.close()
         await ingest.stop(grace=1)
+
+
+_SLOW_DELIVERY = """
+CREATE FUNCTION slow_delivery() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(5); RETURN NEW; END $$;
+CREATE TRIGGER slow_delivery BEFORE UPDATE ON commands
+FOR EACH ROW WHEN (OLD.state <> 3 AND NEW.state = 3) EXECUTE FUNCTION slow_delivery();
+"""
 
 
 async def test_killed_while_the_command_runs_it_is_failed_after_the_restart_and_never_run_again(
