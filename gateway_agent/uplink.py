@@ -150,8 +150,9 @@ class Uplink:
         return [metrics.Observation(1, {"code": refusal.code.name})]
 
     def stop(self) -> None:
-        """Finish the current stream without waiting for more data (its ack lets the buffer forget),
-        then return from `run()`. Readings left are sent on the next start."""
+        """Send what the buffer holds without waiting for more data, in as many streams as that
+        takes (each ack lets the buffer forget), then return from `run()`. What a cut-off stop
+        leaves (the agent's `stop_timeout`, an unreachable server) is sent on the next start."""
         self._stopping.set()
 
     def send_now(self) -> None:
@@ -177,7 +178,7 @@ class Uplink:
         while not self._stopping.is_set():
             try:
                 committed = await self._resume()
-                while not self._stopping.is_set():
+                while not self._finished(committed):
                     committed = await self._stream(committed)
                 return
             except grpc.aio.AioRpcError as error:
@@ -188,6 +189,13 @@ class Uplink:
             if self._stopping.is_set():
                 return
             await self._wait_to_retry()
+
+    def _finished(self, committed: int) -> bool:
+        """Whether a stopping uplink has had everything the buffer holds acknowledged. A stream
+        that ends on its own limits (`stream_max_duration`, `stream_max_batches`) just as `stop()`
+        arrives leaves readings behind: another stream follows for them (the agent bounds the
+        whole with `stop_timeout`)."""
+        return self._stopping.is_set() and self._buffer.last_sequence <= committed
 
     async def _wait_to_retry(self) -> None:
         """Back off (slowly while refused, unless a new token just arrived), then re-read the token."""

@@ -312,3 +312,20 @@ async def test_send_now_cuts_the_batch_wait_and_ends_the_stream_so_the_ack_follo
         async with asyncio.timeout(5):
             await task
     assert_stored_exactly_once(ingest.servicer, 40)
+
+
+async def test_stop_uploads_the_whole_backlog_though_streams_end_on_their_own_limits(
+    ingest: Ingest, buffer: Buffer, make_uplink: UplinkFactory
+) -> None:
+    # One batch of 100 per stream: stop() arrives while 40 streams' worth is still buffered.
+    uplink = make_uplink(ingest.target, buffer, batch_max_readings=100, stream_max_batches=1)
+    buffer.add(imu_records(0, 4000))
+    await buffer.flush()
+    async with running(uplink) as task:
+        await until(uplink.connected.is_set)
+        uplink.stop()
+        async with asyncio.timeout(30):
+            await task
+    assert_stored_exactly_once(ingest.servicer, 4000)
+    assert ingest.servicer.streams >= 40
+    assert (await buffer.stats()).pending == 0
