@@ -109,9 +109,9 @@ def _series_columns(page: _Page, ref: SeriesRef) -> query_pb2.SeriesColumns:
 def _add_points(page: _Page, ref: SeriesRef, rows: list[asyncpg.Record]) -> None:
     """Raw rows into the page: a Point per row, or (columns) each column extended at once
     from the rows, with no message per point."""
-    if page.columns:
+    if page.columns:  # rows read with micros=True
         columns = _series_columns(page, ref)
-        columns.time_micros.extend([_micros(row["time"]) for row in rows])
+        columns.time_micros.extend([row["micros"] for row in rows])
         columns.values.extend([row["value"] for row in rows])
         return
     data = _series_data(page, ref)
@@ -147,7 +147,7 @@ async def _fill_raw(
     conn: asyncpg.Connection, page: _Page, ref: SeriesRef, start: datetime, end: datetime, after: Any
 ) -> None:
     resume = (_from_micros(after[0]), int(after[1])) if after else None
-    rows = await history.raw_points(conn, ref, start, end, resume, page.remaining + 1)
+    rows = await history.raw_points(conn, ref, start, end, resume, page.remaining + 1, micros=page.columns)
     if not rows:
         return
     full = len(rows) > page.remaining
@@ -156,7 +156,8 @@ async def _fill_raw(
     page.remaining -= len(rows)
     if full:
         last = rows[-1]
-        page.cursor = {"q": list(ref.order_key), "a": [_micros(last["time"]), last["sequence"]]}
+        at = last["micros"] if page.columns else _micros(last["time"])
+        page.cursor = {"q": list(ref.order_key), "a": [at, last["sequence"]]}
 
 
 async def _fill_buckets(

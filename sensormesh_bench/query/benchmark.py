@@ -21,7 +21,8 @@ Figures (milliseconds unless named otherwise):
   rest_grpc_ratio is REST through Envoy over direct gRPC for the downsampled day
   (the chart query), as rows;
 - the downsampled day in columns (READINGS_VIEW_COLUMNS, columns.py):
-  range_day_1m_columns_* over direct gRPC; rest_columns_curl_* and
+  range_day_1m_columns_* over direct gRPC (and range_day_raw_columns_*, the
+  raw day in columns); rest_columns_curl_* and
   rest_columns_httpx_* as REST through Envoy with libcurl (a C client) and with
   httpx, rest_curl_range_day_1m_* the rows with libcurl, and
   rest_columns_curl_gzip_* gzip-compressed; rest_columns_grpc_ratio is libcurl's

@@ -79,6 +79,7 @@ class _Reads:
 
     latest: query_pb2.GetLatestReadingsRequest
     raw: query_pb2.ListReadingsRequest
+    raw_columns: query_pb2.ListReadingsRequest
     minute: query_pb2.ListReadingsRequest
 
     @classmethod
@@ -87,6 +88,9 @@ class _Reads:
         return cls(
             latest=query_pb2.GetLatestReadingsRequest(device_id=device),
             raw=query_pb2.ListReadingsRequest(**day, page_size=100_000),
+            raw_columns=query_pb2.ListReadingsRequest(
+                **day, page_size=100_000, view=query_pb2.READINGS_VIEW_COLUMNS
+            ),
             minute=query_pb2.ListReadingsRequest(**day, interval=Duration(seconds=60)),
         )
 
@@ -120,8 +124,10 @@ async def _direct_grpc_figures(
         await _check_raw_day(stub, reads.raw)
         latest = await timed(args.iterations, lambda: stub.GetLatestReadings(reads.latest))
         raw = await timed(args.raw_iterations, lambda: stub.ListReadings(reads.raw))
+        raw_columns = await timed(args.raw_iterations, lambda: stub.ListReadings(reads.raw_columns))
         minute = await timed(args.iterations, lambda: stub.ListReadings(reads.minute))
     figures = latency_figures("latest", latest) | latency_figures("range_day_raw", raw)
+    figures |= latency_figures("range_day_raw_columns", raw_columns)
     return figures | latency_figures("range_day_1m", minute)
 
 
