@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 PYTEST_TMP := --basetemp=$(CURDIR)/.pytest-tmp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup proto lint format test test-storage run bench breaking clean k8s-envoy readme
+.PHONY: help setup proto lint format test test-storage run bench breaking clean k8s-envoy readme grafana
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ proto: $(STAMP) $(NODE_STAMP) ## regenerate gen/ (messages, stubs, .pyi, Envoy d
 
 k8s-envoy: $(STAMP) ## regenerate the cluster's Envoy configs (k8s/base/config, the production TLS listener) from envoy/envoy.yaml
 	$(PY) tools/k8s_envoy.py
+
+grafana: $(STAMP) ## regenerate the Grafana dashboards (k8s/components/grafana/dashboards) from tools/grafana_dashboards.py
+	$(PY) tools/grafana_dashboards.py
 
 readme: $(STAMP) ## regenerate README.md's settings tables and examples from the code
 	$(PY) tools/readme.py
