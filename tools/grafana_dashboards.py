@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from grafana_foundation_sdk.builders import common as common_builders
@@ -320,7 +321,7 @@ def device_detail() -> dashboard.Dashboard:
     )
 
 
-def _rollups_union(select: str) -> str:
+def _rollups_union(select: Callable[[PayloadTable], str]) -> str:
     """`select` (over `r`) from every typed 1-minute rollup inside the time filter, one UNION ALL."""
     return "\n  UNION ALL\n".join(
         f"  SELECT r.bucket, r.sensor_id, {select(kind)} FROM {kind.rollup('1m')} r WHERE $__timeFilter(r.bucket)"

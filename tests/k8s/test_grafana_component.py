@@ -19,7 +19,7 @@ import yaml
 
 from tests.k8s import test_cross_references as references
 from tests.k8s import test_network_policies as policies
-from tests.k8s.manifests import K8S, ROOT, Manifests, Workload, container_ports, render
+from tests.k8s.manifests import K8S, ROOT, Doc, Manifests, Workload, container_ports, probes, render
 from tests.k8s.test_schemas import NEWEST, OLDEST_SUPPORTED
 
 COMPONENT = K8S / "components" / "grafana"
@@ -86,7 +86,7 @@ def test_grafana_runs_pinned_non_root_and_read_only(with_grafana: Manifests) -> 
     assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
     assert security["capabilities"]["drop"] == ["ALL"]
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-    assert {kind for kind, _ in references.probes(container)} == {
+    assert {kind for kind, _ in probes(container)} == {
         "startupProbe",
         "readinessProbe",
         "livenessProbe",
@@ -114,8 +114,8 @@ def test_grafana_reaches_the_database_only_and_nothing_reaches_it(with_grafana: 
         assert policies.flows(with_grafana, grafana, policies.KUBE_DNS, 53, protocol)
 
 
-def _env(container: dict[str, object]) -> dict[str, dict[str, object]]:
-    return {e["name"]: e for e in container.get("env", [])}  # type: ignore[attr-defined]
+def _env(container: Doc) -> dict[str, Doc]:
+    return {e["name"]: e for e in container.get("env", [])}
 
 
 def test_grafana_takes_its_passwords_from_the_documented_secrets(with_grafana: Manifests) -> None:
