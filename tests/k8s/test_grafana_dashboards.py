@@ -78,7 +78,7 @@ def _time_group(args: str, timescaledb: bool) -> str:
     column, interval = (a.strip().strip("'") for a in args.split(",")[:2])
     seconds = _seconds(interval)
     if timescaledb:
-        return f"time_bucket('{seconds}s',{column})"
+        return f"time_bucket('{seconds:.3f}s',{column})"
     return f"floor(extract(epoch from {column})/{seconds})*{seconds}"
 
 
@@ -100,7 +100,7 @@ def test_expand_follows_grafanas_postgres_macros() -> None:
     sql = "SELECT $__timeGroupAlias(r.bucket, 5m), 1 FROM t r WHERE $__timeFilter(r.bucket) AND d = '$device'"
     start = FROM.isoformat().replace("+00:00", "Z")
     assert expand(sql, "pi-1", timescaledb=True).startswith(
-        "SELECT time_bucket('300s',r.bucket) AS \"time\", 1"
+        "SELECT time_bucket('300.000s',r.bucket) AS \"time\", 1"
     )
     plain = expand(sql, "pi-1", timescaledb=False)
     assert 'floor(extract(epoch from r.bucket)/300)*300 AS "time"' in plain
