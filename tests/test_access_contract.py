@@ -96,6 +96,7 @@ def test_every_rpc_that_changes_something_is_audited() -> None:
         ("sensormesh.v1.AccessService/CreateApiKey", ROLE_ADMIN),
         ("sensormesh.v1.AccessService/ListApiKeys", ROLE_ADMIN),
         ("sensormesh.v1.AccessService/RevokeApiKey", ROLE_ADMIN),
+        ("sensormesh.v1.AccessService/GetCaller", ROLE_VIEWER),
         ("sensormesh.v1.AuditService/ListAuditEvents", ROLE_ADMIN),
     ],
 )
