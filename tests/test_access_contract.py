@@ -10,6 +10,7 @@ from google.protobuf import descriptor_pb2
 from sensormesh.v1 import (  # noqa: F401 - imported for their descriptors
     access_pb2,
     access_rule_pb2,
+    alert_pb2,
     audit_pb2,
     command_delivery_pb2,
     command_pb2,
