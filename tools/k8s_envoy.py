@@ -66,6 +66,7 @@ CLUSTER = EnvoyOptions(
     ingest=("ingest", 50051),
     query=("query", 50052),
     control=("control", 50053),
+    console=("console", 50054),
     descriptor_path=DESCRIPTOR,
 )
 

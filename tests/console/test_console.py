@@ -1,0 +1,74 @@
+"""The console's first pages in headless Chromium against `sensormesh up`: sign-in, the fleet,
+a device's latest values and live chart, history from the rollups, and what a viewer sees."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.console.conftest import ConsoleStack, save_screenshot, sign_in
+
+SIMULATED = ("greenhouse-pi", "vibration-pi", "soil-node")
+
+
+def _count(page: Page, test_id: str) -> int:
+    return int(page.get_by_test_id(test_id).inner_text())
+
+
+def test_a_wrong_key_gets_a_clear_message_and_no_console(page: Page, console_stack: ConsoleStack) -> None:
+    page.goto(console_stack.url)
+    page.get_by_label("API key").fill("smak_not-a-real-key")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("That key was not accepted")
+    expect(page.get_by_test_id("caller")).to_have_count(0)
+
+
+def test_signing_in_shows_the_simulated_devices_online(page: Page, console_stack: ConsoleStack) -> None:
+    sign_in(page, console_stack, console_stack.admin_key)
+    expect(page.get_by_test_id("caller")).to_contain_text("admin")
+    rows = page.get_by_test_id("device-row")
+    for device_id in SIMULATED:
+        expect(rows.filter(has_text=device_id)).to_contain_text("online")
+    page.get_by_label("Search devices").fill("vibration")
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("vibration-pi")
+    # The key stays in the tab: a reload signs in again without asking.
+    page.reload()
+    expect(page.get_by_test_id("caller")).to_be_visible()
+
+
+def test_a_device_shows_latest_values_and_a_live_chart_that_grows(page: Page, console_stack: ConsoleStack) -> None:
+    sign_in(page, console_stack, console_stack.admin_key)
+    page.get_by_test_id("device-row").filter(has_text="greenhouse-pi").click()
+    expect(page).to_have_url(re.compile(r"#/devices/greenhouse-pi$"))
+    expect(page.get_by_test_id("latest")).to_contain_text("temperature")
+    expect(page.get_by_test_id("series")).to_have_value("sim-environment/temperature")
+    expect(page.get_by_test_id("history-status")).to_contain_text("buckets of 60 s over 15 min")
+    # greenhouse-pi's environment sensor reads every second: the live tail grows.
+    expect(page.get_by_test_id("live-count")).not_to_have_text("0", timeout=15_000)
+    first = _count(page, "point-count")
+    expect(page.get_by_test_id("point-count")).not_to_have_text(str(first), timeout=15_000)
+    assert _count(page, "point-count") > first
+    assert page.locator("[data-testid=live-chart] canvas").count() == 1
+    if screenshot := os.environ.get("SENSORMESH_README_SCREENSHOT"):
+        save_screenshot(page, Path(screenshot))
+
+
+def test_a_range_change_loads_that_range_from_the_rollups(page: Page, console_stack: ConsoleStack) -> None:
+    sign_in(page, console_stack, console_stack.admin_key)
+    page.goto(f"{console_stack.url}#/devices/greenhouse-pi")
+    expect(page.get_by_test_id("history-status")).to_contain_text("over 15 min")
+    page.get_by_test_id("range").select_option(label="24 h")
+    status = page.get_by_test_id("history-status")
+    expect(status).to_contain_text(re.compile(r"[1-9]\d* buckets of 3600 s over 24 h"))
+
+
+@pytest.mark.parametrize("who", ["viewer"])
+def test_a_viewer_is_shown_as_one(page: Page, console_stack: ConsoleStack, who: str) -> None:
+    sign_in(page, console_stack, console_stack.viewer_key)
+    expect(page.get_by_test_id("caller")).to_contain_text("key:console-viewer · viewer")
+    expect(page.get_by_test_id("device-row")).to_have_count(len(SIMULATED))
