@@ -84,6 +84,7 @@ def test_every_rpc_that_changes_something_is_audited() -> None:
     [
         ("sensormesh.v1.DeviceService/ListDevices", ROLE_VIEWER),
         ("sensormesh.v1.DeviceService/GetDevice", ROLE_VIEWER),
+        ("sensormesh.v1.DeviceService/ListCommandSpecs", ROLE_VIEWER),
         ("sensormesh.v1.QueryService/ListReadings", ROLE_VIEWER),
         ("sensormesh.v1.QueryService/GetLatestReadings", ROLE_VIEWER),
         ("sensormesh.v1.QueryService/WatchReadings", ROLE_VIEWER),

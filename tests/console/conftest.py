@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import re
+
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
@@ -30,7 +32,7 @@ class ConsoleStack:
     url: str  # the console, on Envoy's listener
     admin_key: str
     viewer_key: str
-    data_dir: Path
+    database_url: str
 
 
 def _create_key(url: str, admin_key: str, name: str, role: str) -> str:
@@ -50,11 +52,13 @@ def console_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleS
     ports = Ports()
     up = UpProcess(cwd, ports.flags())
     try:
-        up.wait_for(READY_LINE, UP_TIMEOUT_S)
+        output = up.wait_for(READY_LINE, UP_TIMEOUT_S)
         url = f"http://127.0.0.1:{ports.http}/"
         admin_key = (cwd / ".sensormesh" / "admin.key").read_text().strip()
         viewer_key = _create_key(url, admin_key, "console-viewer", "ROLE_VIEWER")
-        yield ConsoleStack(url, admin_key, viewer_key, cwd / ".sensormesh")
+        database = re.search(r"postgresql://\S+", output)
+        assert database, output
+        yield ConsoleStack(url, admin_key, viewer_key, database.group(0))
     finally:
         up.close()
 

@@ -46,7 +46,7 @@ def test_a_device_shows_latest_values_and_a_live_chart_that_grows(page: Page, co
     page.get_by_test_id("device-row").filter(has_text="greenhouse-pi").click()
     expect(page).to_have_url(re.compile(r"#/devices/greenhouse-pi$"))
     expect(page.get_by_test_id("latest")).to_contain_text("temperature")
-    expect(page.get_by_test_id("series")).to_have_value("sim-environment/temperature")
+    page.get_by_test_id("series").select_option(value="sim-environment/temperature")
     expect(page.get_by_test_id("history-status")).to_contain_text("buckets of 60 s over 15 min")
     # greenhouse-pi's environment sensor reads every second: the live tail grows.
     expect(page.get_by_test_id("live-count")).not_to_have_text("0", timeout=15_000)
@@ -67,8 +67,29 @@ def test_a_range_change_loads_that_range_from_the_rollups(page: Page, console_st
     expect(status).to_contain_text(re.compile(r"[1-9]\d* buckets of 3600 s over 24 h"))
 
 
-@pytest.mark.parametrize("who", ["viewer"])
-def test_a_viewer_is_shown_as_one(page: Page, console_stack: ConsoleStack, who: str) -> None:
+def test_an_operator_sends_an_advertised_command_and_watches_it_succeed(
+    page: Page, console_stack: ConsoleStack
+) -> None:
+    sign_in(page, console_stack, console_stack.admin_key)
+    page.goto(f"{console_stack.url}#/devices/greenhouse-pi")
+    commands = page.get_by_test_id("commands")
+    commands.get_by_role("button", name="ping", exact=True).click()
+    # QUEUED, SENT, DELIVERED, SUCCEEDED: the agent answers a ping at once.
+    newest = page.get_by_test_id("recent-commands").locator("tbody tr").first
+    expect(newest).to_contain_text("ping")
+    expect(newest.get_by_test_id("command-state")).to_have_text("succeeded", timeout=20_000)
+
+
+def test_a_viewer_sees_no_button_it_may_not_use(page: Page, console_stack: ConsoleStack) -> None:
     sign_in(page, console_stack, console_stack.viewer_key)
     expect(page.get_by_test_id("caller")).to_contain_text("key:console-viewer · viewer")
-    expect(page.get_by_test_id("device-row")).to_have_count(len(SIMULATED))
+    rows = page.get_by_test_id("device-row")
+    for device_id in SIMULATED:
+        expect(rows.filter(has_text=device_id)).to_have_count(1)
+    page.goto(f"{console_stack.url}#/devices/greenhouse-pi")
+    expect(page.get_by_test_id("latest")).to_contain_text("temperature")
+    commands = page.get_by_test_id("commands")
+    expect(commands).to_contain_text("Viewers see commands")
+    # The list of commands is there (the operator's ping above), the buttons are not.
+    expect(page.get_by_test_id("recent-commands")).to_contain_text("ping")
+    expect(page.get_by_role("button")).to_have_text(["Sign out"])

@@ -124,6 +124,9 @@ REQUESTS: dict[str, Callable[[Target], Message]] = {
     ),
     "sensormesh.v1.DeviceService/GetDevice": lambda t: device_pb2.GetDeviceRequest(device_id=t.device_id),
     "sensormesh.v1.DeviceService/ListDevices": lambda t: device_pb2.ListDevicesRequest(),
+    "sensormesh.v1.DeviceService/ListCommandSpecs": lambda t: device_pb2.ListCommandSpecsRequest(
+        device_id=t.device_id
+    ),
     "sensormesh.v1.DeviceService/UpdateDevice": lambda t: device_pb2.UpdateDeviceRequest(
         device=device_pb2.Device(device_id=t.device_id, description="changed"),
         update_mask={"paths": ["description"]},

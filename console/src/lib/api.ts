@@ -7,12 +7,14 @@ import { createClient, type Client, type Interceptor } from "@connectrpc/connect
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AccessService } from "../gen/sensormesh/v1/access_pb";
 import { AlertService } from "../gen/sensormesh/v1/alert_pb";
+import { CommandService } from "../gen/sensormesh/v1/command_pb";
 import { DeviceService } from "../gen/sensormesh/v1/device_pb";
 import { QueryService } from "../gen/sensormesh/v1/query_pb";
 
 export interface Api {
   access: Client<typeof AccessService>;
   alerts: Client<typeof AlertService>;
+  commands: Client<typeof CommandService>;
   devices: Client<typeof DeviceService>;
   query: Client<typeof QueryService>;
 }
@@ -26,6 +28,7 @@ export function createApi(key: string, baseUrl: string = window.location.origin)
   return {
     access: createClient(AccessService, transport),
     alerts: createClient(AlertService, transport),
+    commands: createClient(CommandService, transport),
     devices: createClient(DeviceService, transport),
     query: createClient(QueryService, transport),
   };

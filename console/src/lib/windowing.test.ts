@@ -9,7 +9,12 @@ test("a screenful plus overscan is drawn, whatever the list's length", () => {
 });
 
 test("the window stays inside the list at its end and when it is short or empty", () => {
-  assert.deepEqual(visibleRows(39_800, 400, 40, 1000, 5), { start: 990, end: 1000, offset: 39_600, total: 40_000 });
+  assert.deepEqual(visibleRows(39_600, 400, 40, 1000, 5), { start: 985, end: 1000, offset: 39_400, total: 40_000 });
   assert.deepEqual(visibleRows(0, 400, 40, 3, 5), { start: 0, end: 3, offset: 0, total: 120 });
   assert.deepEqual(visibleRows(500, 400, 40, 0, 5), { start: 0, end: 0, offset: 0, total: 0 });
+});
+
+test("a scroll offset beyond a list that just got shorter shows its end", () => {
+  assert.deepEqual(visibleRows(39_800, 400, 40, 2, 5), { start: 0, end: 2, offset: 0, total: 80 });
+  assert.deepEqual(visibleRows(39_800, 400, 40, 100, 5), { start: 85, end: 100, offset: 3_400, total: 4_000 });
 });

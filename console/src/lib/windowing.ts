@@ -21,7 +21,9 @@ export function visibleRows(
   overscan = 5,
 ): Window {
   const total = count * rowHeight;
-  const first = Math.floor(Math.max(0, scrollTop) / rowHeight);
+  // A list that just got shorter (a search) may still report the old, larger scroll offset.
+  const top = Math.max(0, Math.min(scrollTop, total - viewportHeight));
+  const first = Math.floor(top / rowHeight);
   const start = Math.max(0, Math.min(count, first - overscan));
   const end = Math.min(count, first + Math.ceil(viewportHeight / rowHeight) + overscan);
   return { start, end: Math.max(start, end), offset: start * rowHeight, total };
