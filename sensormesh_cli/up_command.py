@@ -54,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ports.add_argument("--query", metavar="ADDRESS", help="query service (default 127.0.0.1:50052)")
     ports.add_argument("--control", metavar="ADDRESS", help="control service (default 127.0.0.1:50053)")
     ports.add_argument(
-        "--console", metavar="ADDRESS", help="web console's file server, behind Envoy (default 127.0.0.1:50054)"
+        "--console",
+        metavar="ADDRESS",
+        help="web console's file server, behind Envoy (default 127.0.0.1:50054)",
     )
 
 
@@ -108,12 +110,12 @@ def _log_to_file(path: Path, level: str) -> None:
 
 def _options(args: argparse.Namespace) -> StackOptions:
     from control_service.settings import ControlSettings
-    from sensormesh_console.command import DEFAULT_LISTEN as DEFAULT_CONSOLE_LISTEN
     from ingest_service.settings import IngestSettings
     from query_service.settings import QuerySettings
     from sensormesh_cli.stack.examples import Endpoints
     from sensormesh_cli.stack.settings import StackSettings
     from sensormesh_cli.stack.stack import StackOptions
+    from sensormesh_console.command import DEFAULT_LISTEN as DEFAULT_CONSOLE_LISTEN
 
     overrides: dict[str, object] = {}
     if args.data_dir is not None:

@@ -15,7 +15,9 @@ DEFAULT_LISTEN = "127.0.0.1:50054"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listen", default=DEFAULT_LISTEN, help=f"host:port to bind (default {DEFAULT_LISTEN})")
+    parser.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"host:port to bind (default {DEFAULT_LISTEN})"
+    )
 
 
 async def _serve(server: ConsoleServer) -> None:

@@ -82,7 +82,7 @@ def _handler(assets: dict[str, Asset]) -> type[BaseHTTPRequestHandler]:
             if body:
                 self.wfile.write(asset.body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: object) -> None:
             log.debug("event=console_request %s", format % args)
 
     return ConsoleHandler

@@ -166,9 +166,7 @@ def main() -> None:
     parser.add_argument(
         "--node-out", type=Path, default=NODE_GEN_DIR, help="default examples/node-client/gen/"
     )
-    parser.add_argument(
-        "--console-out", type=Path, default=CONSOLE_GEN_DIR, help="default console/src/gen/"
-    )
+    parser.add_argument("--console-out", type=Path, default=CONSOLE_GEN_DIR, help="default console/src/gen/")
     args = parser.parse_args()
 
     def python(staging: Path) -> None:

@@ -8,12 +8,11 @@ leaves a screenshot of its page in the pytest folder, named for the test.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import re
 
 import httpx
 import pytest
@@ -84,7 +83,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
-def page(page: Page, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+def page(
+    page: Page, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Page]:
     """pytest-playwright's page; after a failed test, a screenshot of it in the pytest folder."""
     yield page
     report = getattr(request.node, "report_call", None)
@@ -106,4 +107,4 @@ def sign_in(page: Page, stack: ConsoleStack, key: str) -> None:
 def save_screenshot(page: Page, to: Path) -> None:
     """Where the README's screenshot comes from (SENSORMESH_README_SCREENSHOT)."""
     to.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(to))
+    page.screenshot(path=str(to), full_page=True)

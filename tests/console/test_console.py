@@ -7,7 +7,6 @@ import os
 import re
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import Page, expect
 
 from tests.console.conftest import ConsoleStack, save_screenshot, sign_in
@@ -41,7 +40,9 @@ def test_signing_in_shows_the_simulated_devices_online(page: Page, console_stack
     expect(page.get_by_test_id("caller")).to_be_visible()
 
 
-def test_a_device_shows_latest_values_and_a_live_chart_that_grows(page: Page, console_stack: ConsoleStack) -> None:
+def test_a_device_shows_latest_values_and_a_live_chart_that_grows(
+    page: Page, console_stack: ConsoleStack
+) -> None:
     sign_in(page, console_stack, console_stack.admin_key)
     page.get_by_test_id("device-row").filter(has_text="greenhouse-pi").click()
     expect(page).to_have_url(re.compile(r"#/devices/greenhouse-pi$"))
@@ -55,6 +56,8 @@ def test_a_device_shows_latest_values_and_a_live_chart_that_grows(page: Page, co
     assert _count(page, "point-count") > first
     assert page.locator("[data-testid=live-chart] canvas").count() == 1
     if screenshot := os.environ.get("SENSORMESH_README_SCREENSHOT"):
+        # The README's picture: half a minute of live tail after the history.
+        expect(page.get_by_test_id("live-count")).to_have_text(re.compile(r"^[3-9]\d$"), timeout=60_000)
         save_screenshot(page, Path(screenshot))
 
 

@@ -77,7 +77,9 @@ def test_every_copied_path_exists_and_is_in_the_build_context(
         path = ROOT / source
         assert path.exists(), f"COPY {source}: no such path"
         files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-        sent = [f for f in files if str(f.relative_to(ROOT)) in build_context and "__pycache__" not in f.parts]
+        sent = [
+            f for f in files if str(f.relative_to(ROOT)) in build_context and "__pycache__" not in f.parts
+        ]
         assert sent, f"COPY {source}: .dockerignore leaves nothing of it in the build context"
         if path.is_dir():
             wanted = {f for f in files if "__pycache__" not in f.parts and not f.name.endswith(".pyc")}
