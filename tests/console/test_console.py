@@ -83,9 +83,30 @@ def test_an_operator_sends_an_advertised_command_and_watches_it_succeed(
     expect(newest.get_by_test_id("command-state")).to_have_text("succeeded", timeout=20_000)
 
 
+def test_an_admin_makes_a_key_revokes_it_and_finds_both_in_the_audit_log(
+    page: Page, console_stack: ConsoleStack
+) -> None:
+    sign_in(page, console_stack, console_stack.admin_key)
+    page.get_by_role("link", name="Keys").click()
+    page.get_by_label("Name").fill("made-in-console")
+    page.get_by_role("button", name="Create key").click()
+    expect(page.get_by_test_id("new-key")).to_contain_text("smak_")
+    row = page.get_by_test_id("keys").locator("tr", has_text="made-in-console")
+    expect(row).to_contain_text("viewer")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Revoke").click()
+    expect(row.get_by_role("button", name="Revoke")).to_have_count(0)
+    page.get_by_role("link", name="Audit").click()
+    audit = page.get_by_test_id("audit")
+    expect(audit).to_contain_text("CreateApiKey")
+    expect(audit).to_contain_text("RevokeApiKey")
+
+
 def test_a_viewer_sees_no_button_it_may_not_use(page: Page, console_stack: ConsoleStack) -> None:
     sign_in(page, console_stack, console_stack.viewer_key)
     expect(page.get_by_test_id("caller")).to_contain_text("key:console-viewer · viewer")
+    expect(page.get_by_role("link", name="Keys")).to_have_count(0)
+    expect(page.get_by_role("link", name="Audit")).to_have_count(0)
     rows = page.get_by_test_id("device-row")
     for device_id in SIMULATED:
         expect(rows.filter(has_text=device_id)).to_have_count(1)

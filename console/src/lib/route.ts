@@ -6,12 +6,16 @@ export type Route =
   | { page: "fleet" }
   | { page: "device"; deviceId: string }
   | { page: "alerts" }
+  | { page: "keys" }
+  | { page: "audit" }
   | { page: "notFound"; hash: string };
 
 export function parseRoute(hash: string): Route {
   const path = hash.replace(/^#/, "") || "/";
   if (path === "/") return { page: "fleet" };
   if (path === "/alerts") return { page: "alerts" };
+  if (path === "/keys") return { page: "keys" };
+  if (path === "/audit") return { page: "audit" };
   const device = /^\/devices\/([a-z0-9-]{1,63})$/.exec(path);
   if (device) return { page: "device", deviceId: device[1] };
   return { page: "notFound", hash };
