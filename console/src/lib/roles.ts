@@ -25,6 +25,8 @@ export function can(role: Role | undefined, action: Action): boolean {
   return role !== undefined && role >= LEAST_ROLE[action];
 }
 
+const NAMES: Record<number, string> = { 1: "viewer", 2: "operator", 3: "admin" };
+
 export function roleName(role: Role | undefined): string {
-  return { 1: "viewer", 2: "operator", 3: "admin" }[role ?? 0] ?? "none";
+  return NAMES[role ?? 0] ?? "none";
 }
