@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+import httpx
 from playwright.sync_api import Page, expect
 
 from tests.console.conftest import ConsoleStack, save_screenshot, sign_in
@@ -81,6 +82,34 @@ def test_an_operator_sends_an_advertised_command_and_watches_it_succeed(
     newest = page.get_by_test_id("recent-commands").locator("tbody tr").first
     expect(newest).to_contain_text("ping")
     expect(newest.get_by_test_id("command-state")).to_have_text("succeeded", timeout=20_000)
+
+
+def test_an_operator_acknowledges_an_alert_a_viewer_cannot(page: Page, console_stack: ConsoleStack) -> None:
+    # A rule that greenhouse-pi's next temperature (every second) breaks.
+    rule = {
+        "ruleId": "console-always",
+        "severity": "ALERT_SEVERITY_MINOR",
+        "devices": {"deviceIds": ["greenhouse-pi"]},
+        "sensors": ["sim-environment"],
+        "threshold": {"quantity": "temperature", "above": -100},
+    }
+    answer = httpx.post(
+        f"{console_stack.url}v1/alertRules",
+        headers={"authorization": f"Bearer {console_stack.admin_key}"},
+        json=rule,  # the body is the rule itself (body: "alert_rule")
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    sign_in(page, console_stack, console_stack.viewer_key)
+    page.get_by_role("link", name="Alerts").click()
+    row = page.get_by_test_id("alerts").locator("tr", has_text="greenhouse-pi").first
+    expect(row).to_contain_text("active unack", timeout=30_000)
+    expect(page.get_by_role("button", name="Acknowledge")).to_have_count(0)
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, console_stack, console_stack.admin_key)
+    page.get_by_role("link", name="Alerts").click()
+    row.get_by_role("button", name="Acknowledge").click()
+    expect(row).to_contain_text("active ack")
 
 
 def test_an_admin_makes_a_key_revokes_it_and_finds_both_in_the_audit_log(
