@@ -1,7 +1,7 @@
 """The web console in a real browser against the real stack.
 
-One `sensormesh up` (free ports, its own data folder, simulated devices) per session of
-these tests; Playwright drives Debian's headless Chromium (`/usr/bin/chromium`, which
+One `sensormesh up` (free ports, its own data folder, simulated devices) for this package's
+tests, stopped when they end; Playwright drives Debian's headless Chromium (`/usr/bin/chromium`, which
 `make setup` installs: Playwright's own browser download is not used). A failed test
 leaves a screenshot of its page in the pytest folder, named for the test.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, BrowserType, Page, Playwright, expect, sync_playwright
 
 from tests.sensormesh_cli.stack.up_process import READY_LINE, Ports, UpProcess
 
@@ -45,7 +45,7 @@ def _create_key(url: str, admin_key: str, name: str, role: str) -> str:
     return str(response.json()["key"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
     cwd = tmp_path_factory.mktemp("console-stack")
     ports = Ports()
@@ -62,6 +62,27 @@ def console_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleS
         up.close()
 
 
+# pytest-playwright keeps Playwright (whose sync API leaves an event loop marked running in the
+# test thread) and the browser for the whole session; the rest of the suite, asyncio tests
+# included, must not run beside them. These overrides end both with this package's tests.
+@pytest.fixture(scope="package")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="package")
+def browser_type(playwright: Playwright, browser_name: str) -> BrowserType:
+    return getattr(playwright, browser_name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="package")
+def browser(browser_type: BrowserType, browser_type_launch_args: dict[str, Any]) -> Iterator[Browser]:
+    browser = browser_type.launch(**browser_type_launch_args)
+    yield browser
+    browser.close()
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
     """pytest-playwright's launch arguments, with Debian's Chromium instead of Playwright's download."""
@@ -70,9 +91,10 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
     return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": ["--no-sandbox"]}
 
 
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
-    return {**browser_context_args, "viewport": {"width": 1280, "height": 900}}
+@pytest.fixture(scope="package")
+def browser_context_args() -> dict[str, Any]:
+    """Every page's context: one desktop size (the plugin's own asks Playwright for devices)."""
+    return {"viewport": {"width": 1280, "height": 900}}
 
 
 @pytest.hookimpl(wrapper=True)
