@@ -4,7 +4,7 @@ and the production overlay's TLS listener (k8s/overlays/production/config/).
 envoy/envoy.yaml is the one source of the front door's shape: filters,
 transcoder options, routes, timeouts, rate limit, access log. In a cluster the
 same config runs with other addresses (the headless Services `ingest`,
-`query` and `control`, the listener on every interface, admin on loopback
+`query`, `control` and `console`, the listener on every interface, admin on loopback
 only), the descriptor set read from the emptyDir that the pod's init container
 fills from the sensormesh image, and the few things that only many replicas
 behind a load balancer need (CLUSTER_HEADER below says which and why).
@@ -19,9 +19,6 @@ The single sign-on component (k8s/components/sso) carries the production
 config again with Envoy's jwt_authn filter for the identity provider its
 sso.yaml names (issuer, audiences, JWKS URI): edit that file, run this, and add
 the component to an overlay on top of production (k8s/overlays/production-sso).
-
-The web console (`/`, `/assets/`, the console cluster) is left out: the cluster has no
-console Deployment yet, so its Envoy keeps answering those paths with its 404.
 
 Run by `make k8s-envoy`; a test renders into a temporary folder and compares, so
 a change to envoy/envoy.yaml that is not rendered here fails the suite.
@@ -69,6 +66,7 @@ CLUSTER = EnvoyOptions(
     ingest=("ingest", 50051),
     query=("query", 50052),
     control=("control", 50053),
+    console=("console", 50054),
     descriptor_path=DESCRIPTOR,
 )
 
@@ -173,21 +171,9 @@ def _add_cluster_settings(cluster: dict[str, Any]) -> None:
     }
 
 
-CONSOLE_CLUSTER = "console"
-
-
-def _without_console(config: dict[str, Any]) -> None:
-    """Drop the web console's routes and cluster (no console Deployment in the cluster yet)."""
-    (host,) = _connection_manager(config)["route_config"]["virtual_hosts"]
-    host["routes"] = [r for r in host["routes"] if r["route"].get("cluster") != CONSOLE_CLUSTER]
-    clusters = config["static_resources"]["clusters"]
-    clusters[:] = [c for c in clusters if c["name"] != CONSOLE_CLUSTER]
-
-
 def cluster_config(options: EnvoyOptions = CLUSTER) -> dict[str, Any]:
     """envoy/envoy.yaml rendered for the cluster, with the cluster additions."""
     config = render_config(options, load_base_config())
-    _without_console(config)
     _add_edge_settings(_connection_manager(config))
     for cluster in config["static_resources"]["clusters"]:
         _add_cluster_settings(cluster)
