@@ -102,7 +102,7 @@ def test_an_operator_acknowledges_an_alert_a_viewer_cannot(page: Page, console_s
     assert answer.status_code == 200, answer.text
     sign_in(page, console_stack, console_stack.viewer_key)
     page.get_by_role("link", name="Alerts").click()
-    row = page.get_by_test_id("alerts").locator("tr", has_text="greenhouse-pi").first
+    row = page.get_by_test_id("alerts").locator("tr", has_text="console-always").first
     expect(row).to_contain_text("active unack", timeout=30_000)
     expect(page.get_by_role("button", name="Acknowledge")).to_have_count(0)
     page.get_by_role("button", name="Sign out").click()
