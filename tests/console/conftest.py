@@ -21,6 +21,9 @@ from playwright.sync_api import Browser, BrowserType, Page, Playwright, expect, 
 from tests.sensormesh_cli.stack.up_process import READY_LINE, Ports, UpProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
+# A page waits this long for what it expects (Playwright's default is 5 s): the suite runs these
+# on a busy two-core CI machine beside a whole stack.
+expect.set_options(timeout=15_000)
 # What `sensormesh up` waits for before it prints its banner: the database, the services, the
 # first readings of every simulated device. A cold first start on a busy CI machine is slow.
 UP_TIMEOUT_S = 240.0

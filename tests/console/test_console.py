@@ -8,9 +8,13 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.console.conftest import ConsoleStack, save_screenshot, sign_in
+
+# The first test also waits for `sensormesh up` (up to 240 s, tests/console/conftest.py).
+pytestmark = pytest.mark.timeout(600)
 
 SIMULATED = ("greenhouse-pi", "vibration-pi", "soil-node")
 

@@ -9,10 +9,14 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
+import pytest
 from playwright.sync_api import Page, expect
 
 from sensormesh_core.storage.registry import create_device
 from tests.console.conftest import ConsoleStack, sign_in
+
+# The first test also waits for `sensormesh up` (up to 240 s, tests/console/conftest.py).
+pytestmark = pytest.mark.timeout(600)
 
 EXTRA = 1000
 
