@@ -82,6 +82,7 @@ class _Page:
 
     response: query_pb2.ListReadingsResponse
     remaining: int
+    columns: bool = False  # READINGS_VIEW_COLUMNS: `response.columns` instead of `response.series`
     cursor: dict[str, Any] | None = None
 
 
@@ -101,25 +102,62 @@ def _series_data(page: _Page, ref: SeriesRef) -> query_pb2.SeriesData:
     return page.response.series.add(sensor=ref.sensor, quantity=ref.quantity, unit=ref.unit)
 
 
-async def _fill_raw(
-    conn: asyncpg.Connection, page: _Page, ref: SeriesRef, start: datetime, end: datetime, after: Any
-) -> None:
-    resume = (_from_micros(after[0]), int(after[1])) if after else None
-    rows = await history.raw_points(conn, ref, start, end, resume, page.remaining + 1)
-    if not rows:
+def _series_columns(page: _Page, ref: SeriesRef) -> query_pb2.SeriesColumns:
+    return page.response.columns.add(sensor=ref.sensor, quantity=ref.quantity, unit=ref.unit)
+
+
+def _add_points(page: _Page, ref: SeriesRef, rows: list[asyncpg.Record]) -> None:
+    """Raw rows into the page: a Point per row, or (columns) each column extended at once
+    from the rows, with no message per point."""
+    if page.columns:  # rows read with micros=True
+        columns = _series_columns(page, ref)
+        columns.time_micros.extend([row["micros"] for row in rows])
+        columns.values.extend([row["value"] for row in rows])
         return
-    full = len(rows) > page.remaining
-    rows = rows[: page.remaining]
     data = _series_data(page, ref)
     for row in rows:
         micros = _micros(row["time"])
         point = data.points.add(value=row["value"])
         point.time.seconds, point.time.nanos = divmod(micros, 1_000_000)
         point.time.nanos *= 1000
+
+
+def _add_buckets(page: _Page, ref: SeriesRef, rows: list[history.BucketRow]) -> None:
+    """Bucket rows into the page, extending the series' entry if this page already has it
+    (a series' buckets are read a window at a time)."""
+    if page.columns:
+        tail = page.response.columns[-1] if page.response.columns else None
+        same = tail is not None and (tail.sensor, tail.quantity) == (ref.sensor, ref.quantity)
+        columns = tail if same and tail is not None else _series_columns(page, ref)
+        columns.time_micros.extend([_micros(row.start) for row in rows])
+        columns.mins.extend([row.min for row in rows])
+        columns.maxes.extend([row.max for row in rows])
+        columns.means.extend([row.mean for row in rows])
+        columns.counts.extend([row.count for row in rows])
+        return
+    last = page.response.series[-1] if page.response.series else None
+    same = last is not None and (last.sensor, last.quantity) == (ref.sensor, ref.quantity)
+    data = last if same and last is not None else _series_data(page, ref)
+    for row in rows:
+        bucket = data.buckets.add(min=row.min, max=row.max, mean=row.mean, count=row.count)
+        bucket.start_time.FromDatetime(row.start)
+
+
+async def _fill_raw(
+    conn: asyncpg.Connection, page: _Page, ref: SeriesRef, start: datetime, end: datetime, after: Any
+) -> None:
+    resume = (_from_micros(after[0]), int(after[1])) if after else None
+    rows = await history.raw_points(conn, ref, start, end, resume, page.remaining + 1, micros=page.columns)
+    if not rows:
+        return
+    full = len(rows) > page.remaining
+    rows = rows[: page.remaining]
+    _add_points(page, ref, rows)
     page.remaining -= len(rows)
     if full:
         last = rows[-1]
-        page.cursor = {"q": list(ref.order_key), "a": [_micros(last["time"]), last["sequence"]]}
+        at = last["micros"] if page.columns else _micros(last["time"])
+        page.cursor = {"q": list(ref.order_key), "a": [at, last["sequence"]]}
 
 
 async def _fill_buckets(
@@ -131,15 +169,10 @@ async def _fill_buckets(
     interval: timedelta,
 ) -> None:
     start, end = window
-    data: query_pb2.SeriesData | None = None
     while start < end and page.remaining > 0:
         rows, window_end = await history.buckets(conn, ref, backend, start, end, interval, page.remaining + 1)
-        if rows and data is None:
-            data = _series_data(page, ref)
-        for row in rows[: page.remaining]:
-            assert data is not None
-            bucket = data.buckets.add(min=row.min, max=row.max, mean=row.mean, count=row.count)
-            bucket.start_time.FromDatetime(row.start)
+        if rows:
+            _add_buckets(page, ref, rows[: page.remaining])
         if len(rows) > page.remaining:
             page.cursor = {"q": list(ref.order_key), "b": _micros(rows[page.remaining].start)}
             page.remaining = 0
@@ -229,7 +262,11 @@ async def list_readings(
     series = await device_series(conn, request.device_id, request.sensors, request.quantities)
     if not series and not await device_exists(conn, request.device_id):
         raise NotFound(f"device {request.device_id!r} does not exist")
-    page = _Page(query_pb2.ListReadingsResponse(), request.page_size or default_page_size)
+    page = _Page(
+        query_pb2.ListReadingsResponse(),
+        request.page_size or default_page_size,
+        columns=request.view == query_pb2.READINGS_VIEW_COLUMNS,
+    )
     await _fill_page(conn, backend, page, series, cursor, (start, end), interval)
     if page.cursor is not None:
         page.cursor.update(s=_micros(start), e=_micros(end))

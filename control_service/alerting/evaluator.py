@@ -41,9 +41,9 @@ from sensormesh_core.storage.live_signal import CommitSignal
 
 log = logging.getLogger(__name__)
 
-FUTURE = timedelta(days=1)
+FUTURE = timedelta(days=1)  # the upper end of a resync's time range, past any device clock's skew
 LABELS_TTL = 10.0  # a device's new labels select it for rules within this (seconds)
-CONCURRENT_DEVICES = 4  # devices judged at once (each holds a pooled connection meanwhile)  # the upper end of a resync's time range, past any device clock's skew
+CONCURRENT_DEVICES = 4  # devices judged at once (each holds a pooled connection meanwhile)
 
 
 @dataclass
@@ -81,10 +81,10 @@ class Evaluator:
         self._wake = asyncio.Event()
         self._reload = True
         self._epoch = 0
-        self._concurrency = asyncio.Semaphore(CONCURRENT_DEVICES)
+        self._judging: dict[str, asyncio.Task[None]] = {}
+        self._failure: BaseException | None = None
         self._labels: dict[str, tuple[float, dict[str, str] | None]] = {}
         self.judged = 0  # readings judged (all rules), for tests and the benchmark
-        self.last_judged = 0.0  # when the last batch was judged (monotonic)
 
     @property
     def rules(self) -> list[CompiledRule]:
@@ -166,24 +166,53 @@ class Evaluator:
     # -- judging ------------------------------------------------------------------------------
 
     async def _work(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._reload:
-                await self._load_rules()
-            batch, self._pending = self._pending, {}
-            # Devices are independent (each its own cursor and rows): judge a few at once, so one
-            # busy device's database reads do not hold up the others'.
-            await asyncio.gather(*(self._judge_safely(d, p) for d, p in batch.items()))
-            self.last_judged = time.monotonic()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._failure is not None:
+                    failure, self._failure = self._failure, None
+                    raise failure
+                if self._reload:
+                    await self._load_rules()
+                self._start_judging()
+        finally:
+            judging = list(self._judging.values())
+            for task in judging:
+                task.cancel()
+            await asyncio.gather(*judging, return_exceptions=True)
+
+    def _start_judging(self) -> None:
+        """Start judging pending devices, oldest signal first, up to CONCURRENT_DEVICES at once.
+
+        Devices are independent (each its own cursor and rows), so a slot freed by one is taken
+        by the next at once: no round waits for its slowest device, which under a full fleet's
+        load doubled the time from a commit to its alert. A device being judged is not started
+        again; its new signals wait in `_pending`, in their place in the queue."""
+        for device_id in list(self._pending):
+            if len(self._judging) >= CONCURRENT_DEVICES:
+                return
+            if device_id in self._judging:
+                continue
+            task = asyncio.create_task(
+                self._judge_safely(device_id, self._pending.pop(device_id)), name=device_id
+            )
+            self._judging[device_id] = task
+            task.add_done_callback(self._judged)
+
+    def _judged(self, task: asyncio.Task[None]) -> None:
+        device_id = task.get_name()
+        self._judging.pop(device_id, None)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()  # LeadershipLost, or a bug: `_work` raises it
+        self._wake.set()  # a free slot: start the next pending device
 
     async def _judge_safely(self, device_id: str, pending: _Pending) -> None:
-        async with self._concurrency:
-            try:
-                await self._judge(device_id, pending)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # Not judged: it waits in the cursor; the next signal (or resync) takes it up.
-                log.warning("event=alert_evaluation_failed device_id=%s error=%r", device_id, exc)
+        try:
+            await self._judge(device_id, pending)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Not judged: it waits in the cursor; the next signal (or resync) takes it up.
+            log.warning("event=alert_evaluation_failed device_id=%s error=%r", device_id, exc)
 
     async def _judge(self, device_id: str, pending: _Pending) -> None:
         labels = await self._labels_of(device_id)

@@ -69,12 +69,18 @@ async def raw_points(
     end: datetime,
     after: tuple[datetime, int] | None,
     limit: int,
+    *,
+    micros: bool = False,
 ) -> list[asyncpg.Record]:
     """Up to `limit` (time, sequence, value) of a series in [start, end), after
-    the (time, sequence) cursor, in that order."""
+    the (time, sequence) cursor, in that order. With `micros` the time comes as
+    `micros`, an int of microseconds since the epoch, instead: PostgreSQL's
+    arithmetic is cheaper than a Python datetime per row when the caller wants
+    the number anyway (the columnar view; 86,400 datetimes cost 25 ms)."""
     col, key = ref.value_column, ref.key_column
+    time_sql = "(extract(epoch FROM time) * 1000000)::int8 AS micros" if micros else "time"
     base = (
-        f"SELECT time, sequence, {value_sql(col, ref.sql_type)} AS value FROM {ref.table} "
+        f"SELECT {time_sql}, sequence, {value_sql(col, ref.sql_type)} AS value FROM {ref.table} "
         f"WHERE {key} = $1 AND time >= $2 AND time < $3 AND {col} IS NOT NULL"
     )
     if after is None:

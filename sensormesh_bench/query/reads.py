@@ -14,6 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from sensormesh.v1 import query_pb2, query_pb2_grpc
 
+from sensormesh_bench.query.columns import columns_figures
 from sensormesh_bench.query.timing import latency_figures, timed
 from sensormesh_cli.bearer import aio_interceptors
 
@@ -78,6 +79,7 @@ class _Reads:
 
     latest: query_pb2.GetLatestReadingsRequest
     raw: query_pb2.ListReadingsRequest
+    raw_columns: query_pb2.ListReadingsRequest
     minute: query_pb2.ListReadingsRequest
 
     @classmethod
@@ -86,6 +88,9 @@ class _Reads:
         return cls(
             latest=query_pb2.GetLatestReadingsRequest(device_id=device),
             raw=query_pb2.ListReadingsRequest(**day, page_size=100_000),
+            raw_columns=query_pb2.ListReadingsRequest(
+                **day, page_size=100_000, view=query_pb2.READINGS_VIEW_COLUMNS
+            ),
             minute=query_pb2.ListReadingsRequest(**day, interval=Duration(seconds=60)),
         )
 
@@ -103,6 +108,8 @@ async def measure_reads(
     figures["rest_grpc_ratio"] = round(
         figures["rest_range_day_1m_p50_ms"] / figures["range_day_1m_p50_ms"], 3
     )
+    minute_rest = (f"/v1/devices/{device}/readings", {**_rest_params(end), "interval": "60s"})
+    figures |= await columns_figures(args, grpc_target, rest_url, key, reads.minute, minute_rest)
     figures["rest_grpc_ratio_latest"] = round(figures["rest_latest_p50_ms"] / figures["latest_p50_ms"], 3)
     figures["range_day_1m_buckets"] = 1440
     return figures
@@ -117,8 +124,10 @@ async def _direct_grpc_figures(
         await _check_raw_day(stub, reads.raw)
         latest = await timed(args.iterations, lambda: stub.GetLatestReadings(reads.latest))
         raw = await timed(args.raw_iterations, lambda: stub.ListReadings(reads.raw))
+        raw_columns = await timed(args.raw_iterations, lambda: stub.ListReadings(reads.raw_columns))
         minute = await timed(args.iterations, lambda: stub.ListReadings(reads.minute))
     figures = latency_figures("latest", latest) | latency_figures("range_day_raw", raw)
+    figures |= latency_figures("range_day_raw_columns", raw_columns)
     return figures | latency_figures("range_day_1m", minute)
 
 
@@ -146,14 +155,11 @@ async def _envoy_grpc_figures(
 async def _rest_figures(
     args: argparse.Namespace, rest_url: str, key: str, device: str, end: datetime
 ) -> dict[str, float]:
-    """The three reads as REST through Envoy, the way a web client makes them."""
+    """The three reads as REST through Envoy, the way a web client makes them, uncompressed
+    (loopback gains nothing from Envoy's compression; columns.py reports the sizes)."""
     path = f"/v1/devices/{device}/readings"
-    params = {
-        "startTime": _rest_time(end - timedelta(days=1)),
-        "endTime": _rest_time(end),
-        "quantities": "temperature",
-    }
-    headers = {"authorization": f"Bearer {key}"}
+    params = _rest_params(end)
+    headers = {"authorization": f"Bearer {key}", "accept-encoding": "identity"}
     async with httpx.AsyncClient(base_url=rest_url, headers=headers, timeout=60) as http:
         latest = await timed(args.iterations, lambda: _rest_get(http, f"{path}:latest", {}))
         raw = await timed(
@@ -169,6 +175,15 @@ async def _rest_get(http: httpx.AsyncClient, url: str, query: dict[str, str]) ->
     response = await http.get(url, params=query)
     response.raise_for_status()
     response.json()
+
+
+def _rest_params(end: datetime) -> dict[str, str]:
+    """The seeded day's temperature, as REST query parameters."""
+    return {
+        "startTime": _rest_time(end - timedelta(days=1)),
+        "endTime": _rest_time(end),
+        "quantities": "temperature",
+    }
 
 
 def _rest_time(moment: datetime) -> str:

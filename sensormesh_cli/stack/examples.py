@@ -110,6 +110,12 @@ def rest_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
             f"{curl} -s {key} '{base}/v1/devices/{DOWNSAMPLED}/readings?quantities=acceleration_z&interval=10s'",
         ),
         Example(
+            "the same axis by the minute as columns (per series an array of times and one per field), "
+            "compressed on the wire (--compressed: brotli or gzip, decoded by curl)",
+            f"{curl} -s --compressed {key} '{base}/v1/devices/{DOWNSAMPLED}/readings?quantities=acceleration_z"
+            "&interval=60s&view=READINGS_VIEW_COLUMNS'",
+        ),
+        Example(
             "live feed: a JSON array that grows as readings commit (Ctrl-C ends it)",
             f"{curl} -sN {key} {base}/v1/devices/{WATCHED}/readings:watch",
             streams=True,
@@ -161,6 +167,11 @@ def grpc_examples(endpoints: Endpoints, paths: Paths) -> list[Example]:
         Example(
             "a call straight to the query service, schema by reflection",
             f"{buf} -d '{{\"pageSize\": 10}}' {query}/sensormesh.v1.DeviceService/ListDevices",
+        ),
+        Example(
+            "an hour by the minute in columns, straight to the query service",
+            f'{buf} -d \'{{"deviceId": "{DOWNSAMPLED}", "quantities": ["acceleration_z"], "interval": "60s", '
+            f'"view": "READINGS_VIEW_COLUMNS"}}\' {query}/sensormesh.v1.QueryService/ListReadings',
         ),
         Example(
             "the ingest service's health",

@@ -155,6 +155,24 @@ def extras(draw: st.DrawFn) -> Part:
     return NONE
 
 
+@st.composite
+def views(draw: st.DrawFn) -> Part:
+    """ListReadings' layout: by name (in any case, as the transcoder parses enums), or a name or
+    number the enum does not have, which the transcoder refuses naming `view`."""
+    kind = kind_of(draw, ["none", "rows", "columns", "lower case"], ["unknown", "number"])
+    if kind == "rows":
+        return Part((("view", "READINGS_VIEW_ROWS"),), value="rows")
+    if kind == "columns":
+        return Part((("view", "READINGS_VIEW_COLUMNS"),), value="columns")
+    if kind == "lower case":
+        return Part((("view", "readings_view_columns"),), value="columns")
+    if kind == "unknown":
+        return Part((("view", "READINGS_VIEW_SIDEWAYS"),), TRANSCODER, "view")
+    if kind == "number":
+        return Part((("view", "7"),), TRANSCODER, "view")
+    return NONE
+
+
 DEVICE_PATHS = {"data": OK, "missing": "missing", "malformed": SERVICE, "not utf-8": DECODE}
 
 
@@ -219,6 +237,7 @@ def list_readings_cases(draw: st.DrawFn) -> QueryCase:
         "quantities": draw(filters("quantities", QUANTITY_ITEMS)),
         "interval": draw(intervals()),
         "page_size": draw(page_sizes(100_000)),
+        "view": draw(views()),
         "extra": draw(extras()),
     }
     if draw(st.integers(0, 9)) == 0:

@@ -69,6 +69,38 @@ def test_the_transcoder_serves_every_service_with_a_rest_mapping() -> None:
     assert "google/rpc/error_details.proto" in {f.name for f in descriptors.file}
 
 
+def test_every_streaming_rpc_has_a_route_that_disables_compression() -> None:
+    """A compressor holds bytes until its block fills: a live feed through it would arrive late
+    and in lumps. Every stream (either direction) has its own route exempting it from every
+    compressor filter, so a new streaming RPC without one fails here."""
+    descriptors = descriptor_pb2.FileDescriptorSet.FromString(default_descriptor_path().read_bytes())
+    streams = {
+        f"/{f.package}.{s.name}/{m.name}"
+        for f in descriptors.file
+        if f.package == "sensormesh.v1"
+        for s in f.service
+        for m in s.method
+        if m.client_streaming or m.server_streaming
+    }
+    assert "/sensormesh.v1.QueryService/WatchReadings" in streams
+    config = load_base_config()
+    compressors = {
+        name
+        for name, typed in _filters(config).items()
+        if typed["@type"].endswith(".compressor.v3.Compressor")
+    }
+    assert compressors == {"sensormesh.compress.brotli", "sensormesh.compress.gzip"}
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    (host,) = manager["route_config"]["virtual_hosts"]
+    exempt = {
+        route["match"]["path"]
+        for route in host["routes"]
+        if "path" in route["match"]
+        and all(route.get("typed_per_filter_config", {}).get(c, {}).get("disabled") for c in compressors)
+    }
+    assert streams <= exempt, streams - exempt
+
+
 def test_rendering_changes_only_addresses_paths_and_limits(tmp_path: Path) -> None:
     base = load_base_config()
     options = EnvoyOptions(

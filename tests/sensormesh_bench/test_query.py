@@ -32,6 +32,19 @@ def test_the_benchmark_reports_its_figures(postgres_admin_url: str) -> None:
     figures = json.loads(result.stdout)
     for key in ("latest_p50_ms", "range_day_raw_p50_ms", "range_day_1m_p50_ms", "rest_grpc_ratio"):
         assert figures[key] > 0
+    # The day at 1-minute buckets in columns: gRPC, REST with libcurl and with httpx, and its sizes.
+    for key in (
+        "range_day_1m_columns_p50_ms",
+        "rest_columns_curl_range_day_1m_p50_ms",
+        "rest_columns_httpx_range_day_1m_p50_ms",
+        "rest_curl_range_day_1m_p50_ms",
+        "rest_columns_grpc_ratio",
+        "rest_columns_httpx_grpc_ratio",
+    ):
+        assert figures[key] > 0, key
+    rows, columns = figures["json_day_1m_rows_bytes"], figures["json_day_1m_columns_bytes"]
+    assert columns < rows / 1.5
+    assert figures["json_day_1m_columns_br_bytes"] < figures["json_day_1m_columns_gzip_bytes"] < columns / 5
     assert 0 < figures["live_p50_ms"] <= figures["live_p99_ms"]
     assert figures["live_probe_readings"] > 10 and figures["live_probe_lost"] == 0
     assert figures["live_load_gateways"] == 4  # 2,500 samples/s of 605-sample gateway-seconds

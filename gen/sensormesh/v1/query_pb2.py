@@ -30,7 +30,7 @@ from sensormesh.v1 import access_rule_pb2 as sensormesh_dot_v1_dot_access__rule_
 from sensormesh.v1 import reading_pb2 as sensormesh_dot_v1_dot_reading__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sensormesh/v1/query.proto\x12\rsensormesh.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsensormesh/v1/access_rule.proto\x1a\x1bsensormesh/v1/reading.proto\"\xa1\x05\n\x13ListReadingsRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x07sensors\x18\x04 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x64\"\x06r\x04\x10\x01\x18@\x12$\n\nquantities\x18\x05 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x64\"\x06r\x04\x10\x01\x18@\x12\xcc\x01\n\x08interval\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x9e\x01\xbaH\x9a\x01\xaa\x01\t\"\x05\x08\x80\xbd\xa3\x01\x32\x00\xba\x01\x8a\x01\n#interval.raw_or_at_least_one_second\x12\x31must be at least 1 second, or zero for raw points\x1a\x30this == duration(\'0s\') || this >= duration(\'1s\')\x12\x1e\n\tpage_size\x18\x07 \x01(\x05\x42\x0b\xbaH\x08\x1a\x06\x18\xa0\x8d\x06(\x00\x12\x1c\n\npage_token\x18\x08 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08:\x96\x01\xbaH\x92\x01\x1a\x8f\x01\n\x19\x65nd_time.after_start_time\x12!end_time must be after start_time\x1aO!has(this.start_time) || !has(this.end_time) || this.end_time > this.start_time\"Z\n\x14ListReadingsResponse\x12)\n\x06series\x18\x01 \x03(\x0b\x32\x19.sensormesh.v1.SeriesData\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8a\x01\n\nSeriesData\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12$\n\x06points\x18\x04 \x03(\x0b\x32\x14.sensormesh.v1.Point\x12&\n\x07\x62uckets\x18\x05 \x03(\x0b\x32\x15.sensormesh.v1.Bucket\"@\n\x05Point\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x02 \x01(\x01\"o\n\x06\x42ucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03min\x18\x02 \x01(\x01\x12\x0b\n\x03max\x18\x03 \x01(\x01\x12\x0c\n\x04mean\x18\x04 \x01(\x01\x12\r\n\x05\x63ount\x18\x05 \x01(\x04\"\xa2\x01\n\x18GetLatestReadingsRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12!\n\x07sensors\x18\x02 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x64\"\x06r\x04\x10\x01\x18@\x12$\n\nquantities\x18\x03 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x64\"\x06r\x04\x10\x01\x18@\"G\n\x19GetLatestReadingsResponse\x12*\n\x06values\x18\x01 \x03(\x0b\x32\x1a.sensormesh.v1.LatestValue\"}\n\x0bLatestValue\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12/\n\x0bsample_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x05 \x01(\x01\"\xce\x01\n\x14WatchReadingsRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12!\n\x07sensors\x18\x02 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x64\"\x06r\x04\x10\x01\x18@\x12$\n\nquantities\x18\x03 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x64\"\x06r\x04\x10\x01\x18@\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x15WatchReadingsResponse\x12(\n\x08readings\x18\x01 \x03(\x0b\x32\x16.sensormesh.v1.Reading\x12\x14\n\x0cmissed_count\x18\x02 \x01(\x04\x32\xcd\x03\n\x0cQueryService\x12\x87\x01\n\x0cListReadings\x12\".sensormesh.v1.ListReadingsRequest\x1a#.sensormesh.v1.ListReadingsResponse\".\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\"\x12 /v1/devices/{device_id}/readings\x12\x9d\x01\n\x11GetLatestReadings\x12\'.sensormesh.v1.GetLatestReadingsRequest\x1a(.sensormesh.v1.GetLatestReadingsResponse\"5\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02)\x12\'/v1/devices/{device_id}/readings:latest\x12\x92\x01\n\rWatchReadings\x12#.sensormesh.v1.WatchReadingsRequest\x1a$.sensormesh.v1.WatchReadingsResponse\"4\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02(\x12&/v1/devices/{device_id}/readings:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sensormesh/v1/query.proto\x12\rsensormesh.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsensormesh/v1/access_rule.proto\x1a\x1bsensormesh/v1/reading.proto\"\xd6\x05\n\x13ListReadingsRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x07sensors\x18\x04 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x64\"\x06r\x04\x10\x01\x18@\x12$\n\nquantities\x18\x05 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x64\"\x06r\x04\x10\x01\x18@\x12\xcc\x01\n\x08interval\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x9e\x01\xbaH\x9a\x01\xaa\x01\t\"\x05\x08\x80\xbd\xa3\x01\x32\x00\xba\x01\x8a\x01\n#interval.raw_or_at_least_one_second\x12\x31must be at least 1 second, or zero for raw points\x1a\x30this == duration(\'0s\') || this >= duration(\'1s\')\x12\x1e\n\tpage_size\x18\x07 \x01(\x05\x42\x0b\xbaH\x08\x1a\x06\x18\xa0\x8d\x06(\x00\x12\x1c\n\npage_token\x18\x08 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x33\n\x04view\x18\t \x01(\x0e\x32\x1b.sensormesh.v1.ReadingsViewB\x08\xbaH\x05\x82\x01\x02\x10\x01:\x96\x01\xbaH\x92\x01\x1a\x8f\x01\n\x19\x65nd_time.after_start_time\x12!end_time must be after start_time\x1aO!has(this.start_time) || !has(this.end_time) || this.end_time > this.start_time\"\x89\x01\n\x14ListReadingsResponse\x12)\n\x06series\x18\x01 \x03(\x0b\x32\x19.sensormesh.v1.SeriesData\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12-\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x1c.sensormesh.v1.SeriesColumns\"\xa0\x01\n\rSeriesColumns\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x13\n\x0btime_micros\x18\x04 \x03(\x03\x12\x0e\n\x06values\x18\x05 \x03(\x01\x12\x0c\n\x04mins\x18\x06 \x03(\x01\x12\r\n\x05maxes\x18\x07 \x03(\x01\x12\r\n\x05means\x18\x08 \x03(\x01\x12\x0e\n\x06\x63ounts\x18\t \x03(\x01\"\x8a\x01\n\nSeriesData\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12$\n\x06points\x18\x04 \x03(\x0b\x32\x14.sensormesh.v1.Point\x12&\n\x07\x62uckets\x18\x05 \x03(\x0b\x32\x15.sensormesh.v1.Bucket\"@\n\x05Point\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x02 \x01(\x01\"o\n\x06\x42ucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03min\x18\x02 \x01(\x01\x12\x0b\n\x03max\x18\x03 \x01(\x01\x12\x0c\n\x04mean\x18\x04 \x01(\x01\x12\r\n\x05\x63ount\x18\x05 \x01(\x04\"\xa2\x01\n\x18GetLatestReadingsRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12!\n\x07sensors\x18\x02 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x64\"\x06r\x04\x10\x01\x18@\x12$\n\nquantities\x18\x03 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x64\"\x06r\x04\x10\x01\x18@\"G\n\x19GetLatestReadingsResponse\x12*\n\x06values\x18\x01 \x03(\x0b\x32\x1a.sensormesh.v1.LatestValue\"}\n\x0bLatestValue\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12/\n\x0bsample_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x05 \x01(\x01\"\xce\x01\n\x14WatchReadingsRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12!\n\x07sensors\x18\x02 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x64\"\x06r\x04\x10\x01\x18@\x12$\n\nquantities\x18\x03 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x64\"\x06r\x04\x10\x01\x18@\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x15WatchReadingsResponse\x12(\n\x08readings\x18\x01 \x03(\x0b\x32\x16.sensormesh.v1.Reading\x12\x14\n\x0cmissed_count\x18\x02 \x01(\x04*`\n\x0cReadingsView\x12\x1d\n\x19READINGS_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12READINGS_VIEW_ROWS\x10\x01\x12\x19\n\x15READINGS_VIEW_COLUMNS\x10\x02\x32\xcd\x03\n\x0cQueryService\x12\x87\x01\n\x0cListReadings\x12\".sensormesh.v1.ListReadingsRequest\x1a#.sensormesh.v1.ListReadingsResponse\".\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\"\x12 /v1/devices/{device_id}/readings\x12\x9d\x01\n\x11GetLatestReadings\x12\'.sensormesh.v1.GetLatestReadingsRequest\x1a(.sensormesh.v1.GetLatestReadingsResponse\"5\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02)\x12\'/v1/devices/{device_id}/readings:latest\x12\x92\x01\n\rWatchReadings\x12#.sensormesh.v1.WatchReadingsRequest\x1a$.sensormesh.v1.WatchReadingsResponse\"4\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02(\x12&/v1/devices/{device_id}/readings:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTREADINGSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\010\032\006\030\240\215\006(\000'
   _globals['_LISTREADINGSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTREADINGSREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\010'
+  _globals['_LISTREADINGSREQUEST'].fields_by_name['view']._loaded_options = None
+  _globals['_LISTREADINGSREQUEST'].fields_by_name['view']._serialized_options = b'\272H\005\202\001\002\020\001'
   _globals['_LISTREADINGSREQUEST']._loaded_options = None
   _globals['_LISTREADINGSREQUEST']._serialized_options = b'\272H\222\001\032\217\001\n\031end_time.after_start_time\022!end_time must be after start_time\032O!has(this.start_time) || !has(this.end_time) || this.end_time > this.start_time'
   _globals['_GETLATESTREADINGSREQUEST'].fields_by_name['device_id']._loaded_options = None
@@ -69,26 +71,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYSERVICE'].methods_by_name['GetLatestReadings']._serialized_options = b'\242\273\030\002\010\001\202\323\344\223\002)\022\'/v1/devices/{device_id}/readings:latest'
   _globals['_QUERYSERVICE'].methods_by_name['WatchReadings']._loaded_options = None
   _globals['_QUERYSERVICE'].methods_by_name['WatchReadings']._serialized_options = b'\242\273\030\002\010\001\202\323\344\223\002(\022&/v1/devices/{device_id}/readings:watch'
+  _globals['_READINGSVIEW']._serialized_start=2245
+  _globals['_READINGSVIEW']._serialized_end=2341
   _globals['_LISTREADINGSREQUEST']._serialized_start=231
-  _globals['_LISTREADINGSREQUEST']._serialized_end=904
-  _globals['_LISTREADINGSRESPONSE']._serialized_start=906
-  _globals['_LISTREADINGSRESPONSE']._serialized_end=996
-  _globals['_SERIESDATA']._serialized_start=999
-  _globals['_SERIESDATA']._serialized_end=1137
-  _globals['_POINT']._serialized_start=1139
-  _globals['_POINT']._serialized_end=1203
-  _globals['_BUCKET']._serialized_start=1205
-  _globals['_BUCKET']._serialized_end=1316
-  _globals['_GETLATESTREADINGSREQUEST']._serialized_start=1319
-  _globals['_GETLATESTREADINGSREQUEST']._serialized_end=1481
-  _globals['_GETLATESTREADINGSRESPONSE']._serialized_start=1483
-  _globals['_GETLATESTREADINGSRESPONSE']._serialized_end=1554
-  _globals['_LATESTVALUE']._serialized_start=1556
-  _globals['_LATESTVALUE']._serialized_end=1681
-  _globals['_WATCHREADINGSREQUEST']._serialized_start=1684
-  _globals['_WATCHREADINGSREQUEST']._serialized_end=1890
-  _globals['_WATCHREADINGSRESPONSE']._serialized_start=1892
-  _globals['_WATCHREADINGSRESPONSE']._serialized_end=1979
-  _globals['_QUERYSERVICE']._serialized_start=1982
-  _globals['_QUERYSERVICE']._serialized_end=2443
+  _globals['_LISTREADINGSREQUEST']._serialized_end=957
+  _globals['_LISTREADINGSRESPONSE']._serialized_start=960
+  _globals['_LISTREADINGSRESPONSE']._serialized_end=1097
+  _globals['_SERIESCOLUMNS']._serialized_start=1100
+  _globals['_SERIESCOLUMNS']._serialized_end=1260
+  _globals['_SERIESDATA']._serialized_start=1263
+  _globals['_SERIESDATA']._serialized_end=1401
+  _globals['_POINT']._serialized_start=1403
+  _globals['_POINT']._serialized_end=1467
+  _globals['_BUCKET']._serialized_start=1469
+  _globals['_BUCKET']._serialized_end=1580
+  _globals['_GETLATESTREADINGSREQUEST']._serialized_start=1583
+  _globals['_GETLATESTREADINGSREQUEST']._serialized_end=1745
+  _globals['_GETLATESTREADINGSRESPONSE']._serialized_start=1747
+  _globals['_GETLATESTREADINGSRESPONSE']._serialized_end=1818
+  _globals['_LATESTVALUE']._serialized_start=1820
+  _globals['_LATESTVALUE']._serialized_end=1945
+  _globals['_WATCHREADINGSREQUEST']._serialized_start=1948
+  _globals['_WATCHREADINGSREQUEST']._serialized_end=2154
+  _globals['_WATCHREADINGSRESPONSE']._serialized_start=2156
+  _globals['_WATCHREADINGSRESPONSE']._serialized_end=2243
+  _globals['_QUERYSERVICE']._serialized_start=2344
+  _globals['_QUERYSERVICE']._serialized_end=2805
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from sensormesh.v1 import reading_pb2 as _reading_pb2
 import builtins as _builtins
 import sys
@@ -20,6 +21,40 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ReadingsView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReadingsViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReadingsView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    READINGS_VIEW_UNSPECIFIED: _ReadingsView.ValueType  # 0
+    """Unset: the same as READINGS_VIEW_ROWS."""
+    READINGS_VIEW_ROWS: _ReadingsView.ValueType  # 1
+    """`series`: a Point or Bucket message per point or bucket; simple to read
+    one value at a time.
+    """
+    READINGS_VIEW_COLUMNS: _ReadingsView.ValueType  # 2
+    """`columns`: per series, packed arrays of times and of each field, for
+    charts and bulk readers. Neither end builds a message per point, and the
+    JSON is about half the size of the rows' JSON.
+    """
+
+class ReadingsView(_ReadingsView, metaclass=_ReadingsViewEnumTypeWrapper):
+    """The layout of a ListReadings page."""
+
+READINGS_VIEW_UNSPECIFIED: ReadingsView.ValueType  # 0
+"""Unset: the same as READINGS_VIEW_ROWS."""
+READINGS_VIEW_ROWS: ReadingsView.ValueType  # 1
+"""`series`: a Point or Bucket message per point or bucket; simple to read
+one value at a time.
+"""
+READINGS_VIEW_COLUMNS: ReadingsView.ValueType  # 2
+"""`columns`: per series, packed arrays of times and of each field, for
+charts and bulk readers. Neither end builds a message per point, and the
+JSON is about half the size of the rows' JSON.
+"""
+Global___ReadingsView: _TypeAlias = ReadingsView  # noqa: Y015
 
 @_typing.final
 class ListReadingsRequest(_message.Message):
@@ -35,6 +70,7 @@ class ListReadingsRequest(_message.Message):
     INTERVAL_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     """The device."""
     page_size: _builtins.int
@@ -44,6 +80,11 @@ class ListReadingsRequest(_message.Message):
     page_token: _builtins.str
     """A `next_page_token` from a previous call with the same parameters; empty
     for the first page.
+    """
+    view: Global___ReadingsView.ValueType
+    """How the page is laid out: rows (`series`, the default) or columns
+    (`columns`). A page token is not bound to it: pages of one walk may come
+    in either layout. Over REST: `?view=READINGS_VIEW_COLUMNS`.
     """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
@@ -80,10 +121,11 @@ class ListReadingsRequest(_message.Message):
         interval: _duration_pb2.Duration | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        view: Global___ReadingsView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "interval", b"interval", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "end_time", b"end_time", "interval", b"interval", "page_size", b"page_size", "page_token", b"page_token", "quantities", b"quantities", "sensors", b"sensors", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "end_time", b"end_time", "interval", b"interval", "page_size", b"page_size", "page_token", b"page_token", "quantities", b"quantities", "sensors", b"sensors", "start_time", b"start_time", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -97,12 +139,21 @@ class ListReadingsResponse(_message.Message):
 
     SERIES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
     @_builtins.property
     def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeriesData]:
         """One entry per series with data in this page, ordered by sensor then
-        quantity; a series may continue on the next page.
+        quantity; a series may continue on the next page. Empty with
+        READINGS_VIEW_COLUMNS.
+        """
+
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeriesColumns]:
+        """With READINGS_VIEW_COLUMNS: the same page as `series` would hold, in
+        columns, one entry per series with data in this page in the same order.
+        Empty otherwise.
         """
 
     def __init__(
@@ -110,14 +161,91 @@ class ListReadingsResponse(_message.Message):
         *,
         series: _abc.Iterable[Global___SeriesData] | None = ...,
         next_page_token: _builtins.str = ...,
+        columns: _abc.Iterable[Global___SeriesColumns] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "series", b"series"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "next_page_token", b"next_page_token", "series", b"series"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListReadingsResponse: _TypeAlias = ListReadingsResponse  # noqa: Y015
+
+@_typing.final
+class SeriesColumns(_message.Message):
+    """The readings of one series in a page, in columns: element i of every array
+    belongs to the same point or bucket. Raw pages fill `values`, downsampled
+    pages `mins`, `maxes`, `means` and `counts`; the other arrays are empty.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENSOR_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    TIME_MICROS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    MINS_FIELD_NUMBER: _builtins.int
+    MAXES_FIELD_NUMBER: _builtins.int
+    MEANS_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    sensor: _builtins.str
+    """The sensor."""
+    quantity: _builtins.str
+    """The quantity (see Series.quantity)."""
+    unit: _builtins.str
+    """The unit (see Series.unit)."""
+    @_builtins.property
+    def time_micros(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Sample times (raw) or bucket starts (downsampled), in microseconds since
+        the Unix epoch, ascending (raw points with the same time keep their
+        sequence order). proto3 JSON writes 64-bit integers as decimal strings
+        ("1764892800000000"); every such time up to the year 2255 is below 2^53,
+        so it converts exactly to a JavaScript number.
+        """
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Raw values, in the series' unit."""
+
+    @_builtins.property
+    def mins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Per bucket: the smallest value."""
+
+    @_builtins.property
+    def maxes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Per bucket: the largest value."""
+
+    @_builtins.property
+    def means(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Per bucket: the arithmetic mean."""
+
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Per bucket: how many readings fell in it. Whole numbers, carried as
+        doubles so that JSON writes them as numbers (exact below 2^53).
+        """
+
+    def __init__(
+        self,
+        *,
+        sensor: _builtins.str = ...,
+        quantity: _builtins.str = ...,
+        unit: _builtins.str = ...,
+        time_micros: _abc.Iterable[_builtins.int] | None = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+        mins: _abc.Iterable[_builtins.float] | None = ...,
+        maxes: _abc.Iterable[_builtins.float] | None = ...,
+        means: _abc.Iterable[_builtins.float] | None = ...,
+        counts: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "maxes", b"maxes", "means", b"means", "mins", b"mins", "quantity", b"quantity", "sensor", b"sensor", "time_micros", b"time_micros", "unit", b"unit", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeriesColumns: _TypeAlias = SeriesColumns  # noqa: Y015
 
 @_typing.final
 class SeriesData(_message.Message):

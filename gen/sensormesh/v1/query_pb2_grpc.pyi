@@ -37,7 +37,9 @@ class QueryServiceStub:
     """Returns a device's readings in a time range, one entry per series
     (sensor and quantity), raw or downsampled into buckets of `interval`
     with min, max, mean and count. Pages hold at most `page_size` points or
-    buckets across all series.
+    buckets across all series. With `view` READINGS_VIEW_COLUMNS the page
+    comes as `columns` (per series, an array of times and one per field)
+    instead of `series` (an object per point or bucket).
 
     Returns NOT_FOUND if the device does not exist; INVALID_ARGUMENT with
     BadRequest field violations for a bad range, interval, filter or page
@@ -72,7 +74,9 @@ class QueryServiceAsyncStub(QueryServiceStub):
     """Returns a device's readings in a time range, one entry per series
     (sensor and quantity), raw or downsampled into buckets of `interval`
     with min, max, mean and count. Pages hold at most `page_size` points or
-    buckets across all series.
+    buckets across all series. With `view` READINGS_VIEW_COLUMNS the page
+    comes as `columns` (per series, an array of times and one per field)
+    instead of `series` (an object per point or bucket).
 
     Returns NOT_FOUND if the device does not exist; INVALID_ARGUMENT with
     BadRequest field violations for a bad range, interval, filter or page
@@ -110,7 +114,9 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns a device's readings in a time range, one entry per series
         (sensor and quantity), raw or downsampled into buckets of `interval`
         with min, max, mean and count. Pages hold at most `page_size` points or
-        buckets across all series.
+        buckets across all series. With `view` READINGS_VIEW_COLUMNS the page
+        comes as `columns` (per series, an array of times and one per field)
+        instead of `series` (an object per point or bucket).
 
         Returns NOT_FOUND if the device does not exist; INVALID_ARGUMENT with
         BadRequest field violations for a bad range, interval, filter or page

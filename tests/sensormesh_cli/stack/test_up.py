@@ -135,6 +135,10 @@ def _check_printed_commands(up: UpProcess, cwd: Path) -> None:
     _check_link_health(commands, cwd)
     buckets = json.loads(_run(_pick(commands, "curl", "interval=10s"), cwd))["series"][0]["buckets"]
     assert buckets and int(buckets[-1]["count"]) > 0
+    (columns,) = json.loads(_run(_pick(commands, "curl", "view=READINGS_VIEW_COLUMNS"), cwd))["columns"]
+    assert columns["quantity"] == "acceleration_z" and columns["counts"][-1] > 0
+    assert len(columns["timeMicros"]) == len(columns["means"]) > 0
+    assert '"timeMicros"' in _run(_pick(commands, "buf curl", "ListReadings"), cwd)
     written = json.loads(_run(_pick(commands, "curl", "readings:write"), cwd))
     assert written["acceptedCount"] == "1"
     dashboard = json.loads(_run(_pick(commands, "curl", "/v1/apiKeys"), cwd))

@@ -2,7 +2,7 @@
 // @generated from file sensormesh/v1/query.proto (package sensormesh.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Reading } from "./reading_pb.js";
@@ -77,6 +77,15 @@ export declare type ListReadingsRequest = Message<"sensormesh.v1.ListReadingsReq
    * @generated from field: string page_token = 8;
    */
   pageToken: string;
+
+  /**
+   * How the page is laid out: rows (`series`, the default) or columns
+   * (`columns`). A page token is not bound to it: pages of one walk may come
+   * in either layout. Over REST: `?view=READINGS_VIEW_COLUMNS`.
+   *
+   * @generated from field: sensormesh.v1.ReadingsView view = 9;
+   */
+  view: ReadingsView;
 };
 
 /**
@@ -93,7 +102,8 @@ export declare const ListReadingsRequestSchema: GenMessage<ListReadingsRequest>;
 export declare type ListReadingsResponse = Message<"sensormesh.v1.ListReadingsResponse"> & {
   /**
    * One entry per series with data in this page, ordered by sensor then
-   * quantity; a series may continue on the next page.
+   * quantity; a series may continue on the next page. Empty with
+   * READINGS_VIEW_COLUMNS.
    *
    * @generated from field: repeated sensormesh.v1.SeriesData series = 1;
    */
@@ -105,6 +115,15 @@ export declare type ListReadingsResponse = Message<"sensormesh.v1.ListReadingsRe
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * With READINGS_VIEW_COLUMNS: the same page as `series` would hold, in
+   * columns, one entry per series with data in this page in the same order.
+   * Empty otherwise.
+   *
+   * @generated from field: repeated sensormesh.v1.SeriesColumns columns = 3;
+   */
+  columns: SeriesColumns[];
 };
 
 /**
@@ -112,6 +131,89 @@ export declare type ListReadingsResponse = Message<"sensormesh.v1.ListReadingsRe
  * Use `create(ListReadingsResponseSchema)` to create a new message.
  */
 export declare const ListReadingsResponseSchema: GenMessage<ListReadingsResponse>;
+
+/**
+ * The readings of one series in a page, in columns: element i of every array
+ * belongs to the same point or bucket. Raw pages fill `values`, downsampled
+ * pages `mins`, `maxes`, `means` and `counts`; the other arrays are empty.
+ *
+ * @generated from message sensormesh.v1.SeriesColumns
+ */
+export declare type SeriesColumns = Message<"sensormesh.v1.SeriesColumns"> & {
+  /**
+   * The sensor.
+   *
+   * @generated from field: string sensor = 1;
+   */
+  sensor: string;
+
+  /**
+   * The quantity (see Series.quantity).
+   *
+   * @generated from field: string quantity = 2;
+   */
+  quantity: string;
+
+  /**
+   * The unit (see Series.unit).
+   *
+   * @generated from field: string unit = 3;
+   */
+  unit: string;
+
+  /**
+   * Sample times (raw) or bucket starts (downsampled), in microseconds since
+   * the Unix epoch, ascending (raw points with the same time keep their
+   * sequence order). proto3 JSON writes 64-bit integers as decimal strings
+   * ("1764892800000000"); every such time up to the year 2255 is below 2^53,
+   * so it converts exactly to a JavaScript number.
+   *
+   * @generated from field: repeated int64 time_micros = 4;
+   */
+  timeMicros: bigint[];
+
+  /**
+   * Raw values, in the series' unit.
+   *
+   * @generated from field: repeated double values = 5;
+   */
+  values: number[];
+
+  /**
+   * Per bucket: the smallest value.
+   *
+   * @generated from field: repeated double mins = 6;
+   */
+  mins: number[];
+
+  /**
+   * Per bucket: the largest value.
+   *
+   * @generated from field: repeated double maxes = 7;
+   */
+  maxes: number[];
+
+  /**
+   * Per bucket: the arithmetic mean.
+   *
+   * @generated from field: repeated double means = 8;
+   */
+  means: number[];
+
+  /**
+   * Per bucket: how many readings fell in it. Whole numbers, carried as
+   * doubles so that JSON writes them as numbers (exact below 2^53).
+   *
+   * @generated from field: repeated double counts = 9;
+   */
+  counts: number[];
+};
+
+/**
+ * Describes the message sensormesh.v1.SeriesColumns.
+ * Use `create(SeriesColumnsSchema)` to create a new message.
+ */
+export declare const SeriesColumnsSchema: GenMessage<SeriesColumns>;
 
 /**
  * The readings of one series in a page: `points` when raw, `buckets` when
@@ -410,6 +512,42 @@ export declare type WatchReadingsResponse = Message<"sensormesh.v1.WatchReadings
 export declare const WatchReadingsResponseSchema: GenMessage<WatchReadingsResponse>;
 
 /**
+ * The layout of a ListReadings page.
+ *
+ * @generated from enum sensormesh.v1.ReadingsView
+ */
+export enum ReadingsView {
+  /**
+   * Unset: the same as READINGS_VIEW_ROWS.
+   *
+   * @generated from enum value: READINGS_VIEW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * `series`: a Point or Bucket message per point or bucket; simple to read
+   * one value at a time.
+   *
+   * @generated from enum value: READINGS_VIEW_ROWS = 1;
+   */
+  ROWS = 1,
+
+  /**
+   * `columns`: per series, packed arrays of times and of each field, for
+   * charts and bulk readers. Neither end builds a message per point, and the
+   * JSON is about half the size of the rows' JSON.
+   *
+   * @generated from enum value: READINGS_VIEW_COLUMNS = 2;
+   */
+  COLUMNS = 2,
+}
+
+/**
+ * Describes the enum sensormesh.v1.ReadingsView.
+ */
+export declare const ReadingsViewSchema: GenEnum<ReadingsView>;
+
+/**
  * The user-facing read path: history, latest values and live feeds.
  *
  * @generated from service sensormesh.v1.QueryService
@@ -419,7 +557,9 @@ export declare const QueryService: GenService<{
    * Returns a device's readings in a time range, one entry per series
    * (sensor and quantity), raw or downsampled into buckets of `interval`
    * with min, max, mean and count. Pages hold at most `page_size` points or
-   * buckets across all series.
+   * buckets across all series. With `view` READINGS_VIEW_COLUMNS the page
+   * comes as `columns` (per series, an array of times and one per field)
+   * instead of `series` (an object per point or bucket).
    *
    * Returns NOT_FOUND if the device does not exist; INVALID_ARGUMENT with
    * BadRequest field violations for a bad range, interval, filter or page
