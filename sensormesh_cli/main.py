@@ -44,6 +44,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("ingest_service.command", "run the device-facing ingest service (gRPC)"),
     "query": ("query_service.command", "run the query service (devices, history, latest values, live feeds)"),
     "control": ("control_service.command", "run the control service (commands to devices)"),
+    "console": (
+        "sensormesh_console.command",
+        "serve the web console's files (Envoy puts it on / beside the API)",
+    ),
     "agent": ("gateway_agent.agent_command", "run the gateway agent: read sensors, buffer, upload"),
     "up": (
         "sensormesh_cli.up_command",

@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ports.add_argument("--ingest", metavar="ADDRESS", help="ingest service (default 127.0.0.1:50051)")
     ports.add_argument("--query", metavar="ADDRESS", help="query service (default 127.0.0.1:50052)")
     ports.add_argument("--control", metavar="ADDRESS", help="control service (default 127.0.0.1:50053)")
+    ports.add_argument(
+        "--console",
+        metavar="ADDRESS",
+        help="web console's file server, behind Envoy (default 127.0.0.1:50054)",
+    )
 
 
 class Signals:
@@ -110,6 +115,7 @@ def _options(args: argparse.Namespace) -> StackOptions:
     from sensormesh_cli.stack.examples import Endpoints
     from sensormesh_cli.stack.settings import StackSettings
     from sensormesh_cli.stack.stack import StackOptions
+    from sensormesh_console.command import DEFAULT_LISTEN as DEFAULT_CONSOLE_LISTEN
 
     overrides: dict[str, object] = {}
     if args.data_dir is not None:
@@ -123,6 +129,7 @@ def _options(args: argparse.Namespace) -> StackOptions:
         ingest=_address(args.ingest, IngestSettings().ingest_listen),
         query=_address(args.query, QuerySettings().query_listen),
         control=_address(args.control, ControlSettings().control_listen),
+        console=_address(args.console, DEFAULT_CONSOLE_LISTEN),
     )
     return StackOptions(storage=settings, endpoints=endpoints, simulate=not args.no_agent, tls=args.tls)
 

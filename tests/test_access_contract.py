@@ -10,6 +10,7 @@ from google.protobuf import descriptor_pb2
 from sensormesh.v1 import (  # noqa: F401 - imported for their descriptors
     access_pb2,
     access_rule_pb2,
+    alert_pb2,
     audit_pb2,
     command_delivery_pb2,
     command_pb2,
@@ -83,6 +84,7 @@ def test_every_rpc_that_changes_something_is_audited() -> None:
     [
         ("sensormesh.v1.DeviceService/ListDevices", ROLE_VIEWER),
         ("sensormesh.v1.DeviceService/GetDevice", ROLE_VIEWER),
+        ("sensormesh.v1.DeviceService/ListCommandSpecs", ROLE_VIEWER),
         ("sensormesh.v1.QueryService/ListReadings", ROLE_VIEWER),
         ("sensormesh.v1.QueryService/GetLatestReadings", ROLE_VIEWER),
         ("sensormesh.v1.QueryService/WatchReadings", ROLE_VIEWER),
@@ -96,6 +98,7 @@ def test_every_rpc_that_changes_something_is_audited() -> None:
         ("sensormesh.v1.AccessService/CreateApiKey", ROLE_ADMIN),
         ("sensormesh.v1.AccessService/ListApiKeys", ROLE_ADMIN),
         ("sensormesh.v1.AccessService/RevokeApiKey", ROLE_ADMIN),
+        ("sensormesh.v1.AccessService/GetCaller", ROLE_VIEWER),
         ("sensormesh.v1.AuditService/ListAuditEvents", ROLE_ADMIN),
     ],
 )

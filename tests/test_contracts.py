@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GEN = ROOT / "gen"
 DESCRIPTOR_SET = GEN / "sensormesh" / "descriptor_set.binpb"
 NODE_GEN = ROOT / "examples" / "node-client" / "gen"
+CONSOLE_GEN = ROOT / "console" / "src" / "gen"
 SERVICES = (
     "sensormesh.v1.IngestService",
     "sensormesh.v1.DeviceService",
@@ -49,16 +50,23 @@ def _differences(left: Path, right: Path) -> list[str]:
 
 
 def test_gen_is_fresh(tmp_path: Path) -> None:
-    """gen/ and the Node.js example's gen/ are exactly what `make proto` writes from proto/ now."""
-    out, node_out = tmp_path / "gen", tmp_path / "node-gen"
+    """gen/, the Node.js example's gen/ and the console's src/gen/ are exactly what `make proto`
+    writes from proto/ now."""
+    out, node_out, console_out = tmp_path / "gen", tmp_path / "node-gen", tmp_path / "console-gen"
     subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "protogen.py"), "--out", str(out), "--node-out", str(node_out)],
+        [
+            sys.executable,
+            str(ROOT / "tools" / "protogen.py"),
+            *("--out", str(out), "--node-out", str(node_out), "--console-out", str(console_out)),
+        ],
         check=True,
         capture_output=True,
     )
-    differences = _differences(GEN, out) + [
-        f"examples/node-client/gen/: {d}" for d in _differences(NODE_GEN, node_out)
-    ]
+    differences = (
+        _differences(GEN, out)
+        + [f"examples/node-client/gen/: {d}" for d in _differences(NODE_GEN, node_out)]
+        + [f"console/src/gen/: {d}" for d in _differences(CONSOLE_GEN, console_out)]
+    )
     assert not differences, "gen/ is stale; run `make proto`:\n" + "\n".join(differences)
 
 

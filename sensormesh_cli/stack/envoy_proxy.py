@@ -119,6 +119,7 @@ class EnvoyOptions:
     ingest: tuple[str, int] = ("127.0.0.1", 50051)
     query: tuple[str, int] = ("127.0.0.1", 50052)
     control: tuple[str, int] = ("127.0.0.1", 50053)
+    console: tuple[str, int] = ("127.0.0.1", 50054)  # the web console's static files (HTTP/1.1)
     descriptor_path: Path | None = None  # None: the installed descriptor set
     rate_limits: RateLimits = RateLimits()  # each None figure: envoy.yaml's
     health_check_interval_s: float | None = None  # None: envoy.yaml's
@@ -154,13 +155,18 @@ def render_config(options: EnvoyOptions, base: dict[str, Any] | None = None) -> 
         "address": options.listen_address,
         "port_value": options.listen_port,
     }
-    upstreams = {"ingest": options.ingest, "query": options.query, "control": options.control}
+    upstreams = {
+        "ingest": options.ingest,
+        "query": options.query,
+        "control": options.control,
+        "console": options.console,
+    }
     for cluster in config["static_resources"]["clusters"]:
         host, port = upstreams[cluster["name"]]
         endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         endpoint["address"]["socket_address"] = {"address": host, "port_value": port}
         if options.health_check_interval_s is not None:
-            for check in cluster["health_checks"]:
+            for check in cluster.get("health_checks", []):
                 check["interval"] = check["no_traffic_interval"] = f"{options.health_check_interval_s}s"
     filters = _http_filters(config)
     descriptor = options.descriptor_path or default_descriptor_path()
@@ -170,7 +176,8 @@ def render_config(options: EnvoyOptions, base: dict[str, Any] | None = None) -> 
         listener["filter_chains"][0]["transport_socket"] = _listener_tls(options.tls)
     if options.upstream_tls is not None:
         for cluster in config["static_resources"]["clusters"]:
-            cluster["transport_socket"] = _upstream_tls(options.upstream_tls)
+            if cluster["name"] != "console":  # plain HTTP: it serves only the public build
+                cluster["transport_socket"] = _upstream_tls(options.upstream_tls)
     if options.sso is not None:
         add_single_sign_on(config, options.sso)
     return config

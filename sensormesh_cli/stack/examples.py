@@ -31,6 +31,7 @@ class Endpoints:
     ingest: str = "127.0.0.1:50051"
     query: str = "127.0.0.1:50052"
     control: str = "127.0.0.1:50053"
+    console: str = "127.0.0.1:50054"  # the web console's files, behind Envoy on `http`
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""Waiting for the stack's pieces: gRPC health, and the first readings of each device."""
+"""Waiting for the stack's pieces: gRPC health, the console's page, and the first readings of each device."""
 
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 
 import grpc
@@ -54,6 +56,24 @@ def wait_serving(
     if child.exited() is not None:
         raise _exited(child)
     raise StepFailed(f"{child.name} did not report SERVING within {timeout_s:.0f} s; see {child.log_path}")
+
+
+def wait_http(url: str, child: Child, timeout_s: float) -> None:
+    """Return once `url` (plain HTTP on loopback) answers 200."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if child.exited() is not None:
+            raise _exited(child)
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - our own http:// URL
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    if child.exited() is not None:
+        raise _exited(child)
+    raise StepFailed(f"{child.name} did not answer {url} within {timeout_s:.0f} s; see {child.log_path}")
 
 
 def wait_first_readings(

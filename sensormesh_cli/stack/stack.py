@@ -34,7 +34,7 @@ from sensormesh_cli.stack.children import Child, sensormesh_argv
 from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, EnvoyProcess
 from sensormesh_cli.stack.examples import Endpoints, reachable
 from sensormesh_cli.stack.preflight import DataFolderLock, Listener, check_ports
-from sensormesh_cli.stack.readiness import wait_first_readings, wait_serving
+from sensormesh_cli.stack.readiness import wait_first_readings, wait_http, wait_serving
 from sensormesh_cli.stack.settings import split_host_port
 from sensormesh_cli.stack.status import Status, StepFailed
 from sensormesh_cli.stack.transport import Transport
@@ -108,6 +108,7 @@ class LocalStack:
                 Listener("ingest", o.endpoints.ingest, "--ingest"),
                 Listener("query", o.endpoints.query, "--query"),
                 Listener("control", o.endpoints.control, "--control"),
+                Listener("console", o.endpoints.console, "--console"),
             ]
         )
         o.log_dir.mkdir(parents=True, exist_ok=True)
@@ -120,6 +121,7 @@ class LocalStack:
         self._start_service("ingest", o.endpoints.ingest, "sensormesh.v1.IngestService", env)
         self._start_service("query", o.endpoints.query, "sensormesh.v1.QueryService", env)
         self._start_service("control", o.endpoints.control, "sensormesh.v1.CommandService", env)
+        self._start_console()
         self._start_envoy()
         if o.simulate:
             self._register_devices()
@@ -172,6 +174,14 @@ class LocalStack:
                 reachable(address), service, child, SERVICE_START_TIMEOUT_S, self.transport.credentials()
             )
 
+    def _start_console(self) -> None:
+        address = self.options.endpoints.console
+        with self.status.step(f"web console's file server on {address}"):
+            argv = sensormesh_argv("console", "--listen", address)
+            child = Child("console", argv, env={}, log_path=self.options.log_dir / "console.log")
+            self.running.services.append(child)
+            wait_http(f"http://{reachable(address)}/", child, SERVICE_START_TIMEOUT_S)
+
     def _start_envoy(self) -> None:
         e = self.options.endpoints
         http_host, http_port = split_host_port(e.http)
@@ -184,6 +194,7 @@ class LocalStack:
             ingest=split_host_port(reachable(e.ingest)),
             query=split_host_port(reachable(e.query)),
             control=split_host_port(reachable(e.control)),
+            console=split_host_port(reachable(e.console)),
             health_check_interval_s=1.0,
             tls=self.transport.listener_tls(),
             upstream_tls=self.transport.upstream_tls(),

@@ -124,6 +124,9 @@ REQUESTS: dict[str, Callable[[Target], Message]] = {
     ),
     "sensormesh.v1.DeviceService/GetDevice": lambda t: device_pb2.GetDeviceRequest(device_id=t.device_id),
     "sensormesh.v1.DeviceService/ListDevices": lambda t: device_pb2.ListDevicesRequest(),
+    "sensormesh.v1.DeviceService/ListCommandSpecs": lambda t: device_pb2.ListCommandSpecsRequest(
+        device_id=t.device_id
+    ),
     "sensormesh.v1.DeviceService/UpdateDevice": lambda t: device_pb2.UpdateDeviceRequest(
         device=device_pb2.Device(device_id=t.device_id, description="changed"),
         update_mask={"paths": ["description"]},
@@ -146,6 +149,7 @@ REQUESTS: dict[str, Callable[[Target], Message]] = {
     ),
     "sensormesh.v1.AccessService/ListApiKeys": lambda t: access_pb2.ListApiKeysRequest(),
     "sensormesh.v1.AccessService/RevokeApiKey": lambda t: access_pb2.RevokeApiKeyRequest(name=t.victim_key),
+    "sensormesh.v1.AccessService/GetCaller": lambda t: access_pb2.GetCallerRequest(),
     "sensormesh.v1.AuditService/ListAuditEvents": lambda t: audit_pb2.ListAuditEventsRequest(),
     "sensormesh.v1.CommandService/SendCommand": lambda t: command_pb2.SendCommandRequest(
         device_id=t.device_id, name="ping"
@@ -202,8 +206,9 @@ REQUESTS.update(
         "sensormesh.v1.AlertService/WatchAlerts": lambda t: alert_pb2.WatchAlertsRequest(),
     }
 )
-# A scoped key gets its part of these, not NOT_FOUND.
+# A scoped key gets its part of these (or, from GetCaller, itself), not NOT_FOUND.
 LISTS = {
+    "sensormesh.v1.AccessService/GetCaller",
     "sensormesh.v1.DeviceService/ListDevices",
     "sensormesh.v1.AlertService/ListAlerts",
     "sensormesh.v1.AlertService/WatchAlerts",

@@ -110,6 +110,7 @@ def test_rendering_changes_only_addresses_paths_and_limits(tmp_path: Path) -> No
         ingest=("ingest.sensormesh.svc", 50051),
         query=("query.sensormesh.svc", 50052),
         control=("control.sensormesh.svc", 50053),
+        console=("console.sensormesh.svc", 50054),
         descriptor_path=tmp_path / "d.binpb",
         rate_limits=RateLimits(writes=Bucket(per_second=7, burst=9), anonymous=Bucket(1, 2)),
     )
@@ -130,6 +131,7 @@ def test_rendering_changes_only_addresses_paths_and_limits(tmp_path: Path) -> No
         "ingest": {"address": "ingest.sensormesh.svc", "port_value": 50051},
         "query": {"address": "query.sensormesh.svc", "port_value": 50052},
         "control": {"address": "control.sensormesh.svc", "port_value": 50053},
+        "console": {"address": "console.sensormesh.svc", "port_value": 50054},
     }
     assert _filters(rendered)[TRANSCODER]["proto_descriptor"] == str((tmp_path / "d.binpb").resolve())
     buckets = _buckets(rendered)
@@ -206,6 +208,9 @@ def test_a_listener_certificate_adds_tls_with_alpn_for_grpc_and_http1(tmp_path: 
     (secret,) = listener_secret(tls)["resources"]
     assert secret["tls_certificate"]["watched_directory"] == {"path": str(tmp_path)}
     for cluster in rendered["static_resources"]["clusters"]:
+        if cluster["name"] == "console":  # plain HTTP: only the console's public build
+            assert "transport_socket" not in cluster
+            continue
         upstream = cluster["transport_socket"]["typed_config"]
         assert upstream["common_tls_context"]["validation_context"]["trusted_ca"]["filename"] == str(
             tmp_path / "ca.pem"

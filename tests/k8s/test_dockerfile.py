@@ -34,8 +34,9 @@ def instructions() -> list[dockerfile.Command]:
     return list(dockerfile.parse_file(str(DOCKERFILE)))
 
 
+# Not `context`: pytest-playwright (tests/console) has a fixture of that name.
 @pytest.fixture(scope="module")
-def context() -> set[str]:
+def build_context() -> set[str]:
     """Every file `docker build .` would send, relative to the repository."""
     patterns = [
         line.strip()
@@ -68,7 +69,7 @@ def _copies_from_context(instructions: list[dockerfile.Command]) -> list[str]:
 
 
 def test_every_copied_path_exists_and_is_in_the_build_context(
-    instructions: list[dockerfile.Command], context: set[str]
+    instructions: list[dockerfile.Command], build_context: set[str]
 ) -> None:
     sources = _copies_from_context(instructions)
     assert sources
@@ -76,7 +77,9 @@ def test_every_copied_path_exists_and_is_in_the_build_context(
         path = ROOT / source
         assert path.exists(), f"COPY {source}: no such path"
         files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-        sent = [f for f in files if str(f.relative_to(ROOT)) in context and "__pycache__" not in f.parts]
+        sent = [
+            f for f in files if str(f.relative_to(ROOT)) in build_context and "__pycache__" not in f.parts
+        ]
         assert sent, f"COPY {source}: .dockerignore leaves nothing of it in the build context"
         if path.is_dir():
             wanted = {f for f in files if "__pycache__" not in f.parts and not f.name.endswith(".pyc")}
@@ -85,8 +88,8 @@ def test_every_copied_path_exists_and_is_in_the_build_context(
             )
 
 
-def test_the_build_context_holds_no_local_state_or_secrets(context: set[str]) -> None:
-    for path in context:
+def test_the_build_context_holds_no_local_state_or_secrets(build_context: set[str]) -> None:
+    for path in build_context:
         first = path.split("/", 1)[0]
         assert first not in {".venv", ".git", ".sensormesh", "tests", "k8s", "build", "dist"}, path
         assert not Path(path).name.startswith(".env"), path
@@ -197,13 +200,13 @@ def test_the_services_listen_on_all_interfaces_in_the_image(instructions: list[d
 
 
 def test_the_package_built_from_the_build_context_carries_what_the_pods_use(
-    instructions: list[dockerfile.Command], context: set[str], tmp_path: Path
+    instructions: list[dockerfile.Command], build_context: set[str], tmp_path: Path
 ) -> None:
     """The build stage, minus downloading dependencies: copy what the COPY lines
     take from the context, build the wheel, and look inside."""
     source = tmp_path / "src"
     for copied in (c.rstrip("/") for c in _copies_from_context(instructions)):
-        for relative in sorted(context):
+        for relative in sorted(build_context):
             taken = relative == copied or relative.startswith(copied + "/")
             if taken and (ROOT / relative).is_file():
                 (source / relative).parent.mkdir(parents=True, exist_ok=True)

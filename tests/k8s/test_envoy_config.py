@@ -187,8 +187,12 @@ def test_the_production_load_balancer_exposes_only_tls(rendered: dict[str, Manif
 def test_reflection_is_not_routed_on_the_public_listener() -> None:
     for path in (CONFIG, PRODUCTION_CONFIG, ROOT / "envoy" / "envoy.yaml"):
         (host,) = connection_manager(load_config(path))["route_config"]["virtual_hosts"]
-        prefixes = [r["match"].get("prefix", r["match"].get("path", "")) for r in host["routes"]]
+        # The web console's page and assets (local stack only) go to its static file server.
+        api = [r for r in host["routes"] if r["route"]["cluster"] != "console"]
+        prefixes = [r["match"].get("prefix", r["match"].get("path", "")) for r in api]
         assert all(p.startswith("/sensormesh.v1.") for p in prefixes), (path, prefixes)
+        console = [r["match"].get("prefix", r["match"].get("path")) for r in host["routes"] if r not in api]
+        assert set(console) <= {"/", "/assets/"}, (path, console)
 
 
 def test_the_cluster_keeps_the_local_routes_and_filters() -> None:
@@ -325,9 +329,15 @@ def test_clusters_balance_per_request_over_dns_and_health(manifests: Manifests) 
         (check,) = cluster["health_checks"]
         (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
         k8s_service = manifests.get("Service", endpoint["endpoint"]["address"]["socket_address"]["address"])
+        assert k8s_service["spec"].get("clusterIP") == "None", (
+            "per-request balancing needs a headless Service"
+        )
         (workload,) = manifests.pods_selected({"matchLabels": k8s_service["spec"]["selector"]})
-        readiness = workload.pod["containers"][0]["readinessProbe"]["grpc"]
-        assert check["grpc_health_check"]["service_name"] == readiness["service"]
+        probe = workload.pod["containers"][0]["readinessProbe"]
+        if cluster["name"] == "console":  # plain HTTP: the page the readiness probe asks for
+            assert check["http_health_check"]["path"] == probe["httpGet"]["path"]
+        else:
+            assert check["grpc_health_check"]["service_name"] == probe["grpc"]["service"]
         assert cluster["circuit_breakers"]["thresholds"][0]["max_requests"] >= 10000
 
 

@@ -119,7 +119,8 @@ def _local_config(tmp_path: Path, ports: dict[str, list[int]]) -> Path:
         service = endpoint["endpoint"]["address"]["socket_address"]["address"]
         locality["lb_endpoints"] = [
             {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
-            for port in ports[service]
+            # The web console has no stand-in here: a port nothing listens on (1, tcpmux).
+            for port in ports.get(service, [1])
         ]
     text = yaml.safe_dump(config).replace(transcoder_descriptor_path(config), str(DESCRIPTOR))
     path = tmp_path / "envoy.yaml"

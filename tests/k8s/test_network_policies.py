@@ -43,6 +43,7 @@ NEEDED = {
     ("envoy", "ingest", 50051),
     ("envoy", "query", 50052),
     ("envoy", "control", 50053),
+    ("envoy", "console", 50054),
     ("ingest", "timescaledb", 5432),
     ("query", "timescaledb", 5432),
     ("control", "timescaledb", 5432),

@@ -32,8 +32,9 @@ class AccessServiceStub:
     with `smdt_`, so a leaked one is recognisable (and secret scanners can
     match it). A revoked or expired key is refused within 10 seconds.
 
-    Every RPC needs the admin role, with a key that is not scoped to some
-    devices (a scoped key could otherwise make itself an unscoped one).
+    Every RPC but GetCaller needs the admin role, with a key that is not
+    scoped to some devices (a scoped key could otherwise make itself an
+    unscoped one).
     """
 
     def __init__(self, channel):
@@ -57,6 +58,11 @@ class AccessServiceStub:
                 request_serializer=sensormesh_dot_v1_dot_access__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=sensormesh_dot_v1_dot_access__pb2.RevokeApiKeyResponse.FromString,
                 _registered_method=True)
+        self.GetCaller = channel.unary_unary(
+                '/sensormesh.v1.AccessService/GetCaller',
+                request_serializer=sensormesh_dot_v1_dot_access__pb2.GetCallerRequest.SerializeToString,
+                response_deserializer=sensormesh_dot_v1_dot_access__pb2.GetCallerResponse.FromString,
+                _registered_method=True)
 
 
 class AccessServiceServicer:
@@ -66,8 +72,9 @@ class AccessServiceServicer:
     with `smdt_`, so a leaked one is recognisable (and secret scanners can
     match it). A revoked or expired key is refused within 10 seconds.
 
-    Every RPC needs the admin role, with a key that is not scoped to some
-    devices (a scoped key could otherwise make itself an unscoped one).
+    Every RPC but GetCaller needs the admin role, with a key that is not
+    scoped to some devices (a scoped key could otherwise make itself an
+    unscoped one).
     """
 
     def CreateApiKey(self, request, context):
@@ -100,6 +107,19 @@ class AccessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCaller(self, request, context):
+        """Tells the caller who it is: how the audit log names it, its role and the
+        devices it sees, so a client (the web console) offers only what the
+        caller may do. Any operator may call it, scoped or not; it reads nothing
+        but the caller's own credential.
+
+        Returns UNAUTHENTICATED for a missing, unknown, revoked or expired
+        credential, PERMISSION_DENIED for a device token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccessServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +138,11 @@ def add_AccessServiceServicer_to_server(servicer, server):
                     request_deserializer=sensormesh_dot_v1_dot_access__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=sensormesh_dot_v1_dot_access__pb2.RevokeApiKeyResponse.SerializeToString,
             ),
+            'GetCaller': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaller,
+                    request_deserializer=sensormesh_dot_v1_dot_access__pb2.GetCallerRequest.FromString,
+                    response_serializer=sensormesh_dot_v1_dot_access__pb2.GetCallerResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'sensormesh.v1.AccessService', rpc_method_handlers)
@@ -133,8 +158,9 @@ class AccessService:
     with `smdt_`, so a leaked one is recognisable (and secret scanners can
     match it). A revoked or expired key is refused within 10 seconds.
 
-    Every RPC needs the admin role, with a key that is not scoped to some
-    devices (a scoped key could otherwise make itself an unscoped one).
+    Every RPC but GetCaller needs the admin role, with a key that is not
+    scoped to some devices (a scoped key could otherwise make itself an
+    unscoped one).
     """
 
     @staticmethod
@@ -208,6 +234,33 @@ class AccessService:
             '/sensormesh.v1.AccessService/RevokeApiKey',
             sensormesh_dot_v1_dot_access__pb2.RevokeApiKeyRequest.SerializeToString,
             sensormesh_dot_v1_dot_access__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sensormesh.v1.AccessService/GetCaller',
+            sensormesh_dot_v1_dot_access__pb2.GetCallerRequest.SerializeToString,
+            sensormesh_dot_v1_dot_access__pb2.GetCallerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,8 +33,9 @@ class AccessServiceStub:
     with `smdt_`, so a leaked one is recognisable (and secret scanners can
     match it). A revoked or expired key is refused within 10 seconds.
 
-    Every RPC needs the admin role, with a key that is not scoped to some
-    devices (a scoped key could otherwise make itself an unscoped one).
+    Every RPC but GetCaller needs the admin role, with a key that is not
+    scoped to some devices (a scoped key could otherwise make itself an
+    unscoped one).
     """
 
     @_typing.overload
@@ -59,6 +60,15 @@ class AccessServiceStub:
 
     Returns NOT_FOUND if no key has the name.
     """
+    GetCaller: _grpc.UnaryUnaryMultiCallable[_access_pb2.GetCallerRequest, _access_pb2.GetCallerResponse]
+    """Tells the caller who it is: how the audit log names it, its role and the
+    devices it sees, so a client (the web console) offers only what the
+    caller may do. Any operator may call it, scoped or not; it reads nothing
+    but the caller's own credential.
+
+    Returns UNAUTHENTICATED for a missing, unknown, revoked or expired
+    credential, PERMISSION_DENIED for a device token.
+    """
 
 @_typing.type_check_only
 class AccessServiceAsyncStub(AccessServiceStub):
@@ -68,8 +78,9 @@ class AccessServiceAsyncStub(AccessServiceStub):
     with `smdt_`, so a leaked one is recognisable (and secret scanners can
     match it). A revoked or expired key is refused within 10 seconds.
 
-    Every RPC needs the admin role, with a key that is not scoped to some
-    devices (a scoped key could otherwise make itself an unscoped one).
+    Every RPC but GetCaller needs the admin role, with a key that is not
+    scoped to some devices (a scoped key could otherwise make itself an
+    unscoped one).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -91,6 +102,15 @@ class AccessServiceAsyncStub(AccessServiceStub):
 
     Returns NOT_FOUND if no key has the name.
     """
+    GetCaller: _aio.UnaryUnaryMultiCallable[_access_pb2.GetCallerRequest, _access_pb2.GetCallerResponse]  # type: ignore[assignment]
+    """Tells the caller who it is: how the audit log names it, its role and the
+    devices it sees, so a client (the web console) offers only what the
+    caller may do. Any operator may call it, scoped or not; it reads nothing
+    but the caller's own credential.
+
+    Returns UNAUTHENTICATED for a missing, unknown, revoked or expired
+    credential, PERMISSION_DENIED for a device token.
+    """
 
 class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operator API keys: bearer credentials with a role, optionally scoped to
@@ -99,8 +119,9 @@ class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
     with `smdt_`, so a leaked one is recognisable (and secret scanners can
     match it). A revoked or expired key is refused within 10 seconds.
 
-    Every RPC needs the admin role, with a key that is not scoped to some
-    devices (a scoped key could otherwise make itself an unscoped one).
+    Every RPC but GetCaller needs the admin role, with a key that is not
+    scoped to some devices (a scoped key could otherwise make itself an
+    unscoped one).
     """
 
     @_abc_1.abstractmethod
@@ -137,6 +158,21 @@ class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
         live feeds open with it end. Revoking a revoked key changes nothing.
 
         Returns NOT_FOUND if no key has the name.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCaller(
+        self,
+        request: _access_pb2.GetCallerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_access_pb2.GetCallerResponse, _abc.Awaitable[_access_pb2.GetCallerResponse]]:
+        """Tells the caller who it is: how the audit log names it, its role and the
+        devices it sees, so a client (the web console) offers only what the
+        caller may do. Any operator may call it, scoped or not; it reads nothing
+        but the caller's own credential.
+
+        Returns UNAUTHENTICATED for a missing, unknown, revoked or expired
+        credential, PERMISSION_DENIED for a device token.
         """
 
 def add_AccessServiceServicer_to_server(servicer: AccessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

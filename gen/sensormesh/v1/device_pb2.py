@@ -28,12 +28,13 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from sensormesh.v1 import access_rule_pb2 as sensormesh_dot_v1_dot_access__rule__pb2
+from sensormesh.v1 import command_delivery_pb2 as sensormesh_dot_v1_dot_command__delivery__pb2
 from sensormesh.v1 import frame_pb2 as sensormesh_dot_v1_dot_frame__pb2
 from sensormesh.v1 import ingest_pb2 as sensormesh_dot_v1_dot_ingest__pb2
 from sensormesh.v1 import query_pb2 as sensormesh_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asensormesh/v1/device.proto\x12\rsensormesh.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsensormesh/v1/access_rule.proto\x1a\x19sensormesh/v1/frame.proto\x1a\x1asensormesh/v1/ingest.proto\x1a\x19sensormesh/v1/query.proto\"\xef\x07\n\x06\x44\x65vice\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12\x1e\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x1d\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32\x19.sensormesh.v1.DeviceTypeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x35\n\x06status\x18\x05 \x01(\x0e\x32\x1b.sensormesh.v1.DeviceStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12o\n\x06labels\x18\x06 \x03(\x0b\x32!.sensormesh.v1.Device.LabelsEntryB<\xbaH9\x9a\x01\x36\x10 \"\x19r\x17\x10\x01\x18?2\x11^[A-Za-z0-9_.-]+$*\x17r\x15\x18?2\x11^[A-Za-z0-9_.-]*$\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12:\n\x10last_upload_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12 \n\x12\x63ommitted_sequence\x18\n \x01(\x04\x42\x04\xe2\x41\x01\x03\x12,\n\x07sensors\x18\x0b \x03(\x0b\x32\x15.sensormesh.v1.SensorB\x04\xe2\x41\x01\x03\x12\x38\n\x0einput_statuses\x18\x0c \x03(\x0b\x32\x1a.sensormesh.v1.InputStatusB\x04\xe2\x41\x01\x03\x12\x32\n\x07thinned\x18\r \x03(\x0b\x32\x1b.sensormesh.v1.ThinnedTotalB\x04\xe2\x41\x01\x03\x12\x1c\n\x0erejected_count\x18\x0e \x01(\x04\x42\x04\xe2\x41\x01\x03\x12>\n\x14lowest_battery_level\x18\x0f \x01(\x0b\x32\x1a.sensormesh.v1.LatestValueB\x04\xe2\x41\x01\x03\x12\x41\n\x17weakest_signal_strength\x18\x10 \x01(\x0b\x32\x1a.sensormesh.v1.LatestValueB\x04\xe2\x41\x01\x03\x12,\n\x07\x63\x61meras\x18\x11 \x03(\x0b\x32\x15.sensormesh.v1.CameraB\x04\xe2\x41\x01\x03\x12&\n\x18\x63ommitted_frame_sequence\x18\x12 \x01(\x04\x42\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"n\n\x06Sensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x06series\x18\x02 \x03(\x0b\x32\x15.sensormesh.v1.Series\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x06Series\x12\x10\n\x08quantity\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\"\x9a\x01\n\x0cThinnedTotal\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x35\n\x11\x66irst_sample_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_sample_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x13\x43reateDeviceRequest\x12-\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.DeviceB\x06\xbaH\x03\xc8\x01\x01\x12\x12\n\nreregister\x18\x02 \x01(\x08\"L\n\x14\x43reateDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.Device\x12\r\n\x05token\x18\x02 \x01(\t\"Q\n\x10GetDeviceRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\":\n\x11GetDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.Device\"\xb0\x02\n\x12ListDevicesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x35\n\x06status\x18\x03 \x01(\x0e\x32\x1b.sensormesh.v1.DeviceStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32\x19.sensormesh.v1.DeviceTypeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12s\n\x08order_by\x18\x05 \x01(\tBa\xbaH^r\\\x18@2X^ *((device_id|lowest_battery_level\\.value|weakest_signal_strength\\.value)( +desc)? *)?$\"V\n\x13ListDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.sensormesh.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"u\n\x13UpdateDeviceRequest\x12-\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.DeviceB\x06\xbaH\x03\xc8\x01\x01\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"=\n\x14UpdateDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.Device\"T\n\x13\x44\x65leteDeviceRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\"R\n\x14\x44\x65leteDeviceResponse\x12\x1d\n\x15\x64\x65leted_reading_count\x18\x01 \x01(\x04\x12\x1b\n\x13\x64\x65leted_frame_count\x18\x02 \x01(\x04\"Y\n\x18RotateDeviceTokenRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\"*\n\x19RotateDeviceTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t*Z\n\nDeviceType\x12\x1b\n\x17\x44\x45VICE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45VICE_TYPE_GATEWAY\x10\x01\x12\x16\n\x12\x44\x45VICE_TYPE_DIRECT\x10\x02*c\n\x0c\x44\x65viceStatus\x12\x1d\n\x19\x44\x45VICE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45VICE_STATUS_ACTIVE\x10\x01\x12\x1a\n\x16\x44\x45VICE_STATUS_DISABLED\x10\x02\x32\xab\x06\n\rDeviceService\x12|\n\x0c\x43reateDevice\x12\".sensormesh.v1.CreateDeviceRequest\x1a#.sensormesh.v1.CreateDeviceResponse\"#\xa2\xbb\x18\x04\x08\x02\x18\x01\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/devices:\x06\x64\x65vice\x12u\n\tGetDevice\x12\x1f.sensormesh.v1.GetDeviceRequest\x1a .sensormesh.v1.GetDeviceResponse\"%\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/devices/{device_id}\x12o\n\x0bListDevices\x12!.sensormesh.v1.ListDevicesRequest\x1a\".sensormesh.v1.ListDevicesResponse\"\x19\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/devices\x12\x8f\x01\n\x0cUpdateDevice\x12\".sensormesh.v1.UpdateDeviceRequest\x1a#.sensormesh.v1.UpdateDeviceResponse\"6\xa2\xbb\x18\x04\x08\x02\x18\x01\x82\xd3\xe4\x93\x02(2\x1e/v1/devices/{device.device_id}:\x06\x64\x65vice\x12\x80\x01\n\x0c\x44\x65leteDevice\x12\".sensormesh.v1.DeleteDeviceRequest\x1a#.sensormesh.v1.DeleteDeviceResponse\"\'\xa2\xbb\x18\x04\x08\x03\x18\x01\x82\xd3\xe4\x93\x02\x19*\x17/v1/devices/{device_id}\x12\x9e\x01\n\x11RotateDeviceToken\x12\'.sensormesh.v1.RotateDeviceTokenRequest\x1a(.sensormesh.v1.RotateDeviceTokenResponse\"6\xa2\xbb\x18\x04\x08\x02\x18\x01\x82\xd3\xe4\x93\x02(\"#/v1/devices/{device_id}:rotateToken:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asensormesh/v1/device.proto\x12\rsensormesh.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fsensormesh/v1/access_rule.proto\x1a$sensormesh/v1/command_delivery.proto\x1a\x19sensormesh/v1/frame.proto\x1a\x1asensormesh/v1/ingest.proto\x1a\x19sensormesh/v1/query.proto\"\xef\x07\n\x06\x44\x65vice\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\x12\x1e\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x1d\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32\x19.sensormesh.v1.DeviceTypeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x35\n\x06status\x18\x05 \x01(\x0e\x32\x1b.sensormesh.v1.DeviceStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12o\n\x06labels\x18\x06 \x03(\x0b\x32!.sensormesh.v1.Device.LabelsEntryB<\xbaH9\x9a\x01\x36\x10 \"\x19r\x17\x10\x01\x18?2\x11^[A-Za-z0-9_.-]+$*\x17r\x15\x18?2\x11^[A-Za-z0-9_.-]*$\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12:\n\x10last_upload_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12 \n\x12\x63ommitted_sequence\x18\n \x01(\x04\x42\x04\xe2\x41\x01\x03\x12,\n\x07sensors\x18\x0b \x03(\x0b\x32\x15.sensormesh.v1.SensorB\x04\xe2\x41\x01\x03\x12\x38\n\x0einput_statuses\x18\x0c \x03(\x0b\x32\x1a.sensormesh.v1.InputStatusB\x04\xe2\x41\x01\x03\x12\x32\n\x07thinned\x18\r \x03(\x0b\x32\x1b.sensormesh.v1.ThinnedTotalB\x04\xe2\x41\x01\x03\x12\x1c\n\x0erejected_count\x18\x0e \x01(\x04\x42\x04\xe2\x41\x01\x03\x12>\n\x14lowest_battery_level\x18\x0f \x01(\x0b\x32\x1a.sensormesh.v1.LatestValueB\x04\xe2\x41\x01\x03\x12\x41\n\x17weakest_signal_strength\x18\x10 \x01(\x0b\x32\x1a.sensormesh.v1.LatestValueB\x04\xe2\x41\x01\x03\x12,\n\x07\x63\x61meras\x18\x11 \x03(\x0b\x32\x15.sensormesh.v1.CameraB\x04\xe2\x41\x01\x03\x12&\n\x18\x63ommitted_frame_sequence\x18\x12 \x01(\x04\x42\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"n\n\x06Sensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x06series\x18\x02 \x03(\x0b\x32\x15.sensormesh.v1.Series\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x06Series\x12\x10\n\x08quantity\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\"\x9a\x01\n\x0cThinnedTotal\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x35\n\x11\x66irst_sample_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_sample_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x13\x43reateDeviceRequest\x12-\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.DeviceB\x06\xbaH\x03\xc8\x01\x01\x12\x12\n\nreregister\x18\x02 \x01(\x08\"L\n\x14\x43reateDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.Device\x12\r\n\x05token\x18\x02 \x01(\t\"Q\n\x10GetDeviceRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\":\n\x11GetDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.Device\"\xb0\x02\n\x12ListDevicesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x35\n\x06status\x18\x03 \x01(\x0e\x32\x1b.sensormesh.v1.DeviceStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32\x19.sensormesh.v1.DeviceTypeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12s\n\x08order_by\x18\x05 \x01(\tBa\xbaH^r\\\x18@2X^ *((device_id|lowest_battery_level\\.value|weakest_signal_strength\\.value)( +desc)? *)?$\"V\n\x13ListDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.sensormesh.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"u\n\x13UpdateDeviceRequest\x12-\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.DeviceB\x06\xbaH\x03\xc8\x01\x01\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"=\n\x14UpdateDeviceResponse\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.sensormesh.v1.Device\"T\n\x13\x44\x65leteDeviceRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\"R\n\x14\x44\x65leteDeviceResponse\x12\x1d\n\x15\x64\x65leted_reading_count\x18\x01 \x01(\x04\x12\x1b\n\x13\x64\x65leted_frame_count\x18\x02 \x01(\x04\"Y\n\x18RotateDeviceTokenRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\"*\n\x19RotateDeviceTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\"X\n\x17ListCommandSpecsRequest\x12=\n\tdevice_id\x18\x01 \x01(\tB*\xbaH\'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\"M\n\x18ListCommandSpecsResponse\x12\x31\n\rcommand_specs\x18\x01 \x03(\x0b\x32\x1a.sensormesh.v1.CommandSpec*Z\n\nDeviceType\x12\x1b\n\x17\x44\x45VICE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45VICE_TYPE_GATEWAY\x10\x01\x12\x16\n\x12\x44\x45VICE_TYPE_DIRECT\x10\x02*c\n\x0c\x44\x65viceStatus\x12\x1d\n\x19\x44\x45VICE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45VICE_STATUS_ACTIVE\x10\x01\x12\x1a\n\x16\x44\x45VICE_STATUS_DISABLED\x10\x02\x32\xc5\x07\n\rDeviceService\x12|\n\x0c\x43reateDevice\x12\".sensormesh.v1.CreateDeviceRequest\x1a#.sensormesh.v1.CreateDeviceResponse\"#\xa2\xbb\x18\x04\x08\x02\x18\x01\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/devices:\x06\x64\x65vice\x12u\n\tGetDevice\x12\x1f.sensormesh.v1.GetDeviceRequest\x1a .sensormesh.v1.GetDeviceResponse\"%\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/devices/{device_id}\x12o\n\x0bListDevices\x12!.sensormesh.v1.ListDevicesRequest\x1a\".sensormesh.v1.ListDevicesResponse\"\x19\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/devices\x12\x8f\x01\n\x0cUpdateDevice\x12\".sensormesh.v1.UpdateDeviceRequest\x1a#.sensormesh.v1.UpdateDeviceResponse\"6\xa2\xbb\x18\x04\x08\x02\x18\x01\x82\xd3\xe4\x93\x02(2\x1e/v1/devices/{device.device_id}:\x06\x64\x65vice\x12\x80\x01\n\x0c\x44\x65leteDevice\x12\".sensormesh.v1.DeleteDeviceRequest\x1a#.sensormesh.v1.DeleteDeviceResponse\"\'\xa2\xbb\x18\x04\x08\x03\x18\x01\x82\xd3\xe4\x93\x02\x19*\x17/v1/devices/{device_id}\x12\x9e\x01\n\x11RotateDeviceToken\x12\'.sensormesh.v1.RotateDeviceTokenRequest\x1a(.sensormesh.v1.RotateDeviceTokenResponse\"6\xa2\xbb\x18\x04\x08\x02\x18\x01\x82\xd3\xe4\x93\x02(\"#/v1/devices/{device_id}:rotateToken:\x01*\x12\x97\x01\n\x10ListCommandSpecs\x12&.sensormesh.v1.ListCommandSpecsRequest\x1a\'.sensormesh.v1.ListCommandSpecsResponse\"2\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02&\x12$/v1/devices/{device_id}/commandSpecsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -98,6 +99,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEDEVICEREQUEST'].fields_by_name['device_id']._serialized_options = b'\272H\'r%\020\001\030?2\037^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'
   _globals['_ROTATEDEVICETOKENREQUEST'].fields_by_name['device_id']._loaded_options = None
   _globals['_ROTATEDEVICETOKENREQUEST'].fields_by_name['device_id']._serialized_options = b'\272H\'r%\020\001\030?2\037^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'
+  _globals['_LISTCOMMANDSPECSREQUEST'].fields_by_name['device_id']._loaded_options = None
+  _globals['_LISTCOMMANDSPECSREQUEST'].fields_by_name['device_id']._serialized_options = b'\272H\'r%\020\001\030?2\037^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'
   _globals['_DEVICESERVICE'].methods_by_name['CreateDevice']._loaded_options = None
   _globals['_DEVICESERVICE'].methods_by_name['CreateDevice']._serialized_options = b'\242\273\030\004\010\002\030\001\202\323\344\223\002\025\"\013/v1/devices:\006device'
   _globals['_DEVICESERVICE'].methods_by_name['GetDevice']._loaded_options = None
@@ -110,44 +113,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEVICESERVICE'].methods_by_name['DeleteDevice']._serialized_options = b'\242\273\030\004\010\003\030\001\202\323\344\223\002\031*\027/v1/devices/{device_id}'
   _globals['_DEVICESERVICE'].methods_by_name['RotateDeviceToken']._loaded_options = None
   _globals['_DEVICESERVICE'].methods_by_name['RotateDeviceToken']._serialized_options = b'\242\273\030\004\010\002\030\001\202\323\344\223\002(\"#/v1/devices/{device_id}:rotateToken:\001*'
-  _globals['_DEVICETYPE']._serialized_start=2833
-  _globals['_DEVICETYPE']._serialized_end=2923
-  _globals['_DEVICESTATUS']._serialized_start=2925
-  _globals['_DEVICESTATUS']._serialized_end=3024
-  _globals['_DEVICE']._serialized_start=320
-  _globals['_DEVICE']._serialized_end=1327
-  _globals['_DEVICE_LABELSENTRY']._serialized_start=1282
-  _globals['_DEVICE_LABELSENTRY']._serialized_end=1327
-  _globals['_SENSOR']._serialized_start=1329
-  _globals['_SENSOR']._serialized_end=1439
-  _globals['_SERIES']._serialized_start=1441
-  _globals['_SERIES']._serialized_end=1481
-  _globals['_THINNEDTOTAL']._serialized_start=1484
-  _globals['_THINNEDTOTAL']._serialized_end=1638
-  _globals['_CREATEDEVICEREQUEST']._serialized_start=1640
-  _globals['_CREATEDEVICEREQUEST']._serialized_end=1728
-  _globals['_CREATEDEVICERESPONSE']._serialized_start=1730
-  _globals['_CREATEDEVICERESPONSE']._serialized_end=1806
-  _globals['_GETDEVICEREQUEST']._serialized_start=1808
-  _globals['_GETDEVICEREQUEST']._serialized_end=1889
-  _globals['_GETDEVICERESPONSE']._serialized_start=1891
-  _globals['_GETDEVICERESPONSE']._serialized_end=1949
-  _globals['_LISTDEVICESREQUEST']._serialized_start=1952
-  _globals['_LISTDEVICESREQUEST']._serialized_end=2256
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=2258
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=2344
-  _globals['_UPDATEDEVICEREQUEST']._serialized_start=2346
-  _globals['_UPDATEDEVICEREQUEST']._serialized_end=2463
-  _globals['_UPDATEDEVICERESPONSE']._serialized_start=2465
-  _globals['_UPDATEDEVICERESPONSE']._serialized_end=2526
-  _globals['_DELETEDEVICEREQUEST']._serialized_start=2528
-  _globals['_DELETEDEVICEREQUEST']._serialized_end=2612
-  _globals['_DELETEDEVICERESPONSE']._serialized_start=2614
-  _globals['_DELETEDEVICERESPONSE']._serialized_end=2696
-  _globals['_ROTATEDEVICETOKENREQUEST']._serialized_start=2698
-  _globals['_ROTATEDEVICETOKENREQUEST']._serialized_end=2787
-  _globals['_ROTATEDEVICETOKENRESPONSE']._serialized_start=2789
-  _globals['_ROTATEDEVICETOKENRESPONSE']._serialized_end=2831
-  _globals['_DEVICESERVICE']._serialized_start=3027
-  _globals['_DEVICESERVICE']._serialized_end=3838
+  _globals['_DEVICESERVICE'].methods_by_name['ListCommandSpecs']._loaded_options = None
+  _globals['_DEVICESERVICE'].methods_by_name['ListCommandSpecs']._serialized_options = b'\242\273\030\002\010\001\202\323\344\223\002&\022$/v1/devices/{device_id}/commandSpecs'
+  _globals['_DEVICETYPE']._serialized_start=3040
+  _globals['_DEVICETYPE']._serialized_end=3130
+  _globals['_DEVICESTATUS']._serialized_start=3132
+  _globals['_DEVICESTATUS']._serialized_end=3231
+  _globals['_DEVICE']._serialized_start=358
+  _globals['_DEVICE']._serialized_end=1365
+  _globals['_DEVICE_LABELSENTRY']._serialized_start=1320
+  _globals['_DEVICE_LABELSENTRY']._serialized_end=1365
+  _globals['_SENSOR']._serialized_start=1367
+  _globals['_SENSOR']._serialized_end=1477
+  _globals['_SERIES']._serialized_start=1479
+  _globals['_SERIES']._serialized_end=1519
+  _globals['_THINNEDTOTAL']._serialized_start=1522
+  _globals['_THINNEDTOTAL']._serialized_end=1676
+  _globals['_CREATEDEVICEREQUEST']._serialized_start=1678
+  _globals['_CREATEDEVICEREQUEST']._serialized_end=1766
+  _globals['_CREATEDEVICERESPONSE']._serialized_start=1768
+  _globals['_CREATEDEVICERESPONSE']._serialized_end=1844
+  _globals['_GETDEVICEREQUEST']._serialized_start=1846
+  _globals['_GETDEVICEREQUEST']._serialized_end=1927
+  _globals['_GETDEVICERESPONSE']._serialized_start=1929
+  _globals['_GETDEVICERESPONSE']._serialized_end=1987
+  _globals['_LISTDEVICESREQUEST']._serialized_start=1990
+  _globals['_LISTDEVICESREQUEST']._serialized_end=2294
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=2296
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=2382
+  _globals['_UPDATEDEVICEREQUEST']._serialized_start=2384
+  _globals['_UPDATEDEVICEREQUEST']._serialized_end=2501
+  _globals['_UPDATEDEVICERESPONSE']._serialized_start=2503
+  _globals['_UPDATEDEVICERESPONSE']._serialized_end=2564
+  _globals['_DELETEDEVICEREQUEST']._serialized_start=2566
+  _globals['_DELETEDEVICEREQUEST']._serialized_end=2650
+  _globals['_DELETEDEVICERESPONSE']._serialized_start=2652
+  _globals['_DELETEDEVICERESPONSE']._serialized_end=2734
+  _globals['_ROTATEDEVICETOKENREQUEST']._serialized_start=2736
+  _globals['_ROTATEDEVICETOKENREQUEST']._serialized_end=2825
+  _globals['_ROTATEDEVICETOKENRESPONSE']._serialized_start=2827
+  _globals['_ROTATEDEVICETOKENRESPONSE']._serialized_end=2869
+  _globals['_LISTCOMMANDSPECSREQUEST']._serialized_start=2871
+  _globals['_LISTCOMMANDSPECSREQUEST']._serialized_end=2959
+  _globals['_LISTCOMMANDSPECSRESPONSE']._serialized_start=2961
+  _globals['_LISTCOMMANDSPECSRESPONSE']._serialized_end=3038
+  _globals['_DEVICESERVICE']._serialized_start=3234
+  _globals['_DEVICESERVICE']._serialized_end=4199
 # @@protoc_insertion_point(module_scope)

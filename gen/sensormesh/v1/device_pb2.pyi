@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from sensormesh.v1 import command_delivery_pb2 as _command_delivery_pb2
 from sensormesh.v1 import frame_pb2 as _frame_pb2
 from sensormesh.v1 import ingest_pb2 as _ingest_pb2
 from sensormesh.v1 import query_pb2 as _query_pb2
@@ -658,3 +659,49 @@ class RotateDeviceTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RotateDeviceTokenResponse: _TypeAlias = RotateDeviceTokenResponse  # noqa: Y015
+
+@_typing.final
+class ListCommandSpecsRequest(_message.Message):
+    """Request for ListCommandSpecs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """The device."""
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCommandSpecsRequest: _TypeAlias = ListCommandSpecsRequest  # noqa: Y015
+
+@_typing.final
+class ListCommandSpecsResponse(_message.Message):
+    """Response for ListCommandSpecs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_SPECS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def command_specs(self) -> _containers.RepeatedCompositeFieldContainer[_command_delivery_pb2.CommandSpec]:
+        """The commands the device advertised, in name order."""
+
+    def __init__(
+        self,
+        *,
+        command_specs: _abc.Iterable[_command_delivery_pb2.CommandSpec] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_specs", b"command_specs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCommandSpecsResponse: _TypeAlias = ListCommandSpecsResponse  # noqa: Y015

@@ -72,6 +72,11 @@ class DeviceServiceStub:
                 request_serializer=sensormesh_dot_v1_dot_device__pb2.RotateDeviceTokenRequest.SerializeToString,
                 response_deserializer=sensormesh_dot_v1_dot_device__pb2.RotateDeviceTokenResponse.FromString,
                 _registered_method=True)
+        self.ListCommandSpecs = channel.unary_unary(
+                '/sensormesh.v1.DeviceService/ListCommandSpecs',
+                request_serializer=sensormesh_dot_v1_dot_device__pb2.ListCommandSpecsRequest.SerializeToString,
+                response_deserializer=sensormesh_dot_v1_dot_device__pb2.ListCommandSpecsResponse.FromString,
+                _registered_method=True)
 
 
 class DeviceServiceServicer:
@@ -152,6 +157,18 @@ class DeviceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCommandSpecs(self, request, context):
+        """Lists the commands a device understands, as its agent advertised them
+        when it last connected its command channel (name, description and
+        parameters), in name order: what CommandService.SendCommand accepts for
+        it. Empty for a device that never connected one.
+
+        Returns NOT_FOUND if the device does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeviceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +201,11 @@ def add_DeviceServiceServicer_to_server(servicer, server):
                     servicer.RotateDeviceToken,
                     request_deserializer=sensormesh_dot_v1_dot_device__pb2.RotateDeviceTokenRequest.FromString,
                     response_serializer=sensormesh_dot_v1_dot_device__pb2.RotateDeviceTokenResponse.SerializeToString,
+            ),
+            'ListCommandSpecs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCommandSpecs,
+                    request_deserializer=sensormesh_dot_v1_dot_device__pb2.ListCommandSpecsRequest.FromString,
+                    response_serializer=sensormesh_dot_v1_dot_device__pb2.ListCommandSpecsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +378,33 @@ class DeviceService:
             '/sensormesh.v1.DeviceService/RotateDeviceToken',
             sensormesh_dot_v1_dot_device__pb2.RotateDeviceTokenRequest.SerializeToString,
             sensormesh_dot_v1_dot_device__pb2.RotateDeviceTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCommandSpecs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sensormesh.v1.DeviceService/ListCommandSpecs',
+            sensormesh_dot_v1_dot_device__pb2.ListCommandSpecsRequest.SerializeToString,
+            sensormesh_dot_v1_dot_device__pb2.ListCommandSpecsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -84,6 +84,14 @@ class DeviceServiceStub:
 
     Returns NOT_FOUND if the device does not exist.
     """
+    ListCommandSpecs: _grpc.UnaryUnaryMultiCallable[_device_pb2.ListCommandSpecsRequest, _device_pb2.ListCommandSpecsResponse]
+    """Lists the commands a device understands, as its agent advertised them
+    when it last connected its command channel (name, description and
+    parameters), in name order: what CommandService.SendCommand accepts for
+    it. Empty for a device that never connected one.
+
+    Returns NOT_FOUND if the device does not exist.
+    """
 
 @_typing.type_check_only
 class DeviceServiceAsyncStub(DeviceServiceStub):
@@ -138,6 +146,14 @@ class DeviceServiceAsyncStub(DeviceServiceStub):
     """Issues a new token for a device and returns it, once; the old token
     stops working within 10 seconds (the services' credential caches), and
     an upload stream open with it is ended with UNAUTHENTICATED.
+
+    Returns NOT_FOUND if the device does not exist.
+    """
+    ListCommandSpecs: _aio.UnaryUnaryMultiCallable[_device_pb2.ListCommandSpecsRequest, _device_pb2.ListCommandSpecsResponse]  # type: ignore[assignment]
+    """Lists the commands a device understands, as its agent advertised them
+    when it last connected its command channel (name, description and
+    parameters), in name order: what CommandService.SendCommand accepts for
+    it. Empty for a device that never connected one.
 
     Returns NOT_FOUND if the device does not exist.
     """
@@ -228,6 +244,20 @@ class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
         """Issues a new token for a device and returns it, once; the old token
         stops working within 10 seconds (the services' credential caches), and
         an upload stream open with it is ended with UNAUTHENTICATED.
+
+        Returns NOT_FOUND if the device does not exist.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCommandSpecs(
+        self,
+        request: _device_pb2.ListCommandSpecsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_device_pb2.ListCommandSpecsResponse, _abc.Awaitable[_device_pb2.ListCommandSpecsResponse]]:
+        """Lists the commands a device understands, as its agent advertised them
+        when it last connected its command channel (name, description and
+        parameters), in name order: what CommandService.SendCommand accepts for
+        it. Empty for a device that never connected one.
 
         Returns NOT_FOUND if the device does not exist.
         """

@@ -26,6 +26,7 @@ class Ports:
     ingest: int = field(default_factory=free_port)
     query: int = field(default_factory=free_port)
     control: int = field(default_factory=free_port)
+    console: int = field(default_factory=free_port)
 
     def flags(self) -> list[str]:
         return [
@@ -39,6 +40,8 @@ class Ports:
             str(self.query),
             "--control",
             str(self.control),
+            "--console",
+            str(self.console),
         ]
 
 

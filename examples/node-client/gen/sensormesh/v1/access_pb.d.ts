@@ -263,14 +263,64 @@ export declare type RevokeApiKeyResponse = Message<"sensormesh.v1.RevokeApiKeyRe
 export declare const RevokeApiKeyResponseSchema: GenMessage<RevokeApiKeyResponse>;
 
 /**
+ * Request for GetCaller.
+ *
+ * @generated from message sensormesh.v1.GetCallerRequest
+ */
+export declare type GetCallerRequest = Message<"sensormesh.v1.GetCallerRequest"> & {
+};
+
+/**
+ * Describes the message sensormesh.v1.GetCallerRequest.
+ * Use `create(GetCallerRequestSchema)` to create a new message.
+ */
+export declare const GetCallerRequestSchema: GenMessage<GetCallerRequest>;
+
+/**
+ * Response for GetCaller.
+ *
+ * @generated from message sensormesh.v1.GetCallerResponse
+ */
+export declare type GetCallerResponse = Message<"sensormesh.v1.GetCallerResponse"> & {
+  /**
+   * How the audit log names the caller: `key:<key name>` for an API key,
+   * `sso:<subject>` for a single sign-on identity.
+   *
+   * @generated from field: string actor = 1;
+   */
+  actor: string;
+
+  /**
+   * The caller's role.
+   *
+   * @generated from field: sensormesh.v1.Role role = 2;
+   */
+  role: Role;
+
+  /**
+   * The devices the caller sees; unset: every device.
+   *
+   * @generated from field: sensormesh.v1.DeviceScope device_scope = 3;
+   */
+  deviceScope?: DeviceScope | undefined;
+};
+
+/**
+ * Describes the message sensormesh.v1.GetCallerResponse.
+ * Use `create(GetCallerResponseSchema)` to create a new message.
+ */
+export declare const GetCallerResponseSchema: GenMessage<GetCallerResponse>;
+
+/**
  * Operator API keys: bearer credentials with a role, optionally scoped to
  * some devices and given an expiry. A key is shown once, when it is created;
  * the services keep only its hash. Keys start with `smak_` and device tokens
  * with `smdt_`, so a leaked one is recognisable (and secret scanners can
  * match it). A revoked or expired key is refused within 10 seconds.
  *
- * Every RPC needs the admin role, with a key that is not scoped to some
- * devices (a scoped key could otherwise make itself an unscoped one).
+ * Every RPC but GetCaller needs the admin role, with a key that is not
+ * scoped to some devices (a scoped key could otherwise make itself an
+ * unscoped one).
  *
  * @generated from service sensormesh.v1.AccessService
  */
@@ -313,6 +363,22 @@ export declare const AccessService: GenService<{
     methodKind: "unary";
     input: typeof RevokeApiKeyRequestSchema;
     output: typeof RevokeApiKeyResponseSchema;
+  },
+  /**
+   * Tells the caller who it is: how the audit log names it, its role and the
+   * devices it sees, so a client (the web console) offers only what the
+   * caller may do. Any operator may call it, scoped or not; it reads nothing
+   * but the caller's own credential.
+   *
+   * Returns UNAUTHENTICATED for a missing, unknown, revoked or expired
+   * credential, PERMISSION_DENIED for a device token.
+   *
+   * @generated from rpc sensormesh.v1.AccessService.GetCaller
+   */
+  getCaller: {
+    methodKind: "unary";
+    input: typeof GetCallerRequestSchema;
+    output: typeof GetCallerResponseSchema;
   },
 }>;
 

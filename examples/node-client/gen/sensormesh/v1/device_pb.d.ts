@@ -8,6 +8,7 @@ import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { InputStatus } from "./ingest_pb.js";
 import type { LatestValue } from "./query_pb.js";
 import type { Camera } from "./frame_pb.js";
+import type { CommandSpec } from "./command_delivery_pb.js";
 
 /**
  * Describes the file sensormesh/v1/device.proto.
@@ -589,6 +590,46 @@ export declare type RotateDeviceTokenResponse = Message<"sensormesh.v1.RotateDev
 export declare const RotateDeviceTokenResponseSchema: GenMessage<RotateDeviceTokenResponse>;
 
 /**
+ * Request for ListCommandSpecs.
+ *
+ * @generated from message sensormesh.v1.ListCommandSpecsRequest
+ */
+export declare type ListCommandSpecsRequest = Message<"sensormesh.v1.ListCommandSpecsRequest"> & {
+  /**
+   * The device.
+   *
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+};
+
+/**
+ * Describes the message sensormesh.v1.ListCommandSpecsRequest.
+ * Use `create(ListCommandSpecsRequestSchema)` to create a new message.
+ */
+export declare const ListCommandSpecsRequestSchema: GenMessage<ListCommandSpecsRequest>;
+
+/**
+ * Response for ListCommandSpecs.
+ *
+ * @generated from message sensormesh.v1.ListCommandSpecsResponse
+ */
+export declare type ListCommandSpecsResponse = Message<"sensormesh.v1.ListCommandSpecsResponse"> & {
+  /**
+   * The commands the device advertised, in name order.
+   *
+   * @generated from field: repeated sensormesh.v1.CommandSpec command_specs = 1;
+   */
+  commandSpecs: CommandSpec[];
+};
+
+/**
+ * Describes the message sensormesh.v1.ListCommandSpecsResponse.
+ * Use `create(ListCommandSpecsResponseSchema)` to create a new message.
+ */
+export declare const ListCommandSpecsResponseSchema: GenMessage<ListCommandSpecsResponse>;
+
+/**
  * What kind of device it is.
  *
  * @generated from enum sensormesh.v1.DeviceType
@@ -751,6 +792,21 @@ export declare const DeviceService: GenService<{
     methodKind: "unary";
     input: typeof RotateDeviceTokenRequestSchema;
     output: typeof RotateDeviceTokenResponseSchema;
+  },
+  /**
+   * Lists the commands a device understands, as its agent advertised them
+   * when it last connected its command channel (name, description and
+   * parameters), in name order: what CommandService.SendCommand accepts for
+   * it. Empty for a device that never connected one.
+   *
+   * Returns NOT_FOUND if the device does not exist.
+   *
+   * @generated from rpc sensormesh.v1.DeviceService.ListCommandSpecs
+   */
+  listCommandSpecs: {
+    methodKind: "unary";
+    input: typeof ListCommandSpecsRequestSchema;
+    output: typeof ListCommandSpecsResponseSchema;
   },
 }>;
 

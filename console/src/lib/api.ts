@@ -1,0 +1,38 @@
+/**
+ * The console's clients: one gRPC-Web transport to the page's own origin (Envoy serves the
+ * console, REST and gRPC-Web on one listener), one client per service, every call carrying the
+ * signed-in key as a bearer token.
+ */
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { AccessService } from "../gen/sensormesh/v1/access_pb";
+import { AlertService } from "../gen/sensormesh/v1/alert_pb";
+import { AuditService } from "../gen/sensormesh/v1/audit_pb";
+import { CommandService } from "../gen/sensormesh/v1/command_pb";
+import { DeviceService } from "../gen/sensormesh/v1/device_pb";
+import { QueryService } from "../gen/sensormesh/v1/query_pb";
+
+export interface Api {
+  access: Client<typeof AccessService>;
+  alerts: Client<typeof AlertService>;
+  audit: Client<typeof AuditService>;
+  commands: Client<typeof CommandService>;
+  devices: Client<typeof DeviceService>;
+  query: Client<typeof QueryService>;
+}
+
+export function createApi(key: string, baseUrl: string = window.location.origin): Api {
+  const bearer: Interceptor = (next) => (request) => {
+    request.header.set("authorization", `Bearer ${key}`);
+    return next(request);
+  };
+  const transport = createGrpcWebTransport({ baseUrl, interceptors: [bearer] });
+  return {
+    access: createClient(AccessService, transport),
+    alerts: createClient(AlertService, transport),
+    audit: createClient(AuditService, transport),
+    commands: createClient(CommandService, transport),
+    devices: createClient(DeviceService, transport),
+    query: createClient(QueryService, transport),
+  };
+}

@@ -1,0 +1,23 @@
+/** The commands panel's logic: which advertised commands the console can send as they are. */
+
+export interface SpecLike {
+  name: string;
+  parameters: readonly { required: boolean }[];
+}
+
+/** A command the console sends with one click: it needs no parameter. */
+export function sendableAsIs(spec: SpecLike): boolean {
+  return spec.parameters.every((p) => !p.required);
+}
+
+// CommandState values that end a command's lifecycle (command.proto).
+const FINISHED = new Set([4, 5, 6, 7, 8]); // SUCCEEDED, FAILED, EXPIRED, TIMED_OUT, CANCELED
+
+export function isFinished(state: number): boolean {
+  return FINISHED.has(state);
+}
+
+/** "COMMAND_STATE_SUCCEEDED" -> "succeeded". */
+export function stateLabel(enumName: string | undefined): string {
+  return (enumName ?? "unknown").replace(/^COMMAND_STATE_/, "").toLowerCase().replace(/_/g, " ");
+}

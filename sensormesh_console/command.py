@@ -1,0 +1,41 @@
+"""`sensormesh console`: serve the built web console until SIGINT or SIGTERM.
+
+Envoy routes `/` and `/assets/` here (envoy/envoy.yaml); `sensormesh up` starts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from sensormesh_console.server import ConsoleNotBuilt, ConsoleServer
+from sensormesh_core.stop_signals import stop_on_signals
+
+DEFAULT_LISTEN = "127.0.0.1:50054"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"host:port to bind (default {DEFAULT_LISTEN})"
+    )
+
+
+async def _serve(server: ConsoleServer) -> None:
+    stop = asyncio.Event()
+    with stop_on_signals(stop.set):
+        server.start()
+        try:
+            await stop.wait()
+        finally:
+            server.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    host, _, port = args.listen.rpartition(":")
+    try:
+        server = ConsoleServer(host.strip("[]"), int(port))
+    except ConsoleNotBuilt as missing:
+        print(f"sensormesh console: {missing}")  # noqa: T201 - the command's own error
+        return 2
+    asyncio.run(_serve(server))
+    return 0

@@ -1,0 +1,68 @@
+"""`sensormesh console`'s file server: the page and its hashed assets, nothing else."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sensormesh_console.server import ConsoleNotBuilt, ConsoleServer
+
+
+@pytest.fixture
+def dist(tmp_path: Path) -> Path:
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "index.html").write_text("<!doctype html><title>console</title>")
+    (tmp_path / "assets" / "index-abc123.js").write_text("console.log(1)")
+    (tmp_path / "secret.txt").write_text("not served")
+    return tmp_path
+
+
+@pytest.fixture
+def server(dist: Path) -> Iterator[ConsoleServer]:
+    server = ConsoleServer("127.0.0.1", 0, dist)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _get(server: ConsoleServer, path: str, method: str = "GET") -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    connection.request(method, path)
+    return connection.getresponse()
+
+
+def test_the_page_is_served_at_the_root_and_revalidated_every_time(server: ConsoleServer) -> None:
+    response = _get(server, "/")
+    assert response.status == 200
+    assert response.read().startswith(b"<!doctype html>")
+    assert response.getheader("content-type") == "text/html; charset=utf-8"
+    assert response.getheader("cache-control") == "no-cache"
+    assert "default-src 'self'" in (response.getheader("content-security-policy") or "")
+    assert _get(server, "/?from=bookmark").status == 200
+
+
+def test_hashed_assets_are_cached_for_a_year(server: ConsoleServer) -> None:
+    response = _get(server, "/assets/index-abc123.js")
+    assert response.status == 200
+    assert response.read() == b"console.log(1)"
+    assert response.getheader("content-type") == "text/javascript; charset=utf-8"
+    assert response.getheader("cache-control") == "public, max-age=31536000, immutable"
+    head = _get(server, "/assets/index-abc123.js", method="HEAD")
+    assert (head.status, head.read()) == (200, b"")
+
+
+@pytest.mark.parametrize(
+    "path", ["/secret.txt", "/assets/../secret.txt", "/assets/%2e%2e/secret.txt", "/v1/devices", "/assets/"]
+)
+def test_anything_else_is_not_found(server: ConsoleServer, path: str) -> None:
+    response = _get(server, path)
+    assert response.status == 404
+    assert b"not served" not in response.read()
+
+
+def test_an_unbuilt_console_says_how_to_build_it(tmp_path: Path) -> None:
+    with pytest.raises(ConsoleNotBuilt, match="make console"):
+        ConsoleServer("127.0.0.1", 0, tmp_path)
