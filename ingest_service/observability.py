@@ -23,7 +23,7 @@ import logging
 
 from opentelemetry import metrics
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 

@@ -10,24 +10,27 @@ explicitly to each server and channel (no global monkeypatching), so a trace
 started by the agent continues in ingest and down to the database write. A
 program whose spans go nowhere gets no client interceptors: the agent on a Pi
 then neither imports the instrumentation (about 2 MiB of its 60 MB budget) nor
-pays for it per call.
+pays for it per call. The agent goes one step further (`record_unexported=False`): with
+nothing exporting, it gets the OpenTelemetry API's no-op providers and never imports the SDK
+(about 3 MiB with its resource detection and psutil); the services keep the SDK's providers,
+whose spans still carry the caller's trace context down to the database.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from sensormesh_core import __version__
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 _OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _OTLP_METRICS_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
@@ -37,8 +40,8 @@ _OTLP_METRICS_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ME
 class Telemetry:
     """The providers of one program; pass them down instead of using globals."""
 
-    tracer_provider: TracerProvider
-    meter_provider: MeterProvider
+    tracer_provider: trace.TracerProvider  # the SDK's, or the API's no-op one (see configure_telemetry)
+    meter_provider: metrics.MeterProvider
     recording: bool = True  # spans reach an exporter or a processor (else they are dropped)
 
     def tracer(self, name: str) -> trace.Tracer:
@@ -70,9 +73,12 @@ class Telemetry:
         return list(aio_client_interceptors(tracer_provider=self.tracer_provider))  # type: ignore[no-untyped-call]
 
     def shutdown(self) -> None:
-        """Flush and stop exporting; call once at exit."""
-        self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
+        """Flush and stop exporting; call once at exit. (The API's no-op providers have nothing
+        to flush and no `shutdown`.)"""
+        for provider in (self.tracer_provider, self.meter_provider):
+            shutdown = getattr(provider, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
 
 
 def _configured(variables: tuple[str, ...]) -> bool:
@@ -86,12 +92,42 @@ def configure_telemetry(
     span_processor: SpanProcessor | None = None,
     metric_reader: MetricReader | None = None,
     set_global: bool = True,
+    record_unexported: bool = True,
 ) -> Telemetry:
     """Build the providers for `service_name` (e.g. "sensormesh-ingest").
 
     With `set_global`, also install them as OpenTelemetry's globals so that
     libraries instrumented against the global API (asyncpg) report into them.
+    Without `record_unexported` (the agent), a program that neither exports
+    nor was handed an exporter, processor or reader gets the API's no-op
+    providers: what it records would be dropped anyway, and the SDK stays
+    unimported.
     """
+    exporting = _configured(_OTLP_ENDPOINT_VARIABLES) or _configured(_OTLP_METRICS_VARIABLES)
+    handed = span_exporter is not None or span_processor is not None or metric_reader is not None
+    if not record_unexported and not exporting and not handed:
+        telemetry = Telemetry(trace.NoOpTracerProvider(), metrics.NoOpMeterProvider(), recording=False)
+    else:
+        telemetry = _sdk_telemetry(service_name, span_exporter, span_processor, metric_reader)
+    if set_global:
+        trace.set_tracer_provider(telemetry.tracer_provider)
+        metrics.set_meter_provider(telemetry.meter_provider)
+    return telemetry
+
+
+def _sdk_telemetry(
+    service_name: str,
+    span_exporter: SpanExporter | None,
+    span_processor: SpanProcessor | None,
+    metric_reader: MetricReader | None,
+) -> Telemetry:
+    """The SDK's providers, exporting over OTLP when the `OTEL_*` variables say so."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     resource = Resource.create({SERVICE_NAME: service_name, SERVICE_VERSION: __version__})
     tracer_provider = TracerProvider(resource=resource)
     recording = span_processor is not None or span_exporter is not None
@@ -113,8 +149,4 @@ def configure_telemetry(
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-
-    if set_global:
-        trace.set_tracer_provider(tracer_provider)
-        metrics.set_meter_provider(meter_provider)
     return Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider, recording=recording)
