@@ -88,6 +88,30 @@ def test_an_operator_sends_an_advertised_command_and_watches_it_succeed(
     expect(newest.get_by_test_id("command-state")).to_have_text("succeeded", timeout=20_000)
 
 
+def test_a_commands_parameters_are_filled_in_a_form_and_a_wrong_one_is_named(
+    page: Page, console_stack: ConsoleStack
+) -> None:
+    sign_in(page, console_stack, console_stack.admin_key)
+    page.goto(f"{console_stack.url}#/devices/greenhouse-pi")
+    commands = page.get_by_test_id("commands")
+    # Checked as the device declared it (seconds at least 0.001) before anything is sent.
+    commands.get_by_role("button", name="set_interval").click()
+    form = page.get_by_test_id("command-form")
+    form.locator("select[name=input]").select_option(index=1)
+    form.locator("input[name=seconds]").fill("0")
+    form.get_by_test_id("submit-command").click()
+    expect(commands.get_by_role("alert")).to_have_text("seconds: must be at least 0.001")
+    form.get_by_role("button", name="Cancel").click()
+    expect(form).to_have_count(0)
+    # read_now's input is one of the polled inputs the agent named: a select.
+    commands.get_by_role("button", name="read_now").click()
+    form.locator("select[name=input]").select_option(index=1)
+    form.get_by_test_id("submit-command").click()
+    newest = page.get_by_test_id("recent-commands").locator("tbody tr").first
+    expect(newest).to_contain_text("read_now")
+    expect(newest.get_by_test_id("command-state")).to_have_text("succeeded", timeout=20_000)
+
+
 def test_an_operator_acknowledges_an_alert_a_viewer_cannot(page: Page, console_stack: ConsoleStack) -> None:
     # A rule that greenhouse-pi's next temperature (every second) breaks.
     rule = {

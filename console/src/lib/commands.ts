@@ -1,14 +1,4 @@
-/** The commands panel's logic: which advertised commands the console can send as they are. */
-
-export interface SpecLike {
-  name: string;
-  parameters: readonly { required: boolean }[];
-}
-
-/** A command the console sends with one click: it needs no parameter. */
-export function sendableAsIs(spec: SpecLike): boolean {
-  return spec.parameters.every((p) => !p.required);
-}
+/** The commands panel's logic: when a command is over, and its state in words. */
 
 // CommandState values that end a command's lifecycle (command.proto).
 const FINISHED = new Set([4, 5, 6, 7, 8]); // SUCCEEDED, FAILED, EXPIRED, TIMED_OUT, CANCELED
