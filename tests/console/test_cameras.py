@@ -35,6 +35,8 @@ def test_the_live_view_shows_each_new_frame_and_the_strip_the_range(
     # A frame every 5 s: a new one arrives over the live feed and replaces the image (and its URL).
     expect(image).not_to_have_attribute("src", first or "", timeout=15_000)
     assert (image.get_attribute("src") or "").startswith("blob:")
+    # The replaced image's URL was revoked: an open page holds the newest image, not every one.
+    assert page.evaluate("url => fetch(url).then(() => 'held', () => 'revoked')", first) == "revoked"
     # The strip holds frames of the 15 minutes (the stack is young: at least one), placed on the
     # axis; their images are fetched once it is on screen (below the chart: scrolled to), and
     # choosing one shows it instead of the live view.
