@@ -10,6 +10,7 @@ import { AlertService } from "../gen/sensormesh/v1/alert_pb";
 import { AuditService } from "../gen/sensormesh/v1/audit_pb";
 import { CommandService } from "../gen/sensormesh/v1/command_pb";
 import { DeviceService } from "../gen/sensormesh/v1/device_pb";
+import { FrameService } from "../gen/sensormesh/v1/frame_pb";
 import { QueryService } from "../gen/sensormesh/v1/query_pb";
 
 export interface Api {
@@ -18,6 +19,7 @@ export interface Api {
   audit: Client<typeof AuditService>;
   commands: Client<typeof CommandService>;
   devices: Client<typeof DeviceService>;
+  frames: Client<typeof FrameService>;
   query: Client<typeof QueryService>;
 }
 
@@ -33,6 +35,7 @@ export function createApi(key: string, baseUrl: string = window.location.origin)
     audit: createClient(AuditService, transport),
     commands: createClient(CommandService, transport),
     devices: createClient(DeviceService, transport),
+    frames: createClient(FrameService, transport),
     query: createClient(QueryService, transport),
   };
 }
