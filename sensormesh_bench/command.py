@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "commands": "sensormesh_bench.commands",
     "alerts": "sensormesh_bench.alerts",
     "frames": "sensormesh_bench.frames",
+    "console": "sensormesh_bench.console",
 }
 
 

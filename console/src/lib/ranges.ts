@@ -1,7 +1,8 @@
 /**
  * History ranges the device page offers, each with the bucket width it asks ListReadings for:
  * widths of whole minutes and hours are served from the rollups (1 minute, 1 hour) rather than
- * the raw rows, and every range stays within a few hundred buckets.
+ * the raw rows. A day is drawn at 1 minute (1,440 buckets, straight from the 1-minute rollup)
+ * and every range stays near or below 1,500 buckets: what a chart as wide as a screen shows.
  */
 export interface HistoryRange {
   label: string;
@@ -13,8 +14,8 @@ export const RANGES: readonly HistoryRange[] = [
   { label: "15 min", seconds: 15 * 60, intervalSeconds: 60 },
   { label: "1 h", seconds: 3600, intervalSeconds: 60 },
   { label: "6 h", seconds: 6 * 3600, intervalSeconds: 300 },
-  { label: "24 h", seconds: 86_400, intervalSeconds: 3600 },
-  { label: "7 d", seconds: 7 * 86_400, intervalSeconds: 3600 },
+  { label: "24 h", seconds: 86_400, intervalSeconds: 60 },
+  { label: "7 d", seconds: 7 * 86_400, intervalSeconds: 600 },
 ];
 
 /** The range with this label, or the first. */
