@@ -4,43 +4,21 @@ Each child runs in its own process group, so Ctrl-C at the terminal reaches
 only `sensormesh up`, which then stops the children in order (agents before
 the services they talk to, the database last). On Linux a child also gets
 SIGTERM if `sensormesh up` dies without stopping it (kill -9), so nothing is
-left running.
+left running: asked for by die_with_parent.py, through which every child starts.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[[int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    prctl: Callable[[int, int], int] = libc.prctl
-    return prctl
-
-
-# Resolved here, in the parent: between fork and exec the child only calls it.
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask the kernel for SIGTERM when the parent exits (Linux; elsewhere nothing)."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def sensormesh_argv(*args: str) -> list[str]:
@@ -74,14 +52,13 @@ class Child:
             output.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting {self.name}\n".encode())
             output.flush()
             process = subprocess.Popen(  # noqa: S603 - our own programs
-                self._argv,
+                [sys.executable, "-m", "sensormesh_cli.stack.die_with_parent", str(os.getpid()), *self._argv],
                 env=self._env,
                 cwd=self._cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 process_group=0,
-                preexec_fn=_die_with_parent,  # only calls prctl, resolved in the parent
             )
         log.info("event=child_started name=%s pid=%d log=%s", self.name, process.pid, self.log_path)
         return process
