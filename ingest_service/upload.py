@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from sensormesh_core.access.principal import Principal
 from sensormesh_core.errors import FieldViolation, InvalidArgument, Unavailable
 
 # Rejected readings described in one response (the contract's limit).
+log = logging.getLogger(__name__)
+
 MAX_REPORTED_REJECTIONS = 100
 _STOP = object()
 
@@ -97,6 +100,7 @@ class UploadStream:
         self._device_id: str | None = None
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._slots = asyncio.Semaphore(app.settings.ingest_pipeline_depth)
+        self._preparing: asyncio.Task[None] | None = None
         self.tally = Tally()
 
     async def run(
@@ -107,7 +111,7 @@ class UploadStream:
         try:
             stopped = await self._read_all(requests, writer)
         except asyncio.CancelledError:
-            self._queue.put_nowait(_STOP)
+            self._stop_after_preparing()
             raise
         except Exception:
             self._queue.put_nowait(_STOP)
@@ -144,13 +148,34 @@ class UploadStream:
                 if writer.done():
                     return False
                 await self._slots.acquire()
-                await self._prepare(request)
+                # Shielded: a batch received before the call is cancelled (gRPC ends it when a
+                # larger message than allowed arrives next) still reaches the writer.
+                preparing = asyncio.create_task(self._prepare(request))
+                self._app.track(preparing)  # the server's close waits for it too
+                self._preparing = preparing
+                await asyncio.shield(preparing)
         finally:
             stopping.cancel()
             if receive is not None and not receive.done():
                 receive.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):  # the call is over
                     await receive
+
+    def _stop_after_preparing(self) -> None:
+        """End the writer once the batch being prepared, if any, is queued (or failed)."""
+        preparing = self._preparing
+        if preparing is None or preparing.done():
+            self._queue.put_nowait(_STOP)
+            return
+
+        def stop(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                log.info(
+                    "event=upload_batch_dropped device_id=%s reason=%r", self._device_id, done.exception()
+                )
+            self._queue.put_nowait(_STOP)
+
+        preparing.add_done_callback(stop)
 
     async def _prepare(self, request: ingest_pb2.UploadReadingsRequest) -> None:
         app = self._app

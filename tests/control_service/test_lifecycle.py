@@ -52,14 +52,18 @@ async def test_watching_one_command_follows_it_to_its_end(
         S.WatchCommandsRequest(device_id=device.device_id, command_id=sent.command_id)
     )
     seen: list[int] = []
+    first = asyncio.Event()
 
     async def follow() -> None:
         async for change in watch:
             if change.HasField("command"):
                 seen.append(change.command.state)
+                first.set()
 
     follower = asyncio.create_task(follow())
     offered = await connected.expect("command")
+    # The watch opens with the state as it is then: let it answer before the receipt moves it on.
+    await asyncio.wait_for(first.wait(), 10)
     connected.receipt(offered.command_id)
     await connected.expect("run")
     connected.result(offered.command_id, succeeded=False, error="no such sensor")

@@ -167,14 +167,14 @@ async def test_floods_are_limited_and_another_devices_writes_are_not(
     # limits guarantee is that none of the calm device's writes is refused.
     assert rate_ratio > 0.6, "and at about the same rate"
 
-    # Each flood got about what its own bucket holds, and was refused the rest.
+    # Each flood got at most what its own bucket holds, and was refused the rest. (How much of a
+    # flood is refused depends on how fast its client sends on a busy machine: a share refused
+    # above one half failed once at 247 of 545 under CI load; the bound is what the limit owes.)
     anonymous_rate, anonymous_burst = _bucket("sensormesh.rate_limit.anonymous", {"authorization": "absent"})
     writes_rate, writes_burst = _bucket(
         "sensormesh.rate_limit.credential", {"family": "writes", "credential": ""}
     )
-    assert anonymous_statuses[429] > anonymous_statuses[404], anonymous_statuses
     assert anonymous_statuses[404] <= anonymous_burst + anonymous_rate * flood_s * 1.2, anonymous_statuses
-    assert device_statuses[429] > device_statuses[200], device_statuses
     assert device_statuses[200] <= writes_burst + writes_rate * flood_s * 1.2, device_statuses
     assert set(anonymous_statuses) == {404, 429} and set(device_statuses) == {200, 429}
 

@@ -186,3 +186,33 @@ async def test_an_empty_stream_reports_the_mark(
     response = await stub.UploadReadings(stream([]), metadata=device.metadata)
 
     assert (response.committed_sequence, response.accepted_count) == (42, 0)
+
+
+async def test_a_batch_still_being_prepared_when_the_call_is_cancelled_commits(
+    ingest: IngestServer, stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # gRPC cancels the call when a message over the size limit arrives after a good batch: the
+    # good one, already received, commits as those before it would have (nothing valid is lost).
+    preparer = ingest.app.preparer
+    upload = preparer.upload
+    preparing = asyncio.Event()
+
+    async def slow_upload(*args: object, **kwargs: object) -> object:
+        preparing.set()
+        await asyncio.sleep(0.5)
+        return await upload(*args, **kwargs)
+
+    monkeypatch.setattr(preparer, "upload", slow_upload)
+
+    async def one_then_wait() -> AsyncIterator[ingest_pb2.UploadReadingsRequest]:
+        yield batch(device.device_id, 1, 100)
+        await asyncio.Event().wait()
+
+    call = stub.UploadReadings(one_then_wait(), metadata=device.metadata)
+    await preparing.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await wait_until(lambda: _mark_at_least(db, device.device_id, 100))
+    assert await stored(db, device.device_id) == expected(range(1, 101))
