@@ -166,15 +166,19 @@ async def _rounds(
 
 
 class _Probe:
-    """Crosses the probe rule's threshold every `every` seconds and times each alert's arrival."""
+    """Crosses the probe rule's threshold every `every` seconds and times each alert's arrival.
+
+    An alert is matched to its crossing by its first time (the crossing reading's sample
+    time), not by order: when the evaluator judges a crossing and the clearing after it
+    together, the watch may see that alert first already cleared, and it still counts."""
 
     def __init__(
         self, port: int, device: tuple[str, str], alerts: alert_pb2_grpc.AlertServiceStub, every: float
     ):
         self._port, (self._device_id, self._token) = port, device
         self._alerts, self._every = alerts, every
-        self._sent: list[float] = []  # when each crossing was committed
-        self._arrived: list[float] = []  # when each new alert reached the watch
+        self._sent: dict[int, float] = {}  # crossing's sample time (microseconds) -> when committed
+        self._latencies: list[float] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._sequence = int(time.time() * 1000)  # above anything earlier runs used
 
@@ -187,32 +191,31 @@ class _Probe:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        return [a - s for s, a in zip(self._sent, self._arrived, strict=False)]
+        return self._latencies
 
     async def _watch(self) -> None:
         seen: set[int] = set()
         request = A.WatchAlertsRequest(device_id=self._device_id)
         async for change in self._alerts.WatchAlerts(request):
             alert = change.alert
-            if (
-                change.HasField("alert")
-                and alert.alert_id not in seen
-                and alert.state == A.ALERT_STATE_ACTIVE_UNACK
-            ):
+            if change.HasField("alert") and alert.alert_id not in seen:
                 seen.add(alert.alert_id)
-                self._arrived.append(time.monotonic())
+                sent = self._sent.get(alert.first_time.ToMicroseconds())
+                if sent is not None:
+                    self._latencies.append(time.monotonic() - sent)
 
     async def _cross(self) -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{self._port}") as channel:
             stub = ingest_pb2_grpc.IngestServiceStub(channel)
             while True:
                 for value in (60.0, 40.0):  # cross, then clear
-                    await self._write(stub, value)
+                    sampled = await self._write(stub, value)
                     if value > 50:
-                        self._sent.append(time.monotonic())
+                        self._sent[sampled] = time.monotonic()
                     await asyncio.sleep(self._every / 2)
 
-    async def _write(self, stub: ingest_pb2_grpc.IngestServiceStub, value: float) -> None:
+    async def _write(self, stub: ingest_pb2_grpc.IngestServiceStub, value: float) -> int:
+        """Write one reading; returns its sample time in microseconds once it is committed."""
         self._sequence += 1
         reading = reading_pb2.Reading(
             sensor="probe", environment=reading_pb2.EnvironmentPayload(temperature_celsius=value)
@@ -222,6 +225,7 @@ class _Probe:
             device_id=self._device_id, readings=[reading], first_sequence=self._sequence
         )
         await stub.WriteReadings(request, metadata=(("authorization", f"Bearer {self._token}"),))
+        return reading.sample_time.ToMicroseconds()
 
 
 async def _setup(url: str) -> str:

@@ -14,7 +14,9 @@ the closed form of the exponential recursion.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -112,6 +114,14 @@ class Threshold:
             met |= values < self.low
         return met
 
+    def _any_met(self, values: Floats) -> bool:
+        if not len(values):
+            return False
+        return bool(
+            (self.high is not None and values.max() > self.high)
+            or (self.low is not None and values.min() < self.low)
+        )
+
     def _cleared(self, values: Floats) -> NDArray[np.bool_]:
         cleared = np.ones(len(values), dtype=bool)
         if self.high is not None:
@@ -121,6 +131,8 @@ class Threshold:
         return cleared
 
     def evaluate(self, times: Floats, values: Floats, state: State) -> tuple[Outcome, State]:
+        if state.get("phase", "idle") == "idle" and not self._any_met(values):
+            return Outcome(), state  # the usual batch: idle, and nothing crosses
         met, cleared = self._met(values), self._cleared(values)
         met_at, unmet_at = np.flatnonzero(met), np.flatnonzero(~met)
         cleared_at, uncleared_at = np.flatnonzero(cleared), np.flatnonzero(~cleared)
@@ -211,7 +223,9 @@ class RateOfChange:
             met = armed & (-change > self.max_change)
         else:
             met = armed & (np.abs(change) > self.max_change)
-        out, active = _episodes(met, times, values, bool(state.get("active", False)), self._message, change)
+        out, active = _episodes(
+            met, times, values, bool(state.get("active", False)), self._message, lambda i: float(change[i])
+        )
         keep = all_t >= (all_t[-1] - self.window) if len(all_t) else np.zeros(0, dtype=bool)
         tail_t, tail_v = all_t[keep], all_v[keep]
         if len(tail_t) > self.MAX_TAIL:
@@ -231,28 +245,45 @@ class Anomaly:
     span: int
     deviations: float
     min_samples: int
-    BLOCK = 256  # the closed form's weights stay within a double over a block this long
+    MAX_BLOCK = 4096  # the weights kept per rule: 64 KB
 
     @property
     def alpha(self) -> float:
         return 2.0 / (self.span + 1)
+
+    @property
+    def block(self) -> int:
+        """Readings per closed-form block: as many as keep its weights (1 - alpha)^-k under
+        1e100, well within a double, and its rounding far below the readings' own (209 for
+        span 2), at most MAX_BLOCK. A block costs a dozen numpy calls whatever its length,
+        so a batch of a thousand readings is one block, not four."""
+        return max(1, min(self.MAX_BLOCK, int(230.0 / -math.log1p(-self.alpha))))
+
+    @cached_property
+    def averages(self) -> MovingAverages:
+        return MovingAverages(self.alpha, self.block)
 
     def evaluate(self, times: Floats, values: Floats, state: State) -> tuple[Outcome, State]:
         n0 = int(state.get("n", 0))
         mean = float(state.get("mean", values[0] if len(values) else 0.0))
         var = float(state.get("var", 0.0))
         means, variances = np.empty(len(values)), np.empty(len(values))
-        for start in range(0, len(values), self.BLOCK):
-            block = values[start : start + self.BLOCK]
+        size = self.block
+        for start in range(0, len(values), size):
+            block = values[start : start + size]
             if n0 + start == 0:
                 mean = float(block[0])
-            m_prev, v_prev, mean, var = _ewm_block(block, mean, var, self.alpha)
+            m_prev, v_prev, mean, var = self.averages.step(block, mean, var)
             means[start : start + len(block)], variances[start : start + len(block)] = m_prev, v_prev
-        seen = n0 + np.arange(len(values))  # readings before each one
         distance = np.abs(values - means)
         spread = np.sqrt(variances)
-        met = (seen >= self.min_samples) & (distance > self.deviations * spread) & (spread > 0)
-        score = np.divide(distance, spread, out=np.zeros_like(distance), where=spread > 0)
+        met = distance > self.deviations * spread
+        met &= spread > 0
+        met[: max(0, self.min_samples - n0)] = False  # not armed before min_samples readings
+
+        def score(i: int) -> float:
+            return float(distance[i] / spread[i])
+
         out, active = _episodes(met, times, values, bool(state.get("active", False)), self._message, score)
         return out, {"n": n0 + len(values), "mean": mean, "var": var, "active": active}
 
@@ -262,20 +293,39 @@ class Anomaly:
         )
 
 
-def _ewm_block(x: Floats, mean: float, var: float, alpha: float) -> tuple[Floats, Floats, float, float]:
-    """Exponentially weighted mean and variance before each of `x` (what a reading is judged
-    against), and after the last: m_t = m_{t-1} + a (x_t - m_{t-1}),
-    v_t = (1 - a) (v_{t-1} + a (x_t - m_{t-1})^2), by their closed forms over the block."""
-    decay = 1.0 - alpha
-    k = np.arange(1, len(x) + 1, dtype=np.float64)
-    grow = decay**-k  # (1-a)^-k, bounded over a block
-    shrink = decay**k
-    m_after = shrink * (mean + np.cumsum(alpha * x * grow))
-    m_before = np.concatenate([[mean], m_after[:-1]])
-    innovation = alpha * (x - m_before) ** 2
-    v_after = shrink * (var + np.cumsum(innovation * grow * decay))
-    v_before = np.concatenate([[var], v_after[:-1]])
-    return m_before, v_before, float(m_after[-1]), float(v_after[-1])
+class MovingAverages:
+    """Exponentially weighted mean and variance by their closed forms over a block of readings:
+    m_t = m_{t-1} + a (x_t - m_{t-1}), v_t = (1 - a) (v_{t-1} + a (x_t - m_{t-1})^2) become
+    cumulative sums weighted by (1 - a)^-k, scaled back by (1 - a)^k. The weights depend only
+    on the rule, so they are computed once, not per batch (that was half an evaluation)."""
+
+    def __init__(self, alpha: float, block: int) -> None:
+        decay = 1.0 - alpha
+        k = np.arange(1, block + 1, dtype=np.float64)
+        grow = decay**-k
+        self._mean_in = alpha * grow  # the weight of x_k in the mean's sum
+        self._var_in = alpha * decay * grow
+        self._shrink = decay**k
+
+    def step(self, x: Floats, mean: float, var: float) -> tuple[Floats, Floats, float, float]:
+        """The mean and variance before each of `x` (what a reading is judged against), and
+        after the last; `x` no longer than the block."""
+        n = len(x)
+        shrink = self._shrink[:n]
+        m_after = np.cumsum(x * self._mean_in[:n])
+        m_after += mean
+        m_after *= shrink
+        m_before = np.empty(n)
+        m_before[0], m_before[1:] = mean, m_after[:-1]
+        innovation = x - m_before
+        innovation *= innovation
+        innovation *= self._var_in[:n]
+        v_after = np.cumsum(innovation)
+        v_after += var
+        v_after *= shrink
+        v_before = np.empty(n)
+        v_before[0], v_before[1:] = var, v_after[:-1]
+        return m_before, v_before, float(m_after[-1]), float(v_after[-1])
 
 
 def _episodes(
@@ -284,11 +334,13 @@ def _episodes(
     values: Floats,
     active: bool,
     message: Any,
-    detail: Floats,
+    detail: Callable[[int], float],
 ) -> tuple[Outcome, bool]:
     """Raise at the first met reading, count the met ones, clear at the first one not met: the
-    shape of conditions without a hold time."""
+    shape of conditions without a hold time. `detail(i)`: what the message says of reading i."""
     out = Outcome()
+    if not active and not met.any():
+        return out, False  # the usual batch: nothing met, nothing to do
     met_at, unmet_at = np.flatnonzero(met), np.flatnonzero(~met)
     i, n = 0, len(met)
     while i < n:
@@ -297,7 +349,7 @@ def _episodes(
             if i < 0:
                 break
             t, v = float(times[i]), float(values[i])
-            out.events.append(Raised(t, t, v, 1, message(v, float(detail[i]))))
+            out.events.append(Raised(t, t, v, 1, message(v, detail(i))))
             active, i = True, i + 1
         else:
             stop = _next(unmet_at, i)

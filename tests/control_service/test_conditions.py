@@ -20,7 +20,6 @@ from control_service.alerting.conditions import (
     Raised,
     RateOfChange,
     Threshold,
-    _ewm_block,
 )
 
 
@@ -164,24 +163,26 @@ def test_an_injected_anomaly_is_raised_at_its_index_and_only_after_arming() -> N
     assert [e.time for e in events if isinstance(e, Cleared)] == [301.0]
 
 
-def test_the_block_form_of_the_moving_averages_equals_the_recursion() -> None:
+@pytest.mark.parametrize("span", [2, 19, 100, 1000, 100_000])
+def test_the_block_form_of_the_moving_averages_equals_the_recursion(span: int) -> None:
     rng = np.random.default_rng(3)
-    x = rng.normal(5, 2, 1000)
-    for alpha in (2 / 3, 0.1, 2 / 100001):
-        mean, var = float(x[0]), 0.0
-        means, variances = [], []
-        for value in x:
-            means.append(mean)
-            variances.append(var)
-            delta = value - mean
-            mean += alpha * delta
-            var = (1 - alpha) * (var + alpha * delta * delta)
-        m0, v0 = float(x[0]), 0.0
-        got_m, got_v = [], []
-        for start in range(0, len(x), 256):
-            m_before, v_before, m0, v0 = _ewm_block(x[start : start + 256], m0, v0, alpha)
-            got_m += list(m_before)
-            got_v += list(v_before)
-        assert np.allclose(got_m, means, rtol=1e-9, atol=1e-9)
-        assert np.allclose(got_v, variances, rtol=1e-9, atol=1e-9)
-        assert m0 == pytest.approx(mean) and v0 == pytest.approx(var)
+    rule = Anomaly(span=span, deviations=6.0, min_samples=2)
+    alpha = rule.alpha
+    x = rng.normal(5, 2, 3 * rule.block + 17)  # whole blocks and a part
+    mean, var = float(x[0]), 0.0
+    means, variances = [], []
+    for value in x:
+        means.append(mean)
+        variances.append(var)
+        delta = value - mean
+        mean += alpha * delta
+        var = (1 - alpha) * (var + alpha * delta * delta)
+    m0, v0 = float(x[0]), 0.0
+    got_m, got_v = [], []
+    for start in range(0, len(x), rule.block):
+        m_before, v_before, m0, v0 = rule.averages.step(x[start : start + rule.block], m0, v0)
+        got_m += list(m_before)
+        got_v += list(v_before)
+    assert np.allclose(got_m, means, rtol=1e-9, atol=1e-9)
+    assert np.allclose(got_v, variances, rtol=1e-9, atol=1e-9)
+    assert m0 == pytest.approx(mean) and v0 == pytest.approx(var)
