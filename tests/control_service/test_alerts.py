@@ -151,6 +151,26 @@ async def _next_alert(watch: object) -> A.Alert:
     raise AssertionError("the watch ended")
 
 
+async def test_batches_committed_in_quick_succession_are_each_judged_the_last_without_another_signal(
+    alerts_stub: alert_pb2_grpc.AlertServiceStub, writer: Writer
+) -> None:
+    """A device is judged at most every JUDGE_EVERY; the batches committed meanwhile are judged
+    together, in reading order, and the last one is judged when that time is up, though no
+    signal follows it."""
+    await alerts_stub.CreateAlertRule(A.CreateAlertRuleRequest(alert_rule=threshold_rule("flap", above=30)))
+    for second, value in enumerate([31, 20, 32, 21, 33, 22]):  # three crossings, each cleared
+        await writer.temperatures([value], start_s=300 + second)
+
+    async def three_cleared() -> bool:
+        found = await alerts_of(alerts_stub, "flap")
+        return len(found) == 3 and all(a.state == A.ALERT_STATE_CLEARED_UNACK for a in found)
+
+    await wait_until(three_cleared, 15, "three alerts raised and cleared")
+    found = sorted(await alerts_of(alerts_stub, "flap"), key=lambda a: a.first_time.seconds)
+    assert [a.first_time.seconds - START for a in found] == [300, 302, 304]
+    assert [a.last_value for a in found] == [31, 32, 33]
+
+
 async def test_bad_rules_are_refused_naming_the_field(alerts_stub: alert_pb2_grpc.AlertServiceStub) -> None:
     unknown = threshold_rule("typo", above=1)
     unknown.threshold.quantity = "temprature"
