@@ -11,7 +11,6 @@ import type { ConsoleConfig } from "./config";
 import { ssoCallerMessage } from "./errors";
 import {
   callbackParameters,
-  completeSignIn,
   expiredMessage,
   expiryDelay,
   isExpired,
@@ -20,7 +19,7 @@ import {
   SsoError,
   TOKEN_KEY,
   type SsoToken,
-} from "./sso";
+} from "./ssoSession";
 
 const STORAGE_KEY = "sensormesh.apiKey";
 
@@ -84,6 +83,7 @@ async function completeRedirect(config: ConsoleConfig, params: URLSearchParams):
     return;
   }
   try {
+    const { completeSignIn } = await import("./sso"); // the flow's own chunk, loaded only now
     const { token, returnTo } = await completeSignIn(config.sso, params, { storage: sessionStorage });
     await signInWithToken(token);
     if (returnTo.startsWith("#/")) history.replaceState(null, "", `${window.location.pathname}${returnTo}`);
