@@ -84,7 +84,7 @@ class ConsoleSettings(SensormeshSettings):
         default=None,
         description=(
             "The identity provider's issuer URL, exactly as its tokens' `iss` (the console reads "
-            "<issuer>/.well-known/openid-configuration); https, or http on localhost only. Unset: "
+            "`<issuer>/.well-known/openid-configuration`); https, or http on localhost only. Unset: "
             "the console offers the API key form alone."
         ),
     )
@@ -93,7 +93,7 @@ class ConsoleSettings(SensormeshSettings):
         description=(
             "The client id of the console's registration at the provider: a public client (no "
             "secret), authorization code with PKCE, redirect URI `https://<your Envoy host>/`. "
-            "Required with console_sso_issuer."
+            "Required with SENSORMESH_CONSOLE_SSO_ISSUER."
         ),
     )
     console_sso_scopes: str = Field(
@@ -108,8 +108,8 @@ class ConsoleSettings(SensormeshSettings):
             "token only for a named API (Auth0): one of the audiences Envoy accepts. Unset: not sent."
         ),
     )
-    console_sso_connect_origins: str = Field(
-        default="",
+    console_sso_connect_origins: str | None = Field(
+        default=None,
         description=(
             "More origins the page may call, space-separated, when the provider's token endpoint is "
             "not on its issuer's origin (the page's Content-Security-Policy allows 'self' and the "
@@ -128,8 +128,8 @@ class ConsoleSettings(SensormeshSettings):
 
     @field_validator("console_sso_connect_origins")
     @classmethod
-    def _origins(cls, value: str) -> str:
-        for item in value.split():
+    def _origins(cls, value: str | None) -> str | None:
+        for item in (value or "").split():
             if origin(item) != item.rstrip("/"):
                 raise ValueError(f"must be origins (scheme://host[:port]) only, got {item!r}")
         return value
@@ -138,7 +138,7 @@ class ConsoleSettings(SensormeshSettings):
     def _complete(self) -> ConsoleSettings:
         if self.console_sso_issuer is None:
             given = [n for n in ("console_sso_client_id", "console_sso_audience") if getattr(self, n)]
-            if given or self.console_sso_connect_origins.strip():
+            if given or (self.console_sso_connect_origins or "").strip():
                 raise ValueError(
                     f"{ENV_PREFIX}CONSOLE_SSO_ISSUER is unset, so single sign-on is off, but "
                     f"{', '.join(env_name(n) for n in given) or env_name('console_sso_connect_origins')} is set"
@@ -158,7 +158,7 @@ class ConsoleSettings(SensormeshSettings):
             scopes=self.console_sso_scopes,
             audience=self.console_sso_audience,
         )
-        extra = tuple(o.rstrip("/") for o in self.console_sso_connect_origins.split())
+        extra = tuple(o.rstrip("/") for o in (self.console_sso_connect_origins or "").split())
         origins = tuple(dict.fromkeys((origin(sso.issuer), *extra)))
         return ConsoleConfig(sso=sso, connect_origins=origins)
 
