@@ -3,8 +3,9 @@
 Envoy routes `GET /` and `GET /assets/...` here; every API call goes from the browser
 to Envoy (gRPC-Web, REST) on the same origin, never to this process. It serves only
 the files Vite wrote: `index.html` (revalidated on every load, so a new build is
-picked up at once) and content-hashed assets (cached for a year). Anything else is
-404, and no path can leave `dist/`.
+picked up at once) and content-hashed assets (cached for a year), and the runtime
+configuration `/console-config.json` (single sign-on, settings.py). Anything else
+is 404, and no path can leave `dist/`.
 """
 
 from __future__ import annotations
@@ -17,15 +18,23 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from sensormesh_console.settings import ConsoleConfig
+
 log = logging.getLogger(__name__)
 
 DIST = Path(__file__).resolve().parent / "dist"
 INDEX = "index.html"
-# The app loads only its own files and talks only to its own origin.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
+CONFIG_PATH = "/console-config.json"
+
+
+def content_security_policy(connect_origins: tuple[str, ...] = ()) -> str:
+    """The app loads only its own files and talks only to its own origin, and with single
+    sign-on to its identity provider's (discovery and the token endpoint)."""
+    connect = " ".join(("'self'", *connect_origins))
+    return (
+        "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+        f"connect-src {connect}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
 
 
 class ConsoleNotBuilt(RuntimeError):
@@ -39,8 +48,9 @@ class Asset:
     cache_control: str
 
 
-def load_assets(dist: Path = DIST) -> dict[str, Asset]:
-    """URL path -> file, read once at start: `/` (index.html) and every file under assets/."""
+def load_assets(dist: Path = DIST, config: ConsoleConfig | None = None) -> dict[str, Asset]:
+    """URL path -> file, read once at start: `/` (index.html), every file under assets/, and
+    the configuration document."""
     index = dist / INDEX
     if not index.is_file():
         raise ConsoleNotBuilt(f"{index} is missing: build the console with `make console`")
@@ -53,10 +63,12 @@ def load_assets(dist: Path = DIST) -> dict[str, Asset]:
                 content_type += "; charset=utf-8"
             immutable = "public, max-age=31536000, immutable"  # names carry a hash of the content
             assets[f"/assets/{path.name}"] = Asset(path.read_bytes(), content_type, immutable)
+    document = (config or ConsoleConfig()).document()
+    assets[CONFIG_PATH] = Asset(document, "application/json", "no-cache")
     return assets
 
 
-def _handler(assets: dict[str, Asset]) -> type[BaseHTTPRequestHandler]:
+def _handler(assets: dict[str, Asset], policy: str) -> type[BaseHTTPRequestHandler]:
     class ConsoleHandler(BaseHTTPRequestHandler):
         server_version = "sensormesh-console"
 
@@ -77,13 +89,18 @@ def _handler(assets: dict[str, Asset]) -> type[BaseHTTPRequestHandler]:
             self.send_header("content-length", str(len(asset.body)))
             self.send_header("cache-control", asset.cache_control)
             self.send_header("x-content-type-options", "nosniff")
-            self.send_header("content-security-policy", CONTENT_SECURITY_POLICY)
+            self.send_header("content-security-policy", policy)
             self.end_headers()
             if body:
                 self.wfile.write(asset.body)
 
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            # The path without its query: a provider that answers in the query puts its code there.
+            path = self.path.partition("?")[0]
+            log.debug("event=console_request method=%s path=%s status=%s", self.command, path, code)
+
         def log_message(self, format: str, *args: object) -> None:
-            log.debug("event=console_request %s", format % args)
+            log.debug("event=console_error %s", format % args)
 
     return ConsoleHandler
 
@@ -91,8 +108,10 @@ def _handler(assets: dict[str, Asset]) -> type[BaseHTTPRequestHandler]:
 class ConsoleServer:
     """The server on `host:port` (port 0: a free one), serving in a background thread."""
 
-    def __init__(self, host: str, port: int, dist: Path = DIST) -> None:
-        self._http = ThreadingHTTPServer((host, port), _handler(load_assets(dist)))
+    def __init__(self, host: str, port: int, dist: Path = DIST, config: ConsoleConfig | None = None) -> None:
+        config = config or ConsoleConfig()
+        handler = _handler(load_assets(dist, config), content_security_policy(config.connect_origins))
+        self._http = ThreadingHTTPServer((host, port), handler)
         self._http.daemon_threads = True
         self._thread = threading.Thread(target=self._http.serve_forever, name="console", daemon=True)
 

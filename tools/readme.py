@@ -37,6 +37,7 @@ from query_service.settings import QuerySettings  # noqa: E402
 from sensormesh_cli.client import ClientSettings  # noqa: E402
 from sensormesh_cli.stack.examples import Endpoints, Paths, render  # noqa: E402
 from sensormesh_cli.stack.settings import StackSettings  # noqa: E402
+from sensormesh_console.settings import ConsoleSettings  # noqa: E402
 from sensormesh_core.config import ENV_PREFIX, StorageSettings  # noqa: E402
 from sensormesh_core.grpc_tls import ServerTlsSettings  # noqa: E402
 
@@ -92,6 +93,7 @@ def sections() -> dict[str, str]:
         "settings-control": settings_table(ControlSettings, skip=set(QuerySettings.model_fields)),
         "settings-tls": settings_table(ServerTlsSettings),
         "settings-up": settings_table(StackSettings, skip=set(StorageSettings.model_fields)),
+        "settings-console": settings_table(ConsoleSettings),
         "settings-client": settings_table(ClientSettings),
         "settings-agent": settings_table(AgentSettings, prefix="SENSORMESH_AGENT_", skip={"inputs"}),
         "examples": "```sh\n" + render(Endpoints(), Paths(), indent="") + "```\n",

@@ -35,6 +35,7 @@ class ConsoleStack:
     admin_key: str
     viewer_key: str
     database_url: str
+    ports: Ports  # the stack's own: its services, for another Envoy in front of them (test_sso.py)
 
 
 def _create_key(url: str, admin_key: str, name: str, role: str) -> str:
@@ -60,7 +61,7 @@ def console_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleS
         viewer_key = _create_key(url, admin_key, "console-viewer", "ROLE_VIEWER")
         database = re.search(r"postgresql://\S+", output)
         assert database, output
-        yield ConsoleStack(url, admin_key, viewer_key, database.group(0))
+        yield ConsoleStack(url, admin_key, viewer_key, database.group(0), ports)
     finally:
         up.close()
 

@@ -1,7 +1,7 @@
 """Single sign-on through the real Envoy: its jwt_authn filter in front of real query services.
 
-The test is its own identity provider: an RSA key pair and its JWKS, made
-here, served over HTTP to one Envoy (remote JWKS through a rendered cluster)
+The test is its own identity provider: an RSA key pair and its JWKS
+(tests/support/identity_provider.py), served over HTTP to one Envoy (remote JWKS through a rendered cluster)
 and given inline to the other. One query service trusts the identity Envoy
 forwards (SENSORMESH_TRUST_FORWARDED_IDENTITY), the other does not.
 """
@@ -18,58 +18,23 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 from sensormesh.v1 import device_pb2, device_pb2_grpc, query_pb2, query_pb2_grpc
 
 from sensormesh_cli.stack.envoy_proxy import EnvoyOptions, EnvoyProcess, RateLimits, start_envoy
 from sensormesh_cli.stack.envoy_sso import SingleSignOn, jwks_cluster, jwt_authn_filter
 from sensormesh_core.access.principal import ROLE_VIEWER
 from tests.support.access import make_key
+from tests.support.identity_provider import TokenSigner, new_private_key
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 
 ISSUER = "https://login.test.sensormesh.dev/"
 AUDIENCE = "sensormesh"
-KID = "test-key-1"
 ROLE_CLAIM = "https://sensormesh.dev/role"  # a namespaced claim, as Auth0 and Okta write them
-
-
-def _private_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@dataclass
-class IdentityProvider:
-    """The test's identity provider: signs JWTs; its JWKS names the public key."""
-
-    key: rsa.RSAPrivateKey
-
-    @property
-    def jwks(self) -> str:
-        jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
-        return json.dumps({"keys": [{**jwk, "kid": KID, "alg": "RS256", "use": "sig"}]})
-
-    def token(self, subject: str, role: str | None = "viewer", **overrides: Any) -> str:
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "iss": ISSUER,
-            "aud": AUDIENCE,
-            "sub": subject,
-            "iat": now,
-            "exp": now + 300,
-        }
-        if role is not None:
-            claims[ROLE_CLAIM] = role
-        key = overrides.pop("signing_key", self.key)
-        claims.update(overrides)
-        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": KID})
 
 
 @dataclass
@@ -77,7 +42,7 @@ class SsoStack:
     trusting: EnvoyProcess  # SSO Envoy -> query that trusts the forwarded identity
     ignoring: EnvoyProcess  # SSO Envoy -> query that does not
     plain: EnvoyProcess  # Envoy without single sign-on -> the trusting query
-    idp: IdentityProvider
+    idp: TokenSigner
     viewer_key: str
     admin_key: str
     trusting_query_port: int
@@ -98,9 +63,9 @@ class _JwksHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def jwks_server() -> Iterator[tuple[IdentityProvider, str]]:
+def jwks_server() -> Iterator[tuple[TokenSigner, str]]:
     """The provider and the URL of its JWKS, served over HTTP on a free port."""
-    idp = IdentityProvider(_private_key())
+    idp = TokenSigner(ISSUER, AUDIENCE, ROLE_CLAIM)
     handler = type("Handler", (_JwksHandler,), {"body": idp.jwks.encode()})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -140,7 +105,7 @@ def _envoy(logs: Path, query_port: int, sso: SingleSignOn | None) -> EnvoyProces
 @pytest.fixture(scope="module")
 def sso_stack(
     module_database_url: str,
-    jwks_server: tuple[IdentityProvider, str],
+    jwks_server: tuple[TokenSigner, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SsoStack]:
     idp, jwks_uri = jwks_server
@@ -218,7 +183,7 @@ async def test_a_jwt_that_fails_verification_is_refused_by_envoy(
         "expired": lambda: idp.token("eve", "admin", exp=now - 600, iat=now - 900),
         "wrong_audience": lambda: idp.token("eve", "admin", aud="another-api"),
         "wrong_issuer": lambda: idp.token("eve", "admin", iss="https://evil.example.com/"),
-        "wrongly_signed": lambda: idp.token("eve", "admin", signing_key=_private_key()),
+        "wrongly_signed": lambda: idp.token("eve", "admin", signing_key=new_private_key()),
         "not_a_jwt": lambda: "eyJhbGciOiJub25lIn0.e30.",
     }[case]()
     response = await client.get("/v1/devices", headers=bearer(token))

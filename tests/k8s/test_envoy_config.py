@@ -187,12 +187,12 @@ def test_the_production_load_balancer_exposes_only_tls(rendered: dict[str, Manif
 def test_reflection_is_not_routed_on_the_public_listener() -> None:
     for path in (CONFIG, PRODUCTION_CONFIG, ROOT / "envoy" / "envoy.yaml"):
         (host,) = connection_manager(load_config(path))["route_config"]["virtual_hosts"]
-        # The web console's page and assets (local stack only) go to its static file server.
+        # The web console's page, assets and configuration go to its static file server.
         api = [r for r in host["routes"] if r["route"]["cluster"] != "console"]
         prefixes = [r["match"].get("prefix", r["match"].get("path", "")) for r in api]
         assert all(p.startswith("/sensormesh.v1.") for p in prefixes), (path, prefixes)
         console = [r["match"].get("prefix", r["match"].get("path")) for r in host["routes"] if r not in api]
-        assert set(console) <= {"/", "/assets/"}, (path, console)
+        assert set(console) <= {"/", "/assets/", "/console-config.json"}, (path, console)
 
 
 def test_the_cluster_keeps_the_local_routes_and_filters() -> None:

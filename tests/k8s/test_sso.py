@@ -6,19 +6,23 @@ pods that serve operator RPCs (query, control). These tests check that the flag
 is set nowhere else, that every pod that trusts the header is reachable on its
 gRPC port from Envoy alone
 (by the NetworkPolicy evaluator of test_network_policies), and that the Envoy
-config differs from production's by the filter and its JWKS cluster only.
+config differs from production's by the filter and its JWKS cluster only, and that the
+console's client settings name the same provider.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from sensormesh_cli.stack.envoy_proxy import envoy_binary
 from sensormesh_cli.stack.envoy_sso import FORWARDED_IDENTITY_HEADER, JWKS_CLUSTER
+from sensormesh_console.settings import ConsoleSettings
 from sensormesh_core.access.forwarded import FORWARDED_IDENTITY_HEADER as SERVICE_HEADER
 from tests.k8s.manifests import K8S, Manifests
 from tests.k8s.test_envoy_config import (
@@ -149,3 +153,26 @@ def test_the_sso_config_is_accepted_by_envoy(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Deprecated field" not in result.stdout + result.stderr
+
+
+def test_the_console_offers_single_sign_on_with_the_provider_envoy_checks(
+    rendered: dict[str, Manifests], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console's client settings (console-sso.env) name sso.yaml's issuer and one of its
+    audiences, and pass the console's own settings checks; only the SSO overlay has them."""
+    for name, manifests in rendered.items():
+        env_from = manifests.workload("console").pod["containers"][0].get("envFrom", [])
+        refs = [e["configMapRef"]["name"] for e in env_from]
+        assert refs == ([manifests.generated("console-sso")] if name == "production-sso" else []), name
+    manifests = rendered["production-sso"]
+    console = manifests.config_map_data(manifests.generated("console-sso"))
+    idp = yaml.safe_load((K8S / "components" / "sso" / "sso.yaml").read_text())
+    assert console["SENSORMESH_CONSOLE_SSO_ISSUER"] == idp["issuer"]
+    assert console.get("SENSORMESH_CONSOLE_SSO_AUDIENCE", idp["audiences"][0]) in idp["audiences"]
+    for variable in list(os.environ):
+        if variable.startswith("SENSORMESH_CONSOLE_"):
+            monkeypatch.delenv(variable)
+    for variable, value in console.items():
+        monkeypatch.setenv(variable, value)
+    config = ConsoleSettings(_env_file=None).config()  # type: ignore[call-arg]
+    assert config.sso is not None and config.sso.client_id

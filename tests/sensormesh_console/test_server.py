@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import http.client
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sensormesh_console.server import ConsoleNotBuilt, ConsoleServer
+from sensormesh_console.settings import ConsoleConfig, SsoClient
 
 
 @pytest.fixture
@@ -66,3 +68,34 @@ def test_anything_else_is_not_found(server: ConsoleServer, path: str) -> None:
 def test_an_unbuilt_console_says_how_to_build_it(tmp_path: Path) -> None:
     with pytest.raises(ConsoleNotBuilt, match="make console"):
         ConsoleServer("127.0.0.1", 0, tmp_path)
+
+
+def test_unconfigured_the_config_says_no_single_sign_on(server: ConsoleServer) -> None:
+    response = _get(server, "/console-config.json")
+    assert response.status == 200
+    assert json.loads(response.read()) == {"sso": None}
+    assert response.getheader("cache-control") == "no-cache"
+    assert "connect-src 'self';" in (_get(server, "/").getheader("content-security-policy") or "")
+
+
+def test_with_single_sign_on_the_config_names_the_provider_and_the_page_may_reach_it(dist: Path) -> None:
+    sso = SsoClient("https://login.example.com/", "console", "openid profile", "sensormesh")
+    config = ConsoleConfig(
+        sso=sso, connect_origins=("https://login.example.com", "https://tokens.example.com")
+    )
+    server = ConsoleServer("127.0.0.1", 0, dist, config=config)
+    server.start()
+    try:
+        document = json.loads(_get(server, "/console-config.json").read())
+        policy = _get(server, "/").getheader("content-security-policy") or ""
+    finally:
+        server.stop()
+    assert document == {
+        "sso": {
+            "issuer": "https://login.example.com/",
+            "clientId": "console",
+            "scopes": "openid profile",
+            "audience": "sensormesh",
+        }
+    }
+    assert "connect-src 'self' https://login.example.com https://tokens.example.com;" in policy

@@ -1,9 +1,9 @@
 /**
  * The console's clients: one gRPC-Web transport to the page's own origin (Envoy serves the
  * console, REST and gRPC-Web on one listener), one client per service, every call carrying the
- * signed-in key as a bearer token.
+ * signed-in credential (an API key or a single sign-on access token) as a bearer token.
  */
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AccessService } from "../gen/sensormesh/v1/access_pb";
 import { AlertService } from "../gen/sensormesh/v1/alert_pb";
@@ -23,12 +23,27 @@ export interface Api {
   query: Client<typeof QueryService>;
 }
 
-export function createApi(key: string, baseUrl: string = window.location.origin): Api {
+export interface ApiOptions {
+  baseUrl?: string;
+  /** Called when a call is refused as UNAUTHENTICATED (a single sign-on token that expired). */
+  onUnauthenticated?: () => void;
+}
+
+export function createApi(key: string, options: ApiOptions = {}): Api {
+  const { baseUrl = window.location.origin, onUnauthenticated } = options;
   const bearer: Interceptor = (next) => (request) => {
     request.header.set("authorization", `Bearer ${key}`);
     return next(request);
   };
-  const transport = createGrpcWebTransport({ baseUrl, interceptors: [bearer] });
+  const refused: Interceptor = (next) => async (request) => {
+    try {
+      return await next(request);
+    } catch (error) {
+      if (onUnauthenticated && ConnectError.from(error).code === Code.Unauthenticated) onUnauthenticated();
+      throw error;
+    }
+  };
+  const transport = createGrpcWebTransport({ baseUrl, interceptors: [refused, bearer] });
   return {
     access: createClient(AccessService, transport),
     alerts: createClient(AlertService, transport),

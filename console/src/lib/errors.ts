@@ -24,3 +24,16 @@ export function callMessage(error: unknown): string {
   const e = ConnectError.from(error);
   return `${Code[e.code] ?? e.code}: ${e.rawMessage}`;
 }
+
+/** Why sensormesh did not take a single sign-on token the provider issued. */
+export function ssoCallerMessage(error: unknown): string {
+  const e = ConnectError.from(error);
+  switch (e.code) {
+    case Code.Unauthenticated:
+      return `sensormesh refused the single sign-on token (${e.rawMessage || "not valid"}): it expired, was altered, or was not issued for sensormesh. Sign in again.`;
+    case Code.PermissionDenied:
+      return `You are signed in at the identity provider, but sensormesh gives you no role: ${e.rawMessage}`;
+    default:
+      return signInMessage(error);
+  }
+}
