@@ -19,6 +19,7 @@ earlier than that, committed while no evaluator heard them, are not judged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -33,7 +34,7 @@ from control_service.alerting import agent_rules, progress
 from control_service.alerting.changes import Tally, apply
 from control_service.alerting.rules import CompiledRule, Kind, compile_rule
 from sensormesh_core.storage import alert_inputs, alert_rules, live_signal
-from sensormesh_core.storage.alert_inputs import SensorNames, Window
+from sensormesh_core.storage.alert_inputs import SensorNames, SeriesValues, Window
 from sensormesh_core.storage.alerts import SeriesKey
 from sensormesh_core.storage.listener import Connect, Listener
 from sensormesh_core.storage.live_signal import CommitSignal
@@ -42,7 +43,8 @@ log = logging.getLogger(__name__)
 
 FUTURE = timedelta(days=1)  # the upper end of a resync's time range, past any device clock's skew
 LABELS_TTL = 10.0  # a device's new labels select it for rules within this (seconds)
-CONCURRENT_DEVICES = 4  # devices judged at once (each holds a pooled connection meanwhile)
+CONCURRENT_ROUNDS = 4  # rounds judged at once (each holds a pooled connection meanwhile)
+ROUND_DEVICES = 64  # devices in one round at most (one UNION ALL branch each in its COPY)
 JUDGE_EVERY = 0.2  # a device is judged at most this often (seconds); its signals meanwhile merge
 
 
@@ -55,10 +57,13 @@ class _Pending:
     last_time: datetime | None
 
     def merge(self, signal: CommitSignal) -> None:
-        self.last_sequence = max(self.last_sequence, signal.last_sequence)
-        if signal.first_time is not None and signal.last_time is not None:
-            self.first_time = min(self.first_time or signal.first_time, signal.first_time)
-            self.last_time = max(self.last_time or signal.last_time, signal.last_time)
+        self.absorb(_Pending(signal.last_sequence, signal.first_time, signal.last_time))
+
+    def absorb(self, other: _Pending) -> None:
+        self.last_sequence = max(self.last_sequence, other.last_sequence)
+        if other.first_time is not None and other.last_time is not None:
+            self.first_time = min(self.first_time or other.first_time, other.first_time)
+            self.last_time = max(self.last_time or other.last_time, other.last_time)
 
 
 class Evaluator:
@@ -81,8 +86,9 @@ class Evaluator:
         self._wake = asyncio.Event()
         self._reload = True
         self._epoch = 0
-        self._judging: dict[str, asyncio.Task[None]] = {}
-        self._judged_at: dict[str, float] = {}  # when each device's last judging started (monotonic)
+        self._judging: dict[str, asyncio.Task[None]] = {}  # device -> the round judging it
+        self._rounds: set[asyncio.Task[None]] = set()
+        self._ticked_at = -JUDGE_EVERY  # when the last rounds started (the loop's clock)
         self._timer: asyncio.TimerHandle | None = None
         self._failure: BaseException | None = None
         self._labels: dict[str, tuple[float, dict[str, str] | None]] = {}
@@ -178,104 +184,138 @@ class Evaluator:
                     raise failure
                 if self._reload:
                     await self._load_rules()
-                self._start_judging()
+                self._start_rounds()
         finally:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            judging = list(self._judging.values())
-            for task in judging:
+            rounds = list(self._rounds)
+            for task in rounds:
                 task.cancel()
-            await asyncio.gather(*judging, return_exceptions=True)
+            await asyncio.gather(*rounds, return_exceptions=True)
 
-    def _start_judging(self) -> None:
-        """Start judging pending devices, oldest signal first, up to CONCURRENT_DEVICES at once.
+    def _start_rounds(self) -> None:
+        """Start rounds of the pending devices, oldest signal first: at most one tick every
+        JUDGE_EVERY, then as many rounds of up to ROUND_DEVICES as there are pending devices
+        and free slots (CONCURRENT_ROUNDS).
 
-        Devices are independent (each its own cursor and rows), so a slot freed by one is taken
-        by the next at once: no round waits for its slowest device. A device being judged is
-        not started again, nor one judged less than JUDGE_EVERY ago: its new signals wait in
-        `_pending`, in their place in the queue, and are judged together. A judging costs a
-        dozen statements whatever its window holds, so a device that commits ten batches a
-        second is judged five times, not ten (at full ingest rate that was a third of the
-        evaluator's time); a quiet device is judged as soon as its signal comes."""
+        A round judges its devices in one transaction, with a few statements whatever their
+        number (progress.py, alert_inputs.values): round trips to PostgreSQL, not readings,
+        were most of what judging cost at full ingest rate, so the fleet's signals are
+        gathered for JUDGE_EVERY and judged together; after a quiet spell a signal starts a
+        round at once. A device is in one round at a time: signals that come meanwhile wait in
+        `_pending`, in their place in the queue, for the next tick."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        soonest: float | None = None
-        for device_id in list(self._pending):
-            if len(self._judging) >= CONCURRENT_DEVICES:
-                return
-            if device_id in self._judging:
-                continue
-            due = self._judged_at.get(device_id, -JUDGE_EVERY) + JUDGE_EVERY
-            if due > now:
-                soonest = due if soonest is None else min(soonest, due)
-                continue
-            self._judged_at[device_id] = now
-            task = asyncio.create_task(
-                self._judge_safely(device_id, self._pending.pop(device_id)), name=device_id
-            )
-            self._judging[device_id] = task
-            task.add_done_callback(self._judged)
-        if soonest is not None and (self._timer is None or soonest < self._timer.when()):
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = loop.call_at(soonest, self._due)
+        due = self._ticked_at + JUDGE_EVERY
+        if due > now:
+            if self._pending and (self._timer is None or due < self._timer.when()):
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(due, self._due)
+            return
+        started = False
+        while len(self._rounds) < CONCURRENT_ROUNDS:
+            batch: dict[str, _Pending] = {}
+            for device_id in list(self._pending):
+                if len(batch) >= ROUND_DEVICES:
+                    break
+                if device_id not in self._judging:
+                    batch[device_id] = self._pending.pop(device_id)
+            if not batch:
+                break
+            task = asyncio.create_task(self._round_safely(batch))
+            self._rounds.add(task)
+            self._judging.update(dict.fromkeys(batch, task))
+            task.add_done_callback(functools.partial(self._round_done, list(batch)))
+            started = True
+        if started:
+            self._ticked_at = now
 
     def _due(self) -> None:
         self._timer = None
         self._wake.set()
 
-    def _judged(self, task: asyncio.Task[None]) -> None:
-        device_id = task.get_name()
-        self._judging.pop(device_id, None)
+    def _round_done(self, device_ids: list[str], task: asyncio.Task[None]) -> None:
+        self._rounds.discard(task)
+        for device_id in device_ids:
+            self._judging.pop(device_id, None)
         if not task.cancelled() and task.exception() is not None and self._failure is None:
             self._failure = task.exception()  # LeadershipLost, or a bug: `_work` raises it
-        self._wake.set()  # a free slot: start the next pending device
+        self._wake.set()  # a free slot: start the next round
 
-    async def _judge_safely(self, device_id: str, pending: _Pending) -> None:
+    async def _round_safely(self, batch: dict[str, _Pending]) -> None:
         try:
-            await self._judge(device_id, pending)
+            await self._round(batch)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # Not judged: it waits in the cursor; the next signal (or resync) takes it up.
-            log.warning("event=alert_evaluation_failed device_id=%s error=%r", device_id, exc)
+            # Not judged: back in the queue, merged with what came meanwhile, so the time range
+            # its signals named is still read when it is judged again.
+            log.warning("event=alert_evaluation_failed devices=%d error=%r", len(batch), exc)
+            for device_id, pending in batch.items():
+                if device_id in self._pending:
+                    self._pending[device_id].absorb(pending)
+                else:
+                    self._pending[device_id] = pending
 
-    async def _judge(self, device_id: str, pending: _Pending) -> None:
-        labels = await self._labels_of(device_id)
-        if labels is None:
-            return  # deleted: its alerts and cursor went with it
-        rules = [r for r in self._rules if r.kind is not Kind.NO_DATA and r.selects(device_id, labels)]
-        if not rules:
-            return  # nothing to judge: no transaction (a rule that selects it later starts from then)
+    async def _round(self, batch: dict[str, _Pending]) -> None:
+        """Judge the batch's devices in one transaction."""
+        chosen: dict[str, list[CompiledRule]] = {}
+        for device_id in batch:
+            labels = await self._labels_of(device_id)
+            if labels is None:
+                continue  # deleted: its alerts and cursor went with it
+            rules = [r for r in self._rules if r.kind is not Kind.NO_DATA and r.selects(device_id, labels)]
+            if rules:  # none: no transaction (a rule that selects it later starts from then)
+                chosen[device_id] = rules
+        if not chosen:
+            return
+        series_ids = sorted({r.rule_id for rules in chosen.values() for r in rules if r.kind is Kind.SERIES})
         tally = Tally()
-        series_rules = [r for r in rules if r.kind is Kind.SERIES]
         async with self._pool.acquire() as conn, conn.transaction():
-            start = await progress.begin(conn, self._epoch, device_id, [r.rule_id for r in series_rules])
-            if pending.last_sequence <= start.sequence:
-                return
+            starts = await progress.begin(conn, self._epoch, list(chosen), series_ids)
             # A batch without readings (statuses, thinning reports) has no time range: its agent
             # conditions are still judged; the readings' queries then find nothing.
             now = datetime.now(UTC)
-            window = Window(
-                device_id,
-                start.sequence,
-                pending.last_sequence,
-                pending.first_time or now,
-                pending.last_time or now,
-            )
-            changed: dict[tuple[str, str], progress.State] = {}
-            newest = await self._judge_series(conn, window, series_rules, start.states, changed, tally)
-            await agent_rules.judge(
-                conn, window, [r for r in rules if r.kind is not Kind.SERIES], self._receivers, tally
-            )
-            await progress.finish(conn, device_id, pending.last_sequence, newest, changed)
+            windows = [
+                Window(d, starts[d].sequence, p.last_sequence, p.first_time or now, p.last_time or now)
+                for d, p in batch.items()
+                if d in chosen and p.last_sequence > starts[d].sequence
+            ]
+            if not windows:
+                return
+            found = await self._values(conn, windows, chosen)
+            advances: list[progress.Advance] = []
+            changed: dict[tuple[str, str, str], progress.State] = {}
+            for window in windows:
+                rules = chosen[window.device_id]
+                states = starts[window.device_id].states
+                series_rules = [r for r in rules if r.kind is Kind.SERIES]
+                newest = await self._judge_series(
+                    conn, window, series_rules, states, found.get(window.device_id, {}), changed, tally
+                )
+                agent_conditions = [r for r in rules if r.kind is not Kind.SERIES]
+                await agent_rules.judge(conn, window, agent_conditions, self._receivers, tally)
+                advances.append(progress.Advance(window.device_id, window.last_sequence, newest))
+            await progress.finish(conn, advances, changed)
         if tally.raised or tally.cleared:
             log.info(
-                "event=alerts_changed device_id=%s raised=%d cleared=%d sequence=%d",
-                device_id,
+                "event=alerts_changed devices=%d raised=%d cleared=%d",
+                len(windows),
                 tally.raised,
                 tally.cleared,
-                pending.last_sequence,
             )
+
+    async def _values(
+        self, conn: asyncpg.Connection, windows: list[Window], chosen: Mapping[str, list[CompiledRule]]
+    ) -> dict[str, dict[str, list[SeriesValues]]]:
+        """The windows' values of every quantity a series rule of theirs watches."""
+        series_rules = [r for w in windows for r in chosen[w.device_id] if r.kind is Kind.SERIES]
+        quantities = sorted({r.quantity for r in series_rules})
+        if not quantities:
+            return {}
+        everything = any(not r.sensors for r in series_rules)
+        sensors = [] if everything else sorted(set().union(*(r.sensors for r in series_rules)))
+        return await alert_inputs.values(conn, windows, quantities, sensors, self._names)
 
     async def _labels_of(self, device_id: str) -> dict[str, str] | None:
         """The device's labels (None if it was deleted), looked up at most every LABELS_TTL seconds."""
@@ -294,18 +334,13 @@ class Evaluator:
         window: Window,
         series_rules: list[CompiledRule],
         states: Mapping[tuple[str, str], progress.State],
-        changed: dict[tuple[str, str], progress.State],
+        found: Mapping[str, list[SeriesValues]],
+        changed: dict[tuple[str, str, str], progress.State],
         tally: Tally,
     ) -> datetime | None:
-        """Judge the window's readings by the series rules, noting in `changed` the states that
-        changed; returns the newest sample time seen."""
+        """Judge the window's readings (`found`, by quantity) by its device's series rules,
+        noting in `changed` the states that changed; returns the newest sample time seen."""
         newest = 0.0
-        quantities = sorted({r.quantity for r in series_rules})
-        everything = any(not r.sensors for r in series_rules)
-        sensors = [] if everything else sorted(set().union(*(r.sensors for r in series_rules)))
-        found = (
-            await alert_inputs.values(conn, window, quantities, sensors, self._names) if quantities else {}
-        )
         for quantity, all_series in found.items():
             on_quantity = [r for r in series_rules if r.quantity == quantity]
             for series in all_series:
@@ -318,7 +353,7 @@ class Evaluator:
                     before = states.get((rule.rule_id, series.sensor), {})
                     outcome, state = rule.condition.evaluate(series.times, series.values, before)
                     if state != before:  # an idle threshold's state rarely changes: no write
-                        changed[(rule.rule_id, series.sensor)] = state
+                        changed[(window.device_id, rule.rule_id, series.sensor)] = state
                     key = SeriesKey(rule.rule_id, window.device_id, series.sensor)
                     await apply(conn, rule, key, outcome.events, self._receivers, tally)
         return datetime.fromtimestamp(newest, UTC) if newest else None

@@ -1,11 +1,11 @@
-"""A device's evaluation bookkeeping, in one statement at each end of its transaction.
+"""An evaluation round's bookkeeping, in one statement at each end of its transaction.
 
 At the start: the leader's epoch (locked FOR SHARE, so no new leader's epoch commits while
-this transaction runs), the device's cursor and what the rules' conditions remember of its
-series. At the end: the changed condition states and the advanced cursor. An evaluation
-costs a dozen round trips to PostgreSQL whatever its window holds; at full ingest rate those
-were the evaluator's largest cost after reading the rows back, so the four statements these
-two replace matter.
+this transaction runs), and for each device of the round its cursor and what the rules'
+conditions remember of its series. At the end: the changed condition states and the advanced
+cursors. Round trips to PostgreSQL were the evaluator's largest cost after reading the rows
+back (each one a wake-up of two processes), so a round costs the same few whatever the
+number of devices in it.
 
 The cursor row is not locked: one leader judges a device in one task at a time, and a
 deposed leader's transaction cannot commit past the epoch it holds locked.
@@ -36,45 +36,65 @@ class Progress:
     states: dict[tuple[str, str], State]
 
 
-async def begin(conn: asyncpg.Connection, epoch: int, device_id: str, rule_ids: Sequence[str]) -> Progress:
-    """Inside the evaluation's transaction: the device's progress, or LeadershipLost."""
-    row = await conn.fetchrow(
-        "SELECT l.epoch, c.sequence, c.sample_time, "
+async def begin(
+    conn: asyncpg.Connection, epoch: int, device_ids: Sequence[str], rule_ids: Sequence[str]
+) -> dict[str, Progress]:
+    """Inside the evaluation's transaction: each device's progress, or LeadershipLost."""
+    rows = await conn.fetch(
+        "SELECT l.epoch, d.device_id, c.sequence, c.sample_time, "
         "(SELECT json_agg(json_build_array(s.rule_id, s.sensor, s.state)) FROM alert_series_states s "
-        " WHERE s.device_id = $1 AND s.rule_id = ANY($2::text[])) AS states "
-        "FROM alert_leader l LEFT JOIN alert_cursors c ON c.device_id = $1 WHERE l.id = 1 FOR SHARE OF l",
-        device_id,
+        " WHERE s.device_id = d.device_id AND s.rule_id = ANY($2::text[])) AS states "
+        "FROM alert_leader l CROSS JOIN unnest($1::text[]) AS d(device_id) "
+        "LEFT JOIN alert_cursors c ON c.device_id = d.device_id WHERE l.id = 1 FOR SHARE OF l",
+        list(device_ids),
         list(rule_ids),
     )
-    current = row["epoch"] if row is not None else None
+    current = rows[0]["epoch"] if rows else None
     if current != epoch:
         raise LeadershipLost(f"epoch {epoch} is over; the leader is at {current}")
-    states = {(rule_id, sensor): dict(state) for rule_id, sensor, state in json.loads(row["states"] or "[]")}
-    return Progress(int(row["sequence"] or 0), row["sample_time"], states)
+    return {
+        row["device_id"]: Progress(
+            int(row["sequence"] or 0),
+            row["sample_time"],
+            {(rule_id, sensor): dict(state) for rule_id, sensor, state in json.loads(row["states"] or "[]")},
+        )
+        for row in rows
+    }
+
+
+@dataclass(frozen=True)
+class Advance:
+    """Where a device's cursor moves: to `sequence`, its sample time to `sample_time` if the
+    window had readings (else it keeps its own)."""
+
+    device_id: str
+    sequence: int
+    sample_time: datetime | None
 
 
 async def finish(
     conn: asyncpg.Connection,
-    device_id: str,
-    sequence: int,
-    sample_time: datetime | None,
-    changed: Mapping[tuple[str, str], State],
+    advances: Sequence[Advance],
+    changed: Mapping[tuple[str, str, str], State],
 ) -> None:
-    """Inside the evaluation's transaction: store the changed states and move the cursor to
-    `sequence` (its sample time to `sample_time`, if the window had readings)."""
+    """Inside the evaluation's transaction: store the changed states, by (device_id, rule_id,
+    sensor), and move the cursors."""
     keys = list(changed)
     await conn.execute(
-        "WITH saved AS (INSERT INTO alert_series_states (rule_id, device_id, sensor, state) "
-        " SELECT u.rule_id, $1, u.sensor, u.state::jsonb FROM unnest($4::text[], $5::text[], $6::text[]) "
-        " AS u(rule_id, sensor, state) "
+        "WITH saved AS (INSERT INTO alert_series_states (device_id, rule_id, sensor, state) "
+        " SELECT u.device_id, u.rule_id, u.sensor, u.state::jsonb "
+        " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS u(device_id, rule_id, sensor, state) "
         " ON CONFLICT (rule_id, device_id, sensor) DO UPDATE SET state = EXCLUDED.state) "
-        "INSERT INTO alert_cursors (device_id, sequence, sample_time) VALUES ($1, $2, coalesce($3, now())) "
-        "ON CONFLICT (device_id) DO UPDATE SET sequence = EXCLUDED.sequence, "
-        "sample_time = coalesce($3, alert_cursors.sample_time)",
-        device_id,
-        sequence,
-        sample_time,
-        [rule_id for rule_id, _ in keys],
-        [sensor for _, sensor in keys],
+        "INSERT INTO alert_cursors (device_id, sequence, sample_time) "
+        "SELECT u.device_id, u.sequence, coalesce(u.sample_time, c.sample_time, now()) "
+        "FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) AS u(device_id, sequence, sample_time) "
+        "LEFT JOIN alert_cursors c ON c.device_id = u.device_id "
+        "ON CONFLICT (device_id) DO UPDATE SET sequence = EXCLUDED.sequence, sample_time = EXCLUDED.sample_time",
+        [a.device_id for a in advances],
+        [a.sequence for a in advances],
+        [a.sample_time for a in advances],
+        [device_id for device_id, _, _ in keys],
+        [rule_id for _, rule_id, _ in keys],
+        [sensor for _, _, sensor in keys],
         [json.dumps(changed[key]) for key in keys],
     )

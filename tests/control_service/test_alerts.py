@@ -171,6 +171,32 @@ async def test_batches_committed_in_quick_succession_are_each_judged_the_last_wi
     assert [a.last_value for a in found] == [31, 32, 33]
 
 
+async def test_devices_judged_in_one_round_each_get_their_own_alerts_and_states(
+    alerts_stub: alert_pb2_grpc.AlertServiceStub, writer: Writer, register: object
+) -> None:
+    """Devices whose batches are pending together are judged in one round (one transaction,
+    one COPY per table): each device's readings, cursor and states stay its own."""
+    others = [await register(f"round-{n}") for n in range(3)]  # type: ignore[operator]
+    writers = [writer, *(Writer(writer.stub, o.device_id, o.token) for o in others)]
+    rule = threshold_rule("round", above=30, for_s=2)  # a for clock: a state per device
+    await alerts_stub.CreateAlertRule(A.CreateAlertRuleRequest(alert_rule=rule))
+    await asyncio.sleep(0.3)
+    await asyncio.gather(
+        *(w.temperatures([25, 31, 31, 31 + n, 20], start_s=600 + n) for n, w in enumerate(writers))
+    )
+
+    async def all_cleared() -> bool:
+        found = await alerts_of(alerts_stub, "round")
+        return len(found) == len(writers) and all(a.state == A.ALERT_STATE_CLEARED_UNACK for a in found)
+
+    await wait_until(all_cleared, 15, "an alert per device, raised and cleared")
+    found = {a.device_id: a for a in await alerts_of(alerts_stub, "round")}
+    for n, w in enumerate(writers):
+        alert = found[w.device_id]
+        assert alert.first_time.seconds - START == 601 + n  # held from its own first crossing
+        assert (alert.count, alert.last_value) == (3, 31 + n)
+
+
 async def test_bad_rules_are_refused_naming_the_field(alerts_stub: alert_pb2_grpc.AlertServiceStub) -> None:
     unknown = threshold_rule("typo", above=1)
     unknown.threshold.quantity = "temprature"
