@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sensormesh_console.server import ConsoleNotBuilt, ConsoleServer
+from sensormesh_console.server import ConsoleNotBuilt, ConsoleServer, accepts_gzip
 from sensormesh_console.settings import ConsoleConfig, SsoClient
 
 
@@ -99,3 +100,38 @@ def test_with_single_sign_on_the_config_names_the_provider_and_the_page_may_reac
         }
     }
     assert "connect-src 'self' https://login.example.com https://tokens.example.com;" in policy
+
+
+def _get_with(server: ConsoleServer, path: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    connection.request("GET", path, headers=headers)
+    return connection.getresponse()
+
+
+def test_text_assets_go_gzipped_to_clients_that_accept_gzip_and_plain_to_others(dist: Path) -> None:
+    script = "export const answer = 42;\n" * 400  # 10 KB that compresses well
+    (dist / "assets" / "big-0f0f0f.js").write_text(script)
+    server = ConsoleServer("127.0.0.1", 0, dist)
+    server.start()
+    try:
+        zipped = _get_with(server, "/assets/big-0f0f0f.js", {"accept-encoding": "br, gzip;q=0.8"})
+        body = zipped.read()
+        assert zipped.headers["content-encoding"] == "gzip" and zipped.headers["vary"] == "accept-encoding"
+        assert gzip.decompress(body).decode() == script and len(body) < len(script) / 10
+        assert int(zipped.headers["content-length"]) == len(body)
+        for refuses in ({}, {"accept-encoding": "br"}, {"accept-encoding": "gzip;q=0, *"}):
+            plain = _get_with(server, "/assets/big-0f0f0f.js", refuses)
+            assert plain.headers["content-encoding"] is None and plain.read().decode() == script
+        small = _get_with(server, "/assets/index-abc123.js", {"accept-encoding": "gzip"})
+        assert small.headers["content-encoding"] is None  # too small to gain
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [("gzip", True), ("GZIP;q=1.0", True), ("br, *", True), ("x-gzip", True), ("gzip;q=0", False),
+     ("*;q=0", False), ("", False), (None, False), ("gzip;q=junk", False), ("identity", False)],
+)  # fmt: skip
+def test_accept_encoding_is_read_as_rfc_9110_says(header: str | None, accepted: bool) -> None:
+    assert accepts_gzip(header) is accepted
