@@ -18,6 +18,7 @@ from tests.ingest_service.readings import batch, batches, expected, mark, readin
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.storage
+UPLOAD_FORMS = ("rows", "columns")
 
 
 async def test_a_stream_commits_every_batch_and_reports_the_mark(
