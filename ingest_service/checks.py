@@ -119,8 +119,6 @@ def _entry_violations(path: str, message: Any, first: int, last: int) -> Entry |
             if len(array) != count and not (optional and len(array) == 0):
                 found.append(_length(f"{path}.{kind}.{name}", len(array), count, optional))
             values.append(np.array(array, dtype=dtype) if len(array) else None)
-        if all(v is None for v in values):
-            found.append(FieldViolation(f"{path}.{kind}", "at least one field must have values"))
     zeros = np.flatnonzero(deltas == 0)
     if len(zeros):
         found.append(

@@ -113,14 +113,21 @@ def decode_entries(
     for entry in entries:
         message = columns[entry.index]
         kind = entry.kind
-        if kind is None or not names_ok(rules, message.sensor, message, kind):
+        # In the row decoder's order, so that the same sensors and series are created:
+        # the payload kind, the time window, then the ids (new ones only for valid names,
+        # and only if a reading is in the window), then the values. A payload with no field
+        # at all (system_payload.not_empty) is refused after its sensor is created, as there.
+        good = (entry.time >= lo) & (entry.time <= hi)
+        if kind is None or not good.any() or not names_ok(rules, message.sensor, message, kind):
             decoded.flagged += [(entry.index, j) for j in range(len(entry.sequence))]
             continue
         key = key_of(device, message.sensor, message, kind)
         if key is None:
             decoded.pending.append(entry.index)
             continue
-        good = (entry.time >= lo) & (entry.time <= hi)
+        if _empty(entry):
+            decoded.flagged += [(entry.index, j) for j in range(len(entry.sequence))]
+            continue
         for values, bound in zip(entry.values, bounds[kind], strict=True):
             if values is None:
                 continue
@@ -145,6 +152,10 @@ def decode_entries(
         )
         out.blocks.append(block)
         _note_newest(out, block)
+
+
+def _empty(entry: Entry) -> bool:
+    return all(v is None for v in entry.values)
 
 
 def _select(entry: Entry, mask: npt.NDArray[np.bool_]) -> Entry:
