@@ -366,7 +366,7 @@ export const SequencedReadingSchema: GenMessage<SequencedReading> = /*@__PURE__*
  * payload kind (for a generic measurement, one quantity), element i of every
  * array belonging to the same reading. What the agent sends where volume
  * matters: neither end builds a message per reading, and a six-axis IMU
- * reading costs about 29 bytes on the wire instead of about 75.
+ * reading at 100 Hz costs about 28 bytes on the wire instead of about 67.
  *
  * The rules of the row form hold for each element (each field array carries
  * its payload field's range), and the arrays must agree in length. A field
