@@ -202,14 +202,9 @@ def reading_problem(
     """Why a reading is refused: the first violated rule, or a service limit; None if valid."""
     reading = item.reading
     if reading.WhichOneof("payload") is None:
-        unknown = unknown_fields.UnknownFieldSet(reading)
-        numbers = sorted({unknown[i].field_number for i in range(len(unknown))})
-        if numbers:
-            return (
-                "reading.payload",
-                f"unknown payload (field {', '.join(map(str, numbers))}): the device's contracts are newer "
-                "than this service's; the reading is kept in the dead-letter table",
-            )
+        unknown = unknown_payload(reading)
+        if unknown is not None:
+            return "reading.payload", unknown
     try:
         found = validation.violations(item)
     except Exception as exc:  # protovalidate failing on a value is still a refusal
@@ -222,6 +217,19 @@ def reading_problem(
         )
         return found[0].field, reason
     return _limit_problem(item, limits, settings)
+
+
+def unknown_payload(message: Any) -> str | None:
+    """Why a reading (or a columnar entry) with no payload this service knows is refused, when it
+    carries fields of newer contracts; None if it carries none."""
+    unknown = unknown_fields.UnknownFieldSet(message)
+    numbers = sorted({unknown[i].field_number for i in range(len(unknown))})
+    if not numbers:
+        return None
+    return (
+        f"unknown payload (field {', '.join(map(str, numbers))}): the device's contracts are newer "
+        "than this service's; the reading is kept in the dead-letter table"
+    )
 
 
 def _limit_problem(

@@ -27,6 +27,7 @@ from ingest_service.checks import (
     column_arrays,
     limits,
     reading_problem,
+    unknown_payload,
     upload_head_violations,
     write_head_violations,
 )
@@ -201,11 +202,12 @@ class Preparer:
             refused, passed = self._slow_path(items, list(range(len(items))), limits)
             for r in refused:
                 i, j = decoded.flagged[r.index]
-                field = column_field(f"columns[{i}]", r.field, j)
-                if by_index[i].kind is None and r.field.startswith("reading.payload"):
-                    field = f"columns[{i}].payload"
-                reading = columns[i].SerializeToString() if by_index[i].kind is None and j == 0 else r.reading
-                rejected.append(Rejection(j, r.sequence, field, r.reason, reading))
+                field, reason, reading = column_field(f"columns[{i}]", r.field, j), r.reason, r.reading
+                if by_index[i].kind is None:  # a payload kind of newer contracts
+                    field, reason = f"columns[{i}].payload", unknown_payload(columns[i]) or reason
+                    if j == 0:  # the entry whole, its unknown fields too, once
+                        reading = columns[i].SerializeToString()
+                rejected.append(Rejection(j, r.sequence, field, reason, reading))
             rejected.sort(key=_sequence_of)
             if passed:
                 await self._decode_passed(device_id, items, passed, out)

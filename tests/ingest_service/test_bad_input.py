@@ -163,7 +163,7 @@ async def test_a_bad_reading_is_dead_lettered_and_the_mark_moves_past_it(
     index = 4
     if upload_form == "columns":
         if case not in COLUMN_FIELDS:
-            pytest.skip("no columns for a reading without a payload this contract knows")
+            pytest.skip("no columns for it: test_columns_of_an_unknown_payload_are_dead_lettered")
         request = columnar_request(request)
         entry, index = place(request, 5)
         field = COLUMN_FIELDS[case].format(entry=f"columns[{entry}]", element=index)
@@ -185,6 +185,30 @@ async def test_a_bad_reading_is_dead_lettered_and_the_mark_moves_past_it(
         assert letter["reading"] == bad.reading.SerializeToString()
     assert await stored(db, device.device_id) == expected(set(range(1, 11)) - {5})
     assert await mark(db, device.device_id) == 10
+
+
+async def test_columns_of_an_unknown_payload_are_dead_lettered(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, db: asyncpg.Connection
+) -> None:
+    request = columnar_request(batch(device.device_id, 1, 10))
+    newer = request.columns.add(sensor="radar-0", sequence_deltas=[11, 1], time_deltas_micros=[1, 1])
+    newer.time_deltas_micros[0] = request.columns[0].time_deltas_micros[0]
+    newer.MergeFromString(b"\x7a\x03\x0d\x00\x00")  # field 15: a payload kind of newer contracts
+    request.last_sequence = 12
+    entry = len(request.columns) - 1
+
+    response = await stub.UploadReadings(stream([request]), metadata=device.metadata)
+
+    assert (response.committed_sequence, response.accepted_count, response.rejected_count) == (12, 10, 2)
+    assert [(r.sequence, r.index, r.field) for r in response.rejected] == [
+        (11, 0, f"columns[{entry}].payload"),
+        (12, 1, f"columns[{entry}].payload"),
+    ]
+    assert all("unknown payload (field 15)" in r.reason for r in response.rejected)
+    letters = await db.fetch("SELECT sequence, reading FROM dead_letters ORDER BY sequence")
+    assert [r["sequence"] for r in letters] == [11, 12]
+    assert letters[0]["reading"] == newer.SerializeToString()  # the entry whole, unknown fields too
+    assert await stored(db, device.device_id) == expected(range(1, 11))
 
 
 async def test_refused_readings_are_logged_with_device_and_reason(
