@@ -217,3 +217,13 @@ async def test_a_batch_still_being_prepared_when_the_call_is_cancelled_commits(
         await call
     await wait_until(lambda: _mark_at_least(db, device.device_id, 100))
     assert await stored(db, device.device_id) == expected(range(1, 101))
+
+
+async def test_the_offset_tells_a_client_that_columns_are_stored(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device
+) -> None:
+    response = await stub.GetUploadOffset(
+        ingest_pb2.GetUploadOffsetRequest(device_id=device.device_id), metadata=device.metadata
+    )
+
+    assert response.columns_accepted  # a service without it would drop columns unseen

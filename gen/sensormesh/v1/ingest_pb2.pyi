@@ -97,7 +97,8 @@ class UploadReadingsRequest(_message.Message):
     def columns(self) -> _containers.RepeatedCompositeFieldContainer[_reading_pb2.ReadingColumns]:
         """The readings in columns, per series (the columnar form of `readings`,
         for large batches): a batch carries either `readings` or `columns`,
-        never both. Every sequence number in the entries lies in
+        never both. Send them only to a service whose GetUploadOffsetResponse
+        says `columns_accepted`. Every sequence number in the entries lies in
         [first_sequence, last_sequence] and appears once; the entries may come
         in any order. Their readings together count against the batch limit.
         Malformed entries (arrays of different lengths, sequence numbers out of
@@ -201,11 +202,18 @@ class GetUploadOffsetResponse(_message.Message):
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     COMMITTED_SEQUENCE_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    COLUMNS_ACCEPTED_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     """The device."""
     committed_sequence: _builtins.int
     """Every reading numbered at or below this is committed. 0 before the first
     upload.
+    """
+    columns_accepted: _builtins.bool
+    """True when this service stores UploadReadingsRequest.columns. A service
+    from before the columnar form would ignore them (an unknown field), see
+    a batch without readings and move the mark past readings it never
+    stored: send columns only to a service that sets this.
     """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
@@ -217,10 +225,11 @@ class GetUploadOffsetResponse(_message.Message):
         device_id: _builtins.str = ...,
         committed_sequence: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        columns_accepted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_sequence", b"committed_sequence", "device_id", b"device_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns_accepted", b"columns_accepted", "committed_sequence", b"committed_sequence", "device_id", b"device_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -74,7 +74,8 @@ export declare type UploadReadingsRequest = Message<"sensormesh.v1.UploadReading
   /**
    * The readings in columns, per series (the columnar form of `readings`,
    * for large batches): a batch carries either `readings` or `columns`,
-   * never both. Every sequence number in the entries lies in
+   * never both. Send them only to a service whose GetUploadOffsetResponse
+   * says `columns_accepted`. Every sequence number in the entries lies in
    * [first_sequence, last_sequence] and appears once; the entries may come
    * in any order. Their readings together count against the batch limit.
    * Malformed entries (arrays of different lengths, sequence numbers out of
@@ -192,6 +193,16 @@ export declare type GetUploadOffsetResponse = Message<"sensormesh.v1.GetUploadOf
    * @generated from field: google.protobuf.Timestamp update_time = 3;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * True when this service stores UploadReadingsRequest.columns. A service
+   * from before the columnar form would ignore them (an unknown field), see
+   * a batch without readings and move the mark past readings it never
+   * stored: send columns only to a service that sets this.
+   *
+   * @generated from field: bool columns_accepted = 4;
+   */
+  columnsAccepted: boolean;
 };
 
 /**
