@@ -121,6 +121,7 @@ class Uplink:
             settings.refused_backoff_initial.total_seconds(), settings.refused_backoff_max.total_seconds()
         )
         self._batch_limit = settings.batch_max_readings
+        self._columnar = False  # until GetUploadOffset says the service stores columns
         self._acked_status_version = 0
         self.committed: int | None = None
         self.connected = asyncio.Event()
@@ -248,13 +249,19 @@ class Uplink:
             timeout=self.settings.ack_timeout.total_seconds(),
         )
         committed = int(response.committed_sequence)
+        # Columns only to a service that stores them: an older one would drop them unseen.
+        self._columnar = self.settings.columnar and response.columns_accepted
         await self._buffer.bind_sequence(committed)
         await self._acknowledged(committed)
         self.connected.set()
         # While refused, a token lookup the server still has cached may let this call through
         # although writes are refused: only an acknowledged stream ends the refusal.
         level = logging.DEBUG if self._refusals.refused else logging.INFO
-        log.log(level, "event=upload_resumed device_id=%s committed_sequence=%d", self.device_id, committed)
+        log.log(
+            level,
+            "event=upload_resumed device_id=%s committed_sequence=%d form=%s",
+            self.device_id, committed, "columns" if self._columnar else "rows",
+        )  # fmt: skip
         return committed
 
     async def _acknowledged(self, committed: int) -> None:
@@ -351,7 +358,9 @@ class Uplink:
             if not rows and (progress.sent < 1 or not (statuses or thinned)):
                 self._sent_what_was_asked(progress.sent)
                 return  # nothing to send (or nothing to anchor a status-only batch to yet)
-            request = build_batch(self.device_id, progress.sent, rows, thinned, statuses)
+            request = build_batch(
+                self.device_id, progress.sent, rows, thinned, statuses, columnar=self._columnar
+            )
             attributes: dict[str, str | int] = {
                 "sensormesh.device_id": self.device_id,
                 "sensormesh.first_sequence": request.first_sequence,

@@ -24,6 +24,10 @@ class UplinkSettings(BaseModel):
     tls: bool = Field(default=True, description="TLS to the ingest service; false only for loopback.")
     ca_file: Path | None = Field(default=None, description="PEM CA bundle; unset uses the system's roots.")
     gzip: bool = Field(default=False, description="Compress uploads (worth it on metered cellular links).")
+    columnar: bool = Field(
+        default=True,
+        description="Send readings in columns when the service says it stores them (false: always rows).",
+    )
     # Steady readings go out by age (100 Hz for 1 s: 100 a batch); the count caps a backlog's
     # batches, and each batch is a transaction on the server: 5,000 drains a local backlog at
     # about 80,000 readings/s where 1,000 managed 50,000 (sensormesh bench agent).

@@ -11,10 +11,53 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 Row = tuple[Any, ...]
 
 # Position of `sequence` in every reading row (schema.KEY_COLUMNS and MEASUREMENT_COLUMNS).
 SEQUENCE = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnBlock:
+    """Rows of one table and one key (sensor or series) as columns: what a
+    columnar upload entry becomes, never a Python object per reading.
+
+    `time` is PostgreSQL microseconds (int64), `sequence` strictly increasing
+    (int64); `values` holds one array per quantity of the table in column
+    order (float32 for real, int64 for bigint, float64 for double precision),
+    None where every row is NULL.
+    """
+
+    table: str
+    key: int
+    time: npt.NDArray[np.int64]
+    sequence: npt.NDArray[np.int64]
+    values: tuple[npt.NDArray[Any] | None, ...]
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    def tail(self, start: int) -> ColumnBlock:
+        """The rows from `start` on."""
+        return ColumnBlock(
+            self.table,
+            self.key,
+            self.time[start:],
+            self.sequence[start:],
+            tuple(None if v is None else v[start:] for v in self.values),
+        )
+
+    def row(self, index: int) -> Row:
+        """Row `index` as the row form's tuple (Python scalars, None for NULL)."""
+        return (
+            int(self.time[index]),
+            int(self.sequence[index]),
+            self.key,
+            *(None if v is None else v[index].item() for v in self.values),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +111,8 @@ class PreparedBatch:
     last_sequence: int
     reading_count: int
     rows: dict[str, list[Row]] = field(default_factory=dict)
+    # A columnar upload's rows (`rows` then holds only readings the slow path passed).
+    blocks: list[ColumnBlock] = field(default_factory=list)
     latest: list[LatestValue] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)  # sorted by sequence
     thinned: list[ThinningRow] = field(default_factory=list)

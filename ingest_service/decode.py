@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest_service.batch import Row
+from ingest_service.batch import ColumnBlock, Row
 from ingest_service.catalog import DeviceCatalog
 from ingest_service.offsets import describe
 from ingest_service.pg_time import PG_EPOCH_UNIX_MICROS
@@ -52,6 +52,9 @@ class Decoded:
     flagged: list[int] = field(default_factory=list)
     pending: list[int] = field(default_factory=list)
     violations: list[FieldViolation] = field(default_factory=list)
+    # A columnar upload's rows (columns.py), and each link-health block's newest row
+    blocks: list[ColumnBlock] = field(default_factory=list)
+    link_newest: list[Row] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,12 @@ replays and overlaps.
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from operator import attrgetter, itemgetter
 
-from ingest_service.batch import SEQUENCE, LatestValue, PreparedBatch, Rejection, Row
+import numpy as np
+
+from ingest_service.batch import SEQUENCE, ColumnBlock, LatestValue, PreparedBatch, Rejection, Row
 from sensormesh_core.errors import FieldViolation
 
 _sequence_of_row = itemgetter(SEQUENCE)
@@ -67,6 +69,7 @@ class Trimmed:
     accepted: int  # readings to store
     duplicates: int  # readings at or below the mark
     mark: int  # the mark after commit
+    blocks: list[ColumnBlock] = field(default_factory=list)  # a columnar upload's rows above the mark
 
 
 def trim(batch: PreparedBatch, mark: int) -> Trimmed:
@@ -78,12 +81,18 @@ def trim(batch: PreparedBatch, mark: int) -> Trimmed:
         duplicates += index
         if index < len(table_rows):
             rows[table] = table_rows if index == 0 else table_rows[index:]
+    blocks: list[ColumnBlock] = []
+    for block in batch.blocks:  # each block's sequences strictly increase
+        index = int(np.searchsorted(block.sequence, mark, side="right"))
+        duplicates += index
+        if index < len(block):
+            blocks.append(block if index == 0 else block.tail(index))
     rejected_cut = bisect_right(batch.rejected, mark, key=_sequence_of)
     duplicates += rejected_cut
     # A latest candidate at or below the mark was applied when it was first
     # committed; every row left in the batch is older than it.
     latest = [value for value in batch.latest if value.sequence > mark]
-    accepted = sum(len(table_rows) for table_rows in rows.values())
+    accepted = sum(len(table_rows) for table_rows in rows.values()) + sum(map(len, blocks))
     return Trimmed(
         rows=rows,
         latest=latest,
@@ -91,6 +100,7 @@ def trim(batch: PreparedBatch, mark: int) -> Trimmed:
         accepted=accepted,
         duplicates=duplicates,
         mark=next_mark(mark, batch.last_sequence),
+        blocks=blocks,
     )
 
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import asyncpg
@@ -24,15 +24,18 @@ from ingest_service.batch import InputRow, LatestValue, PreparedBatch, Rejection
 from ingest_service.catalog import DeviceCatalog, SensorCatalog, Wanted
 from ingest_service.checks import (
     Limits,
+    column_arrays,
     limits,
     reading_problem,
+    unknown_payload,
     upload_head_violations,
     write_head_violations,
 )
+from ingest_service.columns import ColumnsDecoded, Entry, column_field, decode_entries, element_reading
 from ingest_service.decode import MAX_BATCH_VIOLATIONS, Decoded, decode_fast, decode_one
 from ingest_service.offsets import range_violations
 from ingest_service.pg_time import from_unix
-from ingest_service.rules import ReadingRules
+from ingest_service.rules import ReadingRules, load_rules
 from ingest_service.settings import IngestSettings
 from sensormesh_core.errors import FieldViolation, InvalidArgument
 from sensormesh_core.storage.schema import LINK_HEALTH, MEASUREMENTS_TABLE, TYPED_TABLES
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 DECODE_SLICE = 256
 _time = itemgetter(0)
 _sequence = itemgetter(1)
+_sequence_of = attrgetter("sequence")
 _SCHEMA_BY_TABLE = {t.table: t for t in TYPED_TABLES}
 
 
@@ -84,9 +88,12 @@ class Preparer:
         violations = [] if checked else self.upload_head_violations(request)
         if violations:
             raise InvalidArgument(_summary("invalid batch", violations), violations)
-        batch = await self._prepare(
-            request.device_id, request.first_sequence, request.last_sequence, request.readings
-        )
+        if request.columns:
+            batch = await self._prepare_columns(request)
+        else:
+            batch = await self._prepare(
+                request.device_id, request.first_sequence, request.last_sequence, request.readings
+            )
         batch.thinned = [
             ThinningRow(
                 t.sensor,
@@ -164,6 +171,61 @@ class Preparer:
             last_sequence=last,
             reading_count=len(readings),
             rows=rows,
+            latest=self._latest(device_id, out),
+            rejected=rejected,
+            min_time=min(times) if times else None,
+            max_time=max(times) if times else None,
+        )
+
+    async def _prepare_columns(self, request: ingest_pb2.UploadReadingsRequest) -> PreparedBatch:
+        """A columnar batch: whole-array checks, blocks per entry, the row path's slow path for
+        the elements the array checks flagged."""
+        device_id, first, last = request.device_id, request.first_sequence, request.last_sequence
+        columns = request.columns
+        entries, violations = column_arrays(columns, first, last)
+        if violations:
+            raise InvalidArgument(_summary("malformed columns", violations), violations)
+        rules = self._rules or load_rules()  # UnsupportedRules: columns need the fast rules
+        limits = self.limits()
+        decoded = ColumnsDecoded(Decoded(), [], [])
+        decode_entries(entries, columns, self._catalog.view(device_id), rules, limits.fast, decoded)
+        if decoded.pending:
+            pending = [e for e in entries if e.index in set(decoded.pending)]
+            await self._resolve(device_id, _wanted(columns, pending))
+            decoded.pending = []
+            decode_entries(pending, columns, self._catalog.view(device_id), rules, limits.fast, decoded)
+        out = decoded.out
+        rejected: list[Rejection] = []
+        if decoded.flagged:
+            by_index = {e.index: e for e in entries}
+            items = [element_reading(columns[i], by_index[i], j) for i, j in decoded.flagged]
+            refused, passed = self._slow_path(items, list(range(len(items))), limits)
+            for r in refused:
+                i, j = decoded.flagged[r.index]
+                field, reason, reading = column_field(f"columns[{i}]", r.field, j), r.reason, r.reading
+                if by_index[i].kind is None:  # a payload kind of newer contracts
+                    field, reason = f"columns[{i}].payload", unknown_payload(columns[i]) or reason
+                    if j == 0:  # the entry whole, its unknown fields too, once
+                        reading = columns[i].SerializeToString()
+                rejected.append(Rejection(j, r.sequence, field, reason, reading))
+            rejected.sort(key=_sequence_of)
+            if passed:
+                await self._decode_passed(device_id, items, passed, out)
+                for table_rows in out.rows.values():
+                    table_rows.sort(key=_sequence)
+        rows = {table: table_rows for table, table_rows in out.rows.items() if table_rows}
+        times = [int(t) for b in out.blocks for t in (b.time.min(), b.time.max())] + [
+            t
+            for table_rows in rows.values()
+            for t in (min(map(_time, table_rows)), max(map(_time, table_rows)))
+        ]
+        return PreparedBatch(
+            device_id=device_id,
+            first_sequence=first,
+            last_sequence=last,
+            reading_count=sum(len(e.sequence) for e in entries),
+            rows=rows,
+            blocks=out.blocks,
             latest=self._latest(device_id, out),
             rejected=rejected,
             min_time=min(times) if times else None,
@@ -292,8 +354,9 @@ class Preparer:
                     if value is not None:
                         series_id = device.typed_series[(sensor_id, quantity.name)]
                         latest.append(LatestValue(series_id, row[0], float(value), row[1]))
-        if out.rows[LINK_HEALTH.table]:
-            latest += _newest_per_quantity(out.rows[LINK_HEALTH.table], device)
+        link_rows = out.rows[LINK_HEALTH.table] + out.link_newest
+        if link_rows:
+            latest += _newest_per_quantity(link_rows, device)
         return latest
 
 
@@ -320,6 +383,19 @@ def _newest_per_quantity(rows: list[Row], device: DeviceCatalog) -> list[LatestV
         )
         for (sensor_id, position), row in newest.items()
     ]
+
+
+def _wanted(columns: Sequence[Any], entries: list[Entry]) -> Wanted:
+    """The sensors and series of columnar entries not in the catalog yet (names already checked)."""
+    typed: set[tuple[str, str]] = set()
+    measured: set[tuple[str, str, str]] = set()
+    for entry in entries:
+        message = columns[entry.index]
+        if entry.kind == "measurement":
+            measured.add((message.sensor, message.measurement.name, message.measurement.unit))
+        elif entry.kind is not None:
+            typed.add((entry.kind, message.sensor))
+    return Wanted(frozenset(typed), frozenset(measured))
 
 
 def _summary(what: str, violations: list[FieldViolation]) -> str:

@@ -58,7 +58,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         validation.validate(request)
         self._app.auth.authorize(owner, request.device_id)
         mark, moved = await self._app.read_mark(request.device_id)
-        response = ingest_pb2.GetUploadOffsetResponse(device_id=request.device_id, committed_sequence=mark)
+        response = ingest_pb2.GetUploadOffsetResponse(
+            device_id=request.device_id, committed_sequence=mark, columns_accepted=True
+        )
         if moved is not None:
             response.update_time.CopyFrom(_timestamp(moved))
         return response

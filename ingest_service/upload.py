@@ -194,7 +194,7 @@ class UploadStream:
             app,
             "UploadReadings",
             request.device_id,
-            len(request.readings),
+            len(request.readings) + sum(len(c.sequence_deltas) for c in request.columns),
             request.first_sequence,
             request.last_sequence,
         )

@@ -27,8 +27,9 @@ import asyncpg
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from ingest_service.batch import PreparedBatch, Rejection
+from ingest_service.batch import ColumnBlock, PreparedBatch, Rejection
 from ingest_service.catalog import SensorCatalog, StaleCatalog
+from ingest_service.copy_binary import encode
 from ingest_service.offsets import Trimmed, renumber, trim
 from ingest_service.pg_time import micros, to_datetime
 from sensormesh_core.errors import NotFound, PermissionDenied
@@ -151,7 +152,7 @@ class BatchWriter:
                 trimmed = trim(batch, mark)
                 late: list[LateRange] = []
                 if late_before is not None and batch.min_time is not None and batch.min_time < late_before:
-                    late = late_ranges(trimmed.rows, late_before)
+                    late = late_ranges(trimmed.rows, late_before) + block_late_ranges(trimmed, late_before)
                 await self._write(conn, batch, trimmed, late)
         gap = max(0, batch.first_sequence - mark - 1)
         if gap:
@@ -184,7 +185,7 @@ class BatchWriter:
         if row["status"] != DEVICE_STATUS_ACTIVE:
             raise PermissionDenied(f"device {batch.device_id!r} is disabled")
         known = self._catalog.view(batch.device_id).incarnation
-        uses_ids = bool(batch.rows or batch.latest)
+        uses_ids = bool(batch.rows or batch.blocks or batch.latest)
         if uses_ids and known != micros(row["create_time"]):
             self._catalog.forget(batch.device_id)
             raise StaleCatalog(batch.device_id)
@@ -208,8 +209,14 @@ class BatchWriter:
 
     async def _copy_rows(self, conn: asyncpg.Connection, trimmed: Trimmed) -> None:
         """One binary COPY per reading table, each in its own client span, so a
-        trace shows which table a batch's time went to."""
-        for table, rows in trimmed.rows.items():
+        trace shows which table a batch's time went to. A columnar upload's
+        blocks are encoded by numpy (`copy_binary`); rows by asyncpg."""
+        blocks: dict[str, list[ColumnBlock]] = {}
+        for block in trimmed.blocks:
+            blocks.setdefault(block.table, []).append(block)
+        for table in dict.fromkeys([*trimmed.rows, *blocks]):
+            rows = trimmed.rows.get(table, [])
+            table_blocks = blocks.get(table, [])
             with self._tracer.start_as_current_span(
                 f"COPY {table}",
                 kind=SpanKind.CLIENT,
@@ -217,10 +224,19 @@ class BatchWriter:
                     "db.system": "postgresql",
                     "db.operation": "COPY",
                     "db.sql.table": table,
-                    "db.rows": len(rows),
+                    "db.rows": len(rows) + sum(map(len, table_blocks)),
                 },
             ):
-                await conn.copy_records_to_table(table, records=rows, columns=COLUMNS[table])
+                if rows:
+                    await conn.copy_records_to_table(table, records=rows, columns=COLUMNS[table])
+                if table_blocks:
+                    # A memoryview: asyncpg would take bytes for a file name.
+                    await conn.copy_to_table(
+                        table,
+                        source=memoryview(encode(table_blocks)),
+                        columns=COLUMNS[table],
+                        format="binary",
+                    )
 
     async def _record(
         self, conn: asyncpg.Connection, batch: PreparedBatch, trimmed: Trimmed, late: list[LateRange]
@@ -251,6 +267,17 @@ class BatchWriter:
             batch.last_sequence,
             *late_columns,
         )
+
+
+def block_late_ranges(trimmed: Trimmed, horizon: int) -> list[LateRange]:
+    """`late_ranges` for a columnar upload's blocks: per block, the first and
+    last time of its rows older than `horizon` (vectorised)."""
+    found: list[LateRange] = []
+    for block in trimmed.blocks:
+        times = block.time[block.time < horizon]
+        if len(times):
+            found.append(LateRange(block.table, block.key, int(times.min()), int(times.max())))
+    return found
 
 
 def _late_columns(late: list[LateRange]) -> tuple[list[object], ...]:

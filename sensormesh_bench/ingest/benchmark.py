@@ -12,6 +12,12 @@ Phases of each round, each with fresh devices (so nothing is a duplicate):
 - ingest: the same batches through `sensormesh ingest` (a child process)
   from simulated gateways in client processes of their own, over real gRPC,
   with the live-feed NOTIFY on; and again with it off, to price it.
+- ingest-columnar: the same batches in the upload's columnar form
+  (`UploadReadingsRequest.columns`, converted beforehand by
+  `sensormesh_core.columnar`), with NOTIFY as in `ingest`; reported as
+  `columnar_*` beside the row form's figures, `columnar_copy_ratio` against the
+  same round's COPY limit. Bytes on the wire per sample of each form come from
+  the serialized batches.
 
 Between phases the database is vacuumed, analyzed and checkpointed
 (untimed), so no phase pays for the previous one's autovacuum. Each phase
@@ -35,6 +41,7 @@ from typing import Any
 
 import asyncpg
 from pydantic import SecretStr
+from sensormesh.v1 import ingest_pb2
 
 from ingest_service.app import IngestApp
 from ingest_service.batch import Row
@@ -49,6 +56,7 @@ from sensormesh_bench.ingest.phases import (
     profile_command,
 )
 from sensormesh_bench.targets import Target
+from sensormesh_core.columnar import columnar_request
 from sensormesh_core.storage import migrate
 from sensormesh_core.storage.embedded import EmbeddedPostgres
 from sensormesh_core.storage.live_signal import CHANNEL
@@ -57,7 +65,13 @@ from sensormesh_core.storage.registry import create_device
 from sensormesh_core.storage.schema import READING_TABLES
 from sensormesh_core.telemetry import configure_telemetry
 
-TARGETS = [Target("samples_per_s", ">=", 300_000), Target("ratio", ">=", 0.8)]
+TARGETS = [
+    Target("samples_per_s", ">=", 300_000),
+    Target("ratio", ">=", 0.8),
+    Target("columnar_samples_per_s", ">=", 1_000_000),
+    Target("columnar_copy_ratio", ">=", 0.8),
+    Target("columnar_server_cpu_us_per_reading", "<=", 2.0),
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--notify", choices=["on", "off", "both"], default="both", help="live-feed NOTIFY (default both)"
     )
     parser.add_argument("--profile", type=Path, help="record the service with py-spy into this folder")
+    parser.add_argument(
+        "--columnar",
+        choices=["on", "off"],
+        default="on",
+        help="also send the batches in columns (the columnar_* figures; default on)",
+    )
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,12 +126,13 @@ async def _bench(args: argparse.Namespace, url: str, embedded: EmbeddedPostgres 
     finally:
         await conn.close()
     fleet = workload.fleet(args.seconds_of_data, time.time() - args.seconds_of_data - 120, args.batch_size)
+    columnar = [columnar_request(b) for b in fleet.batches] if args.columnar == "on" else None
     postmaster = postmaster_pid(embedded.pgdata) if embedded is not None else None
     results: dict[str, list[Measurement]] = {}
     run_id = secrets.token_hex(3)
-    profile: dict[str, Any] | None = None
+    profiles: dict[str, dict[str, Any]] = {}
     for round_number in range(args.rounds):
-        for number, phase in enumerate(_phases(args.notify, round_number)):
+        for number, phase in enumerate(_phases(args.notify, round_number, columnar is not None)):
             devices = await _register(url, f"bench-{run_id}-{round_number}{number}", args.devices)
             if phase.startswith("copy"):
                 rows = await _prepared_rows(settings, url, fleet, [d for d, _ in devices])
@@ -120,19 +141,36 @@ async def _bench(args: argparse.Namespace, url: str, embedded: EmbeddedPostgres 
                     url, rows, connections, fleet.samples * args.devices, postmaster
                 )
             else:
-                notify = phase == "ingest" and args.notify != "off"
+                notify = phase in ("ingest", "ingest-columnar") and args.notify != "off"
                 profiling = args.profile if (args.profile and round_number == 0 and notify) else None
-                measured, profile = await _ingest(
-                    args, url, pool_size, fleet, devices, notify, postmaster, profiling, profile
+                if profiling is not None and phase == "ingest-columnar":
+                    profiling = profiling / "columnar"
+                measured, found = await _ingest(
+                    args,
+                    url,
+                    pool_size,
+                    fleet,
+                    columnar if phase == "ingest-columnar" else None,
+                    devices,
+                    notify,
+                    postmaster,
+                    profiling,
                 )
+                if found is not None:
+                    profiles[phase] = found
             results.setdefault(phase, []).append(measured)
             await _quiesce(url)
-    return _report(args, results, backend.value, pool_size, embedded is not None, profile)
+    report = _report(args, results, backend.value, pool_size, embedded is not None, profiles.get("ingest"))
+    if columnar is not None:
+        report |= _columnar_figures(results, fleet, columnar, profiles.get("ingest-columnar"))
+    return report
 
 
-def _phases(notify: str, round_number: int) -> list[str]:
-    """The phases of one round; the two ingest runs swap order every round."""
+def _phases(notify: str, round_number: int, columnar: bool) -> list[str]:
+    """The phases of one round; the ingest runs swap order every round."""
     ingest = ["ingest", "ingest-no-notify"] if notify == "both" else ["ingest"]
+    if columnar:
+        ingest.append("ingest-columnar")
     if round_number % 2:
         ingest.reverse()
     return ["copy", "copy-one-connection", *ingest]
@@ -187,20 +225,23 @@ async def _ingest(
     url: str,
     pool_size: int,
     fleet: workload.Fleet,
+    columnar: list[ingest_pb2.UploadReadingsRequest] | None,
     devices: list[tuple[str, str]],
     notify: bool,
     postmaster: int | None,
     profiling: Path | None,
-    profile: dict[str, Any] | None,
 ) -> tuple[Measurement, dict[str, Any] | None]:
-    """One ingest phase: a fresh service process, the fleet's batches through it, and
-    the live-feed notifications it sent counted; a new profile if `profiling`, else `profile`."""
+    """One ingest phase: a fresh service process, the fleet's batches (in `columnar` form
+    if given) through it, and the live-feed notifications it sent counted; a profile if
+    `profiling`."""
     max_message = max(8 * 1024 * 1024, args.batch_size * 512)
     server = IngestProcess(_server_env(url, notify, pool_size, args.batch_size, max_message))
     await server.start()
     heard: list[str] = []
     listener = await _listen(url, heard)
-    streams = [(token, workload.serialized(fleet.batches, device_id)) for device_id, token in devices]
+    sent = columnar if columnar is not None else fleet.batches
+    streams = [(token, workload.serialized(sent, device_id)) for device_id, token in devices]
+    profile = None
     spy: asyncio.subprocess.Process | None = None
     raw = profiling / "ingest.raw" if profiling else None
     try:
@@ -272,8 +313,8 @@ async def _stop_profiler(spy: asyncio.subprocess.Process | None) -> None:
 
 # Where a batch's server time goes, by the functions that contain it.
 PROFILE_PARTS = {
-    "decode (hot loop)": ("decode_fast",),
-    "COPY (encode and send rows)": ("Connection.copy_records_to_table",),
+    "decode (hot loop)": ("decode_fast", "column_arrays", "decode_entries"),
+    "COPY (encode and send rows)": ("Connection.copy_records_to_table", "Connection.copy_to_table"),
     "other statements (lock, record, commit)": ("AsyncPGInstrumentor._do_execute", "Transaction.__aenter__"),
     "spans and metrics": (
         "Tracer.start_span",
@@ -313,6 +354,40 @@ def summarize_profile(raw: Path, top: int = 12) -> dict[str, Any]:
         "self_share": {name: round(count / total, 3) for name, count in own.most_common(top)},
         "raw": str(raw),
     }
+
+
+def _columnar_figures(
+    results: dict[str, list[Measurement]],
+    fleet: workload.Fleet,
+    columnar: list[ingest_pb2.UploadReadingsRequest],
+    profile: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The columnar phase's figures, beside the row form's: its best round against the best
+    COPY round, CPU per reading, and bytes on the wire per sample of each form."""
+    best = {phase: max(found, key=lambda m: m.samples_per_s) for phase, found in results.items()}
+    columns, copy, one = best["ingest-columnar"], best["copy"], best["copy-one-connection"]
+    figures: dict[str, Any] = {
+        "columnar_samples_per_s": round(columns.samples_per_s),
+        "columnar_rows_per_s": round(columns.rows_per_s),
+        "columnar_seconds": round(columns.seconds, 3),
+        "columnar_copy_ratio": round(columns.samples_per_s / copy.samples_per_s, 3),
+        "columnar_ratio_to_one_connection": round(columns.samples_per_s / one.samples_per_s, 3),
+        "columnar_to_rows_ratio": round(columns.samples_per_s / best["ingest"].samples_per_s, 3),
+        "rows_bytes_per_sample": round(sum(b.ByteSize() for b in fleet.batches) / fleet.samples, 2),
+        "columnar_bytes_per_sample": round(sum(b.ByteSize() for b in columnar) / fleet.samples, 2),
+        "columnar_all_rounds_samples_per_s": [round(m.samples_per_s) for m in results["ingest-columnar"]],
+    }
+    per_row = 1e6 / columns.rows
+    for name, value in (
+        ("columnar_server_cpu_us_per_reading", columns.server_cpu),
+        ("columnar_postgres_cpu_us_per_reading", columns.postgres_cpu),
+        ("columnar_clients_cpu_us_per_reading", columns.clients_cpu),
+    ):
+        if value is not None:
+            figures[name] = round(value * per_row, 2)
+    if profile is not None:
+        figures["columnar_profile"] = profile
+    return figures
 
 
 def _cpu_per_reading(m: Measurement) -> float | None:

@@ -11,6 +11,7 @@ import pytest
 from grpc import StatusCode
 from sensormesh.v1 import device_pb2, ingest_pb2
 
+from sensormesh_core.columnar import micros_of
 from tests.bad_input.messages import DEVICES, UPLOAD, WRITE, imu_reading
 from tests.bad_input.stack import (
     Device,
@@ -106,3 +107,37 @@ def test_more_readings_than_a_batch_may_hold_is_invalid_argument_naming_the_limi
     )
     assert outcome.code is StatusCode.OK, outcome
     assert committed(db, device.device_id) == 10_000
+
+
+def _columns(device: Device, first: int, count: int) -> ingest_pb2.UploadReadingsRequest:
+    """`count` IMU readings from `first` in one columnar entry, 10 ms apart."""
+    request = ingest_pb2.UploadReadingsRequest(
+        device_id=device.device_id, first_sequence=first, last_sequence=first + count - 1
+    )
+    entry = request.columns.add(sensor="imu-1", sequence_deltas=[first] + [1] * (count - 1))
+    start = micros_of(imu_reading().sample_time)
+    entry.time_deltas_micros.extend([start] + [10_000] * (count - 1))
+    for field in ("acceleration_x_mps2", "acceleration_y_mps2", "acceleration_z_mps2"):
+        getattr(entry.imu, field).extend([0.25] * count)
+    for field in ("angular_rate_x_dps", "angular_rate_y_dps", "angular_rate_z_dps"):
+        getattr(entry.imu, field).extend([1.5] * count)
+    return request
+
+
+def test_a_columnar_batch_is_held_to_the_same_limits(
+    stack: Stack, device: Device, db: psycopg.Connection
+) -> None:
+    too_many = client_stream(
+        stack.envoy_target, UPLOAD, [_columns(device, 1, 10_001).SerializeToString()], device.metadata
+    )
+    assert too_many.code is StatusCode.INVALID_ARGUMENT, too_many
+    assert too_many.violations == {"columns": "at most 10000 readings per batch, got 10001"}
+    huge = _columns(device, 10_001, 400_000).SerializeToString()
+    assert len(huge) > MESSAGE_LIMIT
+    first = _columns(device, 1, 10_000).SerializeToString()
+    too_big = client_stream(stack.envoy_target, UPLOAD, [first, huge], device.metadata)
+    assert too_big.code is StatusCode.RESOURCE_EXHAUSTED, too_big
+    wait_for(
+        lambda: committed(db, device.device_id) == 10_000, "the batch before the oversized one committed"
+    )
+    assert stored_count(db, device.device_id) == 10_000

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -20,6 +21,7 @@ import psycopg
 import pytest
 from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
 
+from sensormesh_core.columnar import columnar_request
 from tests.bad_input.messages import UPLOAD, imu_reading, payload_reading
 from tests.bad_input.raw_h2 import RawCall, grpc_frame
 from tests.bad_input.stack import Device, Stack, committed, stored_count, wait_for
@@ -27,6 +29,19 @@ from tests.bad_input.stack import Device, Stack, committed, stored_count, wait_f
 pytestmark = pytest.mark.storage
 
 BATCH = 50
+
+
+@dataclass(frozen=True)
+class Uploader(Device):
+    """A device that sends its batches as rows or, with `columns`, in columns."""
+
+    columns: bool = False
+
+
+@pytest.fixture(params=["rows", "columns"])
+def device(request: pytest.FixtureRequest, device: Device) -> Device:
+    """The package's fresh device, once sending rows and once columns."""
+    return Uploader(device.device_id, device.token, request.param == "columns")
 
 
 def _batch(device: Device, number: int) -> ingest_pb2.UploadReadingsRequest:
@@ -37,7 +52,7 @@ def _batch(device: Device, number: int) -> ingest_pb2.UploadReadingsRequest:
     )
     for sequence in range(first, first + BATCH):
         request.readings.add(sequence=sequence, reading=imu_reading(offset_s=-300 + sequence / 100))
-    return request
+    return columnar_request(request) if getattr(device, "columns", False) else request
 
 
 def _resumes(stack: Stack, device: Device, db: psycopg.Connection, batches: int) -> None:

@@ -37,3 +37,4 @@ async def test_every_reading_is_stored_once_across_twenty_ingest_kills(
         assert account.stored > 1000, account
     assert ingest.kills == KILLS
     assert "event=upload_resumed" in fleet.agents[0].log_path.read_text()
+    assert "form=columns" in fleet.agents[0].log_path.read_text()  # the agents upload in columns

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import grpc
@@ -16,10 +17,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import SecretStr
-from sensormesh.v1 import ingest_pb2_grpc
+from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
 
 from ingest_service.server import IngestServer, start
 from ingest_service.settings import IngestSettings
+from sensormesh_core.columnar import columnar_request
 from sensormesh_core.storage.registry import create_device
 from sensormesh_core.telemetry import Telemetry, configure_telemetry
 
@@ -83,8 +85,49 @@ async def channel(ingest: IngestServer) -> AsyncIterator[grpc.aio.Channel]:
         yield opened
 
 
+UPLOAD_FORMS = ("rows", "columns")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test module that sets `UPLOAD_FORMS = ("rows", "columns")` runs each of its tests
+    with batches sent as rows and again with the same batches in columns."""
+    forms = getattr(metafunc.module, "UPLOAD_FORMS", None)
+    if forms and "upload_form" in metafunc.fixturenames:
+        metafunc.parametrize("upload_form", forms, indirect=True)
+
+
 @pytest.fixture
-def stub(channel: grpc.aio.Channel) -> ingest_pb2_grpc.IngestServiceStub:
+def upload_form(request: pytest.FixtureRequest) -> str:
+    """How the `stub` fixture sends UploadReadings batches: "rows" (as built) or "columns"."""
+    return str(getattr(request, "param", "rows"))
+
+
+class ColumnarStub:
+    """An IngestServiceStub whose UploadReadings sends every batch's readings in columns."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = ingest_pb2_grpc.IngestServiceStub(channel)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    def UploadReadings(self, requests: Any, **kwargs: Any) -> Any:
+        return self._stub.UploadReadings(_in_columns(requests), **kwargs)
+
+
+async def _in_columns(requests: Any) -> AsyncIterator[ingest_pb2.UploadReadingsRequest]:
+    if hasattr(requests, "__aiter__"):
+        async for request in requests:
+            yield columnar_request(request) if request.readings else request
+    else:
+        for request in requests:
+            yield columnar_request(request) if request.readings else request
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel, upload_form: str) -> ingest_pb2_grpc.IngestServiceStub:
+    if upload_form == "columns":
+        return ColumnarStub(channel)  # type: ignore[return-value]
     return ingest_pb2_grpc.IngestServiceStub(channel)
 
 

@@ -21,6 +21,7 @@ from tests.ingest_service.conftest import Device, details
 from tests.ingest_service.readings import batch, mark, reading, stored, stream
 
 pytestmark = pytest.mark.storage
+UPLOAD_FORMS = ("rows", "columns")
 
 Call = Callable[[ingest_pb2_grpc.IngestServiceStub, str, Any], Awaitable[object]]
 

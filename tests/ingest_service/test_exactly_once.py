@@ -18,6 +18,7 @@ from tests.ingest_service.readings import batch, batches, expected, mark, readin
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.storage
+UPLOAD_FORMS = ("rows", "columns")
 
 
 async def test_a_stream_commits_every_batch_and_reports_the_mark(
@@ -216,3 +217,13 @@ async def test_a_batch_still_being_prepared_when_the_call_is_cancelled_commits(
         await call
     await wait_until(lambda: _mark_at_least(db, device.device_id, 100))
     assert await stored(db, device.device_id) == expected(range(1, 101))
+
+
+async def test_the_offset_tells_a_client_that_columns_are_stored(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device
+) -> None:
+    response = await stub.GetUploadOffset(
+        ingest_pb2.GetUploadOffsetRequest(device_id=device.device_id), metadata=device.metadata
+    )
+
+    assert response.columns_accepted  # a service without it would drop columns unseen

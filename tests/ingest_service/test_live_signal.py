@@ -18,6 +18,7 @@ from tests.ingest_service.readings import START, batch, batches, stream
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.storage
+UPLOAD_FORMS = ("rows", "columns")
 
 START_TIME = datetime.fromtimestamp(START, UTC)
 

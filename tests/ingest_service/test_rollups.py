@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
+from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc, reading_pb2
 
 from ingest_service.server import IngestServer
 from ingest_service.settings import IngestSettings
+from sensormesh_core.columnar import columnar_request
 from tests.ingest_service.conftest import Device
 from tests.ingest_service.readings import START, reading
 
@@ -42,6 +43,28 @@ async def test_a_late_batch_records_its_rows_per_table_and_key(
     )
     assert [tuple(r) for r in rows] == [tuple(r) for r in expected]
     assert len(rows) == 3
+
+
+async def test_a_late_columnar_batch_records_its_rows_per_table_and_key(
+    db: asyncpg.Connection, stub: ingest_pb2_grpc.IngestServiceStub, device: Device
+) -> None:
+    rows = _write(device, 1, 200, START)  # ten minutes old
+    upload = ingest_pb2.UploadReadingsRequest(device_id=device.device_id, first_sequence=1, last_sequence=200)
+    upload.readings.extend(
+        reading_pb2.SequencedReading(sequence=i + 1, reading=r) for i, r in enumerate(rows.readings)
+    )
+    await stub.UploadReadings(iter([columnar_request(upload)]), metadata=device.metadata)
+
+    recorded = await db.fetch(
+        "SELECT i.source_table, i.key, i.first_time, i.last_time FROM rollup_invalidations i ORDER BY 1"
+    )
+    expected = await db.fetch(
+        "SELECT 'environment_readings' AS t, sensor_id AS key, min(time), max(time) FROM environment_readings GROUP BY 2 "
+        "UNION ALL SELECT 'imu_readings', sensor_id, min(time), max(time) FROM imu_readings GROUP BY 2 "
+        "UNION ALL SELECT 'measurements', series_id, min(time), max(time) FROM measurements GROUP BY 2 ORDER BY 1"
+    )
+    assert [tuple(r) for r in recorded] == [tuple(r) for r in expected]
+    assert await db.fetchval("SELECT count(*) FROM imu_readings") == 200 - 4 - 4
 
 
 async def test_a_recent_batch_records_nothing(

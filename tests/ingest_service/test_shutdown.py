@@ -22,6 +22,7 @@ from tests.ingest_service.readings import batch, batches, expected, mark, stored
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.storage
+UPLOAD_FORMS = ("rows", "columns")
 
 
 async def _hold_mark(db: asyncpg.Connection, device_id: str) -> asyncpg.transaction.Transaction:

@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sensormesh.v1 import ingest_pb2_grpc
 
 from ingest_service.server import IngestServer
+from sensormesh_core.columnar import columnar_request
 from sensormesh_core.telemetry import configure_telemetry
 from tests.ingest_service.conftest import Device
 from tests.ingest_service.readings import batch, batches, stream
@@ -22,8 +23,9 @@ from tests.ingest_service.readings import batch, batches, stream
 pytestmark = pytest.mark.storage
 
 
+@pytest.mark.parametrize("form", ["rows", "columns"])
 async def test_a_batch_span_joins_the_callers_trace_and_parents_the_database_spans(
-    ingest: IngestServer, device: Device, span_exporter: InMemorySpanExporter
+    ingest: IngestServer, device: Device, span_exporter: InMemorySpanExporter, form: str
 ) -> None:
     agent_spans = InMemorySpanExporter()
     agent = configure_telemetry(
@@ -31,6 +33,8 @@ async def test_a_batch_span_joins_the_callers_trace_and_parents_the_database_spa
     )
     bad = batch(device.device_id, 1, 100)
     bad.readings[7].reading.imu.acceleration_x_mps2 = math.nan
+    if form == "columns":
+        bad = columnar_request(bad)
     async with grpc.aio.insecure_channel(
         f"127.0.0.1:{ingest.port}", interceptors=agent.client_interceptors()
     ) as channel:

@@ -43,3 +43,7 @@ def test_the_benchmark_reports_its_figures(database_url: str) -> None:
     )  # IMU, environment, one system, measurements
     assert figures["samples_per_s"] > 0 and figures["ratio"] > 0
     assert "samples_per_s_without_notify" in figures and "notify_cost" in figures
+    # the same batches in columns, beside the rows' figures
+    assert figures["columnar_samples_per_s"] > 0 and figures["columnar_copy_ratio"] > 0
+    assert "columnar_server_cpu_us_per_reading" in figures
+    assert 0 < figures["columnar_bytes_per_sample"] < figures["rows_bytes_per_sample"]

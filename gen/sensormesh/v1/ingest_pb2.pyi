@@ -58,6 +58,7 @@ class UploadReadingsRequest(_message.Message):
     READINGS_FIELD_NUMBER: _builtins.int
     THINNED_FIELD_NUMBER: _builtins.int
     INPUT_STATUSES_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     """The uploading device. Must be the device the token belongs to, and the
     same in every batch of a stream.
@@ -75,7 +76,8 @@ class UploadReadingsRequest(_message.Message):
     @_builtins.property
     def readings(self) -> _containers.RepeatedCompositeFieldContainer[_reading_pb2.SequencedReading]:
         """The readings, in strictly increasing sequence order. At most the
-        service's batch limit (10,000 by default).
+        service's batch limit (10,000 by default). Empty when the batch carries
+        `columns`.
         """
 
     @_builtins.property
@@ -91,6 +93,22 @@ class UploadReadingsRequest(_message.Message):
         changed since the last batch.
         """
 
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[_reading_pb2.ReadingColumns]:
+        """The readings in columns, per series (the columnar form of `readings`,
+        for large batches): a batch carries either `readings` or `columns`,
+        never both. Send them only to a service whose GetUploadOffsetResponse
+        says `columns_accepted`. Every sequence number in the entries lies in
+        [first_sequence, last_sequence] and appears once; the entries may come
+        in any order. Their readings together count against the batch limit.
+        Malformed entries (arrays of different lengths, sequence numbers out of
+        order, repeated or outside the batch) refuse the batch with
+        INVALID_ARGUMENT naming the field (`columns[2].imu.acceleration_y_mps2`);
+        a reading that breaks a value rule is refused alone, as in `readings`,
+        and reported with `field` naming its entry and element
+        (`columns[2].imu.acceleration_x_mps2[17]`) and `index` its element.
+        """
+
     def __init__(
         self,
         *,
@@ -100,10 +118,11 @@ class UploadReadingsRequest(_message.Message):
         readings: _abc.Iterable[_reading_pb2.SequencedReading] | None = ...,
         thinned: _abc.Iterable[Global___ThinningReport] | None = ...,
         input_statuses: _abc.Iterable[Global___InputStatus] | None = ...,
+        columns: _abc.Iterable[_reading_pb2.ReadingColumns] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "first_sequence", b"first_sequence", "input_statuses", b"input_statuses", "last_sequence", b"last_sequence", "readings", b"readings", "thinned", b"thinned"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "device_id", b"device_id", "first_sequence", b"first_sequence", "input_statuses", b"input_statuses", "last_sequence", b"last_sequence", "readings", b"readings", "thinned", b"thinned"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -183,11 +202,18 @@ class GetUploadOffsetResponse(_message.Message):
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     COMMITTED_SEQUENCE_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    COLUMNS_ACCEPTED_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     """The device."""
     committed_sequence: _builtins.int
     """Every reading numbered at or below this is committed. 0 before the first
     upload.
+    """
+    columns_accepted: _builtins.bool
+    """True when this service stores UploadReadingsRequest.columns. A service
+    from before the columnar form would ignore them (an unknown field), see
+    a batch without readings and move the mark past readings it never
+    stored: send columns only to a service that sets this.
     """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
@@ -199,10 +225,11 @@ class GetUploadOffsetResponse(_message.Message):
         device_id: _builtins.str = ...,
         committed_sequence: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        columns_accepted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_sequence", b"committed_sequence", "device_id", b"device_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns_accepted", b"columns_accepted", "committed_sequence", b"committed_sequence", "device_id", b"device_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -296,7 +323,9 @@ class RejectedReading(_message.Message):
     sequence: _builtins.int
     """The reading's sequence number."""
     index: _builtins.int
-    """The reading's index in its batch."""
+    """The reading's index in its batch; for a batch in columns, its element's
+    index in its entry (`field` names the entry).
+    """
     field: _builtins.str
     """The offending field as a path from the reading, for example
     "reading.imu.acceleration_x_mps2" or "reading.sample_time".

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -364,3 +366,311 @@ class SequencedReading(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SequencedReading: _TypeAlias = SequencedReading  # noqa: Y015
+
+@_typing.final
+class ReadingColumns(_message.Message):
+    """The readings of one series in an upload, in columns: one sensor and one
+    payload kind (for a generic measurement, one quantity), element i of every
+    array belonging to the same reading. What the agent sends where volume
+    matters: neither end builds a message per reading, and a six-axis IMU
+    reading at 100 Hz costs about 28 bytes on the wire instead of about 67.
+
+    The rules of the row form hold for each element (each field array carries
+    its payload field's range), and the arrays must agree in length. A field
+    that no reading of the series carries is an empty array; a series whose
+    readings carry different subsets of the optional fields (a BLE sensor's
+    battery and RSSI read separately) is sent as several entries, one per
+    subset. A sensor may appear in several entries.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENSOR_FIELD_NUMBER: _builtins.int
+    SEQUENCE_DELTAS_FIELD_NUMBER: _builtins.int
+    TIME_DELTAS_MICROS_FIELD_NUMBER: _builtins.int
+    IMU_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    SYSTEM_FIELD_NUMBER: _builtins.int
+    MEASUREMENT_FIELD_NUMBER: _builtins.int
+    LINK_HEALTH_FIELD_NUMBER: _builtins.int
+    sensor: _builtins.str
+    """The sensor, as Reading.sensor (same rules)."""
+    @_builtins.property
+    def sequence_deltas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The readings' sequence numbers, delta-encoded: the first element is the
+        first reading's sequence number, each further element the difference to
+        the previous reading's. Every element is at least 1 (sequence numbers
+        strictly increase within an entry); every number lies in the batch's
+        [first_sequence, last_sequence] and names one reading of the whole batch
+        (no two entries share a number). The device's own numbers: a reading
+        keeps its number in every batch that resends it, which is what makes
+        retries safe. At least one element.
+        """
+
+    @_builtins.property
+    def time_deltas_micros(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The readings' sample times in microseconds since the Unix epoch,
+        delta-encoded: the first element is the first reading's time, each
+        further element the difference to the previous reading's (negative when
+        the clock stepped back). One element per sequence_deltas element. Each
+        time has Reading.sample_time's rules: after 1970-01-01, within the
+        service's window.
+        """
+
+    @_builtins.property
+    def imu(self) -> Global___ImuColumns:
+        """Inertial readings (ImuPayload's fields, as columns)."""
+
+    @_builtins.property
+    def environment(self) -> Global___EnvironmentColumns:
+        """Environment readings (EnvironmentPayload's fields, as columns)."""
+
+    @_builtins.property
+    def system(self) -> Global___SystemColumns:
+        """Gateway health readings (SystemPayload's fields, as columns)."""
+
+    @_builtins.property
+    def measurement(self) -> Global___MeasurementColumns:
+        """Generic measurements of one quantity (Measurement's fields, as
+        columns).
+        """
+
+    @_builtins.property
+    def link_health(self) -> Global___LinkHealthColumns:
+        """Battery and radio link readings (LinkHealthPayload's fields, as
+        columns).
+        """
+
+    def __init__(
+        self,
+        *,
+        sensor: _builtins.str = ...,
+        sequence_deltas: _abc.Iterable[_builtins.int] | None = ...,
+        time_deltas_micros: _abc.Iterable[_builtins.int] | None = ...,
+        imu: Global___ImuColumns | None = ...,
+        environment: Global___EnvironmentColumns | None = ...,
+        system: Global___SystemColumns | None = ...,
+        measurement: Global___MeasurementColumns | None = ...,
+        link_health: Global___LinkHealthColumns | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "imu", b"imu", "link_health", b"link_health", "measurement", b"measurement", "payload", b"payload", "system", b"system"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "imu", b"imu", "link_health", b"link_health", "measurement", b"measurement", "payload", b"payload", "sensor", b"sensor", "sequence_deltas", b"sequence_deltas", "system", b"system", "time_deltas_micros", b"time_deltas_micros"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["imu", "environment", "system", "measurement", "link_health"]  # noqa: Y015
+    _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
+
+Global___ReadingColumns: _TypeAlias = ReadingColumns  # noqa: Y015
+
+@_typing.final
+class ImuColumns(_message.Message):
+    """ImuPayload as columns: element i of each array is reading i's value, with
+    ImuPayload's unit and range.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCELERATION_X_MPS2_FIELD_NUMBER: _builtins.int
+    ACCELERATION_Y_MPS2_FIELD_NUMBER: _builtins.int
+    ACCELERATION_Z_MPS2_FIELD_NUMBER: _builtins.int
+    ANGULAR_RATE_X_DPS_FIELD_NUMBER: _builtins.int
+    ANGULAR_RATE_Y_DPS_FIELD_NUMBER: _builtins.int
+    ANGULAR_RATE_Z_DPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def acceleration_x_mps2(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """ImuPayload.acceleration_x_mps2 per reading; m/s², ±2000, finite."""
+
+    @_builtins.property
+    def acceleration_y_mps2(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """ImuPayload.acceleration_y_mps2 per reading; m/s², ±2000, finite."""
+
+    @_builtins.property
+    def acceleration_z_mps2(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """ImuPayload.acceleration_z_mps2 per reading; m/s², ±2000, finite."""
+
+    @_builtins.property
+    def angular_rate_x_dps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """ImuPayload.angular_rate_x_dps per reading; deg/s, ±10000, finite."""
+
+    @_builtins.property
+    def angular_rate_y_dps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """ImuPayload.angular_rate_y_dps per reading; deg/s, ±10000, finite."""
+
+    @_builtins.property
+    def angular_rate_z_dps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """ImuPayload.angular_rate_z_dps per reading; deg/s, ±10000, finite."""
+
+    def __init__(
+        self,
+        *,
+        acceleration_x_mps2: _abc.Iterable[_builtins.float] | None = ...,
+        acceleration_y_mps2: _abc.Iterable[_builtins.float] | None = ...,
+        acceleration_z_mps2: _abc.Iterable[_builtins.float] | None = ...,
+        angular_rate_x_dps: _abc.Iterable[_builtins.float] | None = ...,
+        angular_rate_y_dps: _abc.Iterable[_builtins.float] | None = ...,
+        angular_rate_z_dps: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceleration_x_mps2", b"acceleration_x_mps2", "acceleration_y_mps2", b"acceleration_y_mps2", "acceleration_z_mps2", b"acceleration_z_mps2", "angular_rate_x_dps", b"angular_rate_x_dps", "angular_rate_y_dps", b"angular_rate_y_dps", "angular_rate_z_dps", b"angular_rate_z_dps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImuColumns: _TypeAlias = ImuColumns  # noqa: Y015
+
+@_typing.final
+class EnvironmentColumns(_message.Message):
+    """EnvironmentPayload as columns. Temperature is required for every reading;
+    humidity and pressure are either empty (not measured) or one per reading.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPERATURE_CELSIUS_FIELD_NUMBER: _builtins.int
+    RELATIVE_HUMIDITY_PERCENT_FIELD_NUMBER: _builtins.int
+    PRESSURE_HPA_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def temperature_celsius(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """EnvironmentPayload.temperature_celsius per reading; -100 to 200."""
+
+    @_builtins.property
+    def relative_humidity_percent(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """EnvironmentPayload.relative_humidity_percent per reading, 0 to 100;
+        empty if not measured.
+        """
+
+    @_builtins.property
+    def pressure_hpa(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """EnvironmentPayload.pressure_hpa per reading, 0 to 2000; empty if not
+        measured.
+        """
+
+    def __init__(
+        self,
+        *,
+        temperature_celsius: _abc.Iterable[_builtins.float] | None = ...,
+        relative_humidity_percent: _abc.Iterable[_builtins.float] | None = ...,
+        pressure_hpa: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pressure_hpa", b"pressure_hpa", "relative_humidity_percent", b"relative_humidity_percent", "temperature_celsius", b"temperature_celsius"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnvironmentColumns: _TypeAlias = EnvironmentColumns  # noqa: Y015
+
+@_typing.final
+class SystemColumns(_message.Message):
+    """SystemPayload as columns: each array empty (not reported by these
+    readings) or one per reading, at least one not empty.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CPU_TEMPERATURE_CELSIUS_FIELD_NUMBER: _builtins.int
+    DISK_USED_BYTES_FIELD_NUMBER: _builtins.int
+    DISK_FREE_BYTES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cpu_temperature_celsius(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """SystemPayload.cpu_temperature_celsius per reading; -100 to 200."""
+
+    @_builtins.property
+    def disk_used_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """SystemPayload.disk_used_bytes per reading."""
+
+    @_builtins.property
+    def disk_free_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """SystemPayload.disk_free_bytes per reading."""
+
+    def __init__(
+        self,
+        *,
+        cpu_temperature_celsius: _abc.Iterable[_builtins.float] | None = ...,
+        disk_used_bytes: _abc.Iterable[_builtins.int] | None = ...,
+        disk_free_bytes: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_temperature_celsius", b"cpu_temperature_celsius", "disk_free_bytes", b"disk_free_bytes", "disk_used_bytes", b"disk_used_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SystemColumns: _TypeAlias = SystemColumns  # noqa: Y015
+
+@_typing.final
+class LinkHealthColumns(_message.Message):
+    """LinkHealthPayload as columns: each array empty (not reported by these
+    readings) or one per reading, at least one not empty.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATTERY_LEVEL_PERCENT_FIELD_NUMBER: _builtins.int
+    BATTERY_VOLTAGE_VOLTS_FIELD_NUMBER: _builtins.int
+    SIGNAL_STRENGTH_DBM_FIELD_NUMBER: _builtins.int
+    LINK_QUALITY_PERCENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def battery_level_percent(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """LinkHealthPayload.battery_level_percent per reading; 0 to 100."""
+
+    @_builtins.property
+    def battery_voltage_volts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """LinkHealthPayload.battery_voltage_volts per reading; 0 to 100."""
+
+    @_builtins.property
+    def signal_strength_dbm(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """LinkHealthPayload.signal_strength_dbm per reading; -150 to 30."""
+
+    @_builtins.property
+    def link_quality_percent(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """LinkHealthPayload.link_quality_percent per reading; 0 to 100."""
+
+    def __init__(
+        self,
+        *,
+        battery_level_percent: _abc.Iterable[_builtins.float] | None = ...,
+        battery_voltage_volts: _abc.Iterable[_builtins.float] | None = ...,
+        signal_strength_dbm: _abc.Iterable[_builtins.float] | None = ...,
+        link_quality_percent: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["battery_level_percent", b"battery_level_percent", "battery_voltage_volts", b"battery_voltage_volts", "link_quality_percent", b"link_quality_percent", "signal_strength_dbm", b"signal_strength_dbm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LinkHealthColumns: _TypeAlias = LinkHealthColumns  # noqa: Y015
+
+@_typing.final
+class MeasurementColumns(_message.Message):
+    """Measurement as columns: one quantity, one unit, a value per reading."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The quantity, as Measurement.name (same rules, the same reserved names)."""
+    unit: _builtins.str
+    """The unit, as Measurement.unit: at most 32 characters."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Measurement.value per reading: finite, at most 2^53 either way."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        unit: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "unit", b"unit", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MeasurementColumns: _TypeAlias = MeasurementColumns  # noqa: Y015

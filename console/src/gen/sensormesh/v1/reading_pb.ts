@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sensormesh/v1/reading.proto.
  */
 export const file_sensormesh_v1_reading: GenFile = /*@__PURE__*/
-  fileDesc("ChtzZW5zb3JtZXNoL3YxL3JlYWRpbmcucHJvdG8SDXNlbnNvcm1lc2gudjEilQMKB1JlYWRpbmcSPAoLc2FtcGxlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgu6SAjIAQGyAQIqABI6CgZzZW5zb3IYAiABKAlCKrpIJ3IlEAEYQDIfXltBLVphLXowLTldW0EtWmEtejAtOS5fOkAvLV0qJBIoCgNpbXUYAyABKAsyGS5zZW5zb3JtZXNoLnYxLkltdVBheWxvYWRIABI4CgtlbnZpcm9ubWVudBgEIAEoCzIhLnNlbnNvcm1lc2gudjEuRW52aXJvbm1lbnRQYXlsb2FkSAASLgoGc3lzdGVtGAUgASgLMhwuc2Vuc29ybWVzaC52MS5TeXN0ZW1QYXlsb2FkSAASMQoLbWVhc3VyZW1lbnQYBiABKAsyGi5zZW5zb3JtZXNoLnYxLk1lYXN1cmVtZW50SAASNwoLbGlua19oZWFsdGgYByABKAsyIC5zZW5zb3JtZXNoLnYxLkxpbmtIZWFsdGhQYXlsb2FkSABCEAoHcGF5bG9hZBIFukgCCAEiqQIKCkltdVBheWxvYWQSLgoTYWNjZWxlcmF0aW9uX3hfbXBzMhgBIAEoAkIRukgOCgxAAR0AAPpELQAA+sQSLgoTYWNjZWxlcmF0aW9uX3lfbXBzMhgCIAEoAkIRukgOCgxAAR0AAPpELQAA+sQSLgoTYWNjZWxlcmF0aW9uX3pfbXBzMhgDIAEoAkIRukgOCgxAAR0AAPpELQAA+sQSLQoSYW5ndWxhcl9yYXRlX3hfZHBzGAQgASgCQhG6SA4KDEABHQBAHEYtAEAcxhItChJhbmd1bGFyX3JhdGVfeV9kcHMYBSABKAJCEbpIDgoMQAEdAEAcRi0AQBzGEi0KEmFuZ3VsYXJfcmF0ZV96X2RwcxgGIAEoAkIRukgOCgxAAR0AQBxGLQBAHMYi3AEKEkVudmlyb25tZW50UGF5bG9hZBIuChN0ZW1wZXJhdHVyZV9jZWxzaXVzGAEgASgCQhG6SA4KDEABHQAASEMtAADIwhI5ChlyZWxhdGl2ZV9odW1pZGl0eV9wZXJjZW50GAIgASgCQhG6SA4KDEABHQAAyEItAAAAAEgAiAEBEiwKDHByZXNzdXJlX2hwYRgDIAEoAkIRukgOCgxAAR0AAPpELQAAAABIAYgBAUIcChpfcmVsYXRpdmVfaHVtaWRpdHlfcGVyY2VudEIPCg1fcHJlc3N1cmVfaHBhIqADCg1TeXN0ZW1QYXlsb2FkEjcKF2NwdV90ZW1wZXJhdHVyZV9jZWxzaXVzGAEgASgCQhG6SA4KDEABHQAASEMtAADIwkgAiAEBEhwKD2Rpc2tfdXNlZF9ieXRlcxgCIAEoBEgBiAEBEhwKD2Rpc2tfZnJlZV9ieXRlcxgDIAEoBEgCiAEBOtUBukjRARrOAQoYc3lzdGVtX3BheWxvYWQubm90X2VtcHR5ElVhdCBsZWFzdCBvbmUgb2YgY3B1X3RlbXBlcmF0dXJlX2NlbHNpdXMsIGRpc2tfdXNlZF9ieXRlcywgZGlza19mcmVlX2J5dGVzIG11c3QgYmUgc2V0GltoYXModGhpcy5jcHVfdGVtcGVyYXR1cmVfY2Vsc2l1cykgfHwgaGFzKHRoaXMuZGlza191c2VkX2J5dGVzKSB8fCBoYXModGhpcy5kaXNrX2ZyZWVfYnl0ZXMpQhoKGF9jcHVfdGVtcGVyYXR1cmVfY2Vsc2l1c0ISChBfZGlza191c2VkX2J5dGVzQhIKEF9kaXNrX2ZyZWVfYnl0ZXMi9wQKEUxpbmtIZWFsdGhQYXlsb2FkEjUKFWJhdHRlcnlfbGV2ZWxfcGVyY2VudBgBIAEoAkIRukgOCgxAAR0AAMhCLQAAAABIAIgBARI1ChViYXR0ZXJ5X3ZvbHRhZ2Vfdm9sdHMYAiABKAJCEbpIDgoMQAEdAADIQi0AAAAASAGIAQESMwoTc2lnbmFsX3N0cmVuZ3RoX2RibRgDIAEoAkIRukgOCgxAAR0AAPBBLQAAFsNIAogBARI0ChRsaW5rX3F1YWxpdHlfcGVyY2VudBgEIAEoAkIRukgOCgxAAR0AAMhCLQAAAABIA4gBATqjArpInwIanAIKHWxpbmtfaGVhbHRoX3BheWxvYWQubm90X2VtcHR5EnNhdCBsZWFzdCBvbmUgb2YgYmF0dGVyeV9sZXZlbF9wZXJjZW50LCBiYXR0ZXJ5X3ZvbHRhZ2Vfdm9sdHMsIHNpZ25hbF9zdHJlbmd0aF9kYm0sIGxpbmtfcXVhbGl0eV9wZXJjZW50IG11c3QgYmUgc2V0GoUBaGFzKHRoaXMuYmF0dGVyeV9sZXZlbF9wZXJjZW50KSB8fCBoYXModGhpcy5iYXR0ZXJ5X3ZvbHRhZ2Vfdm9sdHMpIHx8IGhhcyh0aGlzLnNpZ25hbF9zdHJlbmd0aF9kYm0pIHx8IGhhcyh0aGlzLmxpbmtfcXVhbGl0eV9wZXJjZW50KUIYChZfYmF0dGVyeV9sZXZlbF9wZXJjZW50QhgKFl9iYXR0ZXJ5X3ZvbHRhZ2Vfdm9sdHNCFgoUX3NpZ25hbF9zdHJlbmd0aF9kYm1CFwoVX2xpbmtfcXVhbGl0eV9wZXJjZW50IvACCgtNZWFzdXJlbWVudBKfAgoEbmFtZRgBIAEoCUKQArpIjAJyiQIQARhAMhNeW2Etel1bYS16MC05Xy4tXSokWg5hY2NlbGVyYXRpb25feFoOYWNjZWxlcmF0aW9uX3laDmFjY2VsZXJhdGlvbl96Wg5hbmd1bGFyX3JhdGVfeFoOYW5ndWxhcl9yYXRlX3laDmFuZ3VsYXJfcmF0ZV96Wgt0ZW1wZXJhdHVyZVoRcmVsYXRpdmVfaHVtaWRpdHlaCHByZXNzdXJlWg9jcHVfdGVtcGVyYXR1cmVaCWRpc2tfdXNlZFoJZGlza19mcmVlWg1iYXR0ZXJ5X2xldmVsWg9iYXR0ZXJ5X3ZvbHRhZ2VaD3NpZ25hbF9zdHJlbmd0aFoMbGlua19xdWFsaXR5EigKBXZhbHVlGAIgASgBQhm6SBYSFEABGQAAAAAAAEBDKQAAAAAAAEDDEhUKBHVuaXQYAyABKAlCB7pIBHICGCAiXgoQU2VxdWVuY2VkUmVhZGluZxIZCghzZXF1ZW5jZRgBIAEoBEIHukgEMgIoARIvCgdyZWFkaW5nGAIgASgLMhYuc2Vuc29ybWVzaC52MS5SZWFkaW5nQga6SAPIAQFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChtzZW5zb3JtZXNoL3YxL3JlYWRpbmcucHJvdG8SDXNlbnNvcm1lc2gudjEilQMKB1JlYWRpbmcSPAoLc2FtcGxlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgu6SAjIAQGyAQIqABI6CgZzZW5zb3IYAiABKAlCKrpIJ3IlEAEYQDIfXltBLVphLXowLTldW0EtWmEtejAtOS5fOkAvLV0qJBIoCgNpbXUYAyABKAsyGS5zZW5zb3JtZXNoLnYxLkltdVBheWxvYWRIABI4CgtlbnZpcm9ubWVudBgEIAEoCzIhLnNlbnNvcm1lc2gudjEuRW52aXJvbm1lbnRQYXlsb2FkSAASLgoGc3lzdGVtGAUgASgLMhwuc2Vuc29ybWVzaC52MS5TeXN0ZW1QYXlsb2FkSAASMQoLbWVhc3VyZW1lbnQYBiABKAsyGi5zZW5zb3JtZXNoLnYxLk1lYXN1cmVtZW50SAASNwoLbGlua19oZWFsdGgYByABKAsyIC5zZW5zb3JtZXNoLnYxLkxpbmtIZWFsdGhQYXlsb2FkSABCEAoHcGF5bG9hZBIFukgCCAEiqQIKCkltdVBheWxvYWQSLgoTYWNjZWxlcmF0aW9uX3hfbXBzMhgBIAEoAkIRukgOCgxAAR0AAPpELQAA+sQSLgoTYWNjZWxlcmF0aW9uX3lfbXBzMhgCIAEoAkIRukgOCgxAAR0AAPpELQAA+sQSLgoTYWNjZWxlcmF0aW9uX3pfbXBzMhgDIAEoAkIRukgOCgxAAR0AAPpELQAA+sQSLQoSYW5ndWxhcl9yYXRlX3hfZHBzGAQgASgCQhG6SA4KDEABHQBAHEYtAEAcxhItChJhbmd1bGFyX3JhdGVfeV9kcHMYBSABKAJCEbpIDgoMQAEdAEAcRi0AQBzGEi0KEmFuZ3VsYXJfcmF0ZV96X2RwcxgGIAEoAkIRukgOCgxAAR0AQBxGLQBAHMYi3AEKEkVudmlyb25tZW50UGF5bG9hZBIuChN0ZW1wZXJhdHVyZV9jZWxzaXVzGAEgASgCQhG6SA4KDEABHQAASEMtAADIwhI5ChlyZWxhdGl2ZV9odW1pZGl0eV9wZXJjZW50GAIgASgCQhG6SA4KDEABHQAAyEItAAAAAEgAiAEBEiwKDHByZXNzdXJlX2hwYRgDIAEoAkIRukgOCgxAAR0AAPpELQAAAABIAYgBAUIcChpfcmVsYXRpdmVfaHVtaWRpdHlfcGVyY2VudEIPCg1fcHJlc3N1cmVfaHBhIqADCg1TeXN0ZW1QYXlsb2FkEjcKF2NwdV90ZW1wZXJhdHVyZV9jZWxzaXVzGAEgASgCQhG6SA4KDEABHQAASEMtAADIwkgAiAEBEhwKD2Rpc2tfdXNlZF9ieXRlcxgCIAEoBEgBiAEBEhwKD2Rpc2tfZnJlZV9ieXRlcxgDIAEoBEgCiAEBOtUBukjRARrOAQoYc3lzdGVtX3BheWxvYWQubm90X2VtcHR5ElVhdCBsZWFzdCBvbmUgb2YgY3B1X3RlbXBlcmF0dXJlX2NlbHNpdXMsIGRpc2tfdXNlZF9ieXRlcywgZGlza19mcmVlX2J5dGVzIG11c3QgYmUgc2V0GltoYXModGhpcy5jcHVfdGVtcGVyYXR1cmVfY2Vsc2l1cykgfHwgaGFzKHRoaXMuZGlza191c2VkX2J5dGVzKSB8fCBoYXModGhpcy5kaXNrX2ZyZWVfYnl0ZXMpQhoKGF9jcHVfdGVtcGVyYXR1cmVfY2Vsc2l1c0ISChBfZGlza191c2VkX2J5dGVzQhIKEF9kaXNrX2ZyZWVfYnl0ZXMi9wQKEUxpbmtIZWFsdGhQYXlsb2FkEjUKFWJhdHRlcnlfbGV2ZWxfcGVyY2VudBgBIAEoAkIRukgOCgxAAR0AAMhCLQAAAABIAIgBARI1ChViYXR0ZXJ5X3ZvbHRhZ2Vfdm9sdHMYAiABKAJCEbpIDgoMQAEdAADIQi0AAAAASAGIAQESMwoTc2lnbmFsX3N0cmVuZ3RoX2RibRgDIAEoAkIRukgOCgxAAR0AAPBBLQAAFsNIAogBARI0ChRsaW5rX3F1YWxpdHlfcGVyY2VudBgEIAEoAkIRukgOCgxAAR0AAMhCLQAAAABIA4gBATqjArpInwIanAIKHWxpbmtfaGVhbHRoX3BheWxvYWQubm90X2VtcHR5EnNhdCBsZWFzdCBvbmUgb2YgYmF0dGVyeV9sZXZlbF9wZXJjZW50LCBiYXR0ZXJ5X3ZvbHRhZ2Vfdm9sdHMsIHNpZ25hbF9zdHJlbmd0aF9kYm0sIGxpbmtfcXVhbGl0eV9wZXJjZW50IG11c3QgYmUgc2V0GoUBaGFzKHRoaXMuYmF0dGVyeV9sZXZlbF9wZXJjZW50KSB8fCBoYXModGhpcy5iYXR0ZXJ5X3ZvbHRhZ2Vfdm9sdHMpIHx8IGhhcyh0aGlzLnNpZ25hbF9zdHJlbmd0aF9kYm0pIHx8IGhhcyh0aGlzLmxpbmtfcXVhbGl0eV9wZXJjZW50KUIYChZfYmF0dGVyeV9sZXZlbF9wZXJjZW50QhgKFl9iYXR0ZXJ5X3ZvbHRhZ2Vfdm9sdHNCFgoUX3NpZ25hbF9zdHJlbmd0aF9kYm1CFwoVX2xpbmtfcXVhbGl0eV9wZXJjZW50IvACCgtNZWFzdXJlbWVudBKfAgoEbmFtZRgBIAEoCUKQArpIjAJyiQIQARhAMhNeW2Etel1bYS16MC05Xy4tXSokWg5hY2NlbGVyYXRpb25feFoOYWNjZWxlcmF0aW9uX3laDmFjY2VsZXJhdGlvbl96Wg5hbmd1bGFyX3JhdGVfeFoOYW5ndWxhcl9yYXRlX3laDmFuZ3VsYXJfcmF0ZV96Wgt0ZW1wZXJhdHVyZVoRcmVsYXRpdmVfaHVtaWRpdHlaCHByZXNzdXJlWg9jcHVfdGVtcGVyYXR1cmVaCWRpc2tfdXNlZFoJZGlza19mcmVlWg1iYXR0ZXJ5X2xldmVsWg9iYXR0ZXJ5X3ZvbHRhZ2VaD3NpZ25hbF9zdHJlbmd0aFoMbGlua19xdWFsaXR5EigKBXZhbHVlGAIgASgBQhm6SBYSFEABGQAAAAAAAEBDKQAAAAAAAEDDEhUKBHVuaXQYAyABKAlCB7pIBHICGCAiXgoQU2VxdWVuY2VkUmVhZGluZxIZCghzZXF1ZW5jZRgBIAEoBEIHukgEMgIoARIvCgdyZWFkaW5nGAIgASgLMhYuc2Vuc29ybWVzaC52MS5SZWFkaW5nQga6SAPIAQEi1RQKDlJlYWRpbmdDb2x1bW5zEjoKBnNlbnNvchgBIAEoCUIqukgnciUQARhAMh9eW0EtWmEtejAtOV1bQS1aYS16MC05Ll86QC8tXSokEicKD3NlcXVlbmNlX2RlbHRhcxgCIAMoBEIOukgLkgEICAEiBDICKAESGgoSdGltZV9kZWx0YXNfbWljcm9zGAMgAygSEigKA2ltdRgEIAEoCzIZLnNlbnNvcm1lc2gudjEuSW11Q29sdW1uc0gAEjgKC2Vudmlyb25tZW50GAUgASgLMiEuc2Vuc29ybWVzaC52MS5FbnZpcm9ubWVudENvbHVtbnNIABIuCgZzeXN0ZW0YBiABKAsyHC5zZW5zb3JtZXNoLnYxLlN5c3RlbUNvbHVtbnNIABI4CgttZWFzdXJlbWVudBgHIAEoCzIhLnNlbnNvcm1lc2gudjEuTWVhc3VyZW1lbnRDb2x1bW5zSAASNwoLbGlua19oZWFsdGgYCCABKAsyIC5zZW5zb3JtZXNoLnYxLkxpbmtIZWFsdGhDb2x1bW5zSAA6qBG6SKQRGqcBCiJyZWFkaW5nX2NvbHVtbnMudGltZXNfcGVyX3NlcXVlbmNlEkR0aW1lX2RlbHRhc19taWNyb3MgbXVzdCBoYXZlIG9uZSBlbGVtZW50IHBlciBzZXF1ZW5jZV9kZWx0YXMgZWxlbWVudBo7c2l6ZSh0aGlzLnRpbWVfZGVsdGFzX21pY3JvcykgPT0gc2l6ZSh0aGlzLnNlcXVlbmNlX2RlbHRhcyka8gIKG3JlYWRpbmdfY29sdW1ucy5pbXVfbGVuZ3RocxJBZXZlcnkgaW11IGFycmF5IG11c3QgaGF2ZSBvbmUgZWxlbWVudCBwZXIgc2VxdWVuY2VfZGVsdGFzIGVsZW1lbnQajwIhaGFzKHRoaXMuaW11KSB8fCBbc2l6ZSh0aGlzLmltdS5hY2NlbGVyYXRpb25feF9tcHMyKSwgc2l6ZSh0aGlzLmltdS5hY2NlbGVyYXRpb25feV9tcHMyKSwgc2l6ZSh0aGlzLmltdS5hY2NlbGVyYXRpb25fel9tcHMyKSwgc2l6ZSh0aGlzLmltdS5hbmd1bGFyX3JhdGVfeF9kcHMpLCBzaXplKHRoaXMuaW11LmFuZ3VsYXJfcmF0ZV95X2RwcyksIHNpemUodGhpcy5pbXUuYW5ndWxhcl9yYXRlX3pfZHBzKV0uYWxsKG4sIG4gPT0gc2l6ZSh0aGlzLnNlcXVlbmNlX2RlbHRhcykpGoADCiNyZWFkaW5nX2NvbHVtbnMuZW52aXJvbm1lbnRfbGVuZ3RocxJlZW52aXJvbm1lbnQgYXJyYXlzIG11c3QgaGF2ZSBvbmUgZWxlbWVudCBwZXIgc2VxdWVuY2VfZGVsdGFzIGVsZW1lbnQgKHRoZSBvcHRpb25hbCBvbmVzIG1heSBiZSBlbXB0eSka8QEhaGFzKHRoaXMuZW52aXJvbm1lbnQpIHx8IChzaXplKHRoaXMuZW52aXJvbm1lbnQudGVtcGVyYXR1cmVfY2Vsc2l1cykgPT0gc2l6ZSh0aGlzLnNlcXVlbmNlX2RlbHRhcykgJiYgW3NpemUodGhpcy5lbnZpcm9ubWVudC5yZWxhdGl2ZV9odW1pZGl0eV9wZXJjZW50KSwgc2l6ZSh0aGlzLmVudmlyb25tZW50LnByZXNzdXJlX2hwYSldLmFsbChuLCBuID09IDAgfHwgbiA9PSBzaXplKHRoaXMuc2VxdWVuY2VfZGVsdGFzKSkpGtADCh5yZWFkaW5nX2NvbHVtbnMuc3lzdGVtX2xlbmd0aHMSa3N5c3RlbSBhcnJheXMgbXVzdCBiZSBlbXB0eSBvciBoYXZlIG9uZSBlbGVtZW50IHBlciBzZXF1ZW5jZV9kZWx0YXMgZWxlbWVudCwgYXQgbGVhc3Qgb25lIG9mIHRoZW0gbm90IGVtcHR5GsACIWhhcyh0aGlzLnN5c3RlbSkgfHwgKFtzaXplKHRoaXMuc3lzdGVtLmNwdV90ZW1wZXJhdHVyZV9jZWxzaXVzKSwgc2l6ZSh0aGlzLnN5c3RlbS5kaXNrX3VzZWRfYnl0ZXMpLCBzaXplKHRoaXMuc3lzdGVtLmRpc2tfZnJlZV9ieXRlcyldLmFsbChuLCBuID09IDAgfHwgbiA9PSBzaXplKHRoaXMuc2VxdWVuY2VfZGVsdGFzKSkgJiYgW3NpemUodGhpcy5zeXN0ZW0uY3B1X3RlbXBlcmF0dXJlX2NlbHNpdXMpLCBzaXplKHRoaXMuc3lzdGVtLmRpc2tfdXNlZF9ieXRlcyksIHNpemUodGhpcy5zeXN0ZW0uZGlza19mcmVlX2J5dGVzKV0uZXhpc3RzKG4sIG4gPiAwKSka5wQKI3JlYWRpbmdfY29sdW1ucy5saW5rX2hlYWx0aF9sZW5ndGhzEnBsaW5rX2hlYWx0aCBhcnJheXMgbXVzdCBiZSBlbXB0eSBvciBoYXZlIG9uZSBlbGVtZW50IHBlciBzZXF1ZW5jZV9kZWx0YXMgZWxlbWVudCwgYXQgbGVhc3Qgb25lIG9mIHRoZW0gbm90IGVtcHR5Gs0DIWhhcyh0aGlzLmxpbmtfaGVhbHRoKSB8fCAoW3NpemUodGhpcy5saW5rX2hlYWx0aC5iYXR0ZXJ5X2xldmVsX3BlcmNlbnQpLCBzaXplKHRoaXMubGlua19oZWFsdGguYmF0dGVyeV92b2x0YWdlX3ZvbHRzKSwgc2l6ZSh0aGlzLmxpbmtfaGVhbHRoLnNpZ25hbF9zdHJlbmd0aF9kYm0pLCBzaXplKHRoaXMubGlua19oZWFsdGgubGlua19xdWFsaXR5X3BlcmNlbnQpXS5hbGwobiwgbiA9PSAwIHx8IG4gPT0gc2l6ZSh0aGlzLnNlcXVlbmNlX2RlbHRhcykpICYmIFtzaXplKHRoaXMubGlua19oZWFsdGguYmF0dGVyeV9sZXZlbF9wZXJjZW50KSwgc2l6ZSh0aGlzLmxpbmtfaGVhbHRoLmJhdHRlcnlfdm9sdGFnZV92b2x0cyksIHNpemUodGhpcy5saW5rX2hlYWx0aC5zaWduYWxfc3RyZW5ndGhfZGJtKSwgc2l6ZSh0aGlzLmxpbmtfaGVhbHRoLmxpbmtfcXVhbGl0eV9wZXJjZW50KV0uZXhpc3RzKG4sIG4gPiAwKSkawgEKI3JlYWRpbmdfY29sdW1ucy5tZWFzdXJlbWVudF9sZW5ndGhzEkRtZWFzdXJlbWVudCB2YWx1ZXMgbXVzdCBoYXZlIG9uZSBlbGVtZW50IHBlciBzZXF1ZW5jZV9kZWx0YXMgZWxlbWVudBpVIWhhcyh0aGlzLm1lYXN1cmVtZW50KSB8fCBzaXplKHRoaXMubWVhc3VyZW1lbnQudmFsdWVzKSA9PSBzaXplKHRoaXMuc2VxdWVuY2VfZGVsdGFzKUIQCgdwYXlsb2FkEgW6SAIIASLHAgoKSW11Q29sdW1ucxIzChNhY2NlbGVyYXRpb25feF9tcHMyGAEgAygCQha6SBOSARAiDgoMQAEdAAD6RC0AAPrEEjMKE2FjY2VsZXJhdGlvbl95X21wczIYAiADKAJCFrpIE5IBECIOCgxAAR0AAPpELQAA+sQSMwoTYWNjZWxlcmF0aW9uX3pfbXBzMhgDIAMoAkIWukgTkgEQIg4KDEABHQAA+kQtAAD6xBIyChJhbmd1bGFyX3JhdGVfeF9kcHMYBCADKAJCFrpIE5IBECIOCgxAAR0AQBxGLQBAHMYSMgoSYW5ndWxhcl9yYXRlX3lfZHBzGAUgAygCQha6SBOSARAiDgoMQAEdAEAcRi0AQBzGEjIKEmFuZ3VsYXJfcmF0ZV96X2RwcxgGIAMoAkIWukgTkgEQIg4KDEABHQBAHEYtAEAcxiKyAQoSRW52aXJvbm1lbnRDb2x1bW5zEjMKE3RlbXBlcmF0dXJlX2NlbHNpdXMYASADKAJCFrpIE5IBECIOCgxAAR0AAEhDLQAAyMISOQoZcmVsYXRpdmVfaHVtaWRpdHlfcGVyY2VudBgCIAMoAkIWukgTkgEQIg4KDEABHQAAyEItAAAAABIsCgxwcmVzc3VyZV9ocGEYAyADKAJCFrpIE5IBECIOCgxAAR0AAPpELQAAAAAiegoNU3lzdGVtQ29sdW1ucxI3ChdjcHVfdGVtcGVyYXR1cmVfY2Vsc2l1cxgBIAMoAkIWukgTkgEQIg4KDEABHQAASEMtAADIwhIXCg9kaXNrX3VzZWRfYnl0ZXMYAiADKAQSFwoPZGlza19mcmVlX2J5dGVzGAMgAygEIuwBChFMaW5rSGVhbHRoQ29sdW1ucxI1ChViYXR0ZXJ5X2xldmVsX3BlcmNlbnQYASADKAJCFrpIE5IBECIOCgxAAR0AAMhCLQAAAAASNQoVYmF0dGVyeV92b2x0YWdlX3ZvbHRzGAIgAygCQha6SBOSARAiDgoMQAEdAADIQi0AAAAAEjMKE3NpZ25hbF9zdHJlbmd0aF9kYm0YAyADKAJCFrpIE5IBECIOCgxAAR0AAPBBLQAAFsMSNAoUbGlua19xdWFsaXR5X3BlcmNlbnQYBCADKAJCFrpIE5IBECIOCgxAAR0AAMhCLQAAAAAi/QIKEk1lYXN1cmVtZW50Q29sdW1ucxKfAgoEbmFtZRgBIAEoCUKQArpIjAJyiQIQARhAMhNeW2Etel1bYS16MC05Xy4tXSokWg5hY2NlbGVyYXRpb25feFoOYWNjZWxlcmF0aW9uX3laDmFjY2VsZXJhdGlvbl96Wg5hbmd1bGFyX3JhdGVfeFoOYW5ndWxhcl9yYXRlX3laDmFuZ3VsYXJfcmF0ZV96Wgt0ZW1wZXJhdHVyZVoRcmVsYXRpdmVfaHVtaWRpdHlaCHByZXNzdXJlWg9jcHVfdGVtcGVyYXR1cmVaCWRpc2tfdXNlZFoJZGlza19mcmVlWg1iYXR0ZXJ5X2xldmVsWg9iYXR0ZXJ5X3ZvbHRhZ2VaD3NpZ25hbF9zdHJlbmd0aFoMbGlua19xdWFsaXR5EhUKBHVuaXQYAiABKAlCB7pIBHICGCASLgoGdmFsdWVzGAMgAygBQh66SBuSARgiFhIUQAEZAAAAAAAAQEMpAAAAAAAAQMNiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * A reading: what one sensor observed at one time, typed at the edge.
@@ -360,4 +360,321 @@ export type SequencedReading = Message<"sensormesh.v1.SequencedReading"> & {
  */
 export const SequencedReadingSchema: GenMessage<SequencedReading> = /*@__PURE__*/
   messageDesc(file_sensormesh_v1_reading, 6);
+
+/**
+ * The readings of one series in an upload, in columns: one sensor and one
+ * payload kind (for a generic measurement, one quantity), element i of every
+ * array belonging to the same reading. What the agent sends where volume
+ * matters: neither end builds a message per reading, and a six-axis IMU
+ * reading at 100 Hz costs about 28 bytes on the wire instead of about 67.
+ *
+ * The rules of the row form hold for each element (each field array carries
+ * its payload field's range), and the arrays must agree in length. A field
+ * that no reading of the series carries is an empty array; a series whose
+ * readings carry different subsets of the optional fields (a BLE sensor's
+ * battery and RSSI read separately) is sent as several entries, one per
+ * subset. A sensor may appear in several entries.
+ *
+ * @generated from message sensormesh.v1.ReadingColumns
+ */
+export type ReadingColumns = Message<"sensormesh.v1.ReadingColumns"> & {
+  /**
+   * The sensor, as Reading.sensor (same rules).
+   *
+   * @generated from field: string sensor = 1;
+   */
+  sensor: string;
+
+  /**
+   * The readings' sequence numbers, delta-encoded: the first element is the
+   * first reading's sequence number, each further element the difference to
+   * the previous reading's. Every element is at least 1 (sequence numbers
+   * strictly increase within an entry); every number lies in the batch's
+   * [first_sequence, last_sequence] and names one reading of the whole batch
+   * (no two entries share a number). The device's own numbers: a reading
+   * keeps its number in every batch that resends it, which is what makes
+   * retries safe. At least one element.
+   *
+   * @generated from field: repeated uint64 sequence_deltas = 2;
+   */
+  sequenceDeltas: bigint[];
+
+  /**
+   * The readings' sample times in microseconds since the Unix epoch,
+   * delta-encoded: the first element is the first reading's time, each
+   * further element the difference to the previous reading's (negative when
+   * the clock stepped back). One element per sequence_deltas element. Each
+   * time has Reading.sample_time's rules: after 1970-01-01, within the
+   * service's window.
+   *
+   * @generated from field: repeated sint64 time_deltas_micros = 3;
+   */
+  timeDeltasMicros: bigint[];
+
+  /**
+   * What was observed: one kind for every reading of the entry. Exactly one
+   * is required.
+   *
+   * @generated from oneof sensormesh.v1.ReadingColumns.payload
+   */
+  payload: {
+    /**
+     * Inertial readings (ImuPayload's fields, as columns).
+     *
+     * @generated from field: sensormesh.v1.ImuColumns imu = 4;
+     */
+    value: ImuColumns;
+    case: "imu";
+  } | {
+    /**
+     * Environment readings (EnvironmentPayload's fields, as columns).
+     *
+     * @generated from field: sensormesh.v1.EnvironmentColumns environment = 5;
+     */
+    value: EnvironmentColumns;
+    case: "environment";
+  } | {
+    /**
+     * Gateway health readings (SystemPayload's fields, as columns).
+     *
+     * @generated from field: sensormesh.v1.SystemColumns system = 6;
+     */
+    value: SystemColumns;
+    case: "system";
+  } | {
+    /**
+     * Generic measurements of one quantity (Measurement's fields, as
+     * columns).
+     *
+     * @generated from field: sensormesh.v1.MeasurementColumns measurement = 7;
+     */
+    value: MeasurementColumns;
+    case: "measurement";
+  } | {
+    /**
+     * Battery and radio link readings (LinkHealthPayload's fields, as
+     * columns).
+     *
+     * @generated from field: sensormesh.v1.LinkHealthColumns link_health = 8;
+     */
+    value: LinkHealthColumns;
+    case: "linkHealth";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message sensormesh.v1.ReadingColumns.
+ * Use `create(ReadingColumnsSchema)` to create a new message.
+ */
+export const ReadingColumnsSchema: GenMessage<ReadingColumns> = /*@__PURE__*/
+  messageDesc(file_sensormesh_v1_reading, 7);
+
+/**
+ * ImuPayload as columns: element i of each array is reading i's value, with
+ * ImuPayload's unit and range.
+ *
+ * @generated from message sensormesh.v1.ImuColumns
+ */
+export type ImuColumns = Message<"sensormesh.v1.ImuColumns"> & {
+  /**
+   * ImuPayload.acceleration_x_mps2 per reading; m/s², ±2000, finite.
+   *
+   * @generated from field: repeated float acceleration_x_mps2 = 1;
+   */
+  accelerationXMps2: number[];
+
+  /**
+   * ImuPayload.acceleration_y_mps2 per reading; m/s², ±2000, finite.
+   *
+   * @generated from field: repeated float acceleration_y_mps2 = 2;
+   */
+  accelerationYMps2: number[];
+
+  /**
+   * ImuPayload.acceleration_z_mps2 per reading; m/s², ±2000, finite.
+   *
+   * @generated from field: repeated float acceleration_z_mps2 = 3;
+   */
+  accelerationZMps2: number[];
+
+  /**
+   * ImuPayload.angular_rate_x_dps per reading; deg/s, ±10000, finite.
+   *
+   * @generated from field: repeated float angular_rate_x_dps = 4;
+   */
+  angularRateXDps: number[];
+
+  /**
+   * ImuPayload.angular_rate_y_dps per reading; deg/s, ±10000, finite.
+   *
+   * @generated from field: repeated float angular_rate_y_dps = 5;
+   */
+  angularRateYDps: number[];
+
+  /**
+   * ImuPayload.angular_rate_z_dps per reading; deg/s, ±10000, finite.
+   *
+   * @generated from field: repeated float angular_rate_z_dps = 6;
+   */
+  angularRateZDps: number[];
+};
+
+/**
+ * Describes the message sensormesh.v1.ImuColumns.
+ * Use `create(ImuColumnsSchema)` to create a new message.
+ */
+export const ImuColumnsSchema: GenMessage<ImuColumns> = /*@__PURE__*/
+  messageDesc(file_sensormesh_v1_reading, 8);
+
+/**
+ * EnvironmentPayload as columns. Temperature is required for every reading;
+ * humidity and pressure are either empty (not measured) or one per reading.
+ *
+ * @generated from message sensormesh.v1.EnvironmentColumns
+ */
+export type EnvironmentColumns = Message<"sensormesh.v1.EnvironmentColumns"> & {
+  /**
+   * EnvironmentPayload.temperature_celsius per reading; -100 to 200.
+   *
+   * @generated from field: repeated float temperature_celsius = 1;
+   */
+  temperatureCelsius: number[];
+
+  /**
+   * EnvironmentPayload.relative_humidity_percent per reading, 0 to 100;
+   * empty if not measured.
+   *
+   * @generated from field: repeated float relative_humidity_percent = 2;
+   */
+  relativeHumidityPercent: number[];
+
+  /**
+   * EnvironmentPayload.pressure_hpa per reading, 0 to 2000; empty if not
+   * measured.
+   *
+   * @generated from field: repeated float pressure_hpa = 3;
+   */
+  pressureHpa: number[];
+};
+
+/**
+ * Describes the message sensormesh.v1.EnvironmentColumns.
+ * Use `create(EnvironmentColumnsSchema)` to create a new message.
+ */
+export const EnvironmentColumnsSchema: GenMessage<EnvironmentColumns> = /*@__PURE__*/
+  messageDesc(file_sensormesh_v1_reading, 9);
+
+/**
+ * SystemPayload as columns: each array empty (not reported by these
+ * readings) or one per reading, at least one not empty.
+ *
+ * @generated from message sensormesh.v1.SystemColumns
+ */
+export type SystemColumns = Message<"sensormesh.v1.SystemColumns"> & {
+  /**
+   * SystemPayload.cpu_temperature_celsius per reading; -100 to 200.
+   *
+   * @generated from field: repeated float cpu_temperature_celsius = 1;
+   */
+  cpuTemperatureCelsius: number[];
+
+  /**
+   * SystemPayload.disk_used_bytes per reading.
+   *
+   * @generated from field: repeated uint64 disk_used_bytes = 2;
+   */
+  diskUsedBytes: bigint[];
+
+  /**
+   * SystemPayload.disk_free_bytes per reading.
+   *
+   * @generated from field: repeated uint64 disk_free_bytes = 3;
+   */
+  diskFreeBytes: bigint[];
+};
+
+/**
+ * Describes the message sensormesh.v1.SystemColumns.
+ * Use `create(SystemColumnsSchema)` to create a new message.
+ */
+export const SystemColumnsSchema: GenMessage<SystemColumns> = /*@__PURE__*/
+  messageDesc(file_sensormesh_v1_reading, 10);
+
+/**
+ * LinkHealthPayload as columns: each array empty (not reported by these
+ * readings) or one per reading, at least one not empty.
+ *
+ * @generated from message sensormesh.v1.LinkHealthColumns
+ */
+export type LinkHealthColumns = Message<"sensormesh.v1.LinkHealthColumns"> & {
+  /**
+   * LinkHealthPayload.battery_level_percent per reading; 0 to 100.
+   *
+   * @generated from field: repeated float battery_level_percent = 1;
+   */
+  batteryLevelPercent: number[];
+
+  /**
+   * LinkHealthPayload.battery_voltage_volts per reading; 0 to 100.
+   *
+   * @generated from field: repeated float battery_voltage_volts = 2;
+   */
+  batteryVoltageVolts: number[];
+
+  /**
+   * LinkHealthPayload.signal_strength_dbm per reading; -150 to 30.
+   *
+   * @generated from field: repeated float signal_strength_dbm = 3;
+   */
+  signalStrengthDbm: number[];
+
+  /**
+   * LinkHealthPayload.link_quality_percent per reading; 0 to 100.
+   *
+   * @generated from field: repeated float link_quality_percent = 4;
+   */
+  linkQualityPercent: number[];
+};
+
+/**
+ * Describes the message sensormesh.v1.LinkHealthColumns.
+ * Use `create(LinkHealthColumnsSchema)` to create a new message.
+ */
+export const LinkHealthColumnsSchema: GenMessage<LinkHealthColumns> = /*@__PURE__*/
+  messageDesc(file_sensormesh_v1_reading, 11);
+
+/**
+ * Measurement as columns: one quantity, one unit, a value per reading.
+ *
+ * @generated from message sensormesh.v1.MeasurementColumns
+ */
+export type MeasurementColumns = Message<"sensormesh.v1.MeasurementColumns"> & {
+  /**
+   * The quantity, as Measurement.name (same rules, the same reserved names).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The unit, as Measurement.unit: at most 32 characters.
+   *
+   * @generated from field: string unit = 2;
+   */
+  unit: string;
+
+  /**
+   * Measurement.value per reading: finite, at most 2^53 either way.
+   *
+   * @generated from field: repeated double values = 3;
+   */
+  values: number[];
+};
+
+/**
+ * Describes the message sensormesh.v1.MeasurementColumns.
+ * Use `create(MeasurementColumnsSchema)` to create a new message.
+ */
+export const MeasurementColumnsSchema: GenMessage<MeasurementColumns> = /*@__PURE__*/
+  messageDesc(file_sensormesh_v1_reading, 12);
 

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Reading, SequencedReading } from "./reading_pb.js";
+import type { Reading, ReadingColumns, SequencedReading } from "./reading_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Frame } from "./frame_pb.js";
 
@@ -47,7 +47,8 @@ export declare type UploadReadingsRequest = Message<"sensormesh.v1.UploadReading
 
   /**
    * The readings, in strictly increasing sequence order. At most the
-   * service's batch limit (10,000 by default).
+   * service's batch limit (10,000 by default). Empty when the batch carries
+   * `columns`.
    *
    * @generated from field: repeated sensormesh.v1.SequencedReading readings = 4;
    */
@@ -69,6 +70,24 @@ export declare type UploadReadingsRequest = Message<"sensormesh.v1.UploadReading
    * @generated from field: repeated sensormesh.v1.InputStatus input_statuses = 6;
    */
   inputStatuses: InputStatus[];
+
+  /**
+   * The readings in columns, per series (the columnar form of `readings`,
+   * for large batches): a batch carries either `readings` or `columns`,
+   * never both. Send them only to a service whose GetUploadOffsetResponse
+   * says `columns_accepted`. Every sequence number in the entries lies in
+   * [first_sequence, last_sequence] and appears once; the entries may come
+   * in any order. Their readings together count against the batch limit.
+   * Malformed entries (arrays of different lengths, sequence numbers out of
+   * order, repeated or outside the batch) refuse the batch with
+   * INVALID_ARGUMENT naming the field (`columns[2].imu.acceleration_y_mps2`);
+   * a reading that breaks a value rule is refused alone, as in `readings`,
+   * and reported with `field` naming its entry and element
+   * (`columns[2].imu.acceleration_x_mps2[17]`) and `index` its element.
+   *
+   * @generated from field: repeated sensormesh.v1.ReadingColumns columns = 7;
+   */
+  columns: ReadingColumns[];
 };
 
 /**
@@ -174,6 +193,16 @@ export declare type GetUploadOffsetResponse = Message<"sensormesh.v1.GetUploadOf
    * @generated from field: google.protobuf.Timestamp update_time = 3;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * True when this service stores UploadReadingsRequest.columns. A service
+   * from before the columnar form would ignore them (an unknown field), see
+   * a batch without readings and move the mark past readings it never
+   * stored: send columns only to a service that sets this.
+   *
+   * @generated from field: bool columns_accepted = 4;
+   */
+  columnsAccepted: boolean;
 };
 
 /**
@@ -280,7 +309,8 @@ export declare type RejectedReading = Message<"sensormesh.v1.RejectedReading"> &
   sequence: bigint;
 
   /**
-   * The reading's index in its batch.
+   * The reading's index in its batch; for a batch in columns, its element's
+   * index in its entry (`field` names the entry).
    *
    * @generated from field: uint32 index = 2;
    */

@@ -350,3 +350,314 @@ export declare type SequencedReading = Message<"sensormesh.v1.SequencedReading">
  */
 export declare const SequencedReadingSchema: GenMessage<SequencedReading>;
 
+/**
+ * The readings of one series in an upload, in columns: one sensor and one
+ * payload kind (for a generic measurement, one quantity), element i of every
+ * array belonging to the same reading. What the agent sends where volume
+ * matters: neither end builds a message per reading, and a six-axis IMU
+ * reading at 100 Hz costs about 28 bytes on the wire instead of about 67.
+ *
+ * The rules of the row form hold for each element (each field array carries
+ * its payload field's range), and the arrays must agree in length. A field
+ * that no reading of the series carries is an empty array; a series whose
+ * readings carry different subsets of the optional fields (a BLE sensor's
+ * battery and RSSI read separately) is sent as several entries, one per
+ * subset. A sensor may appear in several entries.
+ *
+ * @generated from message sensormesh.v1.ReadingColumns
+ */
+export declare type ReadingColumns = Message<"sensormesh.v1.ReadingColumns"> & {
+  /**
+   * The sensor, as Reading.sensor (same rules).
+   *
+   * @generated from field: string sensor = 1;
+   */
+  sensor: string;
+
+  /**
+   * The readings' sequence numbers, delta-encoded: the first element is the
+   * first reading's sequence number, each further element the difference to
+   * the previous reading's. Every element is at least 1 (sequence numbers
+   * strictly increase within an entry); every number lies in the batch's
+   * [first_sequence, last_sequence] and names one reading of the whole batch
+   * (no two entries share a number). The device's own numbers: a reading
+   * keeps its number in every batch that resends it, which is what makes
+   * retries safe. At least one element.
+   *
+   * @generated from field: repeated uint64 sequence_deltas = 2;
+   */
+  sequenceDeltas: bigint[];
+
+  /**
+   * The readings' sample times in microseconds since the Unix epoch,
+   * delta-encoded: the first element is the first reading's time, each
+   * further element the difference to the previous reading's (negative when
+   * the clock stepped back). One element per sequence_deltas element. Each
+   * time has Reading.sample_time's rules: after 1970-01-01, within the
+   * service's window.
+   *
+   * @generated from field: repeated sint64 time_deltas_micros = 3;
+   */
+  timeDeltasMicros: bigint[];
+
+  /**
+   * What was observed: one kind for every reading of the entry. Exactly one
+   * is required.
+   *
+   * @generated from oneof sensormesh.v1.ReadingColumns.payload
+   */
+  payload: {
+    /**
+     * Inertial readings (ImuPayload's fields, as columns).
+     *
+     * @generated from field: sensormesh.v1.ImuColumns imu = 4;
+     */
+    value: ImuColumns;
+    case: "imu";
+  } | {
+    /**
+     * Environment readings (EnvironmentPayload's fields, as columns).
+     *
+     * @generated from field: sensormesh.v1.EnvironmentColumns environment = 5;
+     */
+    value: EnvironmentColumns;
+    case: "environment";
+  } | {
+    /**
+     * Gateway health readings (SystemPayload's fields, as columns).
+     *
+     * @generated from field: sensormesh.v1.SystemColumns system = 6;
+     */
+    value: SystemColumns;
+    case: "system";
+  } | {
+    /**
+     * Generic measurements of one quantity (Measurement's fields, as
+     * columns).
+     *
+     * @generated from field: sensormesh.v1.MeasurementColumns measurement = 7;
+     */
+    value: MeasurementColumns;
+    case: "measurement";
+  } | {
+    /**
+     * Battery and radio link readings (LinkHealthPayload's fields, as
+     * columns).
+     *
+     * @generated from field: sensormesh.v1.LinkHealthColumns link_health = 8;
+     */
+    value: LinkHealthColumns;
+    case: "linkHealth";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message sensormesh.v1.ReadingColumns.
+ * Use `create(ReadingColumnsSchema)` to create a new message.
+ */
+export declare const ReadingColumnsSchema: GenMessage<ReadingColumns>;
+
+/**
+ * ImuPayload as columns: element i of each array is reading i's value, with
+ * ImuPayload's unit and range.
+ *
+ * @generated from message sensormesh.v1.ImuColumns
+ */
+export declare type ImuColumns = Message<"sensormesh.v1.ImuColumns"> & {
+  /**
+   * ImuPayload.acceleration_x_mps2 per reading; m/s², ±2000, finite.
+   *
+   * @generated from field: repeated float acceleration_x_mps2 = 1;
+   */
+  accelerationXMps2: number[];
+
+  /**
+   * ImuPayload.acceleration_y_mps2 per reading; m/s², ±2000, finite.
+   *
+   * @generated from field: repeated float acceleration_y_mps2 = 2;
+   */
+  accelerationYMps2: number[];
+
+  /**
+   * ImuPayload.acceleration_z_mps2 per reading; m/s², ±2000, finite.
+   *
+   * @generated from field: repeated float acceleration_z_mps2 = 3;
+   */
+  accelerationZMps2: number[];
+
+  /**
+   * ImuPayload.angular_rate_x_dps per reading; deg/s, ±10000, finite.
+   *
+   * @generated from field: repeated float angular_rate_x_dps = 4;
+   */
+  angularRateXDps: number[];
+
+  /**
+   * ImuPayload.angular_rate_y_dps per reading; deg/s, ±10000, finite.
+   *
+   * @generated from field: repeated float angular_rate_y_dps = 5;
+   */
+  angularRateYDps: number[];
+
+  /**
+   * ImuPayload.angular_rate_z_dps per reading; deg/s, ±10000, finite.
+   *
+   * @generated from field: repeated float angular_rate_z_dps = 6;
+   */
+  angularRateZDps: number[];
+};
+
+/**
+ * Describes the message sensormesh.v1.ImuColumns.
+ * Use `create(ImuColumnsSchema)` to create a new message.
+ */
+export declare const ImuColumnsSchema: GenMessage<ImuColumns>;
+
+/**
+ * EnvironmentPayload as columns. Temperature is required for every reading;
+ * humidity and pressure are either empty (not measured) or one per reading.
+ *
+ * @generated from message sensormesh.v1.EnvironmentColumns
+ */
+export declare type EnvironmentColumns = Message<"sensormesh.v1.EnvironmentColumns"> & {
+  /**
+   * EnvironmentPayload.temperature_celsius per reading; -100 to 200.
+   *
+   * @generated from field: repeated float temperature_celsius = 1;
+   */
+  temperatureCelsius: number[];
+
+  /**
+   * EnvironmentPayload.relative_humidity_percent per reading, 0 to 100;
+   * empty if not measured.
+   *
+   * @generated from field: repeated float relative_humidity_percent = 2;
+   */
+  relativeHumidityPercent: number[];
+
+  /**
+   * EnvironmentPayload.pressure_hpa per reading, 0 to 2000; empty if not
+   * measured.
+   *
+   * @generated from field: repeated float pressure_hpa = 3;
+   */
+  pressureHpa: number[];
+};
+
+/**
+ * Describes the message sensormesh.v1.EnvironmentColumns.
+ * Use `create(EnvironmentColumnsSchema)` to create a new message.
+ */
+export declare const EnvironmentColumnsSchema: GenMessage<EnvironmentColumns>;
+
+/**
+ * SystemPayload as columns: each array empty (not reported by these
+ * readings) or one per reading, at least one not empty.
+ *
+ * @generated from message sensormesh.v1.SystemColumns
+ */
+export declare type SystemColumns = Message<"sensormesh.v1.SystemColumns"> & {
+  /**
+   * SystemPayload.cpu_temperature_celsius per reading; -100 to 200.
+   *
+   * @generated from field: repeated float cpu_temperature_celsius = 1;
+   */
+  cpuTemperatureCelsius: number[];
+
+  /**
+   * SystemPayload.disk_used_bytes per reading.
+   *
+   * @generated from field: repeated uint64 disk_used_bytes = 2;
+   */
+  diskUsedBytes: bigint[];
+
+  /**
+   * SystemPayload.disk_free_bytes per reading.
+   *
+   * @generated from field: repeated uint64 disk_free_bytes = 3;
+   */
+  diskFreeBytes: bigint[];
+};
+
+/**
+ * Describes the message sensormesh.v1.SystemColumns.
+ * Use `create(SystemColumnsSchema)` to create a new message.
+ */
+export declare const SystemColumnsSchema: GenMessage<SystemColumns>;
+
+/**
+ * LinkHealthPayload as columns: each array empty (not reported by these
+ * readings) or one per reading, at least one not empty.
+ *
+ * @generated from message sensormesh.v1.LinkHealthColumns
+ */
+export declare type LinkHealthColumns = Message<"sensormesh.v1.LinkHealthColumns"> & {
+  /**
+   * LinkHealthPayload.battery_level_percent per reading; 0 to 100.
+   *
+   * @generated from field: repeated float battery_level_percent = 1;
+   */
+  batteryLevelPercent: number[];
+
+  /**
+   * LinkHealthPayload.battery_voltage_volts per reading; 0 to 100.
+   *
+   * @generated from field: repeated float battery_voltage_volts = 2;
+   */
+  batteryVoltageVolts: number[];
+
+  /**
+   * LinkHealthPayload.signal_strength_dbm per reading; -150 to 30.
+   *
+   * @generated from field: repeated float signal_strength_dbm = 3;
+   */
+  signalStrengthDbm: number[];
+
+  /**
+   * LinkHealthPayload.link_quality_percent per reading; 0 to 100.
+   *
+   * @generated from field: repeated float link_quality_percent = 4;
+   */
+  linkQualityPercent: number[];
+};
+
+/**
+ * Describes the message sensormesh.v1.LinkHealthColumns.
+ * Use `create(LinkHealthColumnsSchema)` to create a new message.
+ */
+export declare const LinkHealthColumnsSchema: GenMessage<LinkHealthColumns>;
+
+/**
+ * Measurement as columns: one quantity, one unit, a value per reading.
+ *
+ * @generated from message sensormesh.v1.MeasurementColumns
+ */
+export declare type MeasurementColumns = Message<"sensormesh.v1.MeasurementColumns"> & {
+  /**
+   * The quantity, as Measurement.name (same rules, the same reserved names).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The unit, as Measurement.unit: at most 32 characters.
+   *
+   * @generated from field: string unit = 2;
+   */
+  unit: string;
+
+  /**
+   * Measurement.value per reading: finite, at most 2^53 either way.
+   *
+   * @generated from field: repeated double values = 3;
+   */
+  values: number[];
+};
+
+/**
+ * Describes the message sensormesh.v1.MeasurementColumns.
+ * Use `create(MeasurementColumnsSchema)` to create a new message.
+ */
+export declare const MeasurementColumnsSchema: GenMessage<MeasurementColumns>;
+
