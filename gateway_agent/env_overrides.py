@@ -3,7 +3,7 @@
 The services read their settings through pydantic-settings; the agent does not, because on a
 Pi its memory is budgeted: pydantic-settings loads python-dotenv, argparse, shlex and its CLI
 and cloud source providers, 1.5 MiB resident on top of pydantic, for the one thing the agent
-needs from it, which is this module. The rules are the ones the agent's settings always had:
+needs from it, which is this module. The rules are pydantic-settings' ones, as the agent used them:
 
 - a variable is the prefix and the option's name, in any case (`SENSORMESH_AGENT_DEVICE_ID`);
 - `__` goes one table down (`SENSORMESH_AGENT_UPLINK__TARGET` is `[uplink] target`);
@@ -13,9 +13,11 @@ needs from it, which is this module. The rules are the ones the agent's settings
 - the environment wins over the file value by value (`merged`): `SENSORMESH_AGENT_UPLINK__TARGET`
   replaces the file's `[uplink] target` and keeps its other `[uplink]` options.
 
-Every variable with the prefix must name an option: a misspelt one is refused, by its name,
-rather than silently ignored. Values are strings, validated by the settings' pydantic model like
-the file's. No `.env` file is read: under systemd, `Environment=` and `EnvironmentFile=` do that.
+Values are strings, validated by the settings' pydantic model like the file's. Two rules differ
+on purpose: every variable with the prefix must name an option (pydantic-settings ignored a
+misspelt `SENSORMESH_AGENT_DEVICEID` and refused only a misspelt nested one); and no `.env` file
+is read (under systemd `Environment=` and `EnvironmentFile=` do that, and a services' `.env` in
+the working directory used to stop the agent on their `SENSORMESH_DATABASE_URL`).
 """
 
 from __future__ import annotations
