@@ -9,18 +9,23 @@ Inputs are configured in the file only (`[[inputs.<name>]]` tables, as in
 Telegraf), each validated by its own module's `Settings`; so are configured
 commands (`[[commands.<kind>]]`). See gateway_agent/agent.example.toml for
 every option with its default.
+
+`AgentSettings` is a plain pydantic model, not a pydantic-settings one as the
+services' are: the environment is read by gateway_agent/env_overrides.py, with
+the same names and precedence, so the agent does not load pydantic-settings
+(1.5 MiB of a 60 MB budget; tests/gateway_agent/test_agent_imports.py keeps it so).
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from gateway_agent import commands as command_registry
 from gateway_agent import inputs as registry
@@ -28,11 +33,12 @@ from gateway_agent.buffer import BufferSettings
 from gateway_agent.commands.base import MAX_COMMANDS, CommandHandler
 from gateway_agent.commands.settings import CommandsSettings
 from gateway_agent.durations import Duration
+from gateway_agent.env_overrides import Overrides, VariableError, merged, read_overrides
 from gateway_agent.inputs.base import Input
 from gateway_agent.token_source import TokenSource
 from gateway_agent.uplink import UplinkSettings
-from sensormesh_core.config import SensormeshSettings
 
+ENV_PREFIX = "SENSORMESH_AGENT_"
 DEVICE_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 
 
@@ -40,23 +46,38 @@ class ConfigError(Exception):
     """The configuration is unusable; the message names the option."""
 
 
+def _dotted(loc: Sequence[str | int], prefix: str = "") -> str:
+    path = prefix
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f"{'.' if path else ''}{part}"
+    return path
+
+
 def describe(error: ValidationError, prefix: str = "") -> str:
     """One line per problem, each naming the option by its path: `inputs.bme280[0].address: ...`."""
+    return "; ".join(
+        f"{_dotted(item['loc'], prefix) or 'settings'}: {item['msg']}" for item in error.errors()
+    )
+
+
+def _describe_settings(error: ValidationError, where: str, overrides: Overrides) -> str:
+    """As `describe`, a problem with a value from the environment named by its variable
+    (`SENSORMESH_AGENT_UPLINK__TLS: ...`), any other by `where` (the file) and the option's path."""
     problems = []
     for item in error.errors():
-        path = prefix
-        for part in item["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else f"{'.' if path else ''}{part}"
-        problems.append(f"{path or 'settings'}: {item['msg']}")
+        found = overrides.variable_for(item["loc"], unknown=item["type"] == "extra_forbidden")
+        if found is None:
+            problems.append(f"{where}: {_dotted(item['loc']) or 'settings'}: {item['msg']}")
+        else:
+            variable, rest = found
+            problems.append(f"{variable}: {_dotted(rest) + ': ' if rest else ''}{item['msg']}")
     return "; ".join(problems)
 
 
-class AgentSettings(SensormeshSettings):
-    """Everything the agent reads at start-up."""
+class AgentSettings(BaseModel):
+    """Everything the agent reads at start-up: `load()` reads the file and the environment."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="SENSORMESH_AGENT_", env_nested_delimiter="__", extra="forbid"
-    )
+    model_config = ConfigDict(extra="forbid")
 
     device_id: str = Field(
         min_length=1,
@@ -88,20 +109,10 @@ class AgentSettings(SensormeshSettings):
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file's values arrive as init arguments; the environment overrides them.
-        return env_settings, dotenv_settings, init_settings
-
-    @classmethod
-    def load(cls, path: Path | None) -> AgentSettings:
-        """Read `path` (TOML) and the environment; ConfigError names what is wrong."""
+    def load(cls, path: Path | None, environ: Mapping[str, str] | None = None) -> AgentSettings:
+        """Read `path` (TOML) and `SENSORMESH_AGENT_*` variables of `environ` (the process's
+        environment), which win over the file's values; ConfigError names what is wrong: the
+        variable, or the file and the option."""
         data: dict[str, Any] = {}
         if path is not None:
             try:
@@ -109,9 +120,13 @@ class AgentSettings(SensormeshSettings):
             except (OSError, tomllib.TOMLDecodeError) as error:
                 raise ConfigError(f"{path}: {error}") from error
         try:
-            return cls(**data)
+            overrides = read_overrides(cls, ENV_PREFIX, os.environ if environ is None else environ)
+        except VariableError as error:
+            raise ConfigError(str(error)) from error
+        try:
+            return cls.model_validate(merged(data, overrides.values))
         except ValidationError as error:
-            raise ConfigError(f"{path or 'environment'}: {describe(error)}") from error
+            raise ConfigError(_describe_settings(error, str(path or "environment"), overrides)) from error
 
     def device_token(self) -> str:
         """The token from `token` or `token_file` (systemd: $CREDENTIALS_DIRECTORY/device-token)."""
