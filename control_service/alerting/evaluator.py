@@ -46,6 +46,7 @@ LABELS_TTL = 10.0  # a device's new labels select it for rules within this (seco
 CONCURRENT_ROUNDS = 4  # rounds judged at once (each holds a pooled connection meanwhile)
 ROUND_DEVICES = 64  # devices in one round at most (one UNION ALL branch each in its COPY)
 JUDGE_EVERY = 0.2  # a device is judged at most this often (seconds); its signals meanwhile merge
+RETRY_AFTER = 1.0  # after a round failed (the database away), the next rounds wait this long (seconds)
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Evaluator:
         self._judging: dict[str, asyncio.Task[None]] = {}  # device -> the round judging it
         self._rounds: set[asyncio.Task[None]] = set()
         self._ticked_at = -JUDGE_EVERY  # when the last rounds started (the loop's clock)
+        self._failed_at = -RETRY_AFTER  # when a round last failed
         self._timer: asyncio.TimerHandle | None = None
         self._failure: BaseException | None = None
         self._labels: dict[str, tuple[float, dict[str, str] | None]] = {}
@@ -207,7 +209,7 @@ class Evaluator:
         `_pending`, in their place in the queue, for the next tick."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        due = self._ticked_at + JUDGE_EVERY
+        due = max(self._ticked_at + JUDGE_EVERY, self._failed_at + RETRY_AFTER)
         if due > now:
             if self._pending and (self._timer is None or due < self._timer.when()):
                 if self._timer is not None:
@@ -251,6 +253,7 @@ class Evaluator:
             # Not judged: back in the queue, merged with what came meanwhile, so the time range
             # its signals named is still read when it is judged again.
             log.warning("event=alert_evaluation_failed devices=%d error=%r", len(batch), exc)
+            self._failed_at = asyncio.get_running_loop().time()
             for device_id, pending in batch.items():
                 if device_id in self._pending:
                     self._pending[device_id].absorb(pending)

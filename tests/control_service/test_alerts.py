@@ -197,6 +197,41 @@ async def test_devices_judged_in_one_round_each_get_their_own_alerts_and_states(
         assert (alert.count, alert.last_value) == (3, 31 + n)
 
 
+class _FailingPool:
+    """The evaluator's pool, whose next acquire fails once when armed: the database away."""
+
+    def __init__(self, pool: object) -> None:
+        self._pool = pool
+        self.armed = False
+
+    def acquire(self) -> object:
+        if self.armed:
+            self.armed = False
+            raise OSError("connection refused (the test's database is away)")
+        return self._pool.acquire()  # type: ignore[attr-defined]
+
+
+async def test_a_round_that_fails_is_judged_again_though_no_signal_follows(
+    alerts_stub: alert_pb2_grpc.AlertServiceStub, writer: Writer, control: ControlServer
+) -> None:
+    assert control.alerting is not None
+    evaluator = control.alerting.evaluator
+    await alerts_stub.CreateAlertRule(A.CreateAlertRuleRequest(alert_rule=threshold_rule("retry", above=30)))
+    await asyncio.sleep(0.3)
+    await writer.temperatures([25], start_s=700)  # judged: the device's labels are known now
+    await wait_until(lambda: _judged(evaluator, 1), 10, "the first reading judged")
+    failing = _FailingPool(evaluator._pool)
+    evaluator._pool = failing  # type: ignore[assignment]
+    failing.armed = True
+    await writer.temperatures([31], start_s=701)  # its round fails; nothing is written after it
+    raised = await until_alert(alerts_stub, "retry", A.ALERT_STATE_ACTIVE_UNACK)
+    assert not failing.armed and raised.first_time.seconds - START == 701
+
+
+async def _judged(evaluator: object, readings: int) -> bool:
+    return bool(evaluator.judged >= readings)  # type: ignore[attr-defined]
+
+
 async def test_bad_rules_are_refused_naming_the_field(alerts_stub: alert_pb2_grpc.AlertServiceStub) -> None:
     unknown = threshold_rule("typo", above=1)
     unknown.threshold.quantity = "temprature"
