@@ -126,7 +126,9 @@ class SensorCatalog:
             }
         except asyncpg.ForeignKeyViolationError as exc:
             raise self._gone(device_id) from exc
-        if len(series_ids) < len(series):
+        # One series per sensor and quantity: a measurement named in two units in one batch is
+        # one series (its first unit), not a series missing because the device went.
+        if len(series_ids) < len({(sensor_id, quantity) for sensor_id, quantity, _ in series}):
             raise self._gone(device_id)
         for kind, name in wanted.typed:
             sensor_id = sensor_ids[name]

@@ -53,6 +53,20 @@ async def test_resolving_for_a_device_that_does_not_exist_is_not_found(db: async
         await SensorCatalog().resolve(db, "ghost-pi", WANTED)
 
 
+async def test_a_measurement_named_in_two_units_at_once_is_one_series_not_a_missing_device(
+    db: asyncpg.Connection,
+) -> None:
+    """Found by the columnar property test: a batch naming soil_moisture in % and in A made the
+    device look deleted (NOT_FOUND), since two wanted series came back as one."""
+    await create_device(db, "pi-1")
+    wanted = Wanted(
+        measurements=frozenset({("soil-probe", "soil_moisture", "%"), ("soil-probe", "soil_moisture", "A")})
+    )
+    view = await SensorCatalog().resolve(db, "pi-1", wanted)
+    assert list(view.measurements) == [("soil-probe", "soil_moisture")]
+    assert await db.fetchval("SELECT count(*) FROM series WHERE quantity = 'soil_moisture'") == 1
+
+
 class _DeletesBefore:
     """A connection that deletes the device (DeleteDevice, on another connection)
     just before the statement starting with `before` runs: the race of a device
