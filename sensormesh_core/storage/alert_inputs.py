@@ -12,6 +12,7 @@ precision (exact to the microsecond for this century).
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -79,20 +80,20 @@ async def values(
 
 
 class SensorNames:
-    """sensor_id -> name, each looked up once: a sensor's id is never reused (an identity
-    column) and its name never changes."""
+    """sensor_id -> (device_id, name), each looked up once: a sensor's id is never reused (an
+    identity column) and its device and name never change."""
 
     def __init__(self) -> None:
-        self._names: dict[int, str] = {}
+        self._known: dict[int, tuple[str, str]] = {}
 
-    async def of(self, conn: asyncpg.Connection, ids: Sequence[int]) -> Mapping[int, str]:
-        missing = [i for i in ids if i not in self._names]
+    async def of(self, conn: asyncpg.Connection, ids: Sequence[int]) -> Mapping[int, tuple[str, str]]:
+        missing = [i for i in ids if i not in self._known]
         if missing:
             rows = await conn.fetch(
-                "SELECT sensor_id, name FROM sensors WHERE sensor_id = ANY($1::int[])", missing
+                "SELECT sensor_id, device_id, name FROM sensors WHERE sensor_id = ANY($1::int[])", missing
             )
-            self._names.update((row["sensor_id"], row["name"]) for row in rows)
-        return self._names
+            self._known.update((row["sensor_id"], (row["device_id"], row["name"])) for row in rows)
+        return self._known
 
 
 async def _typed(
@@ -103,41 +104,41 @@ async def _typed(
     sensors: Sequence[str],
     names: SensorNames,
 ) -> dict[str, dict[str, list[SeriesValues]]]:
-    """One COPY for all the windows: a branch each (its own index scans), UNION ALL."""
+    """One COPY for all the windows: a branch each (its own index scans), UNION ALL. A sensor
+    is one device's, so rows sorted by (sensor, sequence) are each series in order, a slice
+    apiece, and the sensor says whose window it is."""
     # NULL (an absent optional field) as NaN keeps every field 8 bytes wide; ingest never stores NaN.
     selected = ", ".join(f"coalesce(r.{c}::float8, 'NaN')" for c in columns)
     branches = [
-        f"SELECT {number}::int4, r.sensor_id, r.sequence, r.time, {selected} FROM {table} r "
+        f"SELECT r.sensor_id, r.sequence, r.time, {selected} FROM {table} r "
         f"JOIN sensors s ON s.sensor_id = r.sensor_id WHERE {_window_filter(window)}"
-        for number, window in enumerate(windows)
+        for window in windows
     ]
     rows = await _copy(conn, " UNION ALL ".join(branches), _row_type(len(columns)))
     if not len(rows):
         return {}
-    rows = rows[np.lexsort((rows["sequence"], rows["window"]))]
     ids = rows["sensor_id"].astype(np.int64)
-    named = await names.of(conn, np.unique(ids).tolist())
-    wanted = np.ones(len(rows), dtype=bool)
-    if sensors:
-        wanted = np.isin(ids, [i for i in np.unique(ids).tolist() if named.get(i) in sensors])
-    times = _epoch_seconds(rows["time"])
-    values = [rows[f"v{position}"].astype(np.float64) for position in range(len(columns))]
-    bounds = np.searchsorted(rows["window"], np.arange(len(windows) + 1))
+    order = np.lexsort((rows["sequence"], ids))
+    ids = ids[order]
+    times = _epoch_seconds(rows["time"][order])
+    values = [rows[f"v{position}"][order].astype(np.float64) for position in range(len(columns))]
+    holes = [bool(np.isnan(v).any()) for v in values]  # only optional fields are ever NaN
+    bounds = [0, *(np.flatnonzero(np.diff(ids)) + 1).tolist(), len(ids)]
+    known = await names.of(conn, [int(ids[start]) for start in bounds[:-1]])
     found: dict[str, dict[str, list[SeriesValues]]] = {}
-    for number, window in enumerate(windows):
-        mine = slice(int(bounds[number]), int(bounds[number + 1]))
-        if mine.start == mine.stop:
-            continue
-        found[window.device_id] = {
-            column: _by_sensor(
-                ids[mine],
-                named,
-                times[mine],
-                values[position][mine],
-                wanted[mine] & ~np.isnan(values[position][mine]),
-            )
-            for position, column in enumerate(columns)
-        }
+    for start, stop in itertools.pairwise(bounds):
+        owner = known.get(int(ids[start]))
+        if owner is None or (sensors and owner[1] not in sensors):
+            continue  # None: the sensor went with its device since the COPY
+        device_id, name = owner
+        series = found.setdefault(device_id, {column: [] for column in columns})
+        for position, column in enumerate(columns):
+            t, v = times[start:stop], values[position][start:stop]
+            if holes[position]:
+                present = ~np.isnan(v)
+                t, v = t[present], v[present]
+            if len(v):
+                series[column].append(SeriesValues(name, t, v))
     return found
 
 
@@ -162,10 +163,9 @@ def _timestamp(moment: datetime) -> str:
 
 
 def _row_type(value_columns: int) -> np.dtype[np.void]:
-    """A binary COPY row of (window int4, sensor_id int4, sequence int8, time timestamptz,
-    value float8...), each field after its length word, all big-endian (PostgreSQL's binary
-    COPY format)."""
-    named = [("window", ">i4"), ("sensor_id", ">i4"), ("sequence", ">i8"), ("time", ">i8")]
+    """A binary COPY row of (sensor_id int4, sequence int8, time timestamptz, value float8...),
+    each field after its length word, all big-endian (PostgreSQL's binary COPY format)."""
+    named = [("sensor_id", ">i4"), ("sequence", ">i8"), ("time", ">i8")]
     named += [(f"v{position}", ">f8") for position in range(value_columns)]
     fields: list[tuple[str, str]] = [("fields", ">i2")]
     for name, kind in named:
@@ -245,21 +245,6 @@ async def _measured(
                 SeriesValues(sensor, np.array(t, dtype=np.float64), np.array(v, dtype=np.float64))
                 for sensor, (t, v) in series.items()
             ]
-    return found
-
-
-def _by_sensor(
-    ids: NDArray[np.int64],
-    names: Mapping[int, str],
-    times: NDArray[np.float64],
-    vals: NDArray[np.float64],
-    present: NDArray[np.bool_],
-) -> list[SeriesValues]:
-    """Split the rows where `present` by sensor, keeping their order."""
-    found = []
-    for sensor_id in np.unique(ids[present]).tolist():
-        mine = present & (ids == sensor_id)
-        found.append(SeriesValues(names[sensor_id], times[mine], vals[mine]))
     return found
 
 
