@@ -95,6 +95,8 @@ class Evaluator:
         self._failure: BaseException | None = None
         self._labels: dict[str, tuple[float, dict[str, str] | None]] = {}
         self._names = SensorNames()
+        # device -> (the rules list and the labels dict it was chosen from, the rules selecting it)
+        self._selected: dict[str, tuple[list[CompiledRule], dict[str, str], list[CompiledRule]]] = {}
         self.judged = 0  # readings judged (all rules), for tests and the benchmark
 
     @property
@@ -264,10 +266,7 @@ class Evaluator:
         """Judge the batch's devices in one transaction."""
         chosen: dict[str, list[CompiledRule]] = {}
         for device_id in batch:
-            labels = await self._labels_of(device_id)
-            if labels is None:
-                continue  # deleted: its alerts and cursor went with it
-            rules = [r for r in self._rules if r.kind is not Kind.NO_DATA and r.selects(device_id, labels)]
+            rules = await self._rules_of(device_id)  # None: deleted, its alerts and cursor with it
             if rules:  # none: no transaction (a rule that selects it later starts from then)
                 chosen[device_id] = rules
         if not chosen:
@@ -320,6 +319,19 @@ class Evaluator:
         sensors = [] if everything else sorted(set().union(*(r.sensors for r in series_rules)))
         return await alert_inputs.values(conn, windows, quantities, sensors, self._names)
 
+    async def _rules_of(self, device_id: str) -> list[CompiledRule] | None:
+        """The rules (but no-data ones) that select the device, or None if it was deleted; chosen
+        again only when the rules or the device's labels were loaded again, not every round."""
+        labels = await self._labels_of(device_id)
+        if labels is None:
+            return None
+        known = self._selected.get(device_id)
+        if known is not None and known[0] is self._rules and known[1] is labels:
+            return known[2]
+        rules = [r for r in self._rules if r.kind is not Kind.NO_DATA and r.selects(device_id, labels)]
+        self._selected[device_id] = (self._rules, labels, rules)
+        return rules
+
     async def _labels_of(self, device_id: str) -> dict[str, str] | None:
         """The device's labels (None if it was deleted), looked up at most every LABELS_TTL seconds."""
         known = self._labels.get(device_id)
@@ -344,8 +356,11 @@ class Evaluator:
         """Judge the window's readings (`found`, by quantity) by its device's series rules,
         noting in `changed` the states that changed; returns the newest sample time seen."""
         newest = 0.0
+        by_quantity: dict[str, list[CompiledRule]] = {}
+        for rule in series_rules:
+            by_quantity.setdefault(rule.quantity, []).append(rule)
         for quantity, all_series in found.items():
-            on_quantity = [r for r in series_rules if r.quantity == quantity]
+            on_quantity = by_quantity.get(quantity, [])
             for series in all_series:
                 newest = max(newest, float(series.times[-1]))
                 self.judged += len(series.values) * len(on_quantity)
