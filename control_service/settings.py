@@ -103,6 +103,16 @@ class ControlSettings(ServiceSettings):
         le=timedelta(minutes=5),
         description="How often no-data rules are judged (a silence is noticed at most this late).",
     )
+    alert_round_interval: timedelta = Field(
+        default=timedelta(milliseconds=500),
+        ge=timedelta(milliseconds=50),
+        le=timedelta(seconds=10),
+        description=(
+            "Committed batches are gathered this long and judged together in a round (a quiet "
+            "device's first batch at once): the most gathering adds to an alert's latency. "
+            "Shorter: sooner alerts, more CPU per reading judged."
+        ),
+    )
     alert_leader_retry: timedelta = Field(
         default=timedelta(seconds=2),
         ge=timedelta(milliseconds=100),

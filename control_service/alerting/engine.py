@@ -31,7 +31,9 @@ class AlertEngine:
         self._pool = pool
         self._settings = settings
         names = [r.name for r in receivers]
-        self.evaluator = Evaluator(pool, connect, names)
+        self.evaluator = Evaluator(
+            pool, connect, names, round_interval=settings.alert_round_interval.total_seconds()
+        )
         self.outbox = Outbox(pool, receivers, give_up=settings.alert_notification_give_up)
         self.leadership = Leadership(connect, retry=settings.alert_leader_retry.total_seconds())
         self._task: asyncio.Task[None] | None = None

@@ -45,7 +45,6 @@ FUTURE = timedelta(days=1)  # the upper end of a resync's time range, past any d
 LABELS_TTL = 10.0  # a device's new labels select it for rules within this (seconds)
 CONCURRENT_ROUNDS = 4  # rounds judged at once (each holds a pooled connection meanwhile)
 ROUND_DEVICES = 64  # devices in one round at most (one UNION ALL branch each in its COPY)
-JUDGE_EVERY = 0.2  # a device is judged at most this often (seconds); its signals meanwhile merge
 RETRY_AFTER = 1.0  # after a round failed (the database away), the next rounds wait this long (seconds)
 
 
@@ -77,11 +76,13 @@ class Evaluator:
         receivers: Sequence[str],
         *,
         resync_margin: timedelta = timedelta(hours=1),
+        round_interval: float = 0.5,
     ) -> None:
         self._pool = pool
         self._connect = connect
         self._receivers = list(receivers)
         self._margin = resync_margin
+        self._round_interval = round_interval  # seconds between rounds' starts, at least
         self._rules: list[CompiledRule] = []
         self._pending: dict[str, _Pending] = {}
         self._wake = asyncio.Event()
@@ -89,7 +90,7 @@ class Evaluator:
         self._epoch = 0
         self._judging: dict[str, asyncio.Task[None]] = {}  # device -> the round judging it
         self._rounds: set[asyncio.Task[None]] = set()
-        self._ticked_at = -JUDGE_EVERY  # when the last rounds started (the loop's clock)
+        self._ticked_at = -round_interval  # when the last rounds started (the loop's clock)
         self._failed_at = -RETRY_AFTER  # when a round last failed
         self._timer: asyncio.TimerHandle | None = None
         self._failure: BaseException | None = None
@@ -199,19 +200,19 @@ class Evaluator:
             await asyncio.gather(*rounds, return_exceptions=True)
 
     def _start_rounds(self) -> None:
-        """Start rounds of the pending devices, oldest signal first: at most one tick every
-        JUDGE_EVERY, then as many rounds of up to ROUND_DEVICES as there are pending devices
-        and free slots (CONCURRENT_ROUNDS).
+        """Start rounds of the pending devices, oldest signal first: at most one tick per
+        round interval (SENSORMESH_ALERT_ROUND_INTERVAL), then as many rounds of up to
+        ROUND_DEVICES as there are pending devices and free slots (CONCURRENT_ROUNDS).
 
         A round judges its devices in one transaction, with a few statements whatever their
-        number (progress.py, alert_inputs.values): round trips to PostgreSQL, not readings,
-        were most of what judging cost at full ingest rate, so the fleet's signals are
-        gathered for JUDGE_EVERY and judged together; after a quiet spell a signal starts a
-        round at once. A device is in one round at a time: signals that come meanwhile wait in
-        `_pending`, in their place in the queue, for the next tick."""
+        number (progress.py, alert_inputs.values), and each rule runs once per series and
+        round: per-round costs were most of what judging cost at full ingest rate, so the
+        fleet's signals are gathered for the interval and judged together; after a quiet spell
+        a signal starts a round at once. A device is in one round at a time: signals that come
+        meanwhile wait in `_pending`, in their place in the queue, for the next tick."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        due = max(self._ticked_at + JUDGE_EVERY, self._failed_at + RETRY_AFTER)
+        due = max(self._ticked_at + self._round_interval, self._failed_at + RETRY_AFTER)
         if due > now:
             if self._pending and (self._timer is None or due < self._timer.when()):
                 if self._timer is not None:

@@ -154,7 +154,7 @@ async def _next_alert(watch: object) -> A.Alert:
 async def test_batches_committed_in_quick_succession_are_each_judged_the_last_without_another_signal(
     alerts_stub: alert_pb2_grpc.AlertServiceStub, writer: Writer
 ) -> None:
-    """A device is judged at most every JUDGE_EVERY; the batches committed meanwhile are judged
+    """A device is judged at most once per round interval; the batches committed meanwhile are judged
     together, in reading order, and the last one is judged when that time is up, though no
     signal follows it."""
     await alerts_stub.CreateAlertRule(A.CreateAlertRuleRequest(alert_rule=threshold_rule("flap", above=30)))
