@@ -37,7 +37,11 @@ class LeadershipLost(Exception):
 
 async def check_epoch(conn: asyncpg.Connection, epoch: int) -> None:
     """Inside an evaluation transaction: raise LeadershipLost unless `epoch` is still current."""
-    current = await conn.fetchval(_GUARD)
+    ensure_current(await conn.fetchval(_GUARD), epoch)
+
+
+def ensure_current(current: int | None, epoch: int) -> None:
+    """Raise LeadershipLost unless `current` (the epoch read under the lock) is `epoch`."""
     if current != epoch:
         raise LeadershipLost(f"epoch {epoch} is over; the leader is at {current}")
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from control_service.alerting.leader import LeadershipLost
+from control_service.alerting.leader import ensure_current
 
 State = dict[str, Any]
 
@@ -49,9 +49,7 @@ async def begin(
         list(device_ids),
         list(rule_ids),
     )
-    current = rows[0]["epoch"] if rows else None
-    if current != epoch:
-        raise LeadershipLost(f"epoch {epoch} is over; the leader is at {current}")
+    ensure_current(rows[0]["epoch"] if rows else None, epoch)
     return {
         row["device_id"]: Progress(
             int(row["sequence"] or 0),
