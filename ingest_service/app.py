@@ -20,6 +20,7 @@ from ingest_service.command_channels import CommandChannels
 from ingest_service.frame_batch import PreparedFrames
 from ingest_service.frame_pacing import FramePacer
 from ingest_service.frame_writer import FrameCommit, FrameWriter
+from ingest_service.group_commit import GroupCommitter
 from ingest_service.notifier import CommitNotifier
 from ingest_service.observability import IngestMetrics
 from ingest_service.pg_time import install_codec
@@ -92,6 +93,13 @@ class IngestApp:
             rules = None
         self.preparer = Preparer(settings, self.catalog, pool, rules)
         self.writer = BatchWriter(pool, self.catalog, self.partitions, self.tracer, rollup_gate=rollups)
+        self.committer = GroupCommitter(
+            self.writer,
+            self.tracer,
+            self.track,
+            concurrency=min(settings.ingest_commit_concurrency, settings.pool_max_size),
+            max_batches=settings.ingest_commit_group_max,
+        )
         self.frame_writer = FrameWriter(pool, frame_blobs or PostgresFrameBlobs(), self.frame_partitions)
         self.frame_pacer = FramePacer(settings.ingest_frame_rate, settings.ingest_frame_burst)
         self._connect = connect
@@ -193,10 +201,10 @@ class IngestApp:
         """
         try:
             try:
-                result = await self.writer.commit(batch)
+                result = await self.committer.commit(batch)
             except StaleCatalog:
                 log.info("event=device_reregistered device=%s", batch.device_id)
-                result = await self.writer.commit(await reprepare())
+                result = await self.committer.commit(await reprepare())
         except RETRYABLE_DATABASE_ERRORS as exc:
             log.warning("event=database_unavailable device=%s error=%r", batch.device_id, exc)
             raise Unavailable("the database is unavailable; retry from GetUploadOffset") from exc
@@ -261,6 +269,11 @@ class IngestApp:
     async def close(self) -> None:
         self.stopping.set()
         await self.drain()
+        log.info(
+            "event=batch_transactions transactions=%d batches=%d",
+            self.committer.groups,
+            self.committer.grouped,
+        )
         for task in (self._maintenance, self._refresher):
             if task is not None:
                 task.cancel()

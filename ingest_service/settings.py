@@ -119,6 +119,21 @@ class IngestSettings(ServiceSettings):
         le=64,
         description="Decoded batches a stream may hold while its previous batch is being written.",
     )
+    ingest_commit_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description=(
+            "Most batch transactions running at once (at most the pool's size). Batches that arrive "
+            "while they all run share the next transaction, one batch per device (group commit)."
+        ),
+    )
+    ingest_commit_group_max: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Most batches in one transaction; 1 gives every batch a transaction of its own.",
+    )
     ingest_maintenance_interval: timedelta = Field(
         default=timedelta(hours=1),
         description="How often partitions are created ahead and dropped past retention (plain PostgreSQL).",

@@ -1,18 +1,27 @@
-"""The batch transaction: rows and the device's mark, committed together.
+"""The batch transaction: rows and the devices' marks, committed together.
 
-One transaction per batch, on a pooled connection:
+One transaction commits a group of batches, each of a different device (one
+batch alone when nothing else is waiting; `group_commit` forms the groups), on
+a pooled connection:
 
-1. lock the device's `upload_offsets` row (FOR UPDATE): batches of one device
+1. lock the devices' `upload_offsets` rows (FOR UPDATE, in device id order, so
+   two groups never wait on each other in a cycle): batches of one device
    commit one at a time, whichever stream or replica they came from; on plain
    PostgreSQL, take the rollup gate first, in the same statement
    (sensormesh_core/storage/rollup_gate.py);
-2. read the mark and cut the batch there (`offsets.trim`);
-3. COPY the rows (binary, one COPY per reading table), the refused readings
-   into `dead_letters`, upsert `latest_values`, store thinning reports and
-   input states;
-4. move the mark to the batch's last sequence (with the latest values,
+2. read each mark and cut its batch there (`offsets.trim`); a batch whose
+   device is gone, disabled or registered again is left out with its error,
+   and the others go on;
+3. COPY the rows (binary, one COPY per reading table for the whole group), the
+   refused readings into `dead_letters`, upsert `latest_values`, store thinning
+   reports and input states;
+4. move every mark to its batch's last sequence (with the latest values,
    reports and, on plain PostgreSQL, the late rows' rollup invalidations, in
    one statement); commit.
+
+A group costs the round trips of one batch: on this project's 2-core machine a
+round trip costs the service about 100 us of CPU and a transaction six of
+them, as much as decoding 300 readings (docs/ingest.md, "Group commit").
 
 Partitions (plain PostgreSQL) are created before, in their own transaction:
 DDL inside the data transaction would hold locks on the parent table.
@@ -21,13 +30,15 @@ DDL inside the data transaction would hold locks on the parent table.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 
 import asyncpg
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from ingest_service.batch import ColumnBlock, PreparedBatch, Rejection
+from ingest_service.batch import ColumnBlock, PreparedBatch, Rejection, Row
 from ingest_service.catalog import SensorCatalog, StaleCatalog
 from ingest_service.copy_binary import encode
 from ingest_service.offsets import Trimmed, renumber, trim
@@ -46,28 +57,28 @@ COLUMNS: dict[str, tuple[str, ...]] = {t.table: t.columns for t in TYPED_TABLES}
 }
 DEAD_LETTER_COLUMNS = ("device_id", "sequence", "field", "reason", "reading")
 
-_LOCK_OFFSET = (
-    "SELECT o.committed_sequence, d.status, d.create_time FROM upload_offsets o "
-    "JOIN devices d ON d.device_id = o.device_id WHERE o.device_id = $1 FOR UPDATE OF o"
+_LOCK_OFFSETS = (
+    "SELECT o.device_id, o.committed_sequence, d.status, d.create_time FROM upload_offsets o "
+    "JOIN devices d ON d.device_id = o.device_id WHERE o.device_id = ANY($1::text[]) "
+    "ORDER BY o.device_id FOR UPDATE OF o"
 )
 # With rollups kept by the service (plain PostgreSQL): the same, after taking the
 # rollup gate, and the database clock read once the gate was granted
-# (sensormesh_core/storage/rollup_gate.py). The gate comes first: the row lock
-# is taken on the join's output, which needs the gate's row.
-_LOCK_OFFSET_GATED = (
-    f"WITH {GATE_CTE} SELECT o.committed_sequence, d.status, d.create_time, gate.now "
+# (sensormesh_core/storage/rollup_gate.py). The gate comes first: the row locks
+# are taken on the join's output, which needs the gate's row.
+_LOCK_OFFSETS_GATED = (
+    f"WITH {GATE_CTE} SELECT o.device_id, o.committed_sequence, d.status, d.create_time, gate.now "
     "FROM gate, upload_offsets o JOIN devices d ON d.device_id = o.device_id "
-    "WHERE o.device_id = $1 FOR UPDATE OF o"
+    "WHERE o.device_id = ANY($1::text[]) ORDER BY o.device_id FOR UPDATE OF o"
 )
-_ADVANCE = "UPDATE upload_offsets SET committed_sequence = $2, update_time = now() WHERE device_id = $1"
-# Everything a batch records besides its rows, and the mark, in one statement
+# Everything a group records besides its rows, and the marks, in one statement
 # (one round trip): latest values (newest wins, so a replayed or back-filled
 # older reading never replaces a newer value), thinning reports (once: a report
-# is the same report when sensor, count and times match; the device's locked
-# mark row serialises the check), input states (an older status never replaces
-# a newer one), then the mark. Arrays may be empty; the mark only ever moves
-# forward.
-_RECORD_BATCH_TEMPLATE = """
+# is the same report when device, sensor, count and times match; the device's
+# locked mark row serialises the check), input states (an older status never
+# replaces a newer one), then the marks. Arrays may be empty; a mark only ever
+# moves forward. A group holds one batch per device, so no row is touched twice.
+_RECORD_GROUP_TEMPLATE = """
 WITH {late}latest AS (
   INSERT INTO latest_values (series_id, time, value, sequence)
   SELECT * FROM unnest($3::integer[], $4::timestamptz[], $5::float8[], $6::bigint[])
@@ -76,32 +87,36 @@ WITH {late}latest AS (
     WHERE (latest_values.time, latest_values.sequence) <= (EXCLUDED.time, EXCLUDED.sequence)
 ), thinned AS (
   INSERT INTO thinning_reports (device_id, sensor, count, first_sample_time, last_sample_time, batch_last_sequence)
-  SELECT $1, t.sensor, t.count, t.first_time, t.last_time, $16
-  FROM unnest($7::text[], $8::bigint[], $9::timestamptz[], $10::timestamptz[]) AS t(sensor, count, first_time, last_time)
+  SELECT * FROM unnest($7::text[], $8::text[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::bigint[])
+    AS t(device_id, sensor, count, first_time, last_time, batch_last)
   WHERE NOT EXISTS (
     SELECT 1 FROM thinning_reports r
-    WHERE r.device_id = $1 AND r.sensor = t.sensor AND r.count = t.count
+    WHERE r.device_id = t.device_id AND r.sensor = t.sensor AND r.count = t.count
       AND r.first_sample_time = t.first_time AND r.last_sample_time = t.last_time
   )
 ), inputs AS (
   INSERT INTO device_inputs (device_id, input, state, last_error, error_count, observe_time)
-  SELECT $1, i.* FROM unnest($11::text[], $12::smallint[], $13::text[], $14::bigint[], $15::timestamptz[]) AS i
+  SELECT * FROM unnest($13::text[], $14::text[], $15::smallint[], $16::text[], $17::bigint[], $18::timestamptz[])
   ON CONFLICT (device_id, input) DO UPDATE
     SET state = EXCLUDED.state, last_error = EXCLUDED.last_error,
         error_count = EXCLUDED.error_count, observe_time = EXCLUDED.observe_time
     WHERE device_inputs.observe_time <= EXCLUDED.observe_time
 )
-UPDATE upload_offsets SET committed_sequence = $2, update_time = now()
-WHERE device_id = $1 AND committed_sequence < $2
+UPDATE upload_offsets o SET committed_sequence = m.mark, update_time = now()
+FROM unnest($1::text[], $2::bigint[]) AS m(device_id, mark)
+WHERE o.device_id = m.device_id AND o.committed_sequence < m.mark
 """
 # Late rows (plain PostgreSQL): their (table, key, first, last) in
 # rollup_invalidations, so the refresher recomputes buckets it already made.
 _LATE = """late AS (
   INSERT INTO rollup_invalidations (source_table, key, first_time, last_time)
-  SELECT * FROM unnest($17::text[], $18::integer[], $19::timestamptz[], $20::timestamptz[])
+  SELECT * FROM unnest($19::text[], $20::integer[], $21::timestamptz[], $22::timestamptz[])
 ), """
-_RECORD_BATCH = _RECORD_BATCH_TEMPLATE.format(late="")
-_RECORD_BATCH_GATED = _RECORD_BATCH_TEMPLATE.format(late=_LATE)
+_RECORD_GROUP = _RECORD_GROUP_TEMPLATE.format(late="")
+_RECORD_GROUP_GATED = _RECORD_GROUP_TEMPLATE.format(late=_LATE)
+
+# Why a batch is left out of its group: it failed alone, the others go on.
+BatchRefused = NotFound | PermissionDenied | StaleCatalog
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +129,15 @@ class Commit:
     rejected: list[Rejection]
     signal: CommitSignal | None  # what the live feed should hear, if the mark moved
     gap: int = 0  # sequences between the old mark and the batch's first, never sent
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One batch of a group, cut at its device's mark."""
+
+    batch: PreparedBatch
+    mark: int  # the mark before the transaction
+    trimmed: Trimmed
 
 
 class BatchWriter:
@@ -129,93 +153,111 @@ class BatchWriter:
         rollup_gate: bool = False,
     ) -> None:
         """`rollup_gate`: the service keeps the rollups (plain PostgreSQL), so
-        each batch takes the gate and records its late rows."""
+        each transaction takes the gate and records its late rows."""
         self._pool = pool
         self._catalog = catalog
         self._partitions = partitions
         self._tracer = tracer
         self._gated = rollup_gate
-        self._lock_sql = _LOCK_OFFSET_GATED if rollup_gate else _LOCK_OFFSET
-        self._record_sql = _RECORD_BATCH_GATED if rollup_gate else _RECORD_BATCH
+        self._lock_sql = _LOCK_OFFSETS_GATED if rollup_gate else _LOCK_OFFSETS
+        self._record_sql = _RECORD_GROUP_GATED if rollup_gate else _RECORD_GROUP
 
-    async def commit(self, batch: PreparedBatch) -> Commit:
-        """Write `batch` exactly once. Raises NotFound, PermissionDenied or StaleCatalog."""
+    async def commit_group(self, batches: Sequence[PreparedBatch]) -> list[Commit | BatchRefused]:
+        """Write `batches`, each of a different device, exactly once in one
+        transaction. Returns each batch's commit, or the error that left it
+        out (NotFound, PermissionDenied, StaleCatalog); a database error fails
+        the whole group and is raised."""
+        if len({b.device_id for b in batches}) != len(batches):
+            raise ValueError("a group holds at most one batch per device")
         async with self._pool.acquire() as conn:
-            if self._partitions is not None and batch.min_time is not None and batch.max_time is not None:
-                days = days_between(to_datetime(batch.min_time), to_datetime(batch.max_time))
-                if self._partitions.missing(days):
-                    await self._partitions.ensure(conn, days)
+            await self._ensure_partitions(conn, batches)
             async with conn.transaction():
-                mark, late_before = await self._lock(conn, batch)
-                if batch.numbered_by_service:
-                    batch = renumber(batch, mark)
-                trimmed = trim(batch, mark)
-                late: list[LateRange] = []
-                if late_before is not None and batch.min_time is not None and batch.min_time < late_before:
-                    late = late_ranges(trimmed.rows, late_before) + block_late_ranges(trimmed, late_before)
-                await self._write(conn, batch, trimmed, late)
-        gap = max(0, batch.first_sequence - mark - 1)
-        if gap:
-            log.warning(
-                "event=sequence_gap device=%s mark=%d first_sequence=%d missing=%d",
-                batch.device_id,
-                mark,
-                batch.first_sequence,
-                gap,
-            )
-        return Commit(
-            mark=trimmed.mark,
-            accepted=trimmed.accepted,
-            duplicates=trimmed.duplicates,
-            rejected=trimmed.rejected,
-            signal=_signal(batch, mark, trimmed),
-            gap=gap,
-        )
+                outcomes, writes, late = await self._lock(conn, batches)
+                if writes:
+                    await self._write(conn, writes, late)
+        for write in writes:
+            outcomes[write.batch.device_id] = _commit(write)
+        return [outcomes[b.device_id] for b in batches]
 
-    async def _lock(self, conn: asyncpg.Connection, batch: PreparedBatch) -> tuple[int, int | None]:
-        """Lock the device's mark and check the device is still the one we know.
+    async def _ensure_partitions(self, conn: asyncpg.Connection, batches: Sequence[PreparedBatch]) -> None:
+        """Create the partitions the group's rows need (plain PostgreSQL), before its transaction."""
+        if self._partitions is None:
+            return
+        days: set[date] = set()
+        for batch in batches:
+            if batch.min_time is not None and batch.max_time is not None:
+                days.update(days_between(to_datetime(batch.min_time), to_datetime(batch.max_time)))
+        if self._partitions.missing(days):
+            await self._partitions.ensure(conn, days)
 
-        Returns the mark and, behind the rollup gate, the time (PostgreSQL
-        microseconds) before which rows are late.
-        """
-        row = await conn.fetchrow(self._lock_sql, batch.device_id)
-        if row is None:
-            self._catalog.forget(batch.device_id)
-            raise NotFound(f"device {batch.device_id!r} does not exist")
+    async def _lock(
+        self, conn: asyncpg.Connection, batches: Sequence[PreparedBatch]
+    ) -> tuple[dict[str, Commit | BatchRefused], list[_Write], list[LateRange]]:
+        """Lock the devices' marks, check each device is still the one we know,
+        and cut each batch at its mark. Returns the batches left out (with
+        their errors), the writes, and the late rows (behind the rollup gate)."""
+        rows = {r["device_id"]: r for r in await conn.fetch(self._lock_sql, [b.device_id for b in batches])}
+        refused: dict[str, Commit | BatchRefused] = {}
+        writes: list[_Write] = []
+        late: list[LateRange] = []
+        for batch in batches:
+            row = rows.get(batch.device_id)
+            if row is None:
+                self._catalog.forget(batch.device_id)
+                refused[batch.device_id] = NotFound(f"device {batch.device_id!r} does not exist")
+                continue
+            error = self._refusal(batch, row)
+            if error is not None:
+                refused[batch.device_id] = error
+                continue
+            mark = int(row["committed_sequence"])
+            if batch.numbered_by_service:
+                batch = renumber(batch, mark)
+            trimmed = trim(batch, mark)
+            writes.append(_Write(batch, mark, trimmed))
+            if self._gated and batch.min_time is not None:
+                late_before = micros(row["now"] - RECENT)
+                if batch.min_time < late_before:
+                    late += late_ranges(trimmed.rows, late_before) + block_late_ranges(trimmed, late_before)
+        return refused, writes, late
+
+    def _refusal(self, batch: PreparedBatch, row: asyncpg.Record) -> BatchRefused | None:
+        """Why `batch` cannot be written to its device's locked row, if it cannot."""
         if row["status"] != DEVICE_STATUS_ACTIVE:
-            raise PermissionDenied(f"device {batch.device_id!r} is disabled")
+            return PermissionDenied(f"device {batch.device_id!r} is disabled")
         known = self._catalog.view(batch.device_id).incarnation
         uses_ids = bool(batch.rows or batch.blocks or batch.latest)
         if uses_ids and known != micros(row["create_time"]):
             self._catalog.forget(batch.device_id)
-            raise StaleCatalog(batch.device_id)
-        late_before = micros(row["now"] - RECENT) if self._gated else None
-        return int(row["committed_sequence"]), late_before
+            return StaleCatalog(batch.device_id)
+        return None
 
-    async def _write(
-        self, conn: asyncpg.Connection, batch: PreparedBatch, trimmed: Trimmed, late: list[LateRange]
-    ) -> None:
+    async def _write(self, conn: asyncpg.Connection, writes: list[_Write], late: list[LateRange]) -> None:
         """Steps 3 and 4 of the module's transaction: the rows and refused
-        readings by COPY, then the rest and the mark in one statement."""
-        device_id = batch.device_id
-        await self._copy_rows(conn, trimmed)
-        if trimmed.rejected:
-            await conn.copy_records_to_table(
-                "dead_letters",
-                records=[(device_id, r.sequence, r.field, r.reason, r.reading) for r in trimmed.rejected],
-                columns=DEAD_LETTER_COLUMNS,
-            )
-        await self._record(conn, batch, trimmed, late)
+        readings by COPY, then the rest and the marks in one statement."""
+        await self._copy_rows(conn, [w.trimmed for w in writes])
+        dead = [
+            (w.batch.device_id, r.sequence, r.field, r.reason, r.reading)
+            for w in writes
+            for r in w.trimmed.rejected
+        ]
+        if dead:
+            await conn.copy_records_to_table("dead_letters", records=dead, columns=DEAD_LETTER_COLUMNS)
+        await self._record(conn, writes, late)
 
-    async def _copy_rows(self, conn: asyncpg.Connection, trimmed: Trimmed) -> None:
-        """One binary COPY per reading table, each in its own client span, so a
-        trace shows which table a batch's time went to. A columnar upload's
-        blocks are encoded by numpy (`copy_binary`); rows by asyncpg."""
+    async def _copy_rows(self, conn: asyncpg.Connection, cuts: list[Trimmed]) -> None:
+        """One binary COPY per reading table for the whole group, each in its own
+        client span, so a trace shows which table a group's time went to. A
+        columnar upload's blocks are encoded by numpy (`copy_binary`); rows by asyncpg."""
+        rows: dict[str, list[Row]] = {}
         blocks: dict[str, list[ColumnBlock]] = {}
-        for block in trimmed.blocks:
-            blocks.setdefault(block.table, []).append(block)
-        for table in dict.fromkeys([*trimmed.rows, *blocks]):
-            rows = trimmed.rows.get(table, [])
+        for trimmed in cuts:
+            for table, table_rows in trimmed.rows.items():
+                rows.setdefault(table, []).extend(table_rows)
+            for block in trimmed.blocks:
+                blocks.setdefault(block.table, []).append(block)
+        for table in dict.fromkeys([*rows, *blocks]):
+            table_rows = rows.get(table, [])
             table_blocks = blocks.get(table, [])
             with self._tracer.start_as_current_span(
                 f"COPY {table}",
@@ -224,11 +266,11 @@ class BatchWriter:
                     "db.system": "postgresql",
                     "db.operation": "COPY",
                     "db.sql.table": table,
-                    "db.rows": len(rows) + sum(map(len, table_blocks)),
+                    "db.rows": len(table_rows) + sum(map(len, table_blocks)),
                 },
             ):
-                if rows:
-                    await conn.copy_records_to_table(table, records=rows, columns=COLUMNS[table])
+                if table_rows:
+                    await conn.copy_records_to_table(table, records=table_rows, columns=COLUMNS[table])
                 if table_blocks:
                     # A memoryview: asyncpg would take bytes for a file name.
                     await conn.copy_to_table(
@@ -238,35 +280,58 @@ class BatchWriter:
                         format="binary",
                     )
 
-    async def _record(
-        self, conn: asyncpg.Connection, batch: PreparedBatch, trimmed: Trimmed, late: list[LateRange]
-    ) -> None:
+    async def _record(self, conn: asyncpg.Connection, writes: list[_Write], late: list[LateRange]) -> None:
         """Latest values, thinning reports, input states, late ranges (behind
-        the gate) and the mark: one statement, one round trip (`_RECORD_BATCH`)."""
-        latest = trimmed.latest
-        thinned = list(dict.fromkeys(batch.thinned))  # the same report twice in one batch is one report
-        inputs = batch.inputs
+        the gate) and the marks: one statement, one round trip (`_RECORD_GROUP`)."""
+        latest = [v for w in writes for v in w.trimmed.latest]
+        # The same report twice in one batch is one report.
+        thinned = [(w.batch, t) for w in writes for t in dict.fromkeys(w.batch.thinned)]
+        inputs = [(w.batch.device_id, i) for w in writes for i in w.batch.inputs]
         late_columns = _late_columns(late) if self._gated else ()
         await conn.execute(
             self._record_sql,
-            batch.device_id,
-            trimmed.mark,
+            [w.batch.device_id for w in writes],
+            [w.trimmed.mark for w in writes],
             [v.series_id for v in latest],
             [v.time for v in latest],
             [v.value for v in latest],
             [v.sequence for v in latest],
-            [t.sensor for t in thinned],
-            [t.count for t in thinned],
-            [t.first_time for t in thinned],
-            [t.last_time for t in thinned],
-            [i.input for i in inputs],
-            [i.state for i in inputs],
-            [i.last_error for i in inputs],
-            [i.error_count for i in inputs],
-            [i.observe_time for i in inputs],
-            batch.last_sequence,
+            [b.device_id for b, _ in thinned],
+            [t.sensor for _, t in thinned],
+            [t.count for _, t in thinned],
+            [t.first_time for _, t in thinned],
+            [t.last_time for _, t in thinned],
+            [b.last_sequence for b, _ in thinned],
+            [device for device, _ in inputs],
+            [i.input for _, i in inputs],
+            [i.state for _, i in inputs],
+            [i.last_error for _, i in inputs],
+            [i.error_count for _, i in inputs],
+            [i.observe_time for _, i in inputs],
             *late_columns,
         )
+
+
+def _commit(write: _Write) -> Commit:
+    """A written batch's outcome; a gap in its device's numbering is logged."""
+    batch, mark, trimmed = write.batch, write.mark, write.trimmed
+    gap = max(0, batch.first_sequence - mark - 1)
+    if gap:
+        log.warning(
+            "event=sequence_gap device=%s mark=%d first_sequence=%d missing=%d",
+            batch.device_id,
+            mark,
+            batch.first_sequence,
+            gap,
+        )
+    return Commit(
+        mark=trimmed.mark,
+        accepted=trimmed.accepted,
+        duplicates=trimmed.duplicates,
+        rejected=trimmed.rejected,
+        signal=_signal(batch, mark, trimmed),
+        gap=gap,
+    )
 
 
 def block_late_ranges(trimmed: Trimmed, horizon: int) -> list[LateRange]:
@@ -281,7 +346,7 @@ def block_late_ranges(trimmed: Trimmed, horizon: int) -> list[LateRange]:
 
 
 def _late_columns(late: list[LateRange]) -> tuple[list[object], ...]:
-    """The late ranges as the gated statement's last four arrays ($17-$20)."""
+    """The late ranges as the gated statement's last four arrays ($19-$22)."""
     return (
         [r.table for r in late],
         [r.key for r in late],

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import secrets
 import statistics
 import tempfile
@@ -261,9 +262,21 @@ async def _ingest(
         await _close_listener(listener)
     measured.extra["notifications"] = len(heard)
     measured.extra["batches"] = len(fleet.batches) * len(devices)
+    measured.extra["batches_per_transaction"] = _batches_per_transaction(server.log_text())
     if raw is not None and raw.exists():
         profile = summarize_profile(raw)
     return measured, profile
+
+
+_TRANSACTIONS = re.compile(r"event=batch_transactions transactions=(\d+) batches=(\d+)")
+
+
+def _batches_per_transaction(log_text: str) -> float | None:
+    """How many batches the service's transactions held on average (group commit), from its closing log line."""
+    found = _TRANSACTIONS.search(log_text)
+    if found is None or not int(found.group(1)):
+        return None
+    return round(int(found.group(2)) / int(found.group(1)), 2)
 
 
 def _server_env(url: str, notify: bool, pool_size: int, batch_size: int, max_message: int) -> dict[str, str]:
@@ -376,6 +389,7 @@ def _columnar_figures(
         "rows_bytes_per_sample": round(sum(b.ByteSize() for b in fleet.batches) / fleet.samples, 2),
         "columnar_bytes_per_sample": round(sum(b.ByteSize() for b in columnar) / fleet.samples, 2),
         "columnar_all_rounds_samples_per_s": [round(m.samples_per_s) for m in results["ingest-columnar"]],
+        "columnar_batches_per_transaction": columns.extra.get("batches_per_transaction"),
     }
     per_row = 1e6 / columns.rows
     for name, value in (
@@ -454,6 +468,7 @@ def _run_figures(
         "notify": args.notify != "off",
         "notifications": ingest.extra.get("notifications"),
         "batches": ingest.extra.get("batches"),
+        "batches_per_transaction": ingest.extra.get("batches_per_transaction"),
     }
 
 

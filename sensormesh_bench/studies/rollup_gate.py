@@ -37,7 +37,7 @@ async def _transaction_us(conn: asyncpg.Connection, sql: str, count: int) -> lis
     for _ in range(count):
         started = time.perf_counter()
         async with conn.transaction():
-            await conn.fetchrow(sql, "bench-gate")
+            await conn.fetch(sql, ["bench-gate"])
         found.append((time.perf_counter() - started) * 1e6)
     return found
 
@@ -49,8 +49,8 @@ async def _measure(url: str, transactions: int) -> dict[str, float]:
         plain: list[float] = []
         gated: list[float] = []
         for _ in range(10):  # interleaved, so load on the machine hits both alike
-            plain += await _transaction_us(conn, writer._LOCK_OFFSET, transactions // 10)
-            gated += await _transaction_us(conn, writer._LOCK_OFFSET_GATED, transactions // 10)
+            plain += await _transaction_us(conn, writer._LOCK_OFFSETS, transactions // 10)
+            gated += await _transaction_us(conn, writer._LOCK_OFFSETS_GATED, transactions // 10)
     finally:
         await conn.close()
     rows = {"imu_readings": [(t, t, 7, 0.0, 0.0, 9.8, 0.0, 0.0, 0.0) for t in range(1000)]}

@@ -55,9 +55,16 @@ async def test_a_batch_span_joins_the_callers_trace_and_parents_the_database_spa
     assert attributes["sensormesh.batch.readings"] == 100
     assert attributes["sensormesh.batch.rows_written"] == 99
     assert attributes["sensormesh.batch.rejected"] == 1
-    children = {s.name for s in spans if _parent(s) == batch_span.context.span_id}
+    group = by_name["commit group"]  # the transaction, alone in it: the batch's child
+    assert _parent(group) == batch_span.context.span_id
+    assert [link.context.span_id for link in group.links] == [batch_span.context.span_id]
+    children = {s.name for s in spans if _parent(s) == group.context.span_id}
     assert "COPY imu_readings" in children
-    assert {"BEGIN;", "SELECT", "WITH", "COMMIT;"} <= children  # asyncpg's spans
+    assert {
+        "BEGIN;",
+        "WITH",
+        "COMMIT;",
+    } <= children  # asyncpg's spans (the record, and the lock behind the rollup gate, are WITH)
     database = by_name["COPY imu_readings"]
     assert (database.attributes or {})["db.rows"] == 95  # 100 - 2 environment - 2 measurement - 1 refused
 

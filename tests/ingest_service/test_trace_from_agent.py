@@ -85,6 +85,8 @@ async def test_an_agent_upload_is_one_trace_from_its_stream_to_the_copy_that_sto
     assert server.parent is not None and server.parent.is_remote and _parent(server) == client.context.span_id
     ingest_batches = [s for s in service if s.name == "ingest batch"]
     assert len(ingest_batches) == 2 and all(_parent(b) == server.context.span_id for b in ingest_batches)
+    groups = [s for s in service if s.name == "commit group"]  # a stream's batches commit one at a time
+    assert {_parent(g) for g in groups} == {b.context.span_id for b in ingest_batches}
     copies = [s for s in service if s.name == "COPY imu_readings"]
-    assert {_parent(c) for c in copies} == {b.context.span_id for b in ingest_batches}
+    assert {_parent(c) for c in copies} == {g.context.span_id for g in groups}
     assert sum(c.attributes["db.rows"] for c in copies) == READINGS  # type: ignore[misc]

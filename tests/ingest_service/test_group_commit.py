@@ -1,0 +1,216 @@
+"""Group commit: batches of different devices that wait at the same time share
+one transaction, and each keeps its own outcome.
+
+Each test holds the first transaction on a device's mark row (a lock taken
+from the test's own connection), so the batches that arrive meanwhile
+deterministically wait together for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import grpc
+import pytest
+from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
+
+from ingest_service.server import IngestServer
+from ingest_service.settings import IngestSettings
+from sensormesh_core.storage.registry import DEVICE_STATUS_DISABLED
+from tests.ingest_service.conftest import Device
+from tests.ingest_service.readings import batches, expected, mark, stored, stream
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.storage
+
+UPLOAD_FORMS = ("rows", "columns")
+
+
+@pytest.fixture
+def ingest_settings(ingest_settings: IngestSettings) -> IngestSettings:
+    ingest_settings.ingest_commit_concurrency = 1
+    return ingest_settings
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    async def holds() -> bool:
+        return condition()
+
+    await wait_until(holds, what=what)
+
+
+async def _upload(
+    stub: ingest_pb2_grpc.IngestServiceStub, device: Device, first: int = 1, last: int = 300
+) -> ingest_pb2.UploadReadingsResponse:
+    response: ingest_pb2.UploadReadingsResponse = await stub.UploadReadings(
+        stream(batches(device.device_id, first, last, 300)), metadata=device.metadata
+    )
+    return response
+
+
+class HeldTransaction:
+    """The first device's batch in a transaction that waits for the test's lock on its mark."""
+
+    def __init__(self, ingest: IngestServer, admin: asyncpg.Connection) -> None:
+        self._ingest = ingest
+        self._admin = admin
+        self._transaction = admin.transaction()
+
+    async def hold(
+        self, stub: ingest_pb2_grpc.IngestServiceStub, device: Device
+    ) -> asyncio.Future[ingest_pb2.UploadReadingsResponse]:
+        await self._transaction.start()
+        await self._admin.execute(
+            "SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device.device_id
+        )
+        upload = asyncio.ensure_future(_upload(stub, device))
+        committer = self._ingest.app.committer
+        await _until(lambda: committer.running == 1 and committer.waiting == 0, "the first transaction waits")
+        return upload
+
+    async def release(self) -> None:
+        await self._transaction.rollback()
+
+
+@pytest.fixture
+async def admin(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def devices(register: Callable[[str], Awaitable[Device]]) -> list[Device]:
+    return [await register(f"greenhouse-pi-{n}") for n in range(1, 5)]
+
+
+async def _transactions(db: asyncpg.Connection, devices: list[Device]) -> dict[str, str]:
+    """The transaction that last moved each device's mark (its xmin)."""
+    rows = await db.fetch(
+        "SELECT device_id, xmin::text AS xmin FROM upload_offsets WHERE device_id = ANY($1::text[])",
+        [d.device_id for d in devices],
+    )
+    return {r["device_id"]: r["xmin"] for r in rows}
+
+
+async def test_batches_that_wait_together_commit_in_one_transaction_each_exactly_once(
+    ingest: IngestServer,
+    stub: ingest_pb2_grpc.IngestServiceStub,
+    db: asyncpg.Connection,
+    admin: asyncpg.Connection,
+    devices: list[Device],
+) -> None:
+    held = HeldTransaction(ingest, admin)
+    first = await held.hold(stub, devices[0])
+    others = [asyncio.ensure_future(_upload(stub, d)) for d in devices[1:]]
+    committer = ingest.app.committer
+    await _until(lambda: committer.waiting == 3, "three batches wait")
+    await held.release()
+    await first
+    responses = await asyncio.gather(*others)
+
+    assert [r.committed_sequence for r in responses] == [300, 300, 300]
+    assert committer.groups == 2 and committer.grouped == 4
+    transactions = await _transactions(db, devices)
+    assert len({transactions[d.device_id] for d in devices[1:]}) == 1
+    assert transactions[devices[0].device_id] != transactions[devices[1].device_id]
+    for device in devices:
+        assert await stored(db, device.device_id) == expected(range(1, 301))
+        assert await mark(db, device.device_id) == 300
+
+
+async def test_a_device_disabled_while_its_batch_waited_fails_alone_and_the_group_commits(
+    ingest: IngestServer,
+    stub: ingest_pb2_grpc.IngestServiceStub,
+    db: asyncpg.Connection,
+    admin: asyncpg.Connection,
+    devices: list[Device],
+) -> None:
+    held = HeldTransaction(ingest, admin)
+    first = await held.hold(stub, devices[0])
+    others = [asyncio.ensure_future(_upload(stub, d)) for d in devices[1:]]
+    committer = ingest.app.committer
+    await _until(lambda: committer.waiting == 3, "three batches wait")
+    await db.execute(
+        "UPDATE devices SET status = $2 WHERE device_id = $1", devices[2].device_id, DEVICE_STATUS_DISABLED
+    )
+    await held.release()
+    await first
+    outcomes = await asyncio.gather(*others, return_exceptions=True)
+
+    refused = outcomes[1]
+    assert isinstance(refused, grpc.aio.AioRpcError)
+    assert refused.code() is grpc.StatusCode.PERMISSION_DENIED and "disabled" in (refused.details() or "")
+    assert committer.groups == 2
+    assert await stored(db, devices[2].device_id) == expected([])
+    for device in (devices[1], devices[3]):
+        assert await stored(db, device.device_id) == expected(range(1, 301))
+    transactions = await _transactions(db, devices)
+    assert transactions[devices[1].device_id] == transactions[devices[3].device_id]
+
+
+async def test_a_group_the_database_refuses_is_committed_again_batch_by_batch(
+    ingest: IngestServer,
+    stub: ingest_pb2_grpc.IngestServiceStub,
+    db: asyncpg.Connection,
+    admin: asyncpg.Connection,
+    devices: list[Device],
+) -> None:
+    """A batch the database refuses (here a trigger refuses one device's mark)
+    would fail every batch of its group; committed again alone, it fails alone."""
+    poisoned = devices[2].device_id
+    await db.execute(
+        f"""
+        CREATE FUNCTION refuse_poisoned() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.device_id = '{poisoned}' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_poisoned BEFORE UPDATE ON upload_offsets
+          FOR EACH ROW EXECUTE FUNCTION refuse_poisoned();
+        """
+    )
+    held = HeldTransaction(ingest, admin)
+    first = await held.hold(stub, devices[0])
+    others = [asyncio.ensure_future(_upload(stub, d)) for d in devices[1:]]
+    committer = ingest.app.committer
+    await _until(lambda: committer.waiting == 3, "three batches wait")
+    await held.release()
+    await first
+    outcomes = await asyncio.gather(*others, return_exceptions=True)
+
+    assert isinstance(outcomes[1], grpc.aio.AioRpcError)
+    assert await stored(db, poisoned) == expected([])
+    assert await mark(db, poisoned) == 0
+    for device in (devices[1], devices[3]):
+        assert await stored(db, device.device_id) == expected(range(1, 301))
+        assert await mark(db, device.device_id) == 300
+    assert committer.groups == 3  # the held one, then each good batch alone
+
+
+async def test_a_devices_next_batch_waits_for_the_next_transaction(
+    ingest: IngestServer,
+    stub: ingest_pb2_grpc.IngestServiceStub,
+    db: asyncpg.Connection,
+    admin: asyncpg.Connection,
+    devices: list[Device],
+) -> None:
+    """Two streams of one device (a reconnect racing the old stream): one batch
+    per device per transaction, so each is cut at the mark the other left."""
+    held = HeldTransaction(ingest, admin)
+    first = await held.hold(stub, devices[0])
+    again = [asyncio.ensure_future(_upload(stub, devices[1], 1, 300)) for _ in range(2)]
+    committer = ingest.app.committer
+    await _until(lambda: committer.waiting == 2, "two batches wait")
+    await held.release()
+    await first
+    responses = await asyncio.gather(*again)
+
+    assert sorted(r.accepted_count for r in responses) == [0, 300]
+    assert sorted(r.duplicate_count for r in responses) == [0, 300]
+    assert committer.groups == 3
+    assert await stored(db, devices[1].device_id) == expected(range(1, 301))
