@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"sensormesh agent: {error}", file=sys.stderr)
         return 2
-    telemetry = configure_telemetry("sensormesh-agent", record_unexported=False)
+    telemetry = configure_telemetry("sensormesh-agent")
 
     async def main() -> None:
         agent = await Agent.start(settings, telemetry)

@@ -83,20 +83,24 @@ class IngestMetrics:
         self.batch_duration.record(seconds, {"rpc": rpc})
 
 
-_instrumented_with: list[TracerProvider] = []
+_instrumented_with: list[TracerProvider | None] = []
 
 
-def instrument_asyncpg(tracer_provider: TracerProvider) -> None:
-    """Report asyncpg queries as spans of `tracer_provider`.
+def instrument_asyncpg(tracer_provider: TracerProvider, *, recording: bool = True) -> None:
+    """Report asyncpg queries as spans of `tracer_provider`; when its spans are
+    not `recording` (nothing exports them), leave asyncpg unpatched: a wrapper
+    around every statement for spans that go nowhere.
 
     The instrumentation patches asyncpg's classes, so it is process-wide: the
     provider of the service started last wins (one per process in production;
     in tests, the service under test).
     """
     instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
-    if _instrumented_with and _instrumented_with[0] is tracer_provider:
+    wanted = tracer_provider if recording else None
+    if _instrumented_with == [wanted]:
         return
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
-    instrumentor.instrument(tracer_provider=tracer_provider)
-    _instrumented_with[:] = [tracer_provider]
+    if wanted is not None:
+        instrumentor.instrument(tracer_provider=wanted)
+    _instrumented_with[:] = [wanted]

@@ -157,7 +157,7 @@ async def start(
     owns_telemetry = telemetry is None
     if telemetry is None:
         telemetry = configure_telemetry("sensormesh-ingest", set_global=False)
-    instrument_asyncpg(telemetry.tracer_provider)
+    instrument_asyncpg(telemetry.tracer_provider, recording=telemetry.recording)
     database, app = await _open_app(settings, telemetry)
     server, health_servicer = _grpc_server(settings, telemetry, app)
     try:

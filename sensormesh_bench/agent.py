@@ -184,7 +184,7 @@ _IMPORT_FLOOR = """
 import sys
 import gateway_agent.agent, gateway_agent.agent_command, gateway_agent.config, gateway_agent.inputs.simulated
 from sensormesh_core.telemetry import configure_telemetry
-configure_telemetry("floor", set_global=False, record_unexported=False)
+configure_telemetry("floor", set_global=False)
 print("ready", flush=True)
 sys.stdin.read()
 """
