@@ -29,5 +29,6 @@ async def test_short_bench_reports_every_agreed_figure() -> None:
     figures = await alerts.run(parser.parse_args(argv))
     assert figures["samples_per_s_rules_on"] > 0 and figures["samples_per_s_rules_off"] > 0
     assert figures["ingest_ratio"] > 0
+    assert figures["ingest_ratio"] == figures["ingest_ratio_per_round"][0]  # one round: its own pair
     assert figures["alert_latency_samples"] >= 1 and figures["alert_latency_p99_ms"] > 0
     assert {t.figure for t in alerts.TARGETS} == {"alert_latency_p99_ms", "ingest_ratio"}
