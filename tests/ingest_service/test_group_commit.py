@@ -50,32 +50,45 @@ async def _upload(
     return response
 
 
-class HeldTransaction:
-    """The first device's batch in a transaction that waits for the test's lock on its mark."""
+class HeldGroup:
+    """The first device's batch held in its transaction by the test's lock on its mark, while
+    other uploads queue behind it; `release` lets everything commit."""
 
-    def __init__(self, ingest: IngestServer, admin: asyncpg.Connection) -> None:
-        self._ingest = ingest
+    def __init__(
+        self, ingest: IngestServer, admin: asyncpg.Connection, stub: ingest_pb2_grpc.IngestServiceStub
+    ):
         self._admin = admin
+        self._stub = stub
         self._transaction = admin.transaction()
+        self.committer = ingest.app.committer
+        self._first: asyncio.Future[ingest_pb2.UploadReadingsResponse] | None = None
+        self._queued: list[asyncio.Future[ingest_pb2.UploadReadingsResponse]] = []
 
-    async def hold(
-        self, stub: ingest_pb2_grpc.IngestServiceStub, device: Device
-    ) -> asyncio.Future[ingest_pb2.UploadReadingsResponse]:
+    async def hold(self, device: Device) -> None:
         await self._transaction.start()
         await self._admin.execute(
             "SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device.device_id
         )
-        upload = asyncio.ensure_future(_upload(stub, device))
-        committer = self._ingest.app.committer
+        self._first = asyncio.ensure_future(_upload(self._stub, device))
+        committer = self.committer
         await _until(lambda: committer.running == 1 and committer.waiting == 0, "the first transaction waits")
-        return upload
 
-    async def release(self) -> None:
+    async def queue(self, devices: list[Device]) -> None:
+        """Start the devices' uploads; return once each batch waits for a transaction."""
+        self._queued = [asyncio.ensure_future(_upload(self._stub, d)) for d in devices]
+        await _until(lambda: self.committer.waiting == len(devices), f"{len(devices)} batches wait")
+
+    async def release(self) -> list[ingest_pb2.UploadReadingsResponse | BaseException]:
+        """Let the first transaction go; the queued uploads' responses or errors, in order."""
         await self._transaction.rollback()
+        assert self._first is not None
+        await self._first
+        return await asyncio.gather(*self._queued, return_exceptions=True)
 
 
 @pytest.fixture
 async def admin(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own, to hold a lock while `db` reads."""
     conn = await asyncpg.connect(database_url)
     try:
         yield conn
@@ -104,17 +117,13 @@ async def test_batches_that_wait_together_commit_in_one_transaction_each_exactly
     admin: asyncpg.Connection,
     devices: list[Device],
 ) -> None:
-    held = HeldTransaction(ingest, admin)
-    first = await held.hold(stub, devices[0])
-    others = [asyncio.ensure_future(_upload(stub, d)) for d in devices[1:]]
-    committer = ingest.app.committer
-    await _until(lambda: committer.waiting == 3, "three batches wait")
-    await held.release()
-    await first
-    responses = await asyncio.gather(*others)
+    held = HeldGroup(ingest, admin, stub)
+    await held.hold(devices[0])
+    await held.queue(devices[1:])
+    responses = await held.release()
 
-    assert [r.committed_sequence for r in responses] == [300, 300, 300]
-    assert committer.groups == 2 and committer.grouped == 4
+    assert [r.committed_sequence for r in responses] == [300, 300, 300]  # type: ignore[union-attr]
+    assert held.committer.groups == 2 and held.committer.grouped == 4
     transactions = await _transactions(db, devices)
     assert len({transactions[d.device_id] for d in devices[1:]}) == 1
     assert transactions[devices[0].device_id] != transactions[devices[1].device_id]
@@ -130,22 +139,18 @@ async def test_a_device_disabled_while_its_batch_waited_fails_alone_and_the_grou
     admin: asyncpg.Connection,
     devices: list[Device],
 ) -> None:
-    held = HeldTransaction(ingest, admin)
-    first = await held.hold(stub, devices[0])
-    others = [asyncio.ensure_future(_upload(stub, d)) for d in devices[1:]]
-    committer = ingest.app.committer
-    await _until(lambda: committer.waiting == 3, "three batches wait")
+    held = HeldGroup(ingest, admin, stub)
+    await held.hold(devices[0])
+    await held.queue(devices[1:])
     await db.execute(
         "UPDATE devices SET status = $2 WHERE device_id = $1", devices[2].device_id, DEVICE_STATUS_DISABLED
     )
-    await held.release()
-    await first
-    outcomes = await asyncio.gather(*others, return_exceptions=True)
+    outcomes = await held.release()
 
     refused = outcomes[1]
     assert isinstance(refused, grpc.aio.AioRpcError)
     assert refused.code() is grpc.StatusCode.PERMISSION_DENIED and "disabled" in (refused.details() or "")
-    assert committer.groups == 2
+    assert held.committer.groups == 2
     assert await stored(db, devices[2].device_id) == expected([])
     for device in (devices[1], devices[3]):
         assert await stored(db, device.device_id) == expected(range(1, 301))
@@ -174,14 +179,10 @@ async def test_a_group_the_database_refuses_is_committed_again_batch_by_batch(
           FOR EACH ROW EXECUTE FUNCTION refuse_poisoned();
         """
     )
-    held = HeldTransaction(ingest, admin)
-    first = await held.hold(stub, devices[0])
-    others = [asyncio.ensure_future(_upload(stub, d)) for d in devices[1:]]
-    committer = ingest.app.committer
-    await _until(lambda: committer.waiting == 3, "three batches wait")
-    await held.release()
-    await first
-    outcomes = await asyncio.gather(*others, return_exceptions=True)
+    held = HeldGroup(ingest, admin, stub)
+    await held.hold(devices[0])
+    await held.queue(devices[1:])
+    outcomes = await held.release()
 
     assert isinstance(outcomes[1], grpc.aio.AioRpcError)
     assert await stored(db, poisoned) == expected([])
@@ -189,7 +190,7 @@ async def test_a_group_the_database_refuses_is_committed_again_batch_by_batch(
     for device in (devices[1], devices[3]):
         assert await stored(db, device.device_id) == expected(range(1, 301))
         assert await mark(db, device.device_id) == 300
-    assert committer.groups == 3  # the held one, then each good batch alone
+    assert held.committer.groups == 3  # the held one, then each good batch alone
 
 
 async def test_a_devices_next_batch_waits_for_the_next_transaction(
@@ -201,16 +202,12 @@ async def test_a_devices_next_batch_waits_for_the_next_transaction(
 ) -> None:
     """Two streams of one device (a reconnect racing the old stream): one batch
     per device per transaction, so each is cut at the mark the other left."""
-    held = HeldTransaction(ingest, admin)
-    first = await held.hold(stub, devices[0])
-    again = [asyncio.ensure_future(_upload(stub, devices[1], 1, 300)) for _ in range(2)]
-    committer = ingest.app.committer
-    await _until(lambda: committer.waiting == 2, "two batches wait")
-    await held.release()
-    await first
-    responses = await asyncio.gather(*again)
+    held = HeldGroup(ingest, admin, stub)
+    await held.hold(devices[0])
+    await held.queue([devices[1], devices[1]])
+    responses = [r for r in await held.release() if isinstance(r, ingest_pb2.UploadReadingsResponse)]
 
     assert sorted(r.accepted_count for r in responses) == [0, 300]
     assert sorted(r.duplicate_count for r in responses) == [0, 300]
-    assert committer.groups == 3
+    assert held.committer.groups == 3
     assert await stored(db, devices[1].device_id) == expected(range(1, 301))
