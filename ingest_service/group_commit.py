@@ -48,7 +48,7 @@ class _Waiting:
 
     batch: PreparedBatch
     outcome: asyncio.Future[Commit]
-    span: trace.SpanContext  # the caller's span, linked from the group's
+    span: trace.SpanContext  # the caller's span, which the group's links to
 
 
 class GroupCommitter:
@@ -135,8 +135,8 @@ class GroupCommitter:
 
     async def _run(self, group: list[_Waiting]) -> None:
         try:
-            # A child of the first batch's span, linked from every batch's (a trace
-            # of any batch of the group leads to the transaction).
+            # A child of the first batch's span, with a link to every batch's (the
+            # trace of any batch of the group leads to the transaction).
             parent = trace.set_span_in_context(trace.NonRecordingSpan(group[0].span))
             links = [trace.Link(w.span) for w in group if w.span.is_valid]
             with self._tracer.start_as_current_span(
