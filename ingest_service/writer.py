@@ -172,11 +172,13 @@ class BatchWriter:
         async with self._pool.acquire() as conn:
             await self._ensure_partitions(conn, batches)
             async with conn.transaction():
-                outcomes, writes, late = await self._lock(conn, batches)
+                refused, writes, late = await self._lock(conn, batches)
                 if writes:
                     await self._write(conn, writes, late)
-        for write in writes:
-            outcomes[write.batch.device_id] = _commit(write)
+        outcomes: dict[str, Commit | BatchRefused] = {
+            **refused,
+            **{w.batch.device_id: _commit(w) for w in writes},
+        }
         return [outcomes[b.device_id] for b in batches]
 
     async def _ensure_partitions(self, conn: asyncpg.Connection, batches: Sequence[PreparedBatch]) -> None:
@@ -192,24 +194,21 @@ class BatchWriter:
 
     async def _lock(
         self, conn: asyncpg.Connection, batches: Sequence[PreparedBatch]
-    ) -> tuple[dict[str, Commit | BatchRefused], list[_Write], list[LateRange]]:
+    ) -> tuple[dict[str, BatchRefused], list[_Write], list[LateRange]]:
         """Lock the devices' marks, check each device is still the one we know,
         and cut each batch at its mark. Returns the batches left out (with
         their errors), the writes, and the late rows (behind the rollup gate)."""
         rows = {r["device_id"]: r for r in await conn.fetch(self._lock_sql, [b.device_id for b in batches])}
-        refused: dict[str, Commit | BatchRefused] = {}
+        refused: dict[str, BatchRefused] = {}
         writes: list[_Write] = []
         late: list[LateRange] = []
         for batch in batches:
             row = rows.get(batch.device_id)
-            if row is None:
-                self._catalog.forget(batch.device_id)
-                refused[batch.device_id] = NotFound(f"device {batch.device_id!r} does not exist")
-                continue
             error = self._refusal(batch, row)
             if error is not None:
                 refused[batch.device_id] = error
                 continue
+            assert row is not None  # `_refusal` refuses a missing row
             mark = int(row["committed_sequence"])
             if batch.numbered_by_service:
                 batch = renumber(batch, mark)
@@ -221,8 +220,12 @@ class BatchWriter:
                     late += late_ranges(trimmed.rows, late_before) + block_late_ranges(trimmed, late_before)
         return refused, writes, late
 
-    def _refusal(self, batch: PreparedBatch, row: asyncpg.Record) -> BatchRefused | None:
-        """Why `batch` cannot be written to its device's locked row, if it cannot."""
+    def _refusal(self, batch: PreparedBatch, row: asyncpg.Record | None) -> BatchRefused | None:
+        """Why `batch` cannot be written to its device's locked row (None: the
+        device is gone), if it cannot."""
+        if row is None:
+            self._catalog.forget(batch.device_id)
+            return NotFound(f"device {batch.device_id!r} does not exist")
         if row["status"] != DEVICE_STATUS_ACTIVE:
             return PermissionDenied(f"device {batch.device_id!r} is disabled")
         known = self._catalog.view(batch.device_id).incarnation
