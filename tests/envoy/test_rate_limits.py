@@ -103,19 +103,29 @@ async def _paced_writes(http: httpx.AsyncClient, device: Device, count: int) -> 
 class Flood:
     statuses: Counter[int]
     refusal: dict[str, Any] | None = None  # the body of a 429
+    seconds: float = 0.0
+
+
+OUTRUN_S = 20.0  # how long a flood may go on past its phase until its bucket runs out
 
 
 async def _flood(http: httpx.AsyncClient, path: str, headers: dict[str, str], until: float) -> Flood:
+    """Eight senders until `until`, and on until the first refusal if none came by then: on a
+    loaded machine a flood's client may send slower than its bucket refills for a while (293
+    answers of 200 in 4 s once, inside the 100 + 50/s the bucket allows), and a flood that
+    was never refused tests nothing."""
     flood = Flood(Counter())
+    started = time.monotonic()
 
     async def one_sender() -> None:
-        while time.monotonic() < until:
+        while (now := time.monotonic()) < until or (flood.refusal is None and now < until + OUTRUN_S):
             answer = await http.get(path, headers=headers)
             flood.statuses[answer.status_code] += 1
             if answer.status_code == 429 and flood.refusal is None:
                 flood.refusal = answer.json()
 
     await asyncio.gather(*(one_sender() for _ in range(FLOODERS)))
+    flood.seconds = time.monotonic() - started
     return flood
 
 
@@ -150,7 +160,6 @@ async def test_floods_are_limited_and_another_devices_writes_are_not(
         await asyncio.sleep(0.2)  # the floods are running (and their buckets empty) before measuring
         flooded_accepted, flooded_s = await _paced_writes(own, calm, count)
         anonymous_flood, device_flood_result = await floods
-        flood_s = PHASE_S + 1.0
     anonymous_statuses, device_statuses = anonymous_flood.statuses, device_flood_result.statuses
     accepted_ratio = flooded_accepted / alone_accepted
     rate_ratio = (flooded_accepted / flooded_s) / (alone_accepted / alone_s)
@@ -174,8 +183,10 @@ async def test_floods_are_limited_and_another_devices_writes_are_not(
     writes_rate, writes_burst = _bucket(
         "sensormesh.rate_limit.credential", {"family": "writes", "credential": ""}
     )
-    assert anonymous_statuses[404] <= anonymous_burst + anonymous_rate * flood_s * 1.2, anonymous_statuses
-    assert device_statuses[200] <= writes_burst + writes_rate * flood_s * 1.2, device_statuses
+    anonymous_allowed = anonymous_burst + anonymous_rate * anonymous_flood.seconds * 1.2
+    device_allowed = writes_burst + writes_rate * device_flood_result.seconds * 1.2
+    assert anonymous_statuses[404] <= anonymous_allowed, anonymous_statuses
+    assert device_statuses[200] <= device_allowed, device_statuses
     assert set(anonymous_statuses) == {404, 429} and set(device_statuses) == {200, 429}
 
     # REST callers get the google.rpc.Status JSON naming which bucket ran out.
