@@ -191,7 +191,9 @@ def _day_draws(page: Page, stack: ConsoleStack, device: str, end: datetime, load
         buckets = int(drawn["buckets"])
         expected = {_minutes_with_data(end, at) for at in (chosen_at, time.time())}
         if buckets not in expected:
-            raise RuntimeError(f"the day came back as {buckets} buckets, not {' or '.join(map(str, expected))}")
+            raise RuntimeError(
+                f"the day came back as {buckets} buckets, not {' or '.join(map(str, expected))}"
+            )
         durations.append(float(drawn["ms"]))
     return {
         "day_draw_buckets": buckets,
