@@ -106,6 +106,7 @@ class IngestApp:
         self.command_channels = CommandChannels(connect)
         self.rollups = rollups
         self.stopping = asyncio.Event()
+        self.batches_prepared = 0  # UploadReadings batches decoded and queued for commit
         self._background: set[asyncio.Task[object]] = set()
         self._maintenance: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None

@@ -8,6 +8,7 @@ order of `sensormesh_core.storage.schema`, sorted by sequence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,3 +121,50 @@ class PreparedBatch:
     min_time: int | None = None  # over rows, for partitions and the live signal
     max_time: int | None = None
     numbered_by_service: bool = False
+    joined: int = 1  # how many of its stream's batches this is (`joined`)
+
+
+def follows(batch: PreparedBatch, previous: PreparedBatch) -> bool:
+    """Whether `batch` starts right after `previous` ends (consecutive batches of one device's
+    numbering, which `joined` can commit as one)."""
+    return (
+        batch.device_id == previous.device_id
+        and not batch.numbered_by_service
+        and not previous.numbered_by_service
+        and batch.first_sequence == previous.last_sequence + 1
+    )
+
+
+def joined(batches: Sequence[PreparedBatch]) -> PreparedBatch:
+    """Consecutive batches of one device (each `follows` the one before) as one batch, stored as
+    they would be one after the other: rows, blocks, refused readings and latest candidates in
+    order (`offsets.trim` keeps each series' newest above the mark), the same thinning report
+    once, and per input only the newest state, as the writer's upserts would leave it (one
+    statement may touch a row only once)."""
+    first, last = batches[0], batches[-1]
+    rows: dict[str, list[Row]] = {}
+    for batch in batches:
+        for table, table_rows in batch.rows.items():
+            rows.setdefault(table, []).extend(table_rows)
+    inputs: dict[str, InputRow] = {}
+    for state in (i for b in batches for i in b.inputs):
+        held_state = inputs.get(state.input)
+        if held_state is None or held_state.observe_time <= state.observe_time:
+            inputs[state.input] = state
+    min_times = [b.min_time for b in batches if b.min_time is not None]
+    max_times = [b.max_time for b in batches if b.max_time is not None]
+    return PreparedBatch(
+        device_id=first.device_id,
+        first_sequence=first.first_sequence,
+        last_sequence=last.last_sequence,
+        reading_count=sum(b.reading_count for b in batches),
+        rows=rows,
+        blocks=[block for b in batches for block in b.blocks],
+        latest=[value for b in batches for value in b.latest],  # `offsets.trim` keeps the newest
+        rejected=[r for b in batches for r in b.rejected],
+        thinned=list(dict.fromkeys(t for b in batches for t in b.thinned)),
+        inputs=list(inputs.values()),
+        min_time=min(min_times, default=None),
+        max_time=max(max_times, default=None),
+        joined=sum(b.joined for b in batches),
+    )

@@ -1,7 +1,8 @@
 """Group commit: batches of different devices that wait at the same time
 share one transaction.
 
-Each stream commits its batches one at a time, in order (upload.py), and at
+Each stream commits its batches one at a time, in order (upload.py; the
+consecutive ones that waited behind each other joined into one), and at
 most `concurrency` transactions run at once. A batch that arrives while they
 all run waits; when one ends, everything that waited in the meantime goes into
 the next transaction together, one batch per device, up to `max_batches`
@@ -74,7 +75,7 @@ class GroupCommitter:
         self._waiting: list[_Waiting] = []
         self._running = 0
         self.groups = 0  # transactions run, for tests and the benchmark
-        self.grouped = 0  # batches committed in them
+        self.grouped = 0  # batches committed in them (a stream's joined batches each count)
 
     @property
     def running(self) -> int:
@@ -169,7 +170,7 @@ class GroupCommitter:
                 await self._commit([waiting])
             return
         self.groups += 1
-        self.grouped += len(group)
+        self.grouped += sum(w.batch.joined for w in group)
         for waiting, outcome in zip(group, outcomes, strict=True):
             _settle(waiting, outcome)
 

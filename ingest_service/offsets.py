@@ -13,6 +13,7 @@ replays and overlaps.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from operator import attrgetter, itemgetter
 
@@ -91,7 +92,7 @@ def trim(batch: PreparedBatch, mark: int) -> Trimmed:
     duplicates += rejected_cut
     # A latest candidate at or below the mark was applied when it was first
     # committed; every row left in the batch is older than it.
-    latest = [value for value in batch.latest if value.sequence > mark]
+    latest = newest_per_series(value for value in batch.latest if value.sequence > mark)
     accepted = sum(len(table_rows) for table_rows in rows.values()) + sum(map(len, blocks))
     return Trimmed(
         rows=rows,
@@ -102,6 +103,17 @@ def trim(batch: PreparedBatch, mark: int) -> Trimmed:
         mark=next_mark(mark, batch.last_sequence),
         blocks=blocks,
     )
+
+
+def newest_per_series(values: Iterable[LatestValue]) -> list[LatestValue]:
+    """Each series' newest candidate by (time, sequence), as `latest_values`' upsert keeps it: a
+    batch has one per series, batches joined (`batch.joined`) one per series and batch."""
+    newest: dict[int, LatestValue] = {}
+    for value in values:
+        held = newest.get(value.series_id)
+        if held is None or (held.time, held.sequence) <= (value.time, value.sequence):
+            newest[value.series_id] = value
+    return list(newest.values())
 
 
 def renumber(batch: PreparedBatch, offset: int) -> PreparedBatch:

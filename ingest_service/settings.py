@@ -114,10 +114,13 @@ class IngestSettings(ServiceSettings):
         description="Close a connection whose ping is unanswered for this long.",
     )
     ingest_pipeline_depth: int = Field(
-        default=2,
+        default=4,
         ge=1,
         le=64,
-        description="Decoded batches a stream may hold while its previous batch is being written.",
+        description=(
+            "Batches a stream may hold, decoded, while its previous batch is being written; "
+            "those waiting when it is written commit together."
+        ),
     )
     ingest_commit_concurrency: int = Field(
         default=4,

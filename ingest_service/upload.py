@@ -6,7 +6,10 @@ authorizes and prepares them (CPU, in this process); the writer commits them
 in order (I/O, in PostgreSQL). Batches of one stream commit strictly in the
 order they arrived: if N+1 committed before N failed, the mark would pass
 readings that were never stored. `pipeline_depth` bounds how many prepared
-batches wait, so a fast device cannot fill the server's memory.
+batches wait, so a fast device cannot fill the server's memory. Batches that
+wait when the writer comes back, each continuing the numbering of the one
+before, commit as one (`batch.joined`): a transaction's round trips and
+commit are paid once for all of them.
 
 When the stream ends badly (a malformed batch, the client going away, the
 server shutting down), batches received before are still committed: the
@@ -23,11 +26,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from opentelemetry import trace
 from sensormesh.v1 import ingest_pb2
 
 from ingest_service.app import IngestApp
-from ingest_service.batch import PreparedBatch, Rejection
+from ingest_service.batch import PreparedBatch, Rejection, follows, joined
+from ingest_service.group_commit import GROUP_READINGS
 from ingest_service.writer import Commit
 from sensormesh_core.access.principal import Principal
 from sensormesh_core.errors import FieldViolation, InvalidArgument, Unavailable
@@ -83,12 +88,23 @@ def batch_span(app: IngestApp, rpc: str, device_id: str, readings: int, first: i
     )
 
 
-def end_batch_span(span: trace.Span, commit: Commit) -> None:
+def end_batch_span(span: trace.Span, commit: Commit, *, joined: int = 1) -> None:
+    """End a batch's span with its commit's figures (those of the `joined` batches committed
+    together, when more than one)."""
+    if joined > 1:
+        span.set_attribute("sensormesh.batch.joined", joined)
     span.set_attribute("sensormesh.batch.rows_written", commit.accepted)
     span.set_attribute("sensormesh.batch.rejected", len(commit.rejected))
     span.set_attribute("sensormesh.batch.duplicates", commit.duplicates)
     span.set_attribute("sensormesh.batch.committed_sequence", commit.mark)
     span.end()
+
+
+def _end_spans(run: list[_Item], exc: BaseException | None) -> None:
+    for item in run:
+        if exc is not None:
+            item.span.record_exception(exc)
+        item.span.end()
 
 
 class UploadStream:
@@ -206,34 +222,86 @@ class UploadStream:
             span.end()
             raise
         self._queue.put_nowait(_Item(request, batch, span, started))
+        app.batches_prepared += 1
 
     async def _write_all(self) -> None:
+        """Commit the prepared batches in order; those already waiting when the writer
+        comes back, each starting where the one before ends, as one (`_next_run`)."""
+        held: Any = None  # taken off the queue, not joined: the next run starts with it
         while True:
-            item = await self._queue.get()
+            item = held if held is not None else await self._queue.get()
             if item is _STOP:
                 return
+            run, held = self._next_run(item)
             try:
-                await self._commit(item)
+                await self._commit(run)
             finally:
-                self._slots.release()
+                for _ in run:
+                    self._slots.release()
 
-    async def _commit(self, item: _Item) -> None:
+    def _next_run(self, item: _Item) -> tuple[list[_Item], Any]:
+        """`item` and the batches already waiting behind it that continue its numbering, within
+        a group's readings; and what was taken off the queue but does not join (or None).
+
+        One transaction for a stream's consecutive batches costs the service and PostgreSQL
+        the round trips and commit of one (docs/ingest.md, "Joined batches"); nothing waits
+        for a batch that is not there yet."""
+        run = [item]
+        readings = item.batch.reading_count
+        while not self._queue.empty():
+            following = self._queue.get_nowait()
+            if (
+                following is _STOP
+                or not follows(following.batch, run[-1].batch)
+                or readings + following.batch.reading_count > GROUP_READINGS
+            ):
+                return run, following
+            run.append(following)
+            readings += following.batch.reading_count
+        return run, None
+
+    async def _commit(self, run: list[_Item]) -> None:
+        """Commit `run` in one transaction; when the database refuses it, batch by batch, so a
+        batch it refuses fails alone and the ones before it are stored, as they would have been."""
         app = self._app
-        with trace.use_span(item.span, end_on_exit=False):
+        first = run[0]
+        batch = first.batch if len(run) == 1 else joined([i.batch for i in run])
+
+        async def reprepare() -> PreparedBatch:
+            again = [await app.preparer.upload(i.request, checked=True) for i in run]
+            return again[0] if len(again) == 1 else joined(again)
+
+        with trace.use_span(first.span, end_on_exit=False):
             try:
-                commit = await app.commit(item.batch, lambda: app.preparer.upload(item.request, checked=True))
+                commit = await app.commit(batch, reprepare)
+            except asyncpg.PostgresError:
+                if len(run) == 1:
+                    _end_spans(run, None)
+                    raise
+                log.warning(
+                    "event=joined_batches_refused device=%s batches=%d (committing them one by one)",
+                    batch.device_id,
+                    len(run),
+                )
+                for index, item in enumerate(run):
+                    try:
+                        await self._commit([item])
+                    except BaseException as exc:
+                        _end_spans(run[index + 1 :], exc)
+                        raise
+                return
             except BaseException as exc:
-                item.span.record_exception(exc)
-                item.span.end()
+                _end_spans(run, exc)
                 raise
-        end_batch_span(item.span, commit)
+        for item in run:
+            end_batch_span(item.span, commit, joined=len(run))
         self.tally.add(commit)
         app.metrics.record_batch(
             "UploadReadings",
             commit.accepted,
             len(commit.rejected),
             commit.duplicates,
-            time.perf_counter() - item.started,
+            time.perf_counter() - first.started,
         )
 
     async def _response(self) -> ingest_pb2.UploadReadingsResponse:

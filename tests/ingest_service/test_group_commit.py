@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import grpc
@@ -31,6 +32,7 @@ UPLOAD_FORMS = ("rows", "columns")
 @pytest.fixture
 def ingest_settings(ingest_settings: IngestSettings) -> IngestSettings:
     ingest_settings.ingest_commit_concurrency = 1
+    ingest_settings.ingest_pipeline_depth = 4  # a stream holds up to three batches behind the one committing
     return ingest_settings
 
 
@@ -211,3 +213,77 @@ async def test_a_devices_next_batch_waits_for_the_next_transaction(
     assert sorted(r.duplicate_count for r in responses) == [0, 300]
     assert held.committer.groups == 3
     assert await stored(db, devices[1].device_id) == expected(range(1, 301))
+
+
+async def _hold_mark(admin: asyncpg.Connection, device: Device) -> asyncpg.transaction.Transaction:
+    """The device's mark row locked by the test until the returned transaction ends."""
+    transaction = admin.transaction()
+    await transaction.start()
+    await admin.execute("SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device.device_id)
+    return transaction
+
+
+async def _upload_held(
+    ingest: IngestServer, stub: ingest_pb2_grpc.IngestServiceStub, device: Device, transaction: Any
+) -> ingest_pb2.UploadReadingsResponse | BaseException:
+    """Upload 1..400 in four batches while the first waits on the held mark; release it once
+    the three others are prepared behind it; the response or the error."""
+    upload = asyncio.ensure_future(
+        stub.UploadReadings(stream(batches(device.device_id, 1, 400, 100)), metadata=device.metadata)
+    )
+    app, committer = ingest.app, ingest.app.committer
+    await _until(
+        lambda: committer.running == 1 and app.batches_prepared == 4, "three batches wait behind the first"
+    )
+    await transaction.rollback()
+    return (await asyncio.gather(upload, return_exceptions=True))[0]
+
+
+async def test_a_streams_batches_that_wait_behind_its_first_commit_together_exactly_once(
+    ingest: IngestServer,
+    stub: ingest_pb2_grpc.IngestServiceStub,
+    db: asyncpg.Connection,
+    admin: asyncpg.Connection,
+    devices: list[Device],
+) -> None:
+    device = devices[0]
+    response = await _upload_held(ingest, stub, device, await _hold_mark(admin, device))
+
+    assert isinstance(response, ingest_pb2.UploadReadingsResponse)
+    assert (response.committed_sequence, response.accepted_count, response.duplicate_count) == (400, 400, 0)
+    committer = ingest.app.committer
+    assert (committer.groups, committer.grouped) == (2, 4)  # the held batch, then the other three in one
+    assert await stored(db, device.device_id) == expected(range(1, 401))
+    assert await mark(db, device.device_id) == 400
+
+
+async def test_joined_batches_the_database_refuses_are_committed_again_one_by_one(
+    ingest: IngestServer,
+    stub: ingest_pb2_grpc.IngestServiceStub,
+    db: asyncpg.Connection,
+    admin: asyncpg.Connection,
+    devices: list[Device],
+) -> None:
+    """The database refuses the device's mark past 200 (a trigger): the three joined batches
+    (101..400) fail together, then 101..200 commits alone and 201..300 fails alone, so the
+    stream stores what it would have stored batch by batch."""
+    device = devices[0]
+    await db.execute(
+        f"""
+        CREATE FUNCTION refuse_past_200() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.device_id = '{device.device_id}' AND NEW.committed_sequence > 200 THEN
+            RAISE EXCEPTION 'refused by the test';
+          END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_past_200 BEFORE UPDATE ON upload_offsets
+          FOR EACH ROW EXECUTE FUNCTION refuse_past_200();
+        """
+    )
+    outcome = await _upload_held(ingest, stub, device, await _hold_mark(admin, device))
+
+    assert isinstance(outcome, grpc.aio.AioRpcError)
+    assert await stored(db, device.device_id) == expected(range(1, 201))
+    assert await mark(db, device.device_id) == 200
+    assert ingest.app.committer.groups == 2  # the held batch, and 101..200 alone
