@@ -100,10 +100,10 @@ def end_batch_span(span: trace.Span, commit: Commit, *, joined: int = 1) -> None
     span.end()
 
 
-def _end_spans(run: list[_Item], exc: BaseException | None) -> None:
+def _end_spans(run: list[_Item], exc: BaseException) -> None:
+    """End the spans of batches that failed with `exc` (or were not committed because of it)."""
     for item in run:
-        if exc is not None:
-            item.span.record_exception(exc)
+        item.span.record_exception(exc)
         item.span.end()
 
 
@@ -274,9 +274,9 @@ class UploadStream:
         with trace.use_span(first.span, end_on_exit=False):
             try:
                 commit = await app.commit(batch, reprepare)
-            except asyncpg.PostgresError:
+            except asyncpg.PostgresError as refused:
                 if len(run) == 1:
-                    _end_spans(run, None)
+                    _end_spans(run, refused)
                     raise
                 log.warning(
                     "event=joined_batches_refused device=%s batches=%d (committing them one by one)",
