@@ -114,7 +114,7 @@ class IngestSettings(ServiceSettings):
         description="Close a connection whose ping is unanswered for this long.",
     )
     ingest_pipeline_depth: int = Field(
-        default=4,
+        default=8,
         ge=1,
         le=64,
         description=(

@@ -100,6 +100,10 @@ def end_batch_span(span: trace.Span, commit: Commit, *, joined: int = 1) -> None
     span.end()
 
 
+def _reading_count(request: ingest_pb2.UploadReadingsRequest) -> int:
+    return len(request.readings) + sum(len(c.sequence_deltas) for c in request.columns)
+
+
 def _end_spans(run: list[_Item], exc: BaseException) -> None:
     """End the spans of batches that failed with `exc` (or were not committed because of it)."""
     for item in run:
@@ -116,6 +120,11 @@ class UploadStream:
         self._device_id: str | None = None
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._slots = asyncio.Semaphore(app.settings.ingest_pipeline_depth)
+        # Readings decoded and not yet committed: at most two of the largest batches' worth, as
+        # when the pipeline held two, whatever the depth (which then serves smaller batches).
+        self._room = 2 * app.settings.ingest_max_batch_readings
+        self._held_readings = 0
+        self._freed = asyncio.Event()
         self._preparing: asyncio.Task[None] | None = None
         self.tally = Tally()
 
@@ -164,6 +173,7 @@ class UploadStream:
                 if writer.done():
                     return False
                 await self._slots.acquire()
+                await self._hold(_reading_count(request))
                 # Shielded: a batch received before the call is cancelled (gRPC ends it when a
                 # larger message than allowed arrives next) still reaches the writer.
                 preparing = asyncio.create_task(self._prepare(request))
@@ -210,7 +220,7 @@ class UploadStream:
             app,
             "UploadReadings",
             request.device_id,
-            len(request.readings) + sum(len(c.sequence_deltas) for c in request.columns),
+            _reading_count(request),
             request.first_sequence,
             request.last_sequence,
         )
@@ -236,8 +246,17 @@ class UploadStream:
             try:
                 await self._commit(run)
             finally:
-                for _ in run:
+                for done in run:
                     self._slots.release()
+                    self._held_readings -= _reading_count(done.request)
+                self._freed.set()
+
+    async def _hold(self, readings: int) -> None:
+        """Wait until `readings` more fit in the stream's room (a batch alone always fits)."""
+        while self._held_readings and self._held_readings + readings > self._room:
+            self._freed.clear()
+            await self._freed.wait()
+        self._held_readings += readings
 
     def _next_run(self, item: _Item) -> tuple[list[_Item], Any]:
         """`item` and the batches already waiting behind it that continue its numbering, within

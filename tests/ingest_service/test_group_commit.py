@@ -17,9 +17,10 @@ import grpc
 import pytest
 from sensormesh.v1 import ingest_pb2, ingest_pb2_grpc
 
-from ingest_service.server import IngestServer
+from ingest_service.server import IngestServer, start
 from ingest_service.settings import IngestSettings
 from sensormesh_core.storage.registry import DEVICE_STATUS_DISABLED
+from sensormesh_core.telemetry import Telemetry
 from tests.ingest_service.conftest import Device
 from tests.ingest_service.readings import batches, expected, mark, stored, stream
 from tests.support.waiting import wait_until
@@ -224,16 +225,21 @@ async def _hold_mark(admin: asyncpg.Connection, device: Device) -> asyncpg.trans
 
 
 async def _upload_held(
-    ingest: IngestServer, stub: ingest_pb2_grpc.IngestServiceStub, device: Device, transaction: Any
+    ingest: IngestServer,
+    stub: ingest_pb2_grpc.IngestServiceStub,
+    device: Device,
+    transaction: Any,
+    prepared: int = 4,
 ) -> ingest_pb2.UploadReadingsResponse | BaseException:
     """Upload 1..400 in four batches while the first waits on the held mark; release it once
-    the three others are prepared behind it; the response or the error."""
+    `prepared` batches are decoded (the three others behind it, unless the stream has no room
+    for them); the response or the error."""
     upload = asyncio.ensure_future(
         stub.UploadReadings(stream(batches(device.device_id, 1, 400, 100)), metadata=device.metadata)
     )
     app, committer = ingest.app, ingest.app.committer
     await _until(
-        lambda: committer.running == 1 and app.batches_prepared == 4, "three batches wait behind the first"
+        lambda: committer.running == 1 and app.batches_prepared == prepared, f"{prepared} batches decoded"
     )
     await transaction.rollback()
     return (await asyncio.gather(upload, return_exceptions=True))[0]
@@ -287,3 +293,30 @@ async def test_joined_batches_the_database_refuses_are_committed_again_one_by_on
     assert await stored(db, device.device_id) == expected(range(1, 201))
     assert await mark(db, device.device_id) == 200
     assert ingest.app.committer.groups == 2  # the held batch, and 101..200 alone
+
+
+async def test_a_stream_holds_at_most_two_of_the_largest_batches_of_readings(
+    ingest_settings: IngestSettings,
+    telemetry: Telemetry,
+    db: asyncpg.Connection,
+    admin: asyncpg.Connection,
+    devices: list[Device],
+) -> None:
+    """With batches of at most 150 readings, a stream holds 300 decoded (the depth, 4, would
+    allow 400): three batches of 100 while the first waits, the fourth decoded once it commits,
+    so the second and third commit together and the fourth alone."""
+    settings = ingest_settings.model_copy(update={"ingest_max_batch_readings": 150})
+    server = await start(settings, telemetry=telemetry)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            device = devices[0]
+            response = await _upload_held(server, stub, device, await _hold_mark(admin, device), prepared=3)
+        committer = server.app.committer
+        assert (committer.groups, committer.grouped) == (3, 4)
+    finally:
+        await server.stop(grace=5)
+
+    assert isinstance(response, ingest_pb2.UploadReadingsResponse)
+    assert response.committed_sequence == 400
+    assert await stored(db, device.device_id) == expected(range(1, 401))
