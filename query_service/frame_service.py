@@ -14,8 +14,8 @@ from sensormesh.v1 import frame_pb2, frame_pb2_grpc
 from query_service.live.frame_feed import FrameFeed
 from query_service.live.frame_subscription import FrameSubscription
 from query_service.live.hub import LiveHub
+from query_service.live.live_queue import SubscriptionClosed
 from query_service.live.sources import frame_message
-from query_service.live.subscription import SubscriptionClosed
 from query_service.request_checks import replay_violations, time_range, to_datetime, validate_with
 from query_service.settings import QuerySettings
 from query_service.storage.frames import frame_by_sequence, frames_between, newest_frame

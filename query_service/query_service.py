@@ -14,7 +14,8 @@ from sensormesh.v1 import query_pb2, query_pb2_grpc
 from query_service.history_pages import list_readings
 from query_service.live import feed
 from query_service.live.hub import LiveHub
-from query_service.live.subscription import Subscription, SubscriptionClosed
+from query_service.live.live_queue import SubscriptionClosed
+from query_service.live.subscription import Subscription
 from query_service.request_checks import filter_violations, replay_violations, to_datetime, validate_with
 from query_service.settings import QuerySettings
 from query_service.storage.latest import latest_values

@@ -74,7 +74,7 @@ async def test_filters_and_the_replay_mark_apply() -> None:
 
 
 async def test_close_wakes_a_waiting_subscriber() -> None:
-    from query_service.live.subscription import SubscriptionClosed
+    from query_service.live.live_queue import SubscriptionClosed
 
     sub = Subscription("pi-1")
     waiting = asyncio.create_task(sub.next(10))
