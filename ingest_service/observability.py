@@ -74,17 +74,15 @@ class IngestMetrics:
         if stored_bytes:
             self.frame_bytes.add(stored_bytes)
 
-    def record_batch(
-        self, rpc: str, accepted: int, rejected: int, duplicates: int, seconds: float, *joined_seconds: float
-    ) -> None:
+    def record_batch(self, rpc: str, accepted: int, rejected: int, duplicates: int, *seconds: float) -> None:
         """One commit's readings by outcome, and each of its batches' time from arrival to commit
-        (`joined_seconds`: the batches committed together with the first, upload.py)."""
+        (more than one when a stream's batches were joined, upload.py)."""
         self.readings.add(accepted, {"outcome": "accepted"})
         if rejected:
             self.readings.add(rejected, {"outcome": "rejected"})
         if duplicates:
             self.readings.add(duplicates, {"outcome": "duplicate"})
-        for duration in (seconds, *joined_seconds):
+        for duration in seconds:
             self.batch_duration.record(duration, {"rpc": rpc})
 
 

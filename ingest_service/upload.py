@@ -72,6 +72,7 @@ class _Item:
     batch: PreparedBatch
     span: trace.Span
     started: float
+    readings: int  # as the request counts them: what the stream's room holds for it
 
 
 def batch_span(app: IngestApp, rpc: str, device_id: str, readings: int, first: int, last: int) -> trace.Span:
@@ -173,10 +174,11 @@ class UploadStream:
                 if writer.done():
                     return False
                 await self._slots.acquire()
-                await self._hold(_reading_count(request))
+                readings = _reading_count(request)
+                await self._hold(readings)
                 # Shielded: a batch received before the call is cancelled (gRPC ends it when a
                 # larger message than allowed arrives next) still reaches the writer.
-                preparing = asyncio.create_task(self._prepare(request))
+                preparing = asyncio.create_task(self._prepare(request, readings))
                 self._app.track(preparing)  # the server's close waits for it too
                 self._preparing = preparing
                 await asyncio.shield(preparing)
@@ -203,7 +205,7 @@ class UploadStream:
 
         preparing.add_done_callback(stop)
 
-    async def _prepare(self, request: ingest_pb2.UploadReadingsRequest) -> None:
+    async def _prepare(self, request: ingest_pb2.UploadReadingsRequest, readings: int) -> None:
         app = self._app
         head = app.preparer.upload_head_violations(request)
         if head:
@@ -220,7 +222,7 @@ class UploadStream:
             app,
             "UploadReadings",
             request.device_id,
-            _reading_count(request),
+            readings,
             request.first_sequence,
             request.last_sequence,
         )
@@ -231,7 +233,7 @@ class UploadStream:
             span.record_exception(exc)
             span.end()
             raise
-        self._queue.put_nowait(_Item(request, batch, span, started))
+        self._queue.put_nowait(_Item(request, batch, span, started, readings))
         app.batches_prepared += 1
 
     async def _write_all(self) -> None:
@@ -248,7 +250,7 @@ class UploadStream:
             finally:
                 for done in run:
                     self._slots.release()
-                    self._held_readings -= _reading_count(done.request)
+                    self._held_readings -= done.readings
                 self._freed.set()
 
     async def _hold(self, readings: int) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import asyncpg
 import grpc
@@ -53,6 +52,29 @@ async def _upload(
     return response
 
 
+async def _hold_mark(admin: asyncpg.Connection, device: Device) -> asyncpg.transaction.Transaction:
+    """The device's mark row locked by the test until the returned transaction ends."""
+    transaction = admin.transaction()
+    await transaction.start()
+    await admin.execute("SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device.device_id)
+    return transaction
+
+
+async def _refuse_mark_moves(db: asyncpg.Connection, when: str) -> None:
+    """A trigger that makes the database refuse a mark's move when `when` holds for the new row."""
+    await db.execute(
+        f"""
+        CREATE FUNCTION refuse_mark() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF {when} THEN RAISE EXCEPTION 'refused by the test'; END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_mark BEFORE UPDATE ON upload_offsets
+          FOR EACH ROW EXECUTE FUNCTION refuse_mark();
+        """
+    )
+
+
 class HeldGroup:
     """The first device's batch held in its transaction by the test's lock on its mark, while
     other uploads queue behind it; `release` lets everything commit."""
@@ -62,16 +84,13 @@ class HeldGroup:
     ):
         self._admin = admin
         self._stub = stub
-        self._transaction = admin.transaction()
+        self._transaction: asyncpg.transaction.Transaction | None = None
         self.committer = ingest.app.committer
         self._first: asyncio.Future[ingest_pb2.UploadReadingsResponse] | None = None
         self._queued: list[asyncio.Future[ingest_pb2.UploadReadingsResponse]] = []
 
     async def hold(self, device: Device) -> None:
-        await self._transaction.start()
-        await self._admin.execute(
-            "SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device.device_id
-        )
+        self._transaction = await _hold_mark(self._admin, device)
         self._first = asyncio.ensure_future(_upload(self._stub, device))
         committer = self.committer
         await _until(lambda: committer.running == 1 and committer.waiting == 0, "the first transaction waits")
@@ -83,8 +102,8 @@ class HeldGroup:
 
     async def release(self) -> list[ingest_pb2.UploadReadingsResponse | BaseException]:
         """Let the first transaction go; the queued uploads' responses or errors, in order."""
+        assert self._transaction is not None and self._first is not None
         await self._transaction.rollback()
-        assert self._first is not None
         await self._first
         return await asyncio.gather(*self._queued, return_exceptions=True)
 
@@ -171,17 +190,7 @@ async def test_a_group_the_database_refuses_is_committed_again_batch_by_batch(
     """A batch the database refuses (here a trigger refuses one device's mark)
     would fail every batch of its group; committed again alone, it fails alone."""
     poisoned = devices[2].device_id
-    await db.execute(
-        f"""
-        CREATE FUNCTION refuse_poisoned() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-          IF NEW.device_id = '{poisoned}' THEN RAISE EXCEPTION 'refused by the test'; END IF;
-          RETURN NEW;
-        END $$;
-        CREATE TRIGGER refuse_poisoned BEFORE UPDATE ON upload_offsets
-          FOR EACH ROW EXECUTE FUNCTION refuse_poisoned();
-        """
-    )
+    await _refuse_mark_moves(db, f"NEW.device_id = '{poisoned}'")
     held = HeldGroup(ingest, admin, stub)
     await held.hold(devices[0])
     await held.queue(devices[1:])
@@ -216,19 +225,11 @@ async def test_a_devices_next_batch_waits_for_the_next_transaction(
     assert await stored(db, devices[1].device_id) == expected(range(1, 301))
 
 
-async def _hold_mark(admin: asyncpg.Connection, device: Device) -> asyncpg.transaction.Transaction:
-    """The device's mark row locked by the test until the returned transaction ends."""
-    transaction = admin.transaction()
-    await transaction.start()
-    await admin.execute("SELECT 1 FROM upload_offsets WHERE device_id = $1 FOR UPDATE", device.device_id)
-    return transaction
-
-
 async def _upload_held(
     ingest: IngestServer,
     stub: ingest_pb2_grpc.IngestServiceStub,
     device: Device,
-    transaction: Any,
+    transaction: asyncpg.transaction.Transaction,
     prepared: int = 4,
 ) -> ingest_pb2.UploadReadingsResponse | BaseException:
     """Upload 1..400 in four batches while the first waits on the held mark; release it once
@@ -274,19 +275,7 @@ async def test_joined_batches_the_database_refuses_are_committed_again_one_by_on
     (101..400) fail together, then 101..200 commits alone and 201..300 fails alone, so the
     stream stores what it would have stored batch by batch."""
     device = devices[0]
-    await db.execute(
-        f"""
-        CREATE FUNCTION refuse_past_200() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-          IF NEW.device_id = '{device.device_id}' AND NEW.committed_sequence > 200 THEN
-            RAISE EXCEPTION 'refused by the test';
-          END IF;
-          RETURN NEW;
-        END $$;
-        CREATE TRIGGER refuse_past_200 BEFORE UPDATE ON upload_offsets
-          FOR EACH ROW EXECUTE FUNCTION refuse_past_200();
-        """
-    )
+    await _refuse_mark_moves(db, f"NEW.device_id = '{device.device_id}' AND NEW.committed_sequence > 200")
     outcome = await _upload_held(ingest, stub, device, await _hold_mark(admin, device))
 
     assert isinstance(outcome, grpc.aio.AioRpcError)
