@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import msgspec
+
     from gateway_agent.agent import Agent, run_until_signalled
     from gateway_agent.config import SIMULATED_INPUTS, AgentSettings, ConfigError
     from sensormesh_core.telemetry import configure_telemetry
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = AgentSettings.load(args.config)
         if args.simulate:
-            settings = settings.model_copy(update={"inputs": SIMULATED_INPUTS})
+            settings = msgspec.structs.replace(settings, inputs=SIMULATED_INPUTS)
         settings.device_token()
     except ConfigError as error:
         print(f"sensormesh agent: {error}", file=sys.stderr)

@@ -8,40 +8,48 @@ commit and synchronous settings trade is told in gateway_agent/buffer.py.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field
+from msgspec import Meta
 
 from gateway_agent.durations import Duration
+from gateway_agent.options import ByteSize, Options
+
+MIN_DISK_BUDGET = ByteSize(1024 * 1024)
 
 
-class BufferSettings(BaseModel):
+class BufferSettings(Options, kw_only=True, frozen=True):
     """Where the buffer lives, how much disk it may use and how it commits."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: Annotated[Path, Meta(description="The SQLite buffer (created on first run).")] = Path(
+        "/var/lib/sensormesh-agent/buffer.sqlite3"
+    )
+    disk_budget: Annotated[
+        ByteSize,
+        Meta(
+            description="Disk the buffer may use; beyond it the oldest half is thinned and the loss reported."
+        ),
+    ] = ByteSize(512 * 1024 * 1024)
+    thin_to: Annotated[float, Meta(gt=0.1, lt=1.0, description="Thin to this fraction of the budget.")] = 0.9
+    commit_interval: Annotated[
+        Duration, Meta(description="Group commit: readings are written together at most this often...")
+    ] = Duration(milliseconds=250)
+    commit_max_readings: Annotated[int, Meta(ge=1, description="...or as soon as this many wait.")] = 2000
+    max_uncommitted: Annotated[
+        int,
+        Meta(
+            ge=1000,
+            description="Readings held in memory at most while the disk stalls; beyond, reported upstream as lost.",
+        ),
+    ] = 200_000
+    synchronous: Annotated[
+        Literal["full", "normal"],
+        Meta(description="SQLite synchronous mode: full survives power loss, normal only a crash."),
+    ] = "full"
 
-    path: Path = Field(
-        default=Path("/var/lib/sensormesh-agent/buffer.sqlite3"),
-        description="The SQLite buffer (created on first run).",
-    )
-    disk_budget: ByteSize = Field(
-        default=ByteSize(512 * 1024 * 1024),
-        gt=1024 * 1024,
-        description="Disk the buffer may use; beyond it the oldest half is thinned and the loss reported.",
-    )
-    thin_to: float = Field(default=0.9, gt=0.1, lt=1.0, description="Thin to this fraction of the budget.")
-    commit_interval: Duration = Field(
-        default=timedelta(milliseconds=250),
-        description="Group commit: readings are written together at most this often...",
-    )
-    commit_max_readings: int = Field(default=2000, ge=1, description="...or as soon as this many wait.")
-    max_uncommitted: int = Field(
-        default=200_000,
-        ge=1000,
-        description="Readings held in memory at most while the disk stalls; beyond, reported upstream as lost.",
-    )
-    synchronous: Literal["full", "normal"] = Field(
-        default="full", description="SQLite synchronous mode: full survives power loss, normal only a crash."
-    )
+    def __post_init__(self) -> None:
+        if self.disk_budget <= MIN_DISK_BUDGET:
+            raise ValueError(
+                f"disk_budget: must be more than {MIN_DISK_BUDGET.human()}, got {ByteSize(self.disk_budget).human()}"
+            )

@@ -10,10 +10,11 @@ Telegraf), each validated by its own module's `Settings`; so are configured
 commands (`[[commands.<kind>]]`). See gateway_agent/agent.example.toml for
 every option with its default.
 
-`AgentSettings` is a plain pydantic model, not a pydantic-settings one as the
-services' are: the environment is read by gateway_agent/env_overrides.py, with
-the same names and precedence, so the agent does not load pydantic-settings
-(1.5 MiB of a 60 MB budget; tests/gateway_agent/test_agent_imports.py keeps it so).
+`AgentSettings` is an msgspec struct (gateway_agent/options.py), not a
+pydantic-settings model as the services' settings are: pydantic is 11 MB of the
+agent's 60 MB budget on a Pi. The environment is read by
+gateway_agent/env_overrides.py, with pydantic-settings' names and precedence;
+tests/gateway_agent/test_agent_imports.py keeps pydantic out of the agent.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from msgspec import Meta, field
 
 from gateway_agent import commands as command_registry
 from gateway_agent import inputs as registry
@@ -35,6 +35,7 @@ from gateway_agent.commands.settings import CommandsSettings
 from gateway_agent.durations import Duration
 from gateway_agent.env_overrides import Overrides, VariableError, merged, read_overrides
 from gateway_agent.inputs.base import Input
+from gateway_agent.options import Options, OptionsError, Secret, dotted
 from gateway_agent.token_source import TokenSource
 from gateway_agent.uplink import UplinkSettings
 
@@ -46,67 +47,52 @@ class ConfigError(Exception):
     """The configuration is unusable; the message names the option."""
 
 
-def _dotted(loc: Sequence[str | int], prefix: str = "") -> str:
-    path = prefix
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f"{'.' if path else ''}{part}"
-    return path
-
-
-def describe(error: ValidationError, prefix: str = "") -> str:
-    """One line per problem, each naming the option by its path: `inputs.bme280[0].address: ...`."""
-    return "; ".join(
-        f"{_dotted(item['loc'], prefix) or 'settings'}: {item['msg']}" for item in error.errors()
-    )
-
-
-def _describe_settings(error: ValidationError, where: str, overrides: Overrides) -> str:
-    """As `describe`, a problem with a value from the environment named by its variable
+def _describe_settings(error: OptionsError, where: str, overrides: Overrides) -> str:
+    """As `error.describe()`, a problem with a value from the environment named by its variable
     (`SENSORMESH_AGENT_UPLINK__TLS: ...`), any other by `where` (the file) and the option's path."""
-    problems = []
-    for item in error.errors():
-        found = overrides.variable_for(item["loc"], unknown=item["type"] == "extra_forbidden")
-        if found is None:
-            problems.append(f"{where}: {_dotted(item['loc']) or 'settings'}: {item['msg']}")
-        else:
-            variable, rest = found
-            problems.append(f"{variable}: {_dotted(rest) + ': ' if rest else ''}{item['msg']}")
-    return "; ".join(problems)
+    found = overrides.variable_for(error.loc, unknown=error.unknown)
+    if found is None:
+        return f"{where}: {error.describe()}"
+    variable, rest = found
+    return f"{variable}: {dotted(rest) + ': ' if rest else ''}{error.message}"
 
 
-class AgentSettings(BaseModel):
+class AgentSettings(Options, kw_only=True, frozen=True):
     """Everything the agent reads at start-up: `load()` reads the file and the environment."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    device_id: str = Field(
-        min_length=1,
-        max_length=63,
-        pattern=DEVICE_ID_PATTERN,
-        description="This gateway's id, as registered.",
+    device_id: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=63,
+            pattern=DEVICE_ID_PATTERN,
+            description="This gateway's id, as registered.",
+        ),
+    ]
+    token: Annotated[Secret, Meta(description="The device token; prefer token_file.")] | None = None
+    token_file: (
+        Annotated[
+            Path, Meta(description="A file holding the device token; read again when the server refuses it.")
+        ]
+        | None
+    ) = None
+    uplink: UplinkSettings = field(default_factory=UplinkSettings)
+    buffer: BufferSettings = field(default_factory=BufferSettings)
+    input_retry_initial: Annotated[
+        Duration, Meta(description="First wait before retrying a failed input (doubles).")
+    ] = Duration(seconds=1)
+    input_retry_max: Annotated[Duration, Meta(description="Longest wait before retrying a failed input.")] = (
+        Duration(seconds=60)
     )
-    token: SecretStr | None = Field(default=None, description="The device token; prefer token_file.")
-    token_file: Path | None = Field(
-        default=None, description="A file holding the device token; read again when the server refuses it."
-    )
-    uplink: UplinkSettings = Field(default_factory=UplinkSettings)
-    buffer: BufferSettings = Field(default_factory=BufferSettings)
-    input_retry_initial: Duration = Field(
-        default=timedelta(seconds=1), description="First wait before retrying a failed input (doubles)."
-    )
-    input_retry_max: Duration = Field(
-        default=timedelta(seconds=60), description="Longest wait before retrying a failed input."
-    )
-    read_timeout: Duration = Field(
-        default=timedelta(seconds=10),
-        description="A read taking longer (or longer than its interval) counts as failed.",
-    )
-    stop_timeout: Duration = Field(
-        default=timedelta(seconds=10),
-        description="On stop, time a running command has to finish, then the last upload stream.",
-    )
-    inputs: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
-    commands: CommandsSettings = Field(default_factory=CommandsSettings)
+    read_timeout: Annotated[
+        Duration, Meta(description="A read taking longer (or longer than its interval) counts as failed.")
+    ] = Duration(seconds=10)
+    stop_timeout: Annotated[
+        Duration,
+        Meta(description="On stop, time a running command has to finish, then the last upload stream."),
+    ] = Duration(seconds=10)
+    inputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    commands: CommandsSettings = field(default_factory=CommandsSettings)
 
     @classmethod
     def load(cls, path: Path | None, environ: Mapping[str, str] | None = None) -> AgentSettings:
@@ -124,8 +110,8 @@ class AgentSettings(BaseModel):
         except VariableError as error:
             raise ConfigError(str(error)) from error
         try:
-            return cls.model_validate(merged(data, overrides.values))
-        except ValidationError as error:
+            return cls.validate(merged(data, overrides.values))
+        except OptionsError as error:
             raise ConfigError(_describe_settings(error, str(path or "environment"), overrides)) from error
 
     def device_token(self) -> str:
@@ -160,9 +146,9 @@ def build_inputs(configured: dict[str, list[dict[str, Any]]]) -> list[Input]:
             ) from None
         for index, table in enumerate(tables):
             try:
-                settings = module.Settings.model_validate(table)
-            except ValidationError as error:
-                raise ConfigError(describe(error, f"inputs.{kind}[{index}]")) from error
+                settings = module.Settings.validate(table)
+            except OptionsError as error:
+                raise ConfigError(error.describe(f"inputs.{kind}[{index}]")) from error
             built.append(module.create(settings))
     names = [item.name for item in built]
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -182,9 +168,9 @@ def build_commands(configured: CommandsSettings, reserved: Sequence[str]) -> lis
         settings = []
         for index, table in enumerate(tables):
             try:
-                settings.append(module.Settings.model_validate(table))
-            except ValidationError as error:
-                raise ConfigError(describe(error, f"commands.{kind}[{index}]")) from error
+                settings.append(module.Settings.validate(table))
+            except OptionsError as error:
+                raise ConfigError(error.describe(f"commands.{kind}[{index}]")) from error
         try:
             handlers.extend(module.create(settings))
         except ValueError as error:

@@ -1,28 +1,57 @@
 """Durations in configuration files: "10ms", "1s", "5m", "1h", plain seconds, or ISO 8601.
 
-Telegraf-style suffixes are what people write in an agent's TOML; pydantic
-alone understands only seconds and ISO 8601 ("PT1S"), which it still accepts.
+Telegraf-style suffixes are what people write in an agent's TOML; ISO 8601
+("PT1S") and a number of seconds are accepted too. `Duration` is a timedelta:
+the agent's options (gateway_agent/options.py) parse a field typed `Duration`
+with `Duration.parse`, so an option's type says which spellings it takes.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BeforeValidator
+import msgspec
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SUFFIXED = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 
 
-def _parse(value: Any) -> Any:
+class Duration(timedelta):
+    """A timedelta that also parses "100ms", "10s", "5m", "1h" and "1d"."""
+
+    @classmethod
+    def parse(cls, value: Any) -> Duration:
+        """`value` as a Duration: a timedelta, a number of seconds, a suffixed or an ISO 8601
+        string; ValueError says what is expected."""
+        seconds = _seconds(value)
+        if seconds is None or seconds < 0:
+            raise ValueError(
+                f"expected a duration such as 10ms, 1s, 5m, 1h, 1d, seconds or PT1S (not negative), got {value!r}"
+            )
+        return cls(seconds=seconds)
+
+    def spelled(self) -> str:
+        """As agent.toml would write it: the largest unit that divides it ("1m", "500ms")."""
+        ms = round(self.total_seconds() * 1000)
+        for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+            if ms and ms % size == 0:
+                return f"{ms // size}{unit}"
+        return f"{ms}ms"
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
     if isinstance(value, str):
         match = _SUFFIXED.match(value)
         if match:
-            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_parse)]
-"""A timedelta that also parses "100ms", "10s", "5m", "1h" and "1d"."""
+            return float(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            return msgspec.convert(value.strip(), timedelta).total_seconds()
+        except msgspec.ValidationError:
+            return None
+    return None

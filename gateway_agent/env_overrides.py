@@ -1,19 +1,20 @@
 """`SENSORMESH_AGENT_*` environment variables, read as a nested table that overrides the agent's TOML file.
 
 The services read their settings through pydantic-settings; the agent does not, because on a
-Pi its memory is budgeted: pydantic-settings loads python-dotenv, argparse, shlex and its CLI
-and cloud source providers, 1.5 MiB resident on top of pydantic, for the one thing the agent
-needs from it, which is this module. The rules are pydantic-settings' ones, as the agent used them:
+Pi its memory is budgeted (its options are msgspec structs, gateway_agent/options.py, and
+pydantic-settings would bring pydantic, python-dotenv and its CLI and cloud source providers).
+The rules are pydantic-settings' ones, as the agent used them:
 
 - a variable is the prefix and the option's name, in any case (`SENSORMESH_AGENT_DEVICE_ID`);
 - `__` goes one table down (`SENSORMESH_AGENT_UPLINK__TARGET` is `[uplink] target`);
 - an option holding a table or a list (`uplink`, `inputs`, `commands.program`) takes JSON
   (`SENSORMESH_AGENT_COMMANDS__PROGRAM='[{"name": "reboot", "argv": ["/sbin/reboot"]}]'`), and
   `__` variables refine such a JSON table;
+- a switch takes true/false, yes/no, on/off, 1/0 in any case;
 - the environment wins over the file value by value (`merged`): `SENSORMESH_AGENT_UPLINK__TARGET`
   replaces the file's `[uplink] target` and keeps its other `[uplink]` options.
 
-Values are strings, validated by the settings' pydantic model like the file's. Two rules differ
+Values are strings, validated by the options' struct like the file's. Two rules differ
 on purpose: every variable with the prefix must name an option (pydantic-settings ignored a
 misspelt `SENSORMESH_AGENT_DEVICEID` and refused only a misspelt nested one); and no `.env` file
 is read (under systemd `Environment=` and `EnvironmentFile=` do that, and a services' `.env` in
@@ -29,9 +30,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+import msgspec
 
 NESTING = "__"
+_BOOLEANS = {
+    **dict.fromkeys(("1", "true", "t", "yes", "y", "on"), True),
+    **dict.fromkeys(("0", "false", "f", "no", "n", "off"), False),
+}
+"""How a switch is written in the environment (pydantic-settings' spellings)."""
 
 
 class VariableError(ValueError):
@@ -62,8 +68,8 @@ class Overrides:
         return None
 
 
-def read_overrides(model: type[BaseModel], prefix: str, environ: Mapping[str, str]) -> Overrides:
-    """The options `environ` sets for `model` (a pydantic model of nested models); VariableError
+def read_overrides(model: type[msgspec.Struct], prefix: str, environ: Mapping[str, str]) -> Overrides:
+    """The options `environ` sets for `model` (a struct of nested structs); VariableError
     names a variable that cannot be one (bad JSON, `__` below an option that is not a table)."""
     found = []
     for name, value in environ.items():
@@ -89,14 +95,14 @@ def merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _parsed(model: type[BaseModel], path: tuple[str, ...], name: str, value: str) -> Any:
+def _parsed(model: type[msgspec.Struct], path: tuple[str, ...], name: str, value: str) -> Any:
     """`value` as the option at `path` takes it: JSON for a table or a list, else the string."""
     owner = model
     for depth, part in enumerate(path[:-1]):
-        field = owner.model_fields.get(part)
-        if field is None:
-            return value  # not an option: the model's extra="forbid" refuses it, naming the variable
-        below = _model_in(field.annotation)
+        annotation = _annotation(owner, part)
+        if annotation is None:
+            return value  # not an option: the struct refuses unknown fields, naming the variable
+        below = _model_in(annotation)
         if below is None:
             option = ".".join(path[: depth + 1])
             raise VariableError(
@@ -104,8 +110,10 @@ def _parsed(model: type[BaseModel], path: tuple[str, ...], name: str, value: str
                 f" ({NESTING.join(name.split(NESTING)[: depth + 1])}, JSON if it is a table or a list)"
             )
         owner = below
-    field = owner.model_fields.get(path[-1])
-    if field is None or not _takes_json(field.annotation):
+    annotation = _annotation(owner, path[-1])
+    if annotation is not None and bool in _members(annotation):
+        return _BOOLEANS.get(value.strip().lower(), value)
+    if annotation is None or not _takes_json(annotation):
         return value
     try:
         return json.loads(value)
@@ -125,6 +133,14 @@ def _set(values: dict[str, Any], path: tuple[str, ...], value: Any, name: str) -
     table[path[-1]] = value
 
 
+def _annotation(model: type[msgspec.Struct], name: str) -> Any:
+    """The type of `model`'s option `name`, or None if it has none of that name."""
+    for field in msgspec.structs.fields(model):
+        if field.name == name:
+            return field.type
+    return None
+
+
 def _members(annotation: Any) -> Sequence[Any]:
     """The types an annotation admits: `X | None` is X and None; `Annotated[X, ...]` is X."""
     while typing.get_origin(annotation) is typing.Annotated:
@@ -134,19 +150,19 @@ def _members(annotation: Any) -> Sequence[Any]:
     return [annotation]
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
+def _model_in(annotation: Any) -> type[msgspec.Struct] | None:
     for member in _members(annotation):
-        if isinstance(member, type) and issubclass(member, BaseModel):
+        if isinstance(member, type) and issubclass(member, msgspec.Struct):
             return member
     return None
 
 
 def _takes_json(annotation: Any) -> bool:
-    """A model, a mapping or a sequence other than a string: what pydantic-settings reads as JSON."""
+    """A struct, a mapping or a sequence other than a string: what pydantic-settings reads as JSON."""
     for member in _members(annotation):
         kind = typing.get_origin(member) or member
         if not isinstance(kind, type) or issubclass(kind, str | bytes):
             continue
-        if issubclass(kind, BaseModel | Mapping | Sequence | set | frozenset):
+        if issubclass(kind, msgspec.Struct | Mapping | Sequence | set | frozenset):
             return True
     return False

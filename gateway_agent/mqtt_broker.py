@@ -3,30 +3,33 @@
 
 Both talk to the same kind of broker (often Mosquitto on the Pi itself) with the
 same options, so agent.toml spells them the same way in `[[inputs.mqtt]]` and
-`[[commands.mqtt]]`. aiomqtt is imported only when a client is made.
+`[[commands.mqtt]]`: beside the table's own options, held in its `broker` field
+(`Options.flattened`). aiomqtt is imported only when a client is made.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from msgspec import Meta
+
+from gateway_agent.options import Options, Secret
 
 if TYPE_CHECKING:
     import aiomqtt
 
 
-class BrokerSettings(BaseModel):
+class BrokerSettings(Options, kw_only=True, frozen=True):
     """The broker and the credentials to use there."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    host: str = Field(default="127.0.0.1", description="The broker's host name or address.")
-    port: int = Field(default=1883, ge=1, le=65535, description="The broker's port (8883 is usual with TLS).")
-    username: str | None = Field(default=None, description="User name; unset connects anonymously.")
-    password: SecretStr | None = Field(default=None, description="Password for `username`.")
-    tls: bool = Field(default=False, description="TLS to the broker, verified against the system's roots.")
-    client_id: str = Field(default="", description="MQTT client id; empty: the agent picks one.")
+    host: Annotated[str, Meta(description="The broker's host name or address.")] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=1, le=65535, description="The broker's port (8883 is usual with TLS).")] = (
+        1883
+    )
+    username: Annotated[str | None, Meta(description="User name; unset connects anonymously.")] = None
+    password: Annotated[Secret | None, Meta(description="Password for `username`.")] = None
+    tls: Annotated[bool, Meta(description="TLS to the broker, verified against the system's roots.")] = False
+    client_id: Annotated[str, Meta(description="MQTT client id; empty: the agent picks one.")] = ""
 
 
 def client(settings: BrokerSettings, identifier: str | None = None) -> aiomqtt.Client:

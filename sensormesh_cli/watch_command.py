@@ -45,25 +45,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _since(value: str | None) -> datetime | None:
     if value is None:
         return None
-    from pydantic import TypeAdapter
-
     from gateway_agent.durations import Duration
 
-    span: timedelta = TypeAdapter(Duration).validate_python(value)
+    try:
+        span: timedelta = Duration.parse(value)
+    except ValueError as error:
+        raise ValueError(f"--since {value}: {error}") from None
     if span > REPLAY_LIMIT:
         raise ValueError(f"--since {value}: at most {int(REPLAY_LIMIT.total_seconds() // 60)}m")
     return datetime.now(UTC) - span
 
 
 def run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from sensormesh_cli.client import settings_from
 
     settings = settings_from(args)
     try:
         start = _since(args.since)
-    except (ValueError, ValidationError) as error:
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     live = sys.stdout.isatty() and not args.plain

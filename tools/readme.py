@@ -19,11 +19,14 @@ import argparse
 import difflib
 import re
 import sys
+import types
+import typing
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
 
+import msgspec
 from pydantic import BaseModel, ByteSize, SecretStr, TypeAdapter
 from pydantic.fields import FieldInfo
 
@@ -32,6 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from control_service.settings import ControlSettings  # noqa: E402
 from gateway_agent.config import AgentSettings  # noqa: E402
+from gateway_agent.durations import Duration  # noqa: E402
+from gateway_agent.options import ByteSize as AgentByteSize  # noqa: E402
+from gateway_agent.options import Secret  # noqa: E402
 from ingest_service.settings import IngestSettings  # noqa: E402
 from query_service.settings import QuerySettings  # noqa: E402
 from sensormesh_cli.client import ClientSettings  # noqa: E402
@@ -78,10 +84,56 @@ def _rows(model: type[BaseModel], prefix: str, skip: set[str]) -> Iterator[tuple
         yield f"`{prefix}{name.upper()}`", _default(info), description
 
 
-def settings_table(model: type[BaseModel], prefix: str = ENV_PREFIX, skip: set[str] | None = None) -> str:
+def _members(annotation: object) -> list[object]:
+    """An annotation's types: `X | None` is X and None, `Annotated[X, ...]` is itself."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return list(typing.get_args(annotation))
+    return [annotation]
+
+
+def _meta(annotation: object) -> msgspec.Meta | None:
+    """The `msgspec.Meta` of an option's annotation (or of the annotated member of a union)."""
+    for member in _members(annotation):
+        if typing.get_origin(member) is typing.Annotated:
+            return next((m for m in member.__metadata__ if isinstance(m, msgspec.Meta)), None)
+    return None
+
+
+def _struct_default(info: msgspec.structs.FieldInfo) -> str:
+    if info.required:
+        return "required"
+    value = info.default if info.default_factory is msgspec.NODEFAULT else info.default_factory()
+    if value is None or isinstance(value, Secret):
+        return "unset"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, AgentByteSize):
+        return f"`{value.human()}`"
+    if isinstance(value, Duration):
+        return f"`{value.spelled()}`"
+    return f"`{value}`"
+
+
+def _struct_rows(struct: type[msgspec.Struct], prefix: str, skip: set[str]) -> Iterator[tuple[str, str, str]]:
+    """As `_rows`, for the agent's options (msgspec structs, gateway_agent/options.py)."""
+    for info in msgspec.structs.fields(struct):
+        if info.name in skip:
+            continue
+        if isinstance(info.type, type) and issubclass(info.type, msgspec.Struct):
+            yield from _struct_rows(info.type, f"{prefix}{info.name.upper()}__", set())
+            continue
+        meta = _meta(info.type)
+        description = ((meta.description if meta else None) or "").replace("|", "\\|").replace("\n", " ")
+        yield f"`{prefix}{info.name.upper()}`", _struct_default(info), description
+
+
+def settings_table(
+    model: type[BaseModel] | type[msgspec.Struct], prefix: str = ENV_PREFIX, skip: set[str] | None = None
+) -> str:
     """A Markdown table of a settings class's own fields (those of `skip` left out)."""
+    rows = _struct_rows if issubclass(model, msgspec.Struct) else _rows
     lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in _rows(model, prefix, skip or set())]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows(model, prefix, skip or set())]  # type: ignore[arg-type]
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,6 @@
 """The configured-command registry: a kind in `[[commands.<kind>]]` -> the module that implements it.
 
-Each module exposes `Settings` (a pydantic model of one table) and
+Each module exposes `Settings` (the options of one table, gateway_agent/options.py) and
 `create(settings: Sequence[Settings]) -> list[CommandHandler]`: every table of
 the kind at once, since some kinds make one command per table (program, mqtt)
 and others one command for all of them (gpio_output: `set_output`). Modules

@@ -38,28 +38,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta
 from sensormesh.v1 import command_delivery_pb2 as delivery
 
 from gateway_agent.commands.base import NAME_MAX_LENGTH, NAME_PATTERN, CommandFailed, CommandHandler
+from gateway_agent.options import Options
 
 log = logging.getLogger(__name__)
 
 PULSE_DEFAULT_S = 1.0
 
 
-class Settings(BaseModel):
+class Settings(Options, kw_only=True, frozen=True):
     """One `[[commands.gpio_output]]` table."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)
-    pin: int | str = Field(description="BCM number or gpiozero pin name.")
+    name: Annotated[str, Meta(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
+    pin: Annotated[int | str, Meta(description="BCM number or gpiozero pin name.")]
     active_high: bool = True
     initial: Literal["off", "on"] = "off"
-    description: str = Field(default="", max_length=200)
+    description: Annotated[str, Meta(max_length=200)] = ""
 
 
 class _Output:

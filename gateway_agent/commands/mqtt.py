@@ -45,33 +45,40 @@ import asyncio
 import json
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, model_validator
+import msgspec
+from msgspec import Meta
 from sensormesh.v1.command_delivery_pb2 import CommandSpec
 
 from gateway_agent.commands.base import CommandFailed, CommandHandler
 from gateway_agent.commands.settings import DeclaredCommand
 from gateway_agent.durations import Duration
 from gateway_agent.mqtt_broker import BrokerSettings, client
+from gateway_agent.options import Options
 
 
-class Settings(DeclaredCommand, BrokerSettings):
-    """One `[[commands.mqtt]]` table (the broker's options: gateway_agent/mqtt_broker.py)."""
+class Settings(DeclaredCommand, kw_only=True, frozen=True):
+    """One `[[commands.mqtt]]` table; the broker's options (gateway_agent/mqtt_broker.py) are
+    written in the same table."""
 
-    topic: str = Field(min_length=1, max_length=65535, description="Where the parameters are published.")
-    qos: int = Field(default=1, ge=0, le=2, description="QoS of the publish and the reply subscription.")
-    retain: bool = Field(default=False, description="Publish as retained.")
-    reply_topic: str | None = Field(default=None, min_length=1, description="Wait for a reply here.")
-    reply_timeout: Duration = Field(default=timedelta(seconds=5), description="How long to wait for it.")
+    flattened: ClassVar[dict[str, type[Options]]] = {"broker": BrokerSettings}
 
-    @model_validator(mode="after")
-    def _publishable(self) -> Settings:
+    broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
+    topic: Annotated[
+        str, Meta(min_length=1, max_length=65535, description="Where the parameters are published.")
+    ]
+    qos: Annotated[int, Meta(ge=0, le=2, description="QoS of the publish and the reply subscription.")] = 1
+    retain: Annotated[bool, Meta(description="Publish as retained.")] = False
+    reply_topic: Annotated[str, Meta(min_length=1, description="Wait for a reply here.")] | None = None
+    reply_timeout: Annotated[Duration, Meta(description="How long to wait for it.")] = Duration(seconds=5)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if "+" in self.topic or "#" in self.topic:
             raise ValueError("topic: a topic to publish to has no wildcards (+ or #)")
         if self.reply_timeout <= timedelta(0):
             raise ValueError("reply_timeout must be more than 0")
-        return self
 
 
 def _reply(payload: Any) -> Any:
@@ -96,7 +103,7 @@ class MqttCommand:
 
         s = self.settings
         try:
-            async with client(s) as broker:
+            async with client(s.broker) as broker:
                 if s.reply_topic is not None:
                     await broker.subscribe(s.reply_topic, qos=s.qos)
                 await broker.publish(s.topic, json.dumps(parameters), qos=s.qos, retain=s.retain)
@@ -104,7 +111,7 @@ class MqttCommand:
                     return {"published": s.topic}
                 return await self._wait_reply(broker, s.reply_topic)
         except aiomqtt.MqttError as error:
-            raise CommandFailed(f"MQTT broker {s.host}:{s.port}: {error}") from error
+            raise CommandFailed(f"MQTT broker {s.broker.host}:{s.broker.port}: {error}") from error
 
     async def _wait_reply(self, broker: Any, reply_topic: str) -> dict[str, Any]:
         limit_s = self.settings.reply_timeout.total_seconds()

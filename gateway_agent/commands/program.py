@@ -62,9 +62,10 @@ import string
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+import msgspec
+from msgspec import Meta
 from sensormesh.v1.command_delivery_pb2 import CommandSpec
 
 from gateway_agent.commands.base import CommandFailed, CommandHandler
@@ -77,16 +78,20 @@ STDERR_IN_MESSAGE = 512
 """Characters of stderr's end quoted in a failure's message."""
 
 
-class Settings(DeclaredCommand):
+class Settings(DeclaredCommand, kw_only=True, frozen=True):
     """One `[[commands.program]]` table."""
 
-    argv: list[str] = Field(min_length=1, description="The program and its arguments, with {placeholders}.")
-    timeout: Duration = Field(default=timedelta(seconds=10), description="Kill the program after this long.")
-    working_dir: Path | None = Field(default=None, description="Working directory; default: the agent's.")
-    env: dict[str, str] = Field(default_factory=dict, description="Added to the agent's environment.")
+    argv: Annotated[
+        list[str], Meta(min_length=1, description="The program and its arguments, with {placeholders}.")
+    ]
+    timeout: Annotated[Duration, Meta(description="Kill the program after this long.")] = Duration(seconds=10)
+    working_dir: Annotated[Path, Meta(description="Working directory; default: the agent's.")] | None = None
+    env: Annotated[dict[str, str], Meta(description="Added to the agent's environment.")] = msgspec.field(
+        default_factory=dict
+    )
 
-    @model_validator(mode="after")
-    def _placeholders_are_parameters(self) -> Settings:
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.argv[0]:
             raise ValueError("argv: the program (argv[0]) must not be empty")
         if self.timeout <= timedelta(0):
@@ -106,7 +111,6 @@ class Settings(DeclaredCommand):
                         f"{':' + spec if spec else ''}}} is not a declared parameter;"
                         f" declared: {', '.join(sorted(declared)) or 'none'}"
                     )
-        return self
 
 
 def as_text(value: Any) -> str:

@@ -16,12 +16,13 @@ the control service accepts in the hello.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from msgspec import Meta, field
 from sensormesh.v1 import command_delivery_pb2 as delivery
 
 from gateway_agent.commands.base import MAX_PARAMETERS, NAME_MAX_LENGTH, NAME_PATTERN, PARAMETER_NAME_PATTERN
+from gateway_agent.options import Options
 
 ParameterType = Literal["string", "number", "integer", "boolean"]
 _TYPES = {
@@ -32,21 +33,18 @@ _TYPES = {
 }
 
 
-class ParameterSettings(BaseModel):
+class ParameterSettings(Options, kw_only=True, frozen=True):
     """One declared parameter of a configured command."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1, max_length=64, pattern=PARAMETER_NAME_PATTERN)
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=PARAMETER_NAME_PATTERN)]
     type: ParameterType = "string"
     required: bool = False
-    allowed_values: list[str] = Field(default_factory=list, max_length=64)
+    allowed_values: Annotated[list[str], Meta(max_length=64)] = field(default_factory=list)
     minimum: float | None = None
     maximum: float | None = None
-    description: str = Field(default="", max_length=1024)
+    description: Annotated[str, Meta(max_length=1024)] = ""
 
-    @model_validator(mode="after")
-    def _fits_the_contract(self) -> ParameterSettings:
+    def __post_init__(self) -> None:
         if self.allowed_values and self.type != "string":
             raise ValueError("allowed_values is for string parameters")
         if (self.minimum is not None or self.maximum is not None) and self.type not in ("number", "integer"):
@@ -55,7 +53,6 @@ class ParameterSettings(BaseModel):
             raise ValueError("maximum must not be below minimum")
         if any(len(value) > 256 for value in self.allowed_values):
             raise ValueError("allowed_values: each at most 256 characters")
-        return self
 
     def to_proto(self) -> delivery.CommandParameter:
         parameter = delivery.CommandParameter(
@@ -72,22 +69,20 @@ class ParameterSettings(BaseModel):
         return parameter
 
 
-class DeclaredCommand(BaseModel):
+class DeclaredCommand(Options, kw_only=True, frozen=True):
     """What every configured command has: a name, a description and its parameters."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Annotated[str, Meta(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
+    description: Annotated[str, Meta(max_length=1024)] = ""
+    parameters: Annotated[list[ParameterSettings], Meta(max_length=MAX_PARAMETERS)] = field(
+        default_factory=list
+    )
 
-    name: str = Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)
-    description: str = Field(default="", max_length=1024)
-    parameters: list[ParameterSettings] = Field(default_factory=list, max_length=MAX_PARAMETERS)
-
-    @model_validator(mode="after")
-    def _unique_parameters(self) -> DeclaredCommand:
+    def __post_init__(self) -> None:
         names = [p.name for p in self.parameters]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"parameters: more than one named {', '.join(twice)}")
-        return self
 
     def spec(self) -> delivery.CommandSpec:
         return delivery.CommandSpec(
@@ -97,23 +92,23 @@ class DeclaredCommand(BaseModel):
         )
 
 
-class CommandsSettings(BaseModel):
+class CommandsSettings(Options, kw_only=True, frozen=True):
     """Whether the agent takes commands, and the commands agent.toml declares."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = Field(
-        default=True, description="Open the command channel to the ingest service and run commands."
-    )
-    program: list[dict[str, Any]] = Field(
-        default_factory=list, description="Commands that run a program (`[[commands.program]]` tables)."
-    )
-    mqtt: list[dict[str, Any]] = Field(
-        default_factory=list, description="Commands that publish to an MQTT topic (`[[commands.mqtt]]`)."
-    )
-    gpio_output: list[dict[str, Any]] = Field(
-        default_factory=list, description="GPIO outputs `set_output` switches (`[[commands.gpio_output]]`)."
-    )
+    enabled: Annotated[
+        bool, Meta(description="Open the command channel to the ingest service and run commands.")
+    ] = True
+    program: Annotated[
+        list[dict[str, Any]], Meta(description="Commands that run a program (`[[commands.program]]` tables).")
+    ] = field(default_factory=list)
+    mqtt: Annotated[
+        list[dict[str, Any]],
+        Meta(description="Commands that publish to an MQTT topic (`[[commands.mqtt]]`)."),
+    ] = field(default_factory=list)
+    gpio_output: Annotated[
+        list[dict[str, Any]],
+        Meta(description="GPIO outputs `set_output` switches (`[[commands.gpio_output]]`)."),
+    ] = field(default_factory=list)
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
         """The configured tables by kind, as the registry names them."""

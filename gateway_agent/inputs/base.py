@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Protocol, runtime_checkable
+from typing import Annotated, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta
 from sensormesh.v1.frame_pb2 import Frame
 
 from gateway_agent.durations import Duration
+from gateway_agent.options import Options
 from gateway_agent.readings import Reading
 
 Sample = Reading | Frame
@@ -39,19 +40,22 @@ class InputError(Exception):
     """An input could not read: a wrong chip, a missing device, an unparseable value."""
 
 
-class InputSettings(BaseModel):
+class InputSettings(Options, kw_only=True, frozen=True):
     """Options every input has. Subclasses add their own; unknown keys are refused."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=64,
-        description="The input's name in statuses and logs; defaults to one derived from its options.",
-    )
-    interval: Duration = Field(
-        default=timedelta(seconds=1), description="Time between reads (polled inputs)."
+    name: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=64,
+                description="The input's name in statuses and logs; defaults to one derived from its options.",
+            ),
+        ]
+        | None
+    ) = None
+    interval: Annotated[Duration, Meta(description="Time between reads (polled inputs).")] = Duration(
+        seconds=1
     )
 
 

@@ -63,10 +63,9 @@ import contextlib
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from pydantic import Field, model_validator
+from msgspec import Meta
 
 from gateway_agent.durations import Duration
 from gateway_agent.inputs.base import Emit, InputError, InputSettings
@@ -85,27 +84,24 @@ ANGLE_FULL_SCALE_DEG = 180.0
 _NINE_INT16 = struct.Struct("<9h")
 
 
-class Settings(InputSettings):
+class Settings(InputSettings, kw_only=True, frozen=True):
     """Options of one WT901BLE sensor."""
 
-    address: str | None = Field(default=None, min_length=1)
-    device_name: str | None = Field(default=None, min_length=1)
-    scan_timeout: Duration = Field(default=timedelta(seconds=10))
+    address: Annotated[str, Meta(min_length=1)] | None = None
+    device_name: Annotated[str, Meta(min_length=1)] | None = None
+    scan_timeout: Duration = Duration(seconds=10)
     notify_uuid: str = NOTIFY_UUID
     sensor: str | None = None
-    health_interval: Duration = Field(
-        default=timedelta(minutes=1),
-        description="How often to report battery level and signal strength; 0 for never.",
-    )
-    watch_advertisements: bool = Field(
-        default=False, description="Scan while connected for a fresher RSSI (costs radio time)."
-    )
+    health_interval: Annotated[
+        Duration, Meta(description="How often to report battery level and signal strength; 0 for never.")
+    ] = Duration(minutes=1)
+    watch_advertisements: Annotated[
+        bool, Meta(description="Scan while connected for a fresher RSSI (costs radio time).")
+    ] = False
 
-    @model_validator(mode="after")
-    def _address_or_name(self) -> Settings:
+    def __post_init__(self) -> None:
         if (self.address is None) == (self.device_name is None):
             raise ValueError("set exactly one of address and device_name")
-        return self
 
 
 @dataclass(frozen=True)

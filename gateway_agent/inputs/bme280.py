@@ -46,9 +46,9 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from msgspec import Meta
 
 from gateway_agent.inputs.base import InputError, InputSettings
 from gateway_agent.inputs.i2c import BusFactory, I2CBus, smbus_factory
@@ -75,16 +75,16 @@ _FILTER_CODE = {0: 0b000, 2: 0b001, 4: 0b010, 8: 0b011, 16: 0b100}
 Oversampling = Literal[0, 1, 2, 4, 8, 16]
 
 
-class Settings(InputSettings):
+class Settings(InputSettings, kw_only=True, frozen=True):
     """Options of one BME280."""
 
-    bus: int = Field(default=1, ge=0, description="I2C bus number (/dev/i2c-N).")
-    address: Literal[0x76, 0x77] = Field(default=0x76, description="0x76 (SDO low) or 0x77 (SDO high).")
+    bus: Annotated[int, Meta(ge=0, description="I2C bus number (/dev/i2c-N).")] = 1
+    address: Annotated[Literal[0x76, 0x77], Meta(description="0x76 (SDO low) or 0x77 (SDO high).")] = 0x76
     oversampling_temperature: Literal[1, 2, 4, 8, 16] = 1
     oversampling_pressure: Oversampling = 1
     oversampling_humidity: Oversampling = 1
     iir_filter: Literal[0, 2, 4, 8, 16] = 0
-    sensor: str | None = Field(default=None, description='Sensor name; default "bme280-0x76".')
+    sensor: Annotated[str, Meta(description='Sensor name; default "bme280-0x76".')] | None = None
 
 
 @dataclass(frozen=True)

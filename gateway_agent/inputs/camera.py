@@ -45,11 +45,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from msgspec import Meta
 from sensormesh.v1.frame_pb2 import Frame
 
 from gateway_agent.durations import Duration
@@ -62,25 +61,30 @@ from gateway_agent.inputs.camera_v4l2 import V4l2Camera
 Source = Literal["auto", "picamera2", "v4l2", "simulated"]
 
 
-class Settings(InputSettings):
+class Settings(InputSettings, kw_only=True, frozen=True):
     """Options of one camera."""
 
-    source: Source = Field(default="auto", description="Where frames come from.")
-    name: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$",
-        description='The camera\'s name in frames and statuses; default "camera".',
-    )
-    interval: Duration = Field(default=timedelta(seconds=10), description="Time between frames.")
-    width: int = Field(default=640, ge=16, le=16384, description="Frame width in pixels.")
-    height: int = Field(default=480, ge=16, le=16384, description="Frame height in pixels.")
-    jpeg_quality: int = Field(default=85, ge=1, le=95, description="JPEG quality (1-95).")
-    device: Path = Field(default=Path("/dev/video0"), description="The V4L2 device.")
-    warmup_frames: int = Field(default=3, ge=0, le=100, description="V4L2: frames skipped per capture.")
-    reencode: bool = Field(default=False, description="V4L2: re-encode the camera's JPEG at jpeg_quality.")
-    camera_index: int = Field(default=0, ge=0, le=15, description="picamera2: which camera.")
+    source: Annotated[Source, Meta(description="Where frames come from.")] = "auto"
+    name: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=64,
+                pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$",
+                description='The camera\'s name in frames and statuses; default "camera".',
+            ),
+        ]
+        | None
+    ) = None
+    interval: Annotated[Duration, Meta(description="Time between frames.")] = Duration(seconds=10)
+    width: Annotated[int, Meta(ge=16, le=16384, description="Frame width in pixels.")] = 640
+    height: Annotated[int, Meta(ge=16, le=16384, description="Frame height in pixels.")] = 480
+    jpeg_quality: Annotated[int, Meta(ge=1, le=95, description="JPEG quality (1-95).")] = 85
+    device: Annotated[Path, Meta(description="The V4L2 device.")] = Path("/dev/video0")
+    warmup_frames: Annotated[int, Meta(ge=0, le=100, description="V4L2: frames skipped per capture.")] = 3
+    reencode: Annotated[bool, Meta(description="V4L2: re-encode the camera's JPEG at jpeg_quality.")] = False
+    camera_index: Annotated[int, Meta(ge=0, le=15, description="picamera2: which camera.")] = 0
 
 
 def source_for(settings: Settings, name: str) -> CameraSource:

@@ -30,11 +30,8 @@ import asyncio
 import re
 import shutil
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Literal
-
-from pydantic import Field
 
 from gateway_agent.durations import Duration
 from gateway_agent.inputs.base import InputError, InputSettings
@@ -44,13 +41,13 @@ _VCGENCMD_OUTPUT = re.compile(r"temp=(-?\d+(?:\.\d+)?)'C")
 VCGENCMD_TIMEOUT_S = 5.0
 
 
-class Settings(InputSettings):
+class Settings(InputSettings, kw_only=True, frozen=True):
     """Options of the CPU temperature input."""
 
     source: Literal["auto", "sysfs", "vcgencmd"] = "auto"
-    zone: Path = Field(default=Path("/sys/class/thermal/thermal_zone0/temp"))
+    zone: Path = Path("/sys/class/thermal/thermal_zone0/temp")
     sensor: str = "cpu"
-    interval: Duration = Field(default=timedelta(seconds=10))
+    interval: Duration = Duration(seconds=10)
 
 
 def parse_millidegrees(text: str) -> float:

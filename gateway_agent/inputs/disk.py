@@ -22,21 +22,21 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from msgspec import Meta, field
 
 from gateway_agent.durations import Duration
 from gateway_agent.inputs.base import InputSettings
 from gateway_agent.readings import Reading, now_ns, sensor_name, system
 
 
-class Settings(InputSettings):
+class Settings(InputSettings, kw_only=True, frozen=True):
     """Options of the disk input."""
 
-    paths: list[Path] = Field(default_factory=lambda: [Path("/")], min_length=1)
-    interval: Duration = Field(default=timedelta(seconds=60))
+    paths: Annotated[list[Path], Meta(min_length=1)] = field(default_factory=lambda: [Path("/")])
+    interval: Duration = Duration(seconds=60)
 
 
 def usage(path: Path) -> tuple[int, int]:

@@ -42,10 +42,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from msgspec import Meta
 
 from gateway_agent.durations import Duration
 from gateway_agent.inputs.base import InputError, InputSettings
@@ -67,16 +66,16 @@ ACCEL_FS_SEL = {2: (0, 16384.0), 4: (1, 8192.0), 8: (2, 4096.0), 16: (3, 2048.0)
 GYRO_FS_SEL = {250: (0, 131.0), 500: (1, 65.5), 1000: (2, 32.8), 2000: (3, 16.4)}
 
 
-class Settings(InputSettings):
+class Settings(InputSettings, kw_only=True, frozen=True):
     """Options of one MPU-6050."""
 
-    bus: int = Field(default=1, ge=0, description="I2C bus number (/dev/i2c-N).")
-    address: Literal[0x68, 0x69] = Field(default=0x68, description="0x68 (AD0 low) or 0x69 (AD0 high).")
+    bus: Annotated[int, Meta(ge=0, description="I2C bus number (/dev/i2c-N).")] = 1
+    address: Annotated[Literal[0x68, 0x69], Meta(description="0x68 (AD0 low) or 0x69 (AD0 high).")] = 0x68
     accel_range_g: Literal[2, 4, 8, 16] = 2
     gyro_range_dps: Literal[250, 500, 1000, 2000] = 250
-    dlpf: int = Field(default=3, ge=0, le=6, description="DLPF_CFG (section 4.3).")
-    sensor: str | None = Field(default=None, description='Sensor name; default "mpu6050-0x68".')
-    interval: Duration = Field(default=timedelta(milliseconds=10), description="Time between reads.")
+    dlpf: Annotated[int, Meta(ge=0, le=6, description="DLPF_CFG (section 4.3).")] = 3
+    sensor: Annotated[str, Meta(description='Sensor name; default "mpu6050-0x68".')] | None = None
+    interval: Annotated[Duration, Meta(description="Time between reads.")] = Duration(milliseconds=10)
 
 
 def convert(

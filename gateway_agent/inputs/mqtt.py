@@ -67,14 +67,15 @@ import math
 import re
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 from buf.validate import validate_pb2
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta, field
 from sensormesh.v1 import reading_pb2
 
 from gateway_agent.inputs.base import Emit, InputSettings
 from gateway_agent.mqtt_broker import BrokerSettings, client
+from gateway_agent.options import Options
 from gateway_agent.readings import Reading, environment, link_health, measurement, now_ns, sensor_name
 
 log = logging.getLogger(__name__)
@@ -88,17 +89,17 @@ _NAME_FORBIDDEN = re.compile(r"[^a-z0-9_.-]")
 _ENVIRONMENT_FIELDS = ("temperature", "humidity", "relative_humidity", "pressure")
 
 
-class LinkFields(BaseModel):
+class LinkFields(Options, kw_only=True, frozen=True):
     """Which fields of a device's JSON payload are its link health, and their scales."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    battery_level: str | None = Field(default=None, description="Field with the battery level in %.")
-    battery_voltage: str | None = Field(default=None, description="Field with the battery voltage.")
-    battery_voltage_scale: float = Field(default=1.0, gt=0, description="Volts per unit of battery_voltage.")
-    signal_strength: str | None = Field(default=None, description="Field with the RSSI in dBm.")
-    link_quality: str | None = Field(default=None, description="Field with the link quality.")
-    link_quality_max: float = Field(default=100.0, gt=0, description="link_quality's full scale (100 %).")
+    battery_level: Annotated[str, Meta(description="Field with the battery level in %.")] | None = None
+    battery_voltage: Annotated[str, Meta(description="Field with the battery voltage.")] | None = None
+    battery_voltage_scale: Annotated[float, Meta(gt=0, description="Volts per unit of battery_voltage.")] = (
+        1.0
+    )
+    signal_strength: Annotated[str, Meta(description="Field with the RSSI in dBm.")] | None = None
+    link_quality: Annotated[str, Meta(description="Field with the link quality.")] | None = None
+    link_quality_max: Annotated[float, Meta(gt=0, description="link_quality's full scale (100 %).")] = 100.0
 
 
 def _contract_range(field: str) -> tuple[float, float]:
@@ -122,14 +123,18 @@ _LINK_FIELDS = {
 }
 
 
-class Settings(InputSettings, BrokerSettings):
-    """Options of one MQTT subscription set (the broker's: gateway_agent/mqtt_broker.py)."""
+class Settings(InputSettings, kw_only=True, frozen=True):
+    """Options of one MQTT subscription set; the broker's (gateway_agent/mqtt_broker.py) are
+    written in the same table."""
 
-    topics: list[str] = Field(min_length=1)
-    qos: int = Field(default=1, ge=0, le=2)
+    flattened: ClassVar[dict[str, type[Options]]] = {"broker": BrokerSettings}
+
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    topics: Annotated[list[str], Meta(min_length=1)]
+    qos: Annotated[int, Meta(ge=0, le=2)] = 1
     measurement: str = ""
-    units: dict[str, str] = Field(default_factory=dict)
-    rename: dict[str, str] = Field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    rename: dict[str, str] = field(default_factory=dict)
     time_field: str | None = None
     link: LinkFields | None = None
 
@@ -236,11 +241,11 @@ class Mqtt:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.name = settings.name or f"mqtt-{settings.host}-{settings.port}"[:64]
+        self.name = settings.name or f"mqtt-{settings.broker.host}-{settings.broker.port}"[:64]
 
     async def stream(self, emit: Emit) -> None:
         s = self.settings
-        async with client(s, sensor_name(f"sensormesh-agent-{self.name}")) as broker:
+        async with client(s.broker, sensor_name(f"sensormesh-agent-{self.name}")) as broker:
             for topic in s.topics:
                 await broker.subscribe(topic, qos=s.qos)
             log.info("event=mqtt_subscribed input=%s topics=%s", self.name, ",".join(s.topics))

@@ -53,9 +53,9 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from msgspec import Meta
 
 from gateway_agent.durations import Duration
 from gateway_agent.inputs.base import InputSettings
@@ -73,28 +73,34 @@ DEFAULT_INTERVAL = {
 }
 
 
-class Settings(InputSettings):
+class Settings(InputSettings, kw_only=True, frozen=True):
     """Options of one simulated sensor."""
 
     kind: Kind
-    sensor: str | None = Field(default=None, description='Sensor name; default "sim-<kind>".')
+    sensor: Annotated[str, Meta(description='Sensor name; default "sim-<kind>".')] | None = None
     seed: int = 1
     interval: Duration | None = None  # type: ignore[assignment]  # None: the kind's default
-    excursion_every: Duration | None = Field(
-        default=None,
-        description=(
-            "environment only: every this long, the temperature jumps 6 °C for 5 s (a door left open, a "
-            "heater stuck), something for an alert rule to catch; unset: never."
-        ),
-    )
-    measurement: str = Field(default="soil_moisture", pattern=r"^[a-z][a-z0-9_.-]*$", max_length=64)
-    unit: str = Field(default="%", max_length=32)
-    link_interval: Duration | None = Field(
-        default=None, description="Also report link health this often (a wireless sensor); unset: none."
-    )
-    battery_life: Duration = Field(
-        default=timedelta(hours=6), description="Time for the simulated battery to drain from full to empty."
-    )
+    excursion_every: (
+        Annotated[
+            Duration,
+            Meta(
+                description="environment only: every this long, the temperature jumps 6 °C for 5 s (a door left open, a "
+                "heater stuck), something for an alert rule to catch; unset: never."
+            ),
+        ]
+        | None
+    ) = None
+    measurement: Annotated[str, Meta(max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")] = "soil_moisture"
+    unit: Annotated[str, Meta(max_length=32)] = "%"
+    link_interval: (
+        Annotated[
+            Duration, Meta(description="Also report link health this often (a wireless sensor); unset: none.")
+        ]
+        | None
+    ) = None
+    battery_life: Annotated[
+        Duration, Meta(description="Time for the simulated battery to drain from full to empty.")
+    ] = Duration(hours=6)
 
 
 class Simulated:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import msgspec
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -103,7 +104,7 @@ async def make_uplink(
 
     def make(target: str, buffer: Buffer, statuses: StatusBoard | None = None, **overrides: Any) -> Uplink:
         token = overrides.pop("token", TOKEN)
-        settings = FAST_UPLINK.model_copy(update={"target": target, **overrides})
+        settings = msgspec.structs.replace(FAST_UPLINK, target=target, **overrides)
         channel = open_channel(
             target, tls=settings.tls, ca_file=settings.ca_file, gzip=settings.gzip,
             interceptors=telemetry[0].client_interceptors(),

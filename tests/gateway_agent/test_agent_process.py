@@ -123,4 +123,4 @@ async def test_bad_configuration_exits_2_naming_the_field(tmp_path: Path) -> Non
     async with asyncio.timeout(30):
         _, stderr = await process.communicate()
     assert process.returncode == 2
-    assert "inputs.bme280[0].address: Input should be 118 or 119" in stderr.decode()
+    assert "inputs.bme280[0].address: Invalid enum value 64; expected 118 or 119" in stderr.decode()

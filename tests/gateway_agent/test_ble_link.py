@@ -48,7 +48,7 @@ class Running:
 
     def __init__(self, bluetooth: FakeBluetooth, **options: object) -> None:
         self.bluetooth = bluetooth
-        settings = ble_imu.Settings.model_validate({"address": ADDRESS, "health_interval": "50ms", **options})
+        settings = ble_imu.Settings.validate({"address": ADDRESS, "health_interval": "50ms", **options})
         self.sensor = ble_imu.BleImu(
             settings,
             find_device=bluetooth.find_device,

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from sensormesh.v1.command_pb2 import CommandState
 
@@ -61,7 +62,7 @@ class Running:
         self._task: asyncio.Task[None] | None = None
 
     def settings(self, batch_max_age: str, **overrides: Any) -> AgentSettings:
-        return AgentSettings(
+        return AgentSettings.validate(dict(
             device_id=DEVICE_ID,
             token=TOKEN,
             uplink={
@@ -71,7 +72,7 @@ class Running:
             buffer={"path": str(self.folder / "buffer.sqlite3"), "commit_interval": "20ms"},
             stop_timeout="5s",
             **overrides,
-        )  # type: ignore[arg-type]  # fmt: skip
+        ))  # fmt: skip
 
     async def start(
         self, inputs: Sequence[Input] | None = None, batch_max_age: str = "50ms", **overrides: Any
@@ -275,7 +276,7 @@ async def test_the_hello_of_a_fully_configured_agent_passes_the_contracts_valida
     example = AgentSettings.load(EXAMPLE)
     Device.pin_factory = MockFactory()
     try:
-        agent = await agents.start(commands=example.commands.model_dump())
+        agent = await agents.start(commands=msgspec.to_builtins(example.commands))
         assert agent.commands is not None
         hello = agent.commands.hello()
         await agents.stop()

@@ -17,6 +17,7 @@ from gateway_agent.agent import Agent
 from gateway_agent.config import AgentSettings
 from gateway_agent.inputs import camera, simulated
 from gateway_agent.inputs.camera_source import Captured
+from gateway_agent.options import Secret
 from ingest_service.server import IngestServer, start
 from ingest_service.settings import IngestSettings
 from sensormesh_core.storage.registry import create_device
@@ -80,20 +81,22 @@ async def test_frames_through_a_cut_network_and_an_ingest_restart_are_stored_exa
     proxy = FaultProxy(("127.0.0.1", port))
     proxy.start()
     source = NumberedCamera()
-    settings = AgentSettings(
-        device_id="camera-pi",
-        token=SecretStr(token),
-        uplink={  # type: ignore[arg-type]
-            "target": proxy.target,
-            "tls": False,
-            "batch_max_age": "50ms",
-            "stream_max_duration": "1s",
-            "backoff_initial": "20ms",
-            "backoff_max": "200ms",
-            "ack_timeout": "5s",
-        },
-        buffer={"path": tmp_path / "buffer.sqlite3", "commit_interval": "20ms"},  # type: ignore[arg-type]
-        commands={"enabled": False},  # type: ignore[arg-type]
+    settings = AgentSettings.validate(
+        dict(
+            device_id="camera-pi",
+            token=Secret(token),
+            uplink={
+                "target": proxy.target,
+                "tls": False,
+                "batch_max_age": "50ms",
+                "stream_max_duration": "1s",
+                "backoff_initial": "20ms",
+                "backoff_max": "200ms",
+                "ack_timeout": "5s",
+            },
+            buffer={"path": tmp_path / "buffer.sqlite3", "commit_interval": "20ms"},
+            commands={"enabled": False},
+        )
     )
     inputs = [
         camera.Camera(camera.Settings(name="door", interval=timedelta(milliseconds=50)), source),
@@ -139,11 +142,13 @@ async def test_the_capture_command_takes_a_frame_now_and_answers_its_stored_sequ
 ) -> None:
     ingest = await _ingest(database_url, free_port())
     source = NumberedCamera()
-    settings = AgentSettings(
-        device_id="camera-pi",
-        token=SecretStr(token),
-        uplink={"target": f"127.0.0.1:{ingest.port}", "tls": False, "batch_max_age": "50ms"},  # type: ignore[arg-type]
-        buffer={"path": tmp_path / "buffer.sqlite3"},  # type: ignore[arg-type]
+    settings = AgentSettings.validate(
+        dict(
+            device_id="camera-pi",
+            token=Secret(token),
+            uplink={"target": f"127.0.0.1:{ingest.port}", "tls": False, "batch_max_age": "50ms"},
+            buffer={"path": tmp_path / "buffer.sqlite3"},
+        )
     )
     hourly = camera.Camera(camera.Settings(name="door", interval=timedelta(hours=1)), source)
     agent = await Agent.start(settings, configure_telemetry("test-agent", set_global=False), [hourly])

@@ -126,7 +126,7 @@ async def test_an_output_whose_pin_cannot_be_opened_fails_when_used_and_the_othe
         ([{"name": "a", "pin": 5}, {"name": "a", "pin": 6}], [], "commands.gpio_output: more than one output with name a"),
         ([{"name": "a", "pin": 5}, {"name": "b", "pin": 5}], [], "commands.gpio_output: more than one output with pin 5"),
         ([{"name": "a", "pin": 5}], [{"name": "set_output", "argv": ["x"]}], "more than one command named set_output"),
-        ([{"name": "a", "pin": 5, "initial": "high"}], [], "commands.gpio_output[0].initial: Input should be 'off' or 'on'"),
+        ([{"name": "a", "pin": 5, "initial": "high"}], [], "commands.gpio_output[0].initial: Invalid enum value 'high'; expected 'off' or 'on'"),
     ],
 )  # fmt: skip
 def test_configuration_errors_name_the_option(

@@ -63,7 +63,7 @@ async def agent(server: IngestServer, db: asyncpg.Connection, tmp_path: Path) ->
     _, token = await create_device(db, DEVICE)
     token_file = tmp_path / "device-token"
     write_token_file(token_file, token)
-    settings = AgentSettings(
+    settings = AgentSettings.validate(dict(
         device_id=DEVICE,
         token_file=token_file,
         uplink={
@@ -73,7 +73,7 @@ async def agent(server: IngestServer, db: asyncpg.Connection, tmp_path: Path) ->
             "refused_backoff_initial": "100ms", "refused_backoff_max": "300ms",
         },
         buffer={"path": str(tmp_path / "buffer.sqlite3"), "commit_interval": "20ms"},
-    )  # type: ignore[arg-type]  # fmt: skip
+    ))  # fmt: skip
     sensor = simulated.Simulated(simulated.Settings(kind="generic", interval=timedelta(milliseconds=10)))
     running = await Agent.start(settings, configure_telemetry("agent-test", set_global=False), [sensor])
     task = asyncio.create_task(running.run(), name="agent")

@@ -70,7 +70,7 @@ def test_default_interval_depends_on_the_kind() -> None:
 
 
 def wireless(seed: int = 1, start_ns: int = DAY0_NS, **options: str) -> simulated.Simulated:
-    settings = simulated.Settings.model_validate(
+    settings = simulated.Settings.validate(
         {"kind": "environment", "seed": seed, "link_interval": "30s", **options}
     )
     clock = ticks(start_ns, 1_000_000_000)  # a reading a second
