@@ -10,7 +10,7 @@ field's type) and raises `OptionsError`, which names the option by its path.
 Why msgspec and not pydantic, as the services use: the agent's memory on a Pi
 is budgeted (60 MB resident at 100 Hz), and pydantic with its core and first
 model build is 11 MB of it where msgspec is under 1 MB
-(`sensormesh bench agent`, docs/agent.md). The types msgspec does not know
+(`sensormesh bench agent`; the README's agent footprint). The types msgspec does not know
 are parsed here: `Duration` ("10ms"), `ByteSize` ("512MiB"), `Secret`
 (kept out of logs and reprs) and `Path`.
 """
