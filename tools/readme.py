@@ -54,15 +54,21 @@ SECTION = re.compile(
 
 
 def _default(info: FieldInfo) -> str:
-    if info.is_required():
-        return "required"
-    value = info.get_default(call_default_factory=True)
-    if value is None or isinstance(value, SecretStr):
+    return "required" if info.is_required() else _shown(info.get_default(call_default_factory=True))
+
+
+def _shown(value: object) -> str:
+    """A default as the table shows it (the agent's durations and sizes as agent.toml writes them)."""
+    if value is None or isinstance(value, SecretStr | Secret):
         return "unset"
     if isinstance(value, bool):
         return "`true`" if value else "`false`"
     if isinstance(value, ByteSize):
         return f"`{value.human_readable(decimal=False, separator='')}`"
+    if isinstance(value, AgentByteSize):
+        return f"`{value.human()}`"
+    if isinstance(value, Duration):
+        return f"`{value.spelled()}`"
     if isinstance(value, timedelta):
         return f"`{TypeAdapter(timedelta).dump_python(value, mode='json')}`"
     if isinstance(value, datetime):
@@ -102,16 +108,7 @@ def _meta(annotation: object) -> msgspec.Meta | None:
 def _struct_default(info: msgspec.structs.FieldInfo) -> str:
     if info.required:
         return "required"
-    value = info.default if info.default_factory is msgspec.NODEFAULT else info.default_factory()
-    if value is None or isinstance(value, Secret):
-        return "unset"
-    if isinstance(value, bool):
-        return "`true`" if value else "`false`"
-    if isinstance(value, AgentByteSize):
-        return f"`{value.human()}`"
-    if isinstance(value, Duration):
-        return f"`{value.spelled()}`"
-    return f"`{value}`"
+    return _shown(info.default if info.default_factory is msgspec.NODEFAULT else info.default_factory())
 
 
 def _struct_rows(struct: type[msgspec.Struct], prefix: str, skip: set[str]) -> Iterator[tuple[str, str, str]]:
