@@ -22,7 +22,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import msgspec
 
@@ -205,19 +205,19 @@ class Options(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
         try:
             return msgspec.convert(cls._nested(table), cls, strict=False, dec_hook=_decoded)
         except msgspec.ValidationError as error:
-            problem = OptionsError.from_msgspec(error)
-            allowed = (
-                typing.get_args(_declared(cls, problem.loc))
-                if problem.message.startswith("Invalid enum")
-                else ()
-            )
-            if allowed:
-                problem = OptionsError(
-                    problem.loc, f"{problem.message}; expected {' or '.join(map(repr, allowed))}"
-                )
-            if problem.loc and problem.loc[0] in cls.flattened:
-                problem = OptionsError(problem.loc[1:], problem.message, problem.unknown)
-            raise problem from None
+            raise cls._as_written(OptionsError.from_msgspec(error)) from None
+
+    @classmethod
+    def _as_written(cls, problem: OptionsError) -> OptionsError:
+        """`problem` with the values a choice takes, and a flattened option named as agent.toml
+        writes it (`port`, not `broker.port`)."""
+        loc, message = problem.loc, problem.message
+        declared = _declared(cls, loc)
+        if typing.get_origin(declared) is Literal:
+            message = f"{message}; expected {' or '.join(map(repr, typing.get_args(declared)))}"
+        if loc and loc[0] in cls.flattened:
+            loc = loc[1:]
+        return OptionsError(loc, message, problem.unknown)
 
     @classmethod
     def _nested(cls, table: Mapping[str, Any]) -> Mapping[str, Any]:
