@@ -13,10 +13,15 @@ from typing import Annotated, Literal
 
 from msgspec import Meta
 
+from gateway_agent.byte_sizes import ByteSize
 from gateway_agent.durations import Duration
-from gateway_agent.options import ByteSize, Options
+from gateway_agent.options import Options
 
-MIN_DISK_BUDGET = ByteSize(1024 * 1024)
+
+class DiskBudget(ByteSize):
+    """The buffer's disk budget, which must be more than 1 MiB."""
+
+    more_than = 1024 * 1024
 
 
 class BufferSettings(Options, kw_only=True, frozen=True):
@@ -26,11 +31,11 @@ class BufferSettings(Options, kw_only=True, frozen=True):
         "/var/lib/sensormesh-agent/buffer.sqlite3"
     )
     disk_budget: Annotated[
-        ByteSize,
+        DiskBudget,
         Meta(
             description="Disk the buffer may use; beyond it the oldest half is thinned and the loss reported."
         ),
-    ] = ByteSize(512 * 1024 * 1024)
+    ] = DiskBudget(512 * 1024 * 1024)
     thin_to: Annotated[float, Meta(gt=0.1, lt=1.0, description="Thin to this fraction of the budget.")] = 0.9
     commit_interval: Annotated[
         Duration, Meta(description="Group commit: readings are written together at most this often...")
@@ -47,9 +52,3 @@ class BufferSettings(Options, kw_only=True, frozen=True):
         Literal["full", "normal"],
         Meta(description="SQLite synchronous mode: full survives power loss, normal only a crash."),
     ] = "full"
-
-    def __post_init__(self) -> None:
-        if self.disk_budget <= MIN_DISK_BUDGET:
-            raise ValueError(
-                f"disk_budget: must be more than {MIN_DISK_BUDGET.human()}, got {ByteSize(self.disk_budget).human()}"
-            )

@@ -16,6 +16,8 @@ import msgspec
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SUFFIXED = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_CLOCK = re.compile(r"^\s*(?:(\d+)\s*days?,?\s*)?(?:(\d+):(\d{2}):(\d{2}(?:\.\d+)?))?\s*$")
+"""Python's own spelling, which pydantic read too: "1 day, 02:00:00", "00:00:10", "2 days"."""
 
 
 class Duration(timedelta):
@@ -26,11 +28,15 @@ class Duration(timedelta):
         """`value` as a Duration: a timedelta, a number of seconds, a suffixed or an ISO 8601
         string; ValueError says what is expected."""
         seconds = _seconds(value)
-        if seconds is None or seconds < 0:
-            raise ValueError(
-                f"expected a duration such as 10ms, 1s, 5m, 1h, 1d, seconds or PT1S (not negative), got {value!r}"
-            )
-        return cls(seconds=seconds)
+        try:
+            if seconds is not None and seconds >= 0:  # NaN is not
+                return cls(seconds=seconds)
+        except OverflowError:  # infinite, or more than timedelta holds
+            pass
+        raise ValueError(
+            f"expected a duration such as 10ms, 1s, 5m, 1h, 1d, seconds or PT1S"
+            f" (not negative, at most 999999999 days), got {value!r}"
+        )
 
     def spelled(self) -> str:
         """As agent.toml would write it: the largest unit that divides it ("1m", "500ms")."""
@@ -45,13 +51,15 @@ def _seconds(value: Any) -> float | None:
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        match = _SUFFIXED.match(value)
-        if match:
-            return float(match.group(1)) * _UNITS[match.group(2)]
-        try:
-            return msgspec.convert(value.strip(), timedelta).total_seconds()
-        except msgspec.ValidationError:
-            return None
-    return None
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    if match := _SUFFIXED.match(value):
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    if (match := _CLOCK.match(value)) and any(match.groups()):
+        days, hours, minutes, seconds = (float(part or 0) for part in match.groups())
+        return days * 86400 + hours * 3600 + minutes * 60 + seconds
+    try:
+        return msgspec.convert(value.strip(), timedelta).total_seconds()
+    except msgspec.ValidationError:
+        return None

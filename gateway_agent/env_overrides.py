@@ -10,7 +10,7 @@ The rules are pydantic-settings' ones, as the agent used them:
 - an option holding a table or a list (`uplink`, `inputs`, `commands.program`) takes JSON
   (`SENSORMESH_AGENT_COMMANDS__PROGRAM='[{"name": "reboot", "argv": ["/sbin/reboot"]}]'`), and
   `__` variables refine such a JSON table;
-- a switch takes true/false, yes/no, on/off, 1/0 in any case;
+- a switch takes true/false, yes/no, on/off, 1/0 in any case (gateway_agent/options.py);
 - the environment wins over the file value by value (`merged`): `SENSORMESH_AGENT_UPLINK__TARGET`
   replaces the file's `[uplink] target` and keeps its other `[uplink]` options.
 
@@ -33,11 +33,6 @@ from typing import Any
 import msgspec
 
 NESTING = "__"
-_BOOLEANS = {
-    **dict.fromkeys(("1", "true", "t", "yes", "y", "on"), True),
-    **dict.fromkeys(("0", "false", "f", "no", "n", "off"), False),
-}
-"""How a switch is written in the environment (pydantic-settings' spellings)."""
 
 
 class VariableError(ValueError):
@@ -111,8 +106,6 @@ def _parsed(model: type[msgspec.Struct], path: tuple[str, ...], name: str, value
             )
         owner = below
     annotation = _annotation(owner, path[-1])
-    if annotation is not None and bool in _members(annotation):
-        return _BOOLEANS.get(value.strip().lower(), value)
     if annotation is None or not _takes_json(annotation):
         return value
     try:

@@ -11,8 +11,8 @@ Why msgspec and not pydantic, as the services use: the agent's memory on a Pi
 is budgeted (60 MB resident at 100 Hz), and pydantic with its core and first
 model build is 11 MB of it where msgspec is under 1 MB
 (`sensormesh bench agent`; the README's agent footprint). The types msgspec does not know
-are parsed here: `Duration` ("10ms"), `ByteSize` ("512MiB"), `Secret`
-(kept out of logs and reprs) and `Path`.
+are parsed here: `Duration` ("10ms", gateway_agent/durations.py), `ByteSize`
+("512MiB", gateway_agent/byte_sizes.py), `Secret` (kept out of logs and reprs) and `Path`.
 """
 
 from __future__ import annotations
@@ -22,43 +22,14 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeGuard
 
 import msgspec
 
+from gateway_agent.byte_sizes import ByteSize
 from gateway_agent.durations import Duration
 
 Loc = tuple[str | int, ...]
-
-_BYTE_UNITS = {
-    "": 1, "b": 1,
-    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
-}  # fmt: skip
-_BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.I)
-_BINARY = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
-
-
-class ByteSize(int):
-    """A number of bytes that also parses "512MiB", "1.5GB" or "4096"."""
-
-    @classmethod
-    def parse(cls, value: Any) -> ByteSize:
-        """`value` as bytes: a whole number, or a number with a unit (B, kB, MB, GB, TB, KiB, MiB,
-        GiB, TiB; case does not matter); ValueError says what is expected."""
-        if isinstance(value, int) and not isinstance(value, bool):
-            return cls(value)
-        match = _BYTES.match(value) if isinstance(value, str) else None
-        if match is None or match.group(2).lower() not in _BYTE_UNITS:
-            raise ValueError(f"expected a size such as 512MiB, 2GB or a number of bytes, got {value!r}")
-        return cls(int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()]))
-
-    def human(self) -> str:
-        """The size in the largest binary unit that divides it: "512MiB"; else in bytes."""
-        for unit, size in _BINARY:
-            if self and self % size == 0:
-                return f"{self // size}{unit}"
-        return f"{int(self)}B"
 
 
 class Secret:
@@ -90,8 +61,8 @@ def _decoded(kind: type, value: Any) -> Any:
     at the option's path."""
     if kind is Duration:
         return Duration.parse(value)
-    if kind is ByteSize:
-        return ByteSize.parse(value)
+    if isinstance(kind, type) and issubclass(kind, ByteSize):
+        return kind.parse(value)
     if kind is Secret:
         if not isinstance(value, str | Secret):
             raise TypeError(f"Expected `str`, got `{type(value).__name__}`")
@@ -164,13 +135,44 @@ def _declared(struct: type, loc: Loc) -> Any:
     kind: Any = struct
     for part in loc:
         kind = _bare(kind)
-        if isinstance(part, str) and isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+        if isinstance(part, str) and _is_struct(kind):
             kind = next((field.type for field in msgspec.structs.fields(kind) if field.name == part), None)
         elif isinstance(part, int) and typing.get_origin(kind) is list:
             kind = typing.get_args(kind)[0]
         else:
             return None
     return _bare(kind)
+
+
+SWITCHES = {
+    **dict.fromkeys(("1", "true", "t", "yes", "y", "on"), True),
+    **dict.fromkeys(("0", "false", "f", "no", "n", "off"), False),
+}
+"""How a switch may be written as a string (pydantic's spellings, any case): in the environment,
+and in files written for the pydantic agent (`tls = "no"`)."""
+
+
+def _switched(struct: type, table: Any) -> Any:
+    """`table` (for `struct`) with its switches written as words read as booleans, in nested
+    tables and lists of tables too; anything else is left for msgspec to judge."""
+    if not isinstance(table, Mapping):
+        return table
+    kinds = {field.name: _bare(field.type) for field in msgspec.structs.fields(struct)}
+    read = dict(table)
+    for name, value in table.items():
+        kind = kinds.get(name)
+        below = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
+        if kind is bool and isinstance(value, str):
+            read[name] = SWITCHES.get(value.strip().lower(), value)
+        elif _is_struct(kind):
+            read[name] = _switched(kind, value)
+        elif _is_struct(below) and isinstance(value, list):
+            read[name] = [_switched(below, item) for item in value]
+    return read
+
+
+def _is_struct(kind: Any) -> TypeGuard[type[msgspec.Struct]]:
+    return isinstance(kind, type) and issubclass(kind, msgspec.Struct)
 
 
 def _bare(kind: Any) -> Any:
@@ -203,7 +205,7 @@ class Options(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
         """The options `table` sets (TOML values, or strings from the environment); OptionsError
         names the first option that cannot be read."""
         try:
-            return msgspec.convert(cls._nested(table), cls, strict=False, dec_hook=_decoded)
+            return msgspec.convert(_switched(cls, cls._nested(table)), cls, strict=False, dec_hook=_decoded)
         except msgspec.ValidationError as error:
             raise cls._as_written(OptionsError.from_msgspec(error)) from None
 

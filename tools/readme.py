@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from control_service.settings import ControlSettings  # noqa: E402
+from gateway_agent.byte_sizes import ByteSize as AgentByteSize  # noqa: E402
 from gateway_agent.config import AgentSettings  # noqa: E402
 from gateway_agent.durations import Duration  # noqa: E402
-from gateway_agent.options import ByteSize as AgentByteSize  # noqa: E402
 from gateway_agent.options import Secret  # noqa: E402
 from ingest_service.settings import IngestSettings  # noqa: E402
 from query_service.settings import QuerySettings  # noqa: E402

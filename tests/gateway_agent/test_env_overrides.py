@@ -38,6 +38,10 @@ def test_nested_variables_replace_one_value_and_keep_the_files_others(tmp_path: 
     assert settings.commands.enabled is False
 
 
+def test_a_switch_inside_a_json_table_takes_words_too(tmp_path: Path) -> None:
+    assert load(tmp_path, SENSORMESH_AGENT_UPLINK='{"tls": "no", "gzip": "on"}').uplink.tls is False
+
+
 def test_the_environment_alone_configures_the_agent(tmp_path: Path) -> None:
     settings = load(
         tmp_path, None, SENSORMESH_AGENT_DEVICE_ID="pi", SENSORMESH_AGENT_BUFFER__DISK_BUDGET="64MiB"
@@ -72,6 +76,7 @@ def test_a_table_or_a_list_takes_json_and_nested_variables_refine_it(tmp_path: P
         ({"SENSORMESH_AGENT_DEVICE_ID__NAME": "x"}, r"^SENSORMESH_AGENT_DEVICE_ID__NAME: device_id is not a table"),
         ({"SENSORMESH_AGENT_COMMANDS__PROGRAM__0__NAME": "x"}, r"set it whole \(SENSORMESH_AGENT_COMMANDS__PROGRAM, JSON"),
         ({"SENSORMESH_AGENT_UPLINK__": "x"}, r"^SENSORMESH_AGENT_UPLINK__: names no option"),
+        ({"SENSORMESH_AGENT_BUFFER__DISK_BUDGET": "1MiB"}, r"^SENSORMESH_AGENT_BUFFER__DISK_BUDGET: must be more than 1MiB"),
     ],
 )  # fmt: skip
 def test_a_bad_variable_is_refused_by_its_name(tmp_path: Path, environ: dict[str, str], message: str) -> None:

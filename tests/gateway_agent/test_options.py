@@ -9,23 +9,27 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway_agent.byte_sizes import ByteSize
 from gateway_agent.commands import mqtt as mqtt_command
 from gateway_agent.durations import Duration
 from gateway_agent.inputs import mqtt as mqtt_input
-from gateway_agent.options import ByteSize, OptionsError, Secret
+from gateway_agent.options import OptionsError, Secret
 from gateway_agent.uplink_settings import UplinkSettings
 
 
 @pytest.mark.parametrize(
     ("written", "seconds"),
     [("10ms", 0.01), ("1.5s", 1.5), ("5m", 300), ("1h", 3600), ("2d", 172800), (" 3 s ", 3),
-     ("PT1M30S", 90), (2, 2), (0.25, 0.25), (timedelta(minutes=1), 60)],
+     ("PT1M30S", 90), (2, 2), (0.25, 0.25), (timedelta(minutes=1), 60), ("00:00:10", 10),
+     ("1 day, 02:00:00", 93600), ("2 days", 172800)],
 )  # fmt: skip
 def test_a_duration_is_read_as_people_write_it(written: object, seconds: float) -> None:
     assert Duration.parse(written).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("written", ["10 parsecs", "", "-1s", "-PT1S", -1, True, None, [1]])
+@pytest.mark.parametrize(
+    "written", ["10 parsecs", "", "-1s", "-PT1S", -1, True, None, [1], float("inf"), float("nan"), 1e20]
+)
 def test_a_duration_that_is_none_says_what_is_expected(written: object) -> None:
     with pytest.raises(ValueError, match="expected a duration such as 10ms"):
         Duration.parse(written)
@@ -39,10 +43,17 @@ def test_a_duration_spelled_reads_back_as_itself(milliseconds: int) -> None:
 
 @pytest.mark.parametrize(
     ("written", "size"),
-    [("512MiB", 512 * 2**20), ("1.5GB", 1_500_000_000), ("64 kib", 65536), ("4096", 4096), (2048, 2048)],
-)
+    [("512MiB", 512 * 2**20), ("1.5GB", 1_500_000_000), ("64 kib", 65536), ("4096", 4096), (2048, 2048),
+     ("2G", 2 * 10**9), (".5GB", 500_000_000), ("8kbit", 1000), (1e9, 10**9), ("1PiB", 2**50)],
+)  # fmt: skip
 def test_a_size_is_read_in_binary_and_decimal_units(written: object, size: int) -> None:
     assert ByteSize.parse(written) == size
+
+
+@pytest.mark.parametrize("written", ["12 parsecs", "1 zb", -1, 1.5, True, "1e9"])
+def test_a_size_that_is_none_says_what_is_expected(written: object) -> None:
+    with pytest.raises(ValueError, match=r"expected a size such as 512MiB|must not be negative"):
+        ByteSize.parse(written)
 
 
 @given(st.integers(min_value=0, max_value=2**50))
@@ -58,6 +69,17 @@ def test_a_secret_is_hidden_from_reprs_and_errors() -> None:
     with pytest.raises(OptionsError) as raised:
         mqtt_input.Settings.validate({"topics": ["#"], "password": 42})
     assert str(raised.value) == "password: Expected `str`, got `int`"
+
+
+@pytest.mark.parametrize(
+    ("written", "read"), [("no", False), ("ON", True), ("y", True), ("0", False), (True, True)]
+)
+def test_a_switch_is_read_in_pydantics_spellings(written: object, read: bool) -> None:
+    assert UplinkSettings.validate({"tls": written}).tls is read
+    command = mqtt_command.Settings.validate(
+        {"name": "vent", "topic": "t", "tls": written, "parameters": [{"name": "on", "required": written}]}
+    )
+    assert (command.broker.tls, command.parameters[0].required) == (read, read)
 
 
 def test_environment_strings_are_read_as_the_options_types() -> None:
