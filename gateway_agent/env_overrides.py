@@ -32,14 +32,13 @@ from typing import Any
 
 import msgspec
 
+from gateway_agent.options import Loc, is_struct
+
 NESTING = "__"
 
 
 class VariableError(ValueError):
     """An environment variable cannot be read as an option; the message names the variable."""
-
-
-Loc = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
@@ -144,10 +143,7 @@ def _members(annotation: Any) -> Sequence[Any]:
 
 
 def _model_in(annotation: Any) -> type[msgspec.Struct] | None:
-    for member in _members(annotation):
-        if isinstance(member, type) and issubclass(member, msgspec.Struct):
-            return member
-    return None
+    return next((member for member in _members(annotation) if is_struct(member)), None)
 
 
 def _takes_json(annotation: Any) -> bool:

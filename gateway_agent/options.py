@@ -135,7 +135,7 @@ def _declared(struct: type, loc: Loc) -> Any:
     kind: Any = struct
     for part in loc:
         kind = _bare(kind)
-        if isinstance(part, str) and _is_struct(kind):
+        if isinstance(part, str) and is_struct(kind):
             kind = next((field.type for field in msgspec.structs.fields(kind) if field.name == part), None)
         elif isinstance(part, int) and typing.get_origin(kind) is list:
             kind = typing.get_args(kind)[0]
@@ -164,14 +164,14 @@ def _switched(struct: type, table: Any) -> Any:
         below = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
         if kind is bool and isinstance(value, str):
             read[name] = SWITCHES.get(value.strip().lower(), value)
-        elif _is_struct(kind):
+        elif is_struct(kind):
             read[name] = _switched(kind, value)
-        elif _is_struct(below) and isinstance(value, list):
+        elif is_struct(below) and isinstance(value, list):
             read[name] = [_switched(below, item) for item in value]
     return read
 
 
-def _is_struct(kind: Any) -> TypeGuard[type[msgspec.Struct]]:
+def is_struct(kind: Any) -> TypeGuard[type[msgspec.Struct]]:
     return isinstance(kind, type) and issubclass(kind, msgspec.Struct)
 
 
