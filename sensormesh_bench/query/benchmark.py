@@ -25,10 +25,13 @@ Figures (milliseconds unless named otherwise):
   raw day in columns); rest_columns_curl_* and
   rest_columns_httpx_* as REST through Envoy with libcurl (a C client) and with
   httpx, rest_curl_range_day_1m_* the rows with libcurl, and
-  rest_columns_curl_gzip_* gzip-compressed; rest_columns_grpc_ratio is libcurl's
-  REST columns over gRPC's columns (the target), rest_columns_httpx_grpc_ratio
-  httpx's; json_day_1m_{rows,columns}[_gzip|_br]_bytes are the answer's sizes as
-  Envoy sends them;
+  rest_columns_curl_gzip_* gzip-compressed (libcurl's answers parsed by orjson,
+  a native parser, as a non-Python client's are); rest_columns_grpc_ratio is
+  libcurl's REST columns over gRPC's columns (the target),
+  rest_columns_httpx_grpc_ratio httpx's, rest_columns_curl_stdlib_json_grpc_ratio
+  libcurl's parsed by `json.loads`; json_day_1m_columns_{stdlib,orjson}_parse_*
+  time those two parsers alone on the answer; json_day_1m_{rows,columns}[_gzip|_br]_bytes
+  are the answer's sizes as Envoy sends them;
 - live_*: from ingest's answer to a probe reading's WriteReadings (sent once
   the reading committed) to its arrival at a WatchReadings subscriber, while
   simulated gateways upload `--load-samples-per-s` samples/s through the same

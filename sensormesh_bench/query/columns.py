@@ -5,8 +5,14 @@ its JSON as rows and columns, plain and compressed as Envoy sends it.
 Why two REST clients: httpx spends as long parsing HTTP/1.1 in Python as Envoy spends
 transcoding, so its figure says more about Python than about the API. libcurl is what most
 non-Python clients amount to (curl itself, and the C libraries under most languages' HTTP
-clients). Both parse the body (`json.loads`, C-accelerated), as the gRPC client parses its
-protobuf: a client that did not read the answer would time less than a client pays.
+clients). Every client parses the answer, as the gRPC client parses its protobuf: a client that
+did not read the answer would time less than a client pays. libcurl's answer is parsed by orjson,
+a native parser, as a non-Python client's is (a browser's `JSON.parse`, Go's or Rust's decoders);
+it still makes every value a Python object, as `json.loads` does, but the standard library's
+float parsing costs about 1 ms on this answer, more than Envoy's transcoding of the floats, so
+timing it would measure Python's float parser, not the API. The same libcurl read parsed by
+`json.loads` is timed beside it (`rest_columns_curl_stdlib_json_*`), and httpx parses with
+`response.json()`, as a Python client usually does.
 
 Timed answers are uncompressed (`accept-encoding: identity`): on loopback compression costs
 Envoy's CPU and gains nothing; what it gains on a real network is the sizes reported beside.
@@ -15,6 +21,7 @@ Envoy's CPU and gains nothing; what it gains on a real network is the sizes repo
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import inspect
 import json
@@ -25,6 +32,7 @@ from typing import Any
 
 import grpc
 import httpx
+import orjson
 import pycurl
 from sensormesh.v1 import query_pb2, query_pb2_grpc
 
@@ -111,31 +119,36 @@ async def columns_figures(
                 args.iterations,
                 {
                     "range_day_1m_columns": lambda: stub.ListReadings(request),
-                    "rest_columns_curl_range_day_1m": lambda: json.loads(curl.get(path, columns_query)),
+                    "rest_columns_curl_range_day_1m": lambda: orjson.loads(curl.get(path, columns_query)),
                     "rest_columns_httpx_range_day_1m": httpx_get,
+                    "rest_columns_curl_stdlib_json_range_day_1m": lambda: json.loads(
+                        curl.get(path, columns_query)
+                    ),
                 },
             )
         figures: dict[str, Any] = {"range_day_1m_columns_grpc_bytes": got.ByteSize()}
         for name, samples in timings.items():
             figures |= latency_figures(name, samples)
         figures |= _json_sizes(curl, path, query, columns_query)
+        figures |= _parse_figures(args.iterations, curl.get(path, columns_query))
         figures |= latency_figures(
             "rest_curl_range_day_1m",
-            timed_blocking(args.iterations, lambda: json.loads(curl.get(path, query))),
+            timed_blocking(args.iterations, lambda: orjson.loads(curl.get(path, query))),
         )
         figures |= latency_figures(
             "rest_columns_curl_gzip_range_day_1m",
             timed_blocking(
-                args.iterations, lambda: json.loads(gzip.decompress(curl.get(path, columns_query, "gzip")))
+                args.iterations, lambda: orjson.loads(gzip.decompress(curl.get(path, columns_query, "gzip")))
             ),
         )
     finally:
         curl.close()
     grpc_p50 = figures["range_day_1m_columns_p50_ms"]
     figures["rest_columns_grpc_ratio"] = round(figures["rest_columns_curl_range_day_1m_p50_ms"] / grpc_p50, 3)
-    figures["rest_columns_httpx_grpc_ratio"] = round(
-        figures["rest_columns_httpx_range_day_1m_p50_ms"] / grpc_p50, 3
-    )
+    for client in ("httpx", "curl_stdlib_json"):
+        figures[f"rest_columns_{client}_grpc_ratio"] = round(
+            figures[f"rest_columns_{client}_range_day_1m_p50_ms"] / grpc_p50, 3
+        )
     return figures
 
 
@@ -152,6 +165,17 @@ async def _taking_turns(count: int, calls: dict[str, Callable[[], Any]]) -> dict
             if round_ >= 2:
                 found[name].append((time.perf_counter() - started) * 1000)
     return found
+
+
+def _parse_figures(count: int, body: bytes) -> dict[str, float]:
+    """Milliseconds the client spends parsing the columns answer, with the standard library
+    and with orjson: what REST's figures include beside Envoy's and the network's share."""
+    figures: dict[str, float] = {}
+    for parser, loads in (("stdlib", json.loads), ("orjson", orjson.loads)):
+        figures |= latency_figures(
+            f"json_day_1m_columns_{parser}_parse", timed_blocking(count, functools.partial(loads, body))
+        )
+    return figures
 
 
 def _json_sizes(

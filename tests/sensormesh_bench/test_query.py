@@ -40,6 +40,9 @@ def test_the_benchmark_reports_its_figures(postgres_admin_url: str) -> None:
         "rest_curl_range_day_1m_p50_ms",
         "rest_columns_grpc_ratio",
         "rest_columns_httpx_grpc_ratio",
+        "rest_columns_curl_stdlib_json_grpc_ratio",
+        "json_day_1m_columns_stdlib_parse_p50_ms",
+        "json_day_1m_columns_orjson_parse_p50_ms",
     ):
         assert figures[key] > 0, key
     rows, columns = figures["json_day_1m_rows_bytes"], figures["json_day_1m_columns_bytes"]
