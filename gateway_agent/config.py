@@ -60,6 +60,8 @@ def _describe_settings(error: OptionsError, where: str, overrides: Overrides) ->
 class AgentSettings(Options, kw_only=True, frozen=True):
     """Everything the agent reads at start-up: `load()` reads the file and the environment."""
 
+    unvalidated = frozenset({"inputs"})
+
     device_id: Annotated[
         str,
         Meta(

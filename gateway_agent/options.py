@@ -188,6 +188,25 @@ def _bare(kind: Any) -> Any:
             return kind
 
 
+class _Hidden:
+    """An option's value left out of a repr: shown as `...`."""
+
+    def __repr__(self) -> str:
+        return "..."
+
+
+_HIDDEN = _Hidden()
+
+
+def _names_only(value: Any) -> Any:
+    """`value` (tables, lists and mappings of tables) with every option's value shown as `...`."""
+    if isinstance(value, Mapping):
+        return {key: _names_only(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_names_only(item) for item in value]
+    return _HIDDEN
+
+
 class Options(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """One table of agent.toml. Subclasses declare the options (with `kw_only=True`, which msgspec
     does not inherit); unknown keys are refused.
@@ -199,6 +218,16 @@ class Options(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
     """
 
     flattened: ClassVar[dict[str, type[Options]]] = {}
+    unvalidated: ClassVar[frozenset[str]] = frozenset()
+    """Fields holding tables as written, which their kind validates later (`[[inputs.<name>]]`):
+    their secrets are not `Secret` yet, so the repr shows their options' names, not values."""
+
+    def __repr__(self) -> str:
+        shown = (
+            f"{name}={_names_only(value) if name in self.unvalidated else repr(value)}"
+            for name, value in zip(self.__struct_fields__, msgspec.structs.astuple(self), strict=True)
+        )
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @classmethod
     def validate(cls, table: Mapping[str, Any]) -> Self:

@@ -95,6 +95,8 @@ class DeclaredCommand(Options, kw_only=True, frozen=True):
 class CommandsSettings(Options, kw_only=True, frozen=True):
     """Whether the agent takes commands, and the commands agent.toml declares."""
 
+    unvalidated = frozenset({"program", "mqtt", "gpio_output"})
+
     enabled: Annotated[
         bool, Meta(description="Open the command channel to the ingest service and run commands.")
     ] = True

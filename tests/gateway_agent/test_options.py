@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway_agent.byte_sizes import ByteSize
 from gateway_agent.commands import mqtt as mqtt_command
+from gateway_agent.config import AgentSettings
 from gateway_agent.durations import Duration
 from gateway_agent.inputs import mqtt as mqtt_input
 from gateway_agent.options import OptionsError, Secret
@@ -69,6 +71,26 @@ def test_a_secret_is_hidden_from_reprs_and_errors() -> None:
     with pytest.raises(OptionsError) as raised:
         mqtt_input.Settings.validate({"topics": ["#"], "password": 42})
     assert str(raised.value) == "password: Expected `str`, got `int`"
+
+
+def test_the_agents_settings_show_the_tables_its_inputs_and_commands_validate_later_without_values() -> None:
+    # An input's or command's table is validated by its kind when the agent builds it: until then
+    # its password is a plain string, so the settings' repr shows the tables' option names only.
+    settings = AgentSettings.validate(
+        {
+            "device_id": "pi",
+            "inputs": {"mqtt": [{"topics": ["#"], "password": "hunter2", "tls": {"ca": "x"}}]},
+            "commands": {"mqtt": [{"name": "vent", "topic": "t", "password": "hunter3"}]},
+        }
+    )
+    shown = repr(settings)
+    assert "hunter2" not in shown and "hunter3" not in shown
+    assert "inputs={'mqtt': [{'topics': [...], 'password': ..., 'tls': {'ca': ...}}]}" in shown
+    assert "mqtt=[{'name': ..., 'topic': ..., 'password': ...}]" in shown
+    assert settings.inputs["mqtt"][0]["password"] == "hunter2"  # the values are all still there
+    # Every other option is shown as msgspec shows it.
+    assert repr(settings.uplink) == msgspec.Struct.__repr__(settings.uplink)
+    assert "device_id='pi'" in shown
 
 
 @pytest.mark.parametrize(
