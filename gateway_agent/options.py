@@ -223,11 +223,12 @@ class Options(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
     their secrets are not `Secret` yet, so the repr shows their options' names, not values."""
 
     def __repr__(self) -> str:
-        shown = (
-            f"{name}={_names_only(value) if name in self.unvalidated else repr(value)}"
-            for name, value in zip(self.__struct_fields__, msgspec.structs.astuple(self), strict=True)
-        )
-        return f"{type(self).__name__}({', '.join(shown)})"
+        shown = ", ".join(f"{name}={self._shown(name)}" for name in self.__struct_fields__)
+        return f"{type(self).__name__}({shown})"
+
+    def _shown(self, name: str) -> str:
+        value = getattr(self, name)
+        return repr(_names_only(value) if name in self.unvalidated else value)
 
     @classmethod
     def validate(cls, table: Mapping[str, Any]) -> Self:
